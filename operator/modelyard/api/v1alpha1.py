@@ -1,0 +1,842 @@
+"""The four kinds of `modelyard.dev/v1alpha1`: Registry, ModelTemplate, ModelVersion and Model.
+
+These classes are the single source of the API: the CRDs in `crds/` are generated from them
+(`make crds`), and the operator and the CLI parse manifests with them. Cross-field rules live
+twice on purpose — as CEL (`x-kubernetes-validations`, enforced by the apiserver at apply time)
+and as pydantic validators (enforced when the operator or `modelyard render` reads a manifest) —
+and `tests/test_schema.py` runs the same bad manifests through both.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pydantic import ConfigDict, Field, model_validator
+
+from modelyard.api import formats
+from modelyard.api.types import (
+    SCALAR_RULE,
+    Condition,
+    Digest,
+    EnvName,
+    HttpPath,
+    KindInfo,
+    ModelName,
+    ObjectName,
+    Quantity,
+    Repository,
+    Resource,
+    ScalarValue,
+    SemVer,
+    SpecModel,
+    StrEnum,
+    Tag,
+    Url,
+    VersionRange,
+    cel_rule,
+    cel_rules,
+    conditions_field,
+    observed_generation_field,
+    ready_columns,
+)
+
+GROUP = "modelyard.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+CATEGORY = "modelyard"
+
+MAX_PARAMETERS = 64
+MAX_ENV = 128
+MAX_WORKERS = 1000
+MAX_GPUS = 16
+
+# --------------------------------------------------------------------------------------------
+# Registry
+# --------------------------------------------------------------------------------------------
+
+
+class RegistryType(StrEnum):
+    """Which protocol the registry speaks."""
+
+    OCI = "oci"
+    MLFLOW = "mlflow"
+
+
+class RegistryTLS(SpecModel):
+    """TLS settings for registries behind a private CA."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            cel_rule(
+                "!has(self.caSecret) || !has(self.insecureSkipVerify) || !self.insecureSkipVerify",
+                "caSecret and insecureSkipVerify contradict each other: trust a CA or skip "
+                "verification, not both",
+            )
+        )
+    )
+
+    ca_secret: ObjectName | None = Field(
+        None,
+        description="Name of a Secret in the same namespace whose `ca.crt` key holds the PEM "
+        "certificate authority that signed the registry's certificate.",
+    )
+    insecure_skip_verify: bool = Field(
+        False,
+        description="Skip TLS certificate verification. Only for test registries: it lets "
+        "anyone on the path substitute images. Default false.",
+    )
+
+    @model_validator(mode="after")
+    def _not_both(self) -> RegistryTLS:
+        if self.ca_secret and self.insecure_skip_verify:
+            raise ValueError(
+                "caSecret and insecureSkipVerify contradict each other: trust a CA or skip "
+                "verification, not both"
+            )
+        return self
+
+
+class RegistrySpec(SpecModel):
+    """Where images or model artifacts come from, and how to log in."""
+
+    type: RegistryType = Field(
+        RegistryType.OCI,
+        description="Protocol of the registry: `oci` (quay.io, GHCR, Docker Hub, Harbor, ECR, "
+        "a self-hosted registry; the default) or `mlflow` (an MLflow model registry).",
+    )
+    url: Url = Field(
+        ...,
+        description="Base URL of the registry, with its scheme, for example https://quay.io. "
+        "Image references are formed from its host and port.",
+    )
+    credentials_secret: ObjectName | None = Field(
+        None,
+        description="Name of a Secret in the same namespace holding the credentials: type "
+        "kubernetes.io/dockerconfigjson, kubernetes.io/basic-auth, or an Opaque Secret with a "
+        "`token` key. Omit for anonymous access.",
+    )
+    tls: RegistryTLS | None = Field(
+        None, description="TLS settings, for registries with a private certificate authority."
+    )
+    check_interval_seconds: int = Field(
+        300,
+        ge=10,
+        le=86400,
+        description="How often, in seconds, the operator checks that the registry answers "
+        "and the credentials work. Default 300.",
+    )
+
+
+class RegistryStatus(SpecModel):
+    """What the operator last saw of the registry."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    conditions: list[Condition] = conditions_field()
+    observed_generation: int | None = observed_generation_field()
+    last_check_time: str | None = Field(
+        None,
+        json_schema_extra={"format": "date-time"},
+        description="When the registry was last checked (RFC 3339).",
+    )
+    pull_secret: str | None = Field(
+        None,
+        description="Name of the Secret that pods pulling from this registry use as "
+        "imagePullSecret.",
+    )
+
+
+class Registry(Resource):
+    """A connection to an image registry (OCI) or a model registry (MLflow).
+
+    ModelTemplates and ModelVersions name a Registry; the operator checks that it answers with
+    the given credentials and hands its pull secret to the pods that use it.
+    """
+
+    info = KindInfo(
+        kind="Registry",
+        plural="registries",
+        short_names=["reg"],
+        printer_columns=[
+            {
+                "name": "Type",
+                "type": "string",
+                "jsonPath": ".spec.type",
+                "description": "Registry protocol.",
+            },
+            {"name": "URL", "type": "string", "jsonPath": ".spec.url", "description": "Base URL."},
+            *ready_columns(),
+        ],
+    )
+
+    spec: RegistrySpec = Field(..., description="Desired connection to the registry.")
+    status: RegistryStatus | None = Field(
+        None, description="Observed state of the registry, written by the operator."
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# ModelTemplate
+# --------------------------------------------------------------------------------------------
+
+
+class ModelType(StrEnum):
+    """What kind of requests the model answers; decides the request and response schema."""
+
+    EMBEDDING = "EMBEDDING"
+    RERANKING = "RERANKING"
+    COMPLETION = "COMPLETION"
+    CHAT_COMPLETION = "CHAT_COMPLETION"
+    AGENT = "AGENT"
+    CUSTOM = "CUSTOM"
+
+
+class EndpointType(StrEnum):
+    """How callers talk to the model."""
+
+    SYNC = "SYNC"
+    ASYNC = "ASYNC"
+    STREAMING = "STREAMING"
+
+
+class ParameterType(StrEnum):
+    """Type of a template parameter; `secret` values name a Secret key rather than carry data."""
+
+    STR = "str"
+    INT = "int"
+    FLOAT = "float"
+    BOOL = "bool"
+    SECRET = "secret"
+
+
+class TemplateImage(SpecModel):
+    """The container image every Model of this template runs."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            cel_rule(
+                "has(self.tag) != has(self.digest)",
+                "image needs exactly one of tag or digest",
+            )
+        )
+    )
+
+    registry: ObjectName = Field(
+        ..., description="Name of the Registry, in the same namespace, that holds the image."
+    )
+    repository: Repository = Field(
+        ...,
+        description="Repository path inside the registry, for example "
+        "egp-test/sentence-transformer-reranker.",
+    )
+    tag: Tag | None = Field(
+        None,
+        description="Tag to run. The operator resolves it to a digest and pins that digest; "
+        "a tag moved later is reported, not silently followed. Exactly one of tag or digest.",
+    )
+    digest: Digest | None = Field(
+        None,
+        description="Digest to run, `sha256:` plus 64 hex digits. Exactly one of tag or digest.",
+    )
+
+    @model_validator(mode="after")
+    def _tag_or_digest(self) -> TemplateImage:
+        if (self.tag is None) == (self.digest is None):
+            raise ValueError("image needs exactly one of tag or digest")
+        return self
+
+
+class Readiness(SpecModel):
+    """How the operator and Kubernetes tell that a worker can take requests."""
+
+    path: HttpPath = Field(
+        "/health",
+        description="HTTP path answering 200 when the model is loaded. Default /health.",
+    )
+    initial_delay_seconds: int = Field(
+        0,
+        ge=0,
+        le=3600,
+        description="Seconds to wait after a worker starts before the first readiness check; "
+        "for models that take long to load. Default 0.",
+    )
+    period_seconds: int = Field(
+        10, ge=1, le=300, description="Seconds between readiness checks. Default 10."
+    )
+
+
+class Resources(SpecModel):
+    """Compute each worker reserves; requests and limits are set to the same values."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            cel_rule(
+                "!has(self.gpuType) || (has(self.gpus) && self.gpus > 0)",
+                "gpuType needs gpus of at least 1",
+                field_path=".gpuType",
+            )
+        )
+    )
+
+    cpus: Quantity | None = Field(None, description="CPU cores per worker, for example 1 or 500m.")
+    memory: Quantity | None = Field(None, description="Memory per worker, for example 8Gi.")
+    storage: Quantity | None = Field(
+        None, description="Ephemeral (scratch) storage per worker, for example 16Gi."
+    )
+    gpus: int = Field(
+        0,
+        ge=0,
+        le=MAX_GPUS,
+        description=f"GPUs per worker, 0 to {MAX_GPUS}. Default 0.",
+    )
+    gpu_type: ObjectName | None = Field(
+        None,
+        description="GPU type, a name from the operator's GPU-type map (for example "
+        "nvidia-ampere-a10, nvidia-hopper-h100); decides the resource name, node selector "
+        "and tolerations. Omit to accept any GPU.",
+    )
+
+    @model_validator(mode="after")
+    def _gpu_type_needs_gpus(self) -> Resources:
+        if self.gpu_type is not None and self.gpus < 1:
+            raise ValueError("gpuType needs gpus of at least 1")
+        return self
+
+
+_MIN_LE_MAX = cel_rule(
+    "!has(self.minWorkers) || !has(self.maxWorkers) || self.minWorkers <= self.maxWorkers",
+    "minWorkers must not exceed maxWorkers",
+    field_path=".minWorkers",
+)
+
+
+class Scaling(SpecModel):
+    """How many workers run, and how busy each may get before another starts."""
+
+    model_config = ConfigDict(json_schema_extra=cel_rules(_MIN_LE_MAX))
+
+    min_workers: int = Field(
+        ...,
+        ge=0,
+        le=MAX_WORKERS,
+        description="Fewest workers. 0 lets the model scale to zero when idle.",
+    )
+    max_workers: int = Field(
+        ..., ge=1, le=MAX_WORKERS, description="Most workers. Equal to minWorkers: fixed size."
+    )
+    per_worker: int = Field(
+        1,
+        ge=1,
+        le=100000,
+        description="Target concurrent requests per worker; the autoscaler adds workers above "
+        "it. Default 1.",
+    )
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> Scaling:
+        if self.min_workers > self.max_workers:
+            raise ValueError(
+                f"minWorkers ({self.min_workers}) must not exceed maxWorkers ({self.max_workers})"
+            )
+        return self
+
+
+class Parameter(SpecModel):
+    """One value a Model must or may supply; it reaches the workers as an environment variable."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            cel_rule(
+                "!has(self.default) || !has(self.type) || self.type != 'secret'",
+                "a secret parameter cannot have a default: its value names a Secret",
+                field_path=".default",
+            ),
+            cel_rule(
+                "!has(self.default) || (" + SCALAR_RULE.format(v="self.default") + ")",
+                "default must be a string, number or boolean",
+                field_path=".default",
+            ),
+        )
+    )
+
+    name: EnvName = Field(
+        ..., description="Parameter name; also the environment variable the worker sees."
+    )
+    type: ParameterType = Field(
+        ParameterType.STR,
+        description="Value type: str, int, float, bool, or secret (the value is "
+        "`secret-name/key` of a Secret in the Model's namespace). Default str.",
+    )
+    description: str = Field("", max_length=1024, description="What the parameter is for.")
+    required: bool = Field(
+        False, description="Whether every Model must supply a value. Default false."
+    )
+    default: ScalarValue | None = Field(None, description="Value used when a Model supplies none.")
+
+    @model_validator(mode="after")
+    def _no_secret_default(self) -> Parameter:
+        if self.type is ParameterType.SECRET and self.default is not None:
+            raise ValueError("a secret parameter cannot have a default: its value names a Secret")
+        return self
+
+
+class ModelTemplateSpec(SpecModel):
+    """How a kind of model runs: image, resources, scaling and the parameters Models supply."""
+
+    model_type: ModelType = Field(
+        ...,
+        description="What the model answers: EMBEDDING, RERANKING, COMPLETION, "
+        "CHAT_COMPLETION, AGENT or CUSTOM.",
+    )
+    endpoint_type: EndpointType = Field(
+        EndpointType.SYNC,
+        description="How callers talk to it: SYNC, ASYNC or STREAMING. Default SYNC.",
+    )
+    image: TemplateImage | None = Field(
+        None,
+        description="Image every Model of this template runs. Omit it to make each Model name "
+        "a ModelVersion instead.",
+    )
+    command: list[str] = Field(
+        default_factory=list,
+        max_length=64,
+        description="Entrypoint override for the worker container.",
+    )
+    args: list[str] = Field(
+        default_factory=list,
+        max_length=256,
+        description="Arguments for the worker container.",
+    )
+    env: dict[EnvName, str] = Field(
+        default_factory=dict,
+        max_length=MAX_ENV,
+        json_schema_extra=cel_rules(
+            cel_rule(
+                f"self.all(k, k.matches(r'{formats.ENV_NAME}'))",
+                "env names must be shaped like environment variable names",
+            )
+        ),
+        description="Environment variables for every worker, as a map of name to value.",
+    )
+    port: int = Field(
+        8080, ge=1, le=65535, description="Port the model server listens on. Default 8080."
+    )
+    readiness: Readiness = Field(
+        default_factory=Readiness,
+        description="Readiness check; set initialDelaySeconds for slow-loading models.",
+    )
+    startup_timeout_seconds: int = Field(
+        600,
+        ge=0,
+        le=86400,
+        description="Seconds a worker may take to load its model before it counts as failed "
+        "(StartupTimeout). Default 600.",
+    )
+    resources: Resources = Field(
+        default_factory=Resources, description="CPU, memory, storage and GPUs per worker."
+    )
+    scaling: Scaling = Field(
+        default_factory=lambda: Scaling(min_workers=1, max_workers=1),
+        description="Worker counts and per-worker concurrency. Default: exactly one worker.",
+    )
+    high_priority: bool = Field(
+        False,
+        description="Run workers with the operator's high-priority PriorityClass, so they may "
+        "preempt lower-priority pods. Default false.",
+    )
+    parameters: list[Parameter] = Field(
+        default_factory=list,
+        max_length=MAX_PARAMETERS,
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["name"],
+            **cel_rules(
+                cel_rule(
+                    "self.all(p, self.exists_one(q, q.name == p.name))",
+                    "parameter names must be unique",
+                    reason="FieldValueDuplicate",
+                )
+            ),
+        },
+        description="Typed parameters every Model of this template must satisfy.",
+    )
+
+    @model_validator(mode="after")
+    def _unique_parameters(self) -> ModelTemplateSpec:
+        seen: set[str] = set()
+        for parameter in self.parameters:
+            if parameter.name in seen:
+                raise ValueError(f"parameter names must be unique: {parameter.name} repeats")
+            seen.add(parameter.name)
+        return self
+
+
+class ModelTemplateStatus(SpecModel):
+    """What the operator last saw of the template."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    conditions: list[Condition] = conditions_field()
+    observed_generation: int | None = observed_generation_field()
+    resolved_digest: str | None = Field(
+        None, description="Digest the image tag resolved to, pinned for every Model."
+    )
+    models: list[str] = Field(
+        default_factory=list,
+        max_length=10000,
+        description="Names of the Models, in this namespace, made from this template.",
+    )
+
+
+class ModelTemplate(Resource):
+    """A recipe for running a kind of model, written by a platform team.
+
+    Models are made from it with a few parameters; editing it rolls every Model that uses it.
+    """
+
+    info = KindInfo(
+        kind="ModelTemplate",
+        plural="modeltemplates",
+        short_names=["mt"],
+        printer_columns=[
+            {
+                "name": "Type",
+                "type": "string",
+                "jsonPath": ".spec.modelType",
+                "description": "Model type.",
+            },
+            {
+                "name": "Endpoint",
+                "type": "string",
+                "jsonPath": ".spec.endpointType",
+                "description": "Endpoint type.",
+            },
+            {
+                "name": "GPUs",
+                "type": "integer",
+                "jsonPath": ".spec.resources.gpus",
+                "description": "GPUs per worker.",
+            },
+            {
+                "name": "GPU-Type",
+                "type": "string",
+                "jsonPath": ".spec.resources.gpuType",
+                "description": "GPU type.",
+            },
+            *ready_columns(),
+        ],
+    )
+
+    spec: ModelTemplateSpec = Field(..., description="How models made from this template run.")
+    status: ModelTemplateStatus | None = Field(
+        None, description="Observed state of the template, written by the operator."
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# ModelVersion
+# --------------------------------------------------------------------------------------------
+
+
+class Link(SpecModel):
+    """A related resource, as in the DEEPaaS metadata schema."""
+
+    rel: str = Field(..., min_length=1, max_length=64, description="Relation, e.g. docs.")
+    href: Url = Field(..., description="URL of the related resource.")
+
+
+class ModelVersionSpec(SpecModel):
+    """One immutable, published image of a named model."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            cel_rule(
+                "self == oldSelf",
+                "a ModelVersion is immutable: publish a new version instead of editing this one",
+                reason="FieldValueForbidden",
+            )
+        )
+    )
+
+    model: ModelName = Field(
+        ..., description="Logical model name shared by all versions of the model."
+    )
+    version: SemVer = Field(
+        ...,
+        description="Semantic version, optionally with a suffix, e.g. 1.1.0 or "
+        "1.0.0-initially-released-version-of-our-awesome-model.",
+    )
+    registry: ObjectName = Field(
+        ..., description="Name of the Registry, in the same namespace, that holds the image."
+    )
+    repository: Repository = Field(..., description="Repository path inside the registry.")
+    tag: Tag | None = Field(
+        None,
+        description="Tag pushed with the image; when given it must resolve to digest, and a "
+        "later move of the tag is reported.",
+    )
+    digest: Digest = Field(
+        ..., description="Digest of the image as pushed, `sha256:` plus 64 hex digits."
+    )
+    description: str = Field("", max_length=4096, description="What the model does.")
+    author: str = Field("", max_length=256, description="Who made the model.")
+    license: str = Field("", max_length=256, description="The model's license.")
+    url: Url | None = Field(None, description="Home page or source repository of the model.")
+    links: list[Link] = Field(default_factory=list, max_length=32, description="Related resources.")
+
+
+class ModelVersionStatus(SpecModel):
+    """What the operator last verified about the version."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    conditions: list[Condition] = conditions_field()
+    observed_generation: int | None = observed_generation_field()
+    image: str | None = Field(
+        None, description="Image reference pods run, `host/repository@sha256:...`."
+    )
+    tag_digest: str | None = Field(
+        None,
+        description="Digest the tag points to now; differs from spec.digest when the tag moved.",
+    )
+    verified_time: str | None = Field(
+        None,
+        json_schema_extra={"format": "date-time"},
+        description="When the digest was last verified against the registry (RFC 3339).",
+    )
+
+
+class ModelVersion(Resource):
+    """A published, verified version of a model image, pinned by digest.
+
+    The operator checks the digest against the registry; only verified versions reach a
+    Deployment. The spec cannot change after creation.
+    """
+
+    info = KindInfo(
+        kind="ModelVersion",
+        plural="modelversions",
+        short_names=["mv"],
+        printer_columns=[
+            {
+                "name": "Model",
+                "type": "string",
+                "jsonPath": ".spec.model",
+                "description": "Logical model name.",
+            },
+            {
+                "name": "Version",
+                "type": "string",
+                "jsonPath": ".spec.version",
+                "description": "Semantic version.",
+            },
+            *ready_columns(),
+            {
+                "name": "Image",
+                "type": "string",
+                "jsonPath": ".status.image",
+                "priority": 1,
+                "description": "Verified image reference.",
+            },
+        ],
+    )
+
+    spec: ModelVersionSpec = Field(..., description="The published image; immutable.")
+    status: ModelVersionStatus | None = Field(
+        None, description="Verification result, written by the operator."
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Model
+# --------------------------------------------------------------------------------------------
+
+
+class ModelState(StrEnum):
+    """Where a Model stands, in one word."""
+
+    PENDING = "PENDING"
+    DEPLOYING = "DEPLOYING"
+    READY = "READY"
+    SCALED_TO_ZERO = "SCALED_TO_ZERO"
+    FAILED = "FAILED"
+
+
+class VersionSelector(SpecModel):
+    """Which ModelVersion to run."""
+
+    model: ModelName = Field(..., description="Logical model name of the ModelVersions.")
+    version: VersionRange = Field(
+        ...,
+        description="An exact version (1.1.0) or a range (>=1.0.0 <2.0.0, ^1.2, ~1.2.3); "
+        "the highest Ready version that matches runs.",
+    )
+
+
+class ScalingOverride(SpecModel):
+    """Per-Model changes to the template's scaling; unset fields keep the template's values."""
+
+    model_config = ConfigDict(json_schema_extra=cel_rules(_MIN_LE_MAX))
+
+    min_workers: int | None = Field(
+        None, ge=0, le=MAX_WORKERS, description="Fewest workers; 0 allows scale to zero."
+    )
+    max_workers: int | None = Field(None, ge=1, le=MAX_WORKERS, description="Most workers.")
+    per_worker: int | None = Field(
+        None, ge=1, le=100000, description="Target concurrent requests per worker."
+    )
+
+    @model_validator(mode="after")
+    def _min_le_max(self) -> ScalingOverride:
+        if (
+            self.min_workers is not None
+            and self.max_workers is not None
+            and self.min_workers > self.max_workers
+        ):
+            raise ValueError(
+                f"minWorkers ({self.min_workers}) must not exceed maxWorkers ({self.max_workers})"
+            )
+        return self
+
+
+class ModelSpec(SpecModel):
+    """A running model: a template, optionally a version, and the template's parameters."""
+
+    template: ObjectName = Field(
+        ..., description="Name of the ModelTemplate, in the same namespace, to run."
+    )
+    version: VersionSelector | None = Field(
+        None,
+        description="The ModelVersion to run; required when the template has no image, and "
+        "it replaces the template's image when both are given.",
+    )
+    parameters: dict[EnvName, ScalarValue] = Field(
+        default_factory=dict,
+        max_length=MAX_PARAMETERS,
+        json_schema_extra=cel_rules(
+            cel_rule(
+                f"self.all(k, k.matches(r'{formats.ENV_NAME}'))",
+                "parameter names must be shaped like environment variable names",
+            ),
+            cel_rule(
+                "self.all(k, " + SCALAR_RULE.format(v="self[k]") + ")",
+                "parameter values must be strings, numbers or booleans",
+            ),
+        ),
+        description="Values for the template's parameters, by name. Secret parameters take "
+        "`secret-name/key`.",
+    )
+    scaling: ScalingOverride | None = Field(
+        None, description="Changes to the template's scaling for this Model only."
+    )
+
+
+class ModelStatus(SpecModel):
+    """What is running for the Model, and whether it serves."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    state: ModelState | None = Field(
+        None,
+        description="PENDING, DEPLOYING, READY, SCALED_TO_ZERO or FAILED.",
+    )
+    conditions: list[Condition] = conditions_field()
+    observed_generation: int | None = observed_generation_field()
+    image: str | None = Field(
+        None, description="Image the workers run, by digest (`host/repository@sha256:...`)."
+    )
+    resolved_version: str | None = Field(
+        None, description="The ModelVersion's version the Model runs, when it names one."
+    )
+    replicas: int | None = Field(None, ge=0, description="Workers that exist.")
+    ready_replicas: int | None = Field(None, ge=0, description="Workers ready for requests.")
+    endpoint: str | None = Field(
+        None, description="In-cluster URL of the model, e.g. http://name.namespace.svc:8080."
+    )
+
+
+class Model(Resource):
+    """A running model made from a ModelTemplate, a ModelVersion and parameters.
+
+    The operator turns it into a Deployment, a Service and an autoscaler named after it, and
+    reports in status whether it serves requests.
+    """
+
+    info = KindInfo(
+        kind="Model",
+        plural="models",
+        short_names=["mdl"],
+        printer_columns=[
+            {
+                "name": "Template",
+                "type": "string",
+                "jsonPath": ".spec.template",
+                "description": "ModelTemplate it is made from.",
+            },
+            {
+                "name": "Version",
+                "type": "string",
+                "jsonPath": ".status.resolvedVersion",
+                "description": "ModelVersion it runs.",
+            },
+            {
+                "name": "State",
+                "type": "string",
+                "jsonPath": ".status.state",
+                "description": "PENDING, DEPLOYING, READY, SCALED_TO_ZERO or FAILED.",
+            },
+            *ready_columns(),
+            {
+                "name": "Replicas",
+                "type": "integer",
+                "jsonPath": ".status.readyReplicas",
+                "description": "Workers ready for requests.",
+            },
+            {
+                "name": "Endpoint",
+                "type": "string",
+                "jsonPath": ".status.endpoint",
+                "priority": 1,
+                "description": "In-cluster URL.",
+            },
+        ],
+    )
+
+    spec: ModelSpec = Field(..., description="What to run.")
+    status: ModelStatus | None = Field(
+        None, description="What runs and whether it serves, written by the operator."
+    )
+
+
+KINDS: tuple[type[Resource], ...] = (Registry, ModelTemplate, ModelVersion, Model)
+
+
+def root_rules(kind: str) -> list[dict[str, str]]:
+    """CEL rules on the whole object (only metadata.name is reachable there)."""
+    if kind == "Model":
+        return [
+            cel_rule(
+                f"self.metadata.name.matches(r'{formats.SERVICE_NAME}') && "
+                f"size(self.metadata.name) <= {formats.SERVICE_NAME_MAX}",
+                "a Model's name becomes its Service's name: lowercase letters, digits and '-', "
+                "starting with a letter, at most 63 characters",
+                field_path=".metadata.name",
+            )
+        ]
+    return []
+
+
+def parse(manifest: dict[str, Any]) -> Resource:
+    """Read a manifest of one of the four kinds into its typed model."""
+    by_kind = {cls.info.kind: cls for cls in KINDS}
+    kind = manifest.get("kind")
+    if manifest.get("apiVersion") != API_VERSION or kind not in by_kind:
+        raise ValueError(f"not a {API_VERSION} kind: {manifest.get('apiVersion')}/{kind}")
+    # Strict JSON mode gives the wire's semantics: "300" is not an integer, as on the apiserver.
+    resource = by_kind[kind].model_validate_json(json.dumps(manifest), strict=True)
+    if kind == "Model":
+        name = resource.metadata.name
+        if not formats.matches(formats.SERVICE_NAME, name) or len(name) > formats.SERVICE_NAME_MAX:
+            raise ValueError(root_rules("Model")[0]["message"])
+    return resource
