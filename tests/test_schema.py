@@ -1,0 +1,359 @@
+"""Examples are accepted and a catalogue of bad manifests is refused — by both gatekeepers.
+
+Each bad manifest is a good example with one thing broken, and the reason it must fail. It must
+be refused by the generated CRD (schema + CEL, as the apiserver would on `kubectl apply`) *and*
+by the pydantic models the operator and `modelyard render` read manifests with, so the two never
+disagree. `expect` is a fragment of the message the user sees, so a refusal for an unrelated
+reason does not count.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from modelyard.api.v1alpha1 import parse
+from support.crd_validation import CrdValidator
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+
+
+def _example_documents() -> list[tuple[str, dict[str, Any]]]:
+    documents = []
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        for document in yaml.safe_load_all(path.read_text()):
+            if document:
+                documents.append(
+                    (f"{path.name}:{document['kind']}/{document['metadata']['name']}", document)
+                )
+    return documents
+
+
+EXAMPLE_DOCUMENTS = _example_documents()
+
+
+def example(kind: str, name: str) -> dict[str, Any]:
+    for _, document in EXAMPLE_DOCUMENTS:
+        if document["kind"] == kind and document["metadata"]["name"] == name:
+            return copy.deepcopy(document)
+    raise LookupError(f"no example {kind}/{name}")
+
+
+@pytest.fixture(scope="module")
+def validator() -> CrdValidator:
+    return CrdValidator(ROOT / "crds")
+
+
+@pytest.mark.parametrize(
+    "document", [doc for _, doc in EXAMPLE_DOCUMENTS], ids=[i for i, _ in EXAMPLE_DOCUMENTS]
+)
+def test_every_example_is_accepted(validator: CrdValidator, document: dict[str, Any]) -> None:
+    if not validator.knows(document):
+        assert document["apiVersion"] == "v1", "examples only add Secrets beside our kinds"
+        return
+    assert validator.errors(document) == []
+    parse(document)
+
+
+def test_examples_cover_every_kind(validator: CrdValidator) -> None:
+    kinds = {doc["kind"] for _, doc in EXAMPLE_DOCUMENTS if validator.knows(doc)}
+    assert kinds == {"Registry", "ModelTemplate", "ModelVersion", "Model"}
+
+
+# ---------------------------------------------------------------------------------------------
+
+
+def _set(document: dict[str, Any], path: str, value: Any) -> None:
+    *parents, last = path.split(".")
+    node = document
+    for part in parents:
+        node = node[int(part)] if isinstance(node, list) else node.setdefault(part, {})
+    if isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+
+
+def _delete(document: dict[str, Any], path: str) -> None:
+    *parents, last = path.split(".")
+    node = document
+    for part in parents:
+        node = node[int(part)] if isinstance(node, list) else node[part]
+    del node[last]
+
+
+@dataclass
+class Bad:
+    why: str
+    kind: str
+    name: str
+    set: dict[str, Any] = field(default_factory=dict)
+    delete: tuple[str, ...] = ()
+    expect: str = ""
+    #: Set for updates: the change is applied to a copy of the stored object.
+    update: bool = False
+
+    def build(self) -> tuple[dict[str, Any], dict[str, Any]]:
+        original = example(self.kind, self.name)
+        document = copy.deepcopy(original)
+        for path, value in self.set.items():
+            _set(document, path, value)
+        for path in self.delete:
+            _delete(document, path)
+        return document, original
+
+
+REG = ("Registry", "quay")
+TPL = ("ModelTemplate", "custom-reranking-model-template")
+MV = ("ModelVersion", "awesome-llm-1.1.0")
+MDL = ("Model", "awesome-chat")
+
+HEX64 = "0ee461a3c655470beed8493558a0bf1943d289860bfdff2114af15874e53c310"
+
+CATALOGUE = [
+    # Registry
+    Bad("a registry URL needs a scheme", *REG, {"spec.url": "quay.io"}, expect="URL"),
+    Bad("a registry URL is not free text", *REG, {"spec.url": "not a url"}, expect="URL"),
+    Bad("only oci and mlflow registries exist", *REG, {"spec.type": "s3"}, expect="s3"),
+    Bad(
+        "checks more often than every 10 s hammer the registry",
+        *REG,
+        {"spec.checkIntervalSeconds": 1},
+        expect="10",
+    ),
+    Bad("the check interval is a number", *REG, {"spec.checkIntervalSeconds": "300"}, expect="300"),
+    Bad(
+        "Secret names are lowercase DNS names",
+        *REG,
+        {"spec.credentialsSecret": "Quay_Robot"},
+        expect="object name",
+    ),
+    Bad(
+        "a CA and skipping verification contradict",
+        *REG,
+        {"spec.tls": {"caSecret": "quay-ca", "insecureSkipVerify": True}},
+        expect="contradict",
+    ),
+    Bad("a registry needs a URL", *REG, delete=("spec.url",), expect="url"),
+    # ModelTemplate
+    Bad(
+        "model types are a closed set",
+        *TPL,
+        {"spec.modelType": "TRANSLATION"},
+        expect="TRANSLATION",
+    ),
+    Bad("endpoint types are upper case", *TPL, {"spec.endpointType": "sync"}, expect="sync"),
+    Bad(
+        "a model template needs a model type", *TPL, delete=("spec.modelType",), expect="modelType"
+    ),
+    Bad("negative GPUs", *TPL, {"spec.resources.gpus": -1}, expect="-1"),
+    Bad("more GPUs than any node has", *TPL, {"spec.resources.gpus": 1000}, expect="1000"),
+    Bad("GPU count is a number", *TPL, {"spec.resources.gpus": "one"}, expect="one"),
+    Bad("a GPU type without GPUs", *TPL, {"spec.resources.gpus": 0}, expect="gpuType"),
+    Bad(
+        "minWorkers above maxWorkers",
+        *TPL,
+        {"spec.scaling.minWorkers": 3, "spec.scaling.maxWorkers": 1},
+        expect="minWorkers",
+    ),
+    Bad(
+        "zero maxWorkers serves nothing",
+        *TPL,
+        {"spec.scaling.maxWorkers": 0, "spec.scaling.minWorkers": 0},
+        expect="0",
+    ),
+    Bad("perWorker must be positive", *TPL, {"spec.scaling.perWorker": 0}, expect="0"),
+    Bad(
+        "a typo in a field name is not silently dropped",
+        *TPL,
+        {"spec.scaling.minWorker": 1},
+        expect="minWorker",
+    ),
+    Bad(
+        "an image with both tag and digest",
+        *TPL,
+        {"spec.image.tag": "latest"},
+        expect="exactly one of tag or digest",
+    ),
+    Bad(
+        "an image with neither tag nor digest",
+        *TPL,
+        delete=("spec.image.digest",),
+        expect="exactly one of tag or digest",
+    ),
+    Bad(
+        "digests are lowercase hex",
+        *TPL,
+        {"spec.image.digest": "sha256:" + HEX64.upper()},
+        expect="sha256",
+    ),
+    Bad("only sha256 digests", *TPL, {"spec.image.digest": "sha512:" + HEX64}, expect="sha256"),
+    Bad(
+        "repositories are lowercase paths",
+        *TPL,
+        {"spec.image.repository": "Egp-Test/Reranker"},
+        expect="repository",
+    ),
+    Bad("memory is a quantity", *TPL, {"spec.resources.memory": "8 gigabytes"}, expect="quantity"),
+    Bad("negative CPUs as a number", *TPL, {"spec.resources.cpus": -1}, expect="-1"),
+    Bad("negative CPUs as a string", *TPL, {"spec.resources.cpus": "-500m"}, expect="quantity"),
+    Bad(
+        "parameter names are unique",
+        *TPL,
+        {"spec.parameters.1.name": "MODEL_BUCKET"},
+        expect="MODEL_BUCKET",
+    ),
+    Bad(
+        "parameter names are env var names",
+        *TPL,
+        {"spec.parameters.0.name": "model-bucket"},
+        expect="environment variable",
+    ),
+    Bad(
+        "parameter types are a closed set",
+        *TPL,
+        {"spec.parameters.0.type": "string"},
+        expect="string",
+    ),
+    Bad(
+        "a secret parameter has no default",
+        *TPL,
+        {"spec.parameters.0.type": "secret", "spec.parameters.0.default": "s/k"},
+        expect="secret",
+    ),
+    Bad("a default is a scalar", *TPL, {"spec.parameters.0.default": ["a", "b"]}, expect="default"),
+    Bad(
+        "env names are env var names",
+        *TPL,
+        {"spec.env": {"1DEVICE": "cuda"}},
+        expect="environment variable",
+    ),
+    Bad(
+        "a negative readiness delay", *TPL, {"spec.readiness.initialDelaySeconds": -5}, expect="-5"
+    ),
+    Bad("ports stop at 65535", *TPL, {"spec.port": 70000}, expect="70000"),
+    Bad("probe paths start with /", *TPL, {"spec.readiness.path": "healthz"}, expect="path"),
+    # ModelVersion
+    Bad("versions are semantic versions", *MV, {"spec.version": "1.0"}, expect="semantic version"),
+    Bad("no leading v in a version", *MV, {"spec.version": "v1.1.0"}, expect="semantic version"),
+    Bad("leading zeros are not semver", *MV, {"spec.version": "01.1.0"}, expect="semantic version"),
+    Bad("a truncated digest", *MV, {"spec.digest": "sha256:0ee461a3"}, expect="sha256"),
+    Bad("a version needs a digest", *MV, delete=("spec.digest",), expect="digest"),
+    Bad("model names are lowercase", *MV, {"spec.model": "Awesome LLM"}, expect="model name"),
+    Bad(
+        "a published version cannot be re-pointed",
+        *MV,
+        {"spec.digest": "sha256:" + "1" * 64},
+        expect="immutable",
+        update=True,
+    ),
+    Bad(
+        "a published version cannot be re-described",
+        *MV,
+        {"spec.description": "edited"},
+        expect="immutable",
+        update=True,
+    ),
+    # Model
+    Bad("a Model needs a template", *MDL, delete=("spec.template",), expect="template"),
+    Bad(
+        "template names are object names",
+        *MDL,
+        {"spec.template": "My_Template"},
+        expect="object name",
+    ),
+    Bad(
+        "parameter values are not lists",
+        *MDL,
+        {"spec.parameters.MAX_NUM_SEQS": [1, 2]},
+        expect="string",
+    ),
+    Bad(
+        "parameter values are not objects",
+        *MDL,
+        {"spec.parameters.MAX_NUM_SEQS": {"a": 1}},
+        expect="string",
+    ),
+    Bad(
+        "parameter names are env var names",
+        *MDL,
+        {"spec.parameters.bad-key": "x"},
+        expect="environment variable",
+    ),
+    Bad("Model names become Service names", *MDL, {"metadata.name": "1st-model"}, expect="Service"),
+    Bad("Service names stop at 63 characters", *MDL, {"metadata.name": "m" * 64}, expect="Service"),
+    Bad(
+        "a scaling override with min above max",
+        *MDL,
+        {"spec.scaling": {"minWorkers": 5, "maxWorkers": 2}},
+        expect="minWorkers",
+    ),
+    Bad(
+        "a version range is not a shell command",
+        *MDL,
+        {"spec.version.version": "1.0.0; rm -rf /"},
+        expect="range",
+    ),
+    Bad("a version selector names its model", *MDL, delete=("spec.version.model",), expect="model"),
+]
+
+
+def test_catalogue_is_large_enough() -> None:
+    assert len(CATALOGUE) >= 30
+    assert {bad.kind for bad in CATALOGUE} == {"Registry", "ModelTemplate", "ModelVersion", "Model"}
+
+
+@pytest.mark.parametrize("bad", CATALOGUE, ids=[bad.why for bad in CATALOGUE])
+def test_bad_manifest_is_refused_by_the_crd(validator: CrdValidator, bad: Bad) -> None:
+    document, original = bad.build()
+    errors = validator.errors(document, old=original if bad.update else None)
+    assert errors, f"accepted although {bad.why}"
+    assert any(bad.expect.lower() in error.lower() for error in errors), errors
+
+
+@pytest.mark.parametrize(
+    "bad", [b for b in CATALOGUE if not b.update], ids=[b.why for b in CATALOGUE if not b.update]
+)
+def test_bad_manifest_is_refused_by_the_operator_models(bad: Bad) -> None:
+    document, _ = bad.build()
+    with pytest.raises((ValidationError, ValueError)) as refused:
+        parse(document)
+    assert bad.expect.lower() in str(refused.value).lower()
+
+
+def test_unchanged_modelversion_update_is_accepted(validator: CrdValidator) -> None:
+    original = example(*MV)
+    updated = copy.deepcopy(original)
+    updated["metadata"]["labels"] = {"team": "ml"}
+    updated["status"] = {"image": "quay.io/acme/awesome-llm@sha256:" + HEX64}
+    assert validator.errors(updated, old=original) == []
+
+
+@pytest.mark.parametrize(
+    "version",
+    ["1.0.0", "1.0.0-initially-released-version-of-our-awesome-model", "2.10.3-rc.1+build.5"],
+)
+def test_semantic_versions_with_suffixes_are_accepted(
+    validator: CrdValidator, version: str
+) -> None:
+    document = example(*MV)
+    document["spec"]["version"] = version
+    assert validator.errors(document) == []
+    parse(document)
+
+
+def test_parameter_values_keep_their_types() -> None:
+    model = parse(example("Model", "docs-embedder"))
+    assert model.spec.parameters == {"BATCH_SIZE": 64}
+    assert type(model.spec.parameters["BATCH_SIZE"]) is int
+    template = parse(example("ModelTemplate", "cpu-embedding"))
+    defaults = {p.name: p.default for p in template.spec.parameters}
+    assert defaults == {"MODEL_NAME": "all-MiniLM-L6-v2", "BATCH_SIZE": 32, "NORMALIZE": True}
+    assert type(defaults["NORMALIZE"]) is bool
