@@ -1,0 +1,135 @@
+"""Operator configuration: what a cluster admin decides once for every Model.
+
+It comes from a YAML file (the Helm chart renders it from values into a ConfigMap mounted at
+`MODELYARD_CONFIG`); every field has a default so `modelyard render` and a bare `make run` work
+without one. GPU types live here rather than in templates because node labels, taints and MIG
+resource names are facts about the cluster, not about a model.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+CONFIG_ENV = "MODELYARD_CONFIG"
+GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
+NVIDIA_GPU = "nvidia.com/gpu"
+
+
+class _Config(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Toleration(_Config):
+    """A pod toleration, in the Kubernetes shape."""
+
+    key: str
+    operator: str = "Exists"
+    value: str | None = None
+    effect: str | None = "NoSchedule"
+
+    def manifest(self) -> dict[str, str]:
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+_GPU_TAINT = [Toleration(key=NVIDIA_GPU)]
+
+
+class GpuType(_Config):
+    """How one GPU type is requested and where pods with it may run."""
+
+    resource_name: str = Field(NVIDIA_GPU, alias="resourceName")
+    node_selector: dict[str, str] = Field(default_factory=dict, alias="nodeSelector")
+    tolerations: list[Toleration] = Field(default_factory=lambda: list(_GPU_TAINT))
+
+
+def _product(product: str, resource: str = NVIDIA_GPU) -> GpuType:
+    return GpuType(resource_name=resource, node_selector={GPU_PRODUCT_LABEL: product})
+
+
+#: Product names as NVIDIA GPU Feature Discovery labels them; MIG slices with the "mixed"
+#: strategy, where each slice size is its own extended resource.
+DEFAULT_GPU_TYPES: dict[str, GpuType] = {
+    "nvidia-tesla-t4": _product("Tesla-T4"),
+    "nvidia-ampere-a10": _product("NVIDIA-A10"),
+    "nvidia-ampere-a100": _product("NVIDIA-A100-SXM4-80GB"),
+    "nvidia-hopper-h100": _product("NVIDIA-H100-80GB-HBM3"),
+    "nvidia-hopper-h100-mig-1g-10gb": _product("NVIDIA-H100-80GB-HBM3", "nvidia.com/mig-1g.10gb"),
+    "nvidia-hopper-h100-mig-3g-40gb": _product("NVIDIA-H100-80GB-HBM3", "nvidia.com/mig-3g.40gb"),
+}
+
+
+class HpaMetric(_Config):
+    """The per-pod metric an HPA scales on; its target is the template's perWorker.
+
+    The default assumes a Prometheus adapter exposing in-flight requests per pod; clusters
+    that name the metric differently change it here, not in every template.
+    """
+
+    name: str = "modelyard_inflight_requests"
+
+
+class KedaTrigger(_Config):
+    """How a ScaledObject learns about traffic while the model is scaled to zero."""
+
+    type: str = "prometheus"
+    server_address: str = Field(
+        "http://prometheus-operated.monitoring.svc:9090", alias="serverAddress"
+    )
+    #: `{namespace}` and `{model}` are filled in; the result is summed across pods.
+    query: str = Field(
+        'sum(modelyard_inflight_requests{{namespace="{namespace}",model="{model}"}})',
+    )
+    activation_threshold: str = Field("0", alias="activationThreshold")
+    cooldown_seconds: int = Field(300, alias="cooldownSeconds", ge=0)
+
+
+class Autoscaling(_Config):
+    hpa_metric: HpaMetric = Field(default_factory=HpaMetric, alias="hpaMetric")
+    keda: KedaTrigger = Field(default_factory=KedaTrigger)
+
+
+class OperatorConfig(_Config):
+    """Everything the operator needs to know about the cluster it serves models on."""
+
+    gpu_types: dict[str, GpuType] = Field(
+        default_factory=lambda: dict(DEFAULT_GPU_TYPES), alias="gpuTypes"
+    )
+    high_priority_class: str = Field("modelyard-high-priority", alias="highPriorityClass")
+    autoscaling: Autoscaling = Field(default_factory=Autoscaling)
+    field_manager: str = Field("modelyard", alias="fieldManager")
+    #: Extra seconds a Deployment may make no progress after the startup budget is spent.
+    progress_margin_seconds: int = Field(120, alias="progressMarginSeconds", ge=0)
+
+
+class ConfigError(Exception):
+    """The configuration file is unreadable or invalid; the message says which and where."""
+
+
+def load(path: str | Path | None = None) -> OperatorConfig:
+    """Read the configuration from `path`, `$MODELYARD_CONFIG`, or use the defaults.
+
+    A `gpuTypes` map in the file *extends* the defaults (an admin adds their own types or
+    overrides one by name); set `replaceDefaultGpuTypes: true` to start from an empty map.
+    """
+    path = path or os.environ.get(CONFIG_ENV)
+    if not path:
+        return OperatorConfig()
+    try:
+        raw: Any = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as error:
+        raise ConfigError(f"cannot read operator configuration {path}: {error}") from error
+    if not isinstance(raw, dict):
+        raise ConfigError(f"operator configuration {path} must be a mapping")
+    replace = bool(raw.pop("replaceDefaultGpuTypes", False))
+    try:
+        config = OperatorConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(f"invalid operator configuration {path}: {error}") from error
+    if not replace and "gpuTypes" in raw:
+        config.gpu_types = {**DEFAULT_GPU_TYPES, **config.gpu_types}
+    return config
