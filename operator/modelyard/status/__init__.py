@@ -1,0 +1,1 @@
+"""Pure status logic: condition bookkeeping, what children's state means, reasons as constants."""

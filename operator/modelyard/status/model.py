@@ -1,0 +1,178 @@
+"""A Model's state, read from its Deployment and pods, rolled up into Ready.
+
+The rule is: Ready is True only when the current revision's workers are all up and none of them
+is failing. Available replica counts alone are not enough (KServe's Ready-while-crash-looping bug):
+the pods themselves are read for the real cause — an image that cannot be pulled, a crash loop, a
+model that never passed its startup probe, a GPU the scheduler cannot find.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from modelyard.api.v1alpha1 import ModelState
+from modelyard.status import reasons
+from modelyard.status.conditions import Check, failed, passed
+
+Manifest = dict[str, Any]
+
+_PULL_FAILURES = frozenset(
+    {"ImagePullBackOff", "ErrImagePull", "InvalidImageName", "ErrImageNeverPull"}
+)
+
+
+@dataclass(frozen=True)
+class Observation:
+    """What the workload looks like now, reduced to what decides the Model's state."""
+
+    available: Check
+    state: ModelState
+    replicas: int
+    ready_replicas: int
+
+
+def _pod_failure(pod: Manifest) -> Check | None:
+    """The first reason this pod cannot serve that is the user's to fix, if any."""
+    status = pod.get("status") or {}
+    name = (pod.get("metadata") or {}).get("name", "?")
+    for condition in status.get("conditions") or []:
+        if (
+            condition.get("type") == "PodScheduled"
+            and condition.get("status") == "False"
+            and condition.get("reason") == "Unschedulable"
+        ):
+            return failed(
+                reasons.UNSCHEDULABLE, f"pod {name}: {condition.get('message', '')}".strip()
+            )
+    for container in status.get("containerStatuses") or []:
+        waiting = (container.get("state") or {}).get("waiting") or {}
+        reason = waiting.get("reason")
+        message = waiting.get("message", "")
+        if reason in _PULL_FAILURES:
+            return failed(
+                reasons.IMAGE_PULL_BACK_OFF,
+                f"pod {name} cannot pull {container.get('image', 'its image')}: {message}".strip(),
+            )
+        if reason == "CrashLoopBackOff":
+            last = (container.get("lastState") or {}).get("terminated") or {}
+            if container.get("started") is False and last.get("exitCode") in (137, 143):
+                return failed(
+                    reasons.STARTUP_TIMEOUT,
+                    f"pod {name}: the model did not pass its startup probe in time and was "
+                    f"restarted {container.get('restartCount', 0)} times; raise "
+                    "startupTimeoutSeconds if it loads slowly",
+                )
+            exit_code = last.get("exitCode")
+            detail = (
+                f" (exit code {exit_code}: {last.get('reason', '')})"
+                if exit_code is not None
+                else ""
+            )
+            return failed(
+                reasons.CRASH_LOOP_BACK_OFF,
+                f"pod {name} keeps crashing{detail}, restarted "
+                f"{container.get('restartCount', 0)} times",
+            )
+    return None
+
+
+def _deployment_condition(deployment: Manifest, kind: str) -> Manifest | None:
+    for condition in (deployment.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == kind:
+            return dict(condition)
+    return None
+
+
+def observe(
+    deployment: Manifest | None,
+    pods: list[Manifest],
+    desired_hash: str,
+    min_workers: int,
+) -> Observation:
+    """Decide the workload's state from the Deployment and the Model's pods."""
+    if deployment is None:
+        return Observation(
+            failed(reasons.DEPLOYING, "waiting for the Deployment to be created"),
+            ModelState.DEPLOYING,
+            0,
+            0,
+        )
+    status = deployment.get("status") or {}
+    spec = deployment.get("spec") or {}
+    desired = int(spec.get("replicas", 1))
+    replicas = int(status.get("replicas", 0))
+    ready = int(status.get("readyReplicas", 0))
+    available = int(status.get("availableReplicas", 0))
+    updated = int(status.get("updatedReplicas", 0))
+
+    def result(check: Check, state: ModelState) -> Observation:
+        return Observation(check, state, replicas, ready)
+
+    current = [
+        pod
+        for pod in pods
+        if ((pod.get("metadata") or {}).get("annotations") or {}).get("modelyard.dev/spec-hash")
+        == desired_hash
+        and not (pod.get("metadata") or {}).get("deletionTimestamp")
+    ]
+    failures = [f for f in (_pod_failure(pod) for pod in current) if f is not None]
+    progressing = _deployment_condition(deployment, "Progressing")
+    if progressing and progressing.get("reason") == "ProgressDeadlineExceeded":
+        cause = f"; {failures[0].message}" if failures else ""
+        return result(
+            failed(
+                reasons.PROGRESS_DEADLINE_EXCEEDED,
+                f"the rollout made no progress in {spec.get('progressDeadlineSeconds', '?')} s"
+                f"{cause}",
+            ),
+            ModelState.FAILED,
+        )
+    if failures:
+        failure = failures[0]
+        # A pod waiting for a GPU may still get one (cluster autoscaler): still deploying.
+        state = (
+            ModelState.DEPLOYING if failure.reason == reasons.UNSCHEDULABLE else ModelState.FAILED
+        )
+        return result(failure, state)
+
+    generation = (deployment.get("metadata") or {}).get("generation")
+    observed = status.get("observedGeneration")
+    if generation is not None and (observed is None or observed < generation):
+        return result(
+            failed(reasons.DEPLOYING, "the Deployment controller has not seen the change yet"),
+            ModelState.DEPLOYING,
+        )
+
+    if desired == 0:
+        if replicas == 0 and min_workers == 0:
+            return result(
+                failed(
+                    reasons.SCALED_TO_ZERO,
+                    "no workers run: minWorkers is 0 and there is no traffic; workers start "
+                    "when requests arrive",
+                ),
+                ModelState.SCALED_TO_ZERO,
+            )
+        return result(
+            failed(reasons.DEPLOYING, f"scaling down to 0 from {replicas} workers"),
+            ModelState.DEPLOYING,
+        )
+
+    if (
+        updated >= desired
+        and available >= desired
+        and replicas == updated
+        and len(current) >= desired
+    ):
+        return result(
+            passed(reasons.AVAILABLE_REASON, f"{available} of {desired} workers ready"),
+            ModelState.READY,
+        )
+    return result(
+        failed(
+            reasons.DEPLOYING,
+            f"{updated} of {desired} workers updated, {available} available",
+        ),
+        ModelState.DEPLOYING,
+    )
