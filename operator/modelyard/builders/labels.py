@@ -1,0 +1,40 @@
+"""Labels and names shared by every child of a Model."""
+
+from __future__ import annotations
+
+from modelyard.api.v1alpha1 import API_VERSION
+
+MANAGED_BY = "modelyard"
+MODEL_LABEL = "modelyard.dev/model"
+TEMPLATE_LABEL = "modelyard.dev/template"
+SPEC_HASH_ANNOTATION = "modelyard.dev/spec-hash"
+CONTAINER_NAME = "model"
+PORT_NAME = "http"
+
+
+def selector(model: str) -> dict[str, str]:
+    """The label selector of a Model's pods; immutable on a Deployment, so kept minimal."""
+    return {MODEL_LABEL: model}
+
+
+def child_labels(model: str, template: str) -> dict[str, str]:
+    """Labels on every child, so `kubectl get all -l modelyard.dev/model=x` finds them."""
+    return {
+        "app.kubernetes.io/name": model,
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        "app.kubernetes.io/component": "model-server",
+        MODEL_LABEL: model,
+        TEMPLATE_LABEL: template,
+    }
+
+
+def owner_reference(model: str, uid: str) -> dict[str, object]:
+    """Makes the Model the controller of a child, so deleting the Model deletes the child."""
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Model",
+        "name": model,
+        "uid": uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }

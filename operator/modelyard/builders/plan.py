@@ -1,0 +1,302 @@
+"""From a Model and what it refers to, the whole desired state — or why there is none.
+
+`plan_model` is pure: the reconciler hands it what the operator's indices hold, `modelyard
+render` hands it what it read from files, and both get the same children and the same reasons.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from urllib.parse import urlsplit
+
+import semver
+
+from modelyard.api.types import ConditionStatus, Resource
+from modelyard.api.v1alpha1 import (
+    Model,
+    ModelTemplate,
+    ModelVersion,
+    Registry,
+    TemplateImage,
+)
+from modelyard.builders import parameters as params
+from modelyard.builders import versions as ranges
+from modelyard.builders import workload as wl
+from modelyard.config import GpuType, OperatorConfig
+from modelyard.status import reasons
+from modelyard.status.conditions import Check, failed, passed
+
+
+@dataclass(frozen=True)
+class Plan:
+    """Verdicts on every input, and the children when all inputs are good."""
+
+    checks: dict[str, Check]
+    workload: wl.Workload | None = None
+    children: wl.Children | None = None
+    resolved_version: str | None = None
+    secrets: list[str] = field(default_factory=list)
+
+    @property
+    def blocking(self) -> Check | None:
+        """The first input that stops the Model from running."""
+        return next((check for check in self.checks.values() if not check.ok), None)
+
+
+def image_host(registry: Registry) -> str:
+    """The host[:port] that image references on this registry start with."""
+    return str(urlsplit(registry.spec.url).netloc)
+
+
+def pull_secrets(registry: Registry) -> list[str]:
+    """The Secret pods use to pull from `registry`, as the Registry reconcile published it."""
+    if registry.status and registry.status.pull_secret:
+        return [registry.status.pull_secret]
+    return [registry.spec.credentials_secret] if registry.spec.credentials_secret else []
+
+
+def template_image_reference(
+    image: TemplateImage, registry: Registry, resolved_digest: str | None
+) -> str:
+    """By digest whenever one is known, so every worker runs the same bytes."""
+    base = f"{image_host(registry)}/{image.repository}"
+    digest = image.digest or resolved_digest
+    return f"{base}@{digest}" if digest else f"{base}:{image.tag}"
+
+
+def is_ready(resource: Resource) -> bool:
+    """Whether the operator has marked `resource` Ready (read from its typed status)."""
+    status = getattr(resource, "status", None)
+    return status is not None and any(
+        c.type == reasons.READY and c.status == ConditionStatus.TRUE for c in status.conditions
+    )
+
+
+def select_version(
+    model: Model, versions: Iterable[ModelVersion]
+) -> tuple[Check, ModelVersion | None]:
+    """The highest Ready ModelVersion in the Model's range, or why there is none."""
+    selector = model.spec.version
+    assert selector is not None
+    try:
+        wanted = ranges.parse_range(selector.version)
+    except ranges.RangeError as error:
+        return failed(reasons.VERSION_NOT_FOUND, f"version {selector.version!r}: {error}"), None
+    candidates = [
+        v for v in versions if v.spec.model == selector.model and wanted.matches(v.spec.version)
+    ]
+    ready = [v for v in candidates if is_ready(v) and v.status is not None and v.status.image]
+    if ready:
+        best = max(ready, key=lambda v: semver.Version.parse(v.spec.version))
+        return passed(reasons.RESOLVED, f"{selector.model} {best.spec.version}"), best
+    if candidates:
+        names = ", ".join(sorted(v.spec.version for v in candidates))
+        return (
+            failed(
+                reasons.VERSION_NOT_READY,
+                f"no verified ModelVersion of {selector.model} in {selector.version!r} yet "
+                f"(unverified: {names})",
+            ),
+            None,
+        )
+    return (
+        failed(
+            reasons.VERSION_NOT_FOUND,
+            f"no ModelVersion of {selector.model} matches {selector.version!r}",
+        ),
+        None,
+    )
+
+
+def effective_scaling(model: Model, template: ModelTemplate) -> tuple[Check, wl.Scaling | None]:
+    base = template.spec.scaling
+    override = model.spec.scaling
+    scaling = wl.Scaling(
+        min_workers=base.min_workers
+        if not override or override.min_workers is None
+        else override.min_workers,
+        max_workers=base.max_workers
+        if not override or override.max_workers is None
+        else override.max_workers,
+        per_worker=base.per_worker
+        if not override or override.per_worker is None
+        else override.per_worker,
+    )
+    if scaling.min_workers > scaling.max_workers:
+        return (
+            failed(
+                reasons.INVALID_SCALING,
+                f"minWorkers {scaling.min_workers} exceeds maxWorkers {scaling.max_workers} "
+                f"once the Model's overrides meet template {model.spec.template}'s scaling",
+            ),
+            None,
+        )
+    return passed(_AUTOSCALER_REASON[scaling.autoscaler]), scaling
+
+
+_AUTOSCALER_REASON = {
+    wl.AutoscalerKind.NONE: reasons.FIXED_SIZE,
+    wl.AutoscalerKind.HPA: reasons.HPA,
+    wl.AutoscalerKind.KEDA: reasons.KEDA,
+}
+
+
+def gpu_type(template: ModelTemplate, config: OperatorConfig) -> tuple[Check, GpuType | None]:
+    resources = template.spec.resources
+    if resources.gpus == 0:
+        return passed(reasons.RESOLVED), None
+    if resources.gpu_type is None:
+        return passed(reasons.RESOLVED), GpuType()
+    gpu = config.gpu_types.get(resources.gpu_type)
+    if gpu is None:
+        known = ", ".join(sorted(config.gpu_types)) or "none"
+        return (
+            failed(
+                reasons.UNKNOWN_GPU_TYPE,
+                f"GPU type {resources.gpu_type!r} of template {template.metadata.name} is not in "
+                f"the operator's GPU-type map (known: {known})",
+            ),
+            None,
+        )
+    return passed(reasons.RESOLVED), gpu
+
+
+def _resolve_image(
+    model: Model,
+    template: ModelTemplate,
+    registries: Mapping[str, Registry],
+    versions: Iterable[ModelVersion],
+    checks: dict[str, Check],
+) -> tuple[str | None, Registry | None, str | None]:
+    """Image reference, its Registry and the chosen version; a named version wins."""
+    image: str | None = None
+    registry_name: str | None = None
+    resolved_version: str | None = None
+    if model.spec.version is not None:
+        version_check, chosen = select_version(model, versions)
+        checks[reasons.VERSION_RESOLVED] = version_check
+        if chosen is not None and chosen.status is not None:
+            image, registry_name = chosen.status.image, chosen.spec.registry
+            resolved_version = chosen.spec.version
+    elif template.spec.image is not None:
+        registry_name = template.spec.image.registry
+        checks[reasons.VERSION_RESOLVED] = passed(
+            reasons.NOT_REQUIRED, "the template's image runs; the Model names no version"
+        )
+    else:
+        checks[reasons.VERSION_RESOLVED] = failed(
+            reasons.VERSION_REQUIRED,
+            f"template {template.metadata.name} has no image, so the Model must name a "
+            "ModelVersion in spec.version",
+        )
+    registry = registries.get(registry_name) if registry_name else None
+    if registry_name and registry is None:
+        checks[reasons.VERSION_RESOLVED] = failed(
+            reasons.REGISTRY_NOT_FOUND, f"Registry {registry_name} does not exist in this namespace"
+        )
+    if image is None and registry is not None and template.spec.image is not None:
+        resolved = template.status.resolved_digest if template.status else None
+        image = template_image_reference(template.spec.image, registry, resolved)
+    return image, registry, resolved_version
+
+
+def plan_model(
+    model: Model,
+    template: ModelTemplate | None,
+    registries: Mapping[str, Registry],
+    versions: Iterable[ModelVersion],
+    config: OperatorConfig,
+    *,
+    keda_available: bool = True,
+) -> Plan:
+    checks: dict[str, Check] = {}
+    name = model.metadata.name
+    if template is None:
+        checks[reasons.TEMPLATE_RESOLVED] = failed(
+            reasons.TEMPLATE_NOT_FOUND,
+            f"ModelTemplate {model.spec.template} does not exist in this namespace",
+        )
+        return Plan(checks)
+    gpu_check, gpu = gpu_type(template, config)
+    checks[reasons.TEMPLATE_RESOLVED] = (
+        gpu_check
+        if not gpu_check.ok
+        else passed(reasons.RESOLVED, f"ModelTemplate {template.metadata.name}")
+    )
+
+    image, registry, resolved_version = _resolve_image(
+        model, template, registries, versions, checks
+    )
+
+    resolved_parameters = params.resolve(
+        template.metadata.name, template.spec.parameters, model.spec.parameters
+    )
+    checks[reasons.PARAMETERS_VALID] = (
+        failed(reasons.PARAMETERS_INVALID, "; ".join(resolved_parameters.problems))
+        if resolved_parameters.problems
+        else passed(reasons.VALID, f"{len(resolved_parameters.env)} parameters set")
+    )
+
+    scaling_check, scaling = effective_scaling(model, template)
+    if scaling is not None and scaling.autoscaler is wl.AutoscalerKind.KEDA and not keda_available:
+        scaling_check = failed(
+            reasons.AUTOSCALER_UNAVAILABLE,
+            "minWorkers is 0, which needs KEDA (ScaledObject keda.sh/v1alpha1) to scale from "
+            "zero, and KEDA is not installed in this cluster; install KEDA or set minWorkers to 1",
+        )
+    checks[reasons.AUTOSCALING] = scaling_check
+
+    plan = Plan(checks, resolved_version=resolved_version, secrets=resolved_parameters.secret_names)
+    if plan.blocking is not None or image is None or scaling is None or registry is None:
+        return plan
+    workload = wl.Workload(
+        name=name,
+        namespace=model.metadata.namespace,
+        template_name=template.metadata.name,
+        template=template.spec,
+        image=image,
+        env=wl.environment(template.spec, resolved_parameters.env),
+        scaling=scaling,
+        gpu=gpu,
+        pull_secrets=pull_secrets(registry),
+        owner_uid=model.metadata.uid,
+        version=resolved_version,
+    )
+    return Plan(
+        checks,
+        workload=workload,
+        children=wl.children(workload, config),
+        resolved_version=resolved_version,
+        secrets=resolved_parameters.secret_names,
+    )
+
+
+def check_template(template: ModelTemplate, config: OperatorConfig) -> Check:
+    """Whether Models can be made from `template` at all: what the schema alone cannot judge."""
+    gpu_check, _ = gpu_type(template, config)
+    if not gpu_check.ok:
+        return gpu_check
+    problems = []
+    spec = template.spec
+    if 0 < spec.startup_timeout_seconds < spec.readiness.initial_delay_seconds:
+        problems.append(
+            f"startupTimeoutSeconds ({spec.startup_timeout_seconds}) is shorter than "
+            f"readiness.initialDelaySeconds ({spec.readiness.initial_delay_seconds}): every "
+            "worker would be killed before its first readiness check"
+        )
+    for parameter in spec.parameters:
+        if parameter.required and parameter.default is not None:
+            problems.append(
+                f"parameter {parameter.name} is required and has a default; drop one of them"
+            )
+        if parameter.default is not None:
+            check = params.resolve(template.metadata.name, [parameter], {})
+            problems.extend(f"default of {p}" for p in check.problems)
+        if parameter.name in spec.env:
+            problems.append(
+                f"parameter {parameter.name} would override env {parameter.name}; rename one"
+            )
+    if problems:
+        return failed(reasons.INVALID_SPEC, "; ".join(problems))
+    return passed(reasons.VALID, "Models can be made from this template")
