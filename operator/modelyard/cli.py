@@ -10,6 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from modelyard import config as operator_config
+from modelyard import render as offline
 from modelyard.api import crds
 
 
@@ -17,6 +19,26 @@ def _crds(args: argparse.Namespace) -> int:
     for path in crds.write(Path(args.output)):
         print(f"wrote {path}")
     return 0
+
+
+def _render(args: argparse.Namespace) -> int:
+    try:
+        settings = operator_config.load(args.config)
+    except operator_config.ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    missing = [path for path in args.filename if not Path(path).exists()]
+    if missing:
+        for path in missing:
+            print(f"error: {path}: no such file or directory", file=sys.stderr)
+        return 2
+    rendered = offline.render(args.filename, settings)
+    sys.stdout.write(offline.to_yaml(rendered))
+    for note in rendered.notes:
+        print(f"note: {note}", file=sys.stderr)
+    for problem in rendered.errors:
+        print(f"error: {problem}", file=sys.stderr)
+    return 1 if rendered.errors else 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,6 +51,27 @@ def build_parser() -> argparse.ArgumentParser:
     )
     crds_cmd.add_argument("-o", "--output", default="crds", help="directory (default: crds)")
     crds_cmd.set_defaults(func=_crds)
+
+    render_cmd = commands.add_parser(
+        "render",
+        help="print the Deployments, Services and autoscalers the operator would create",
+        description="Offline, like `helm template`: reads Registries, ModelTemplates, "
+        "ModelVersions and Models from files and prints the children of every Model as YAML. "
+        "Invalid input is reported on stderr, one line each, and the exit code is 1.",
+    )
+    render_cmd.add_argument(
+        "-f",
+        "--filename",
+        action="append",
+        required=True,
+        help="a manifest file or a directory of them; repeatable",
+    )
+    render_cmd.add_argument(
+        "--config",
+        help="operator configuration file (GPU types, autoscaling); "
+        f"default ${operator_config.CONFIG_ENV} or built-in defaults",
+    )
+    render_cmd.set_defaults(func=_render)
     return parser
 
 

@@ -1,0 +1,186 @@
+"""`modelyard render`: the objects the operator would create, computed offline from manifests.
+
+It runs the operator's own planning code (`modelyard.builders.plan`) on what it reads from files,
+so a platform team can review a template change, or a CI pipeline can diff it, without a
+cluster — the way `helm template` is used. Two things need a cluster and are assumed instead:
+ModelVersions read from files count as verified (their spec digest is used), and a template image
+given by tag is shown by tag (the operator pins it to the digest the tag resolves to).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from modelyard.api.types import Condition, ConditionStatus, Resource
+from modelyard.api.v1alpha1 import (
+    API_VERSION,
+    Model,
+    ModelTemplate,
+    ModelVersion,
+    ModelVersionStatus,
+    Registry,
+    parse,
+)
+from modelyard.builders.plan import check_template, image_host, plan_model
+from modelyard.config import OperatorConfig
+from modelyard.status import reasons
+from modelyard.status.conditions import now
+
+YAML_SUFFIXES = (".yaml", ".yml", ".json")
+
+
+@dataclass(frozen=True)
+class Document:
+    source: str
+    index: int
+    body: dict[str, Any]
+
+    @property
+    def label(self) -> str:
+        metadata = self.body.get("metadata") or {}
+        name = metadata.get("name", "?") if isinstance(metadata, dict) else "?"
+        return f"{self.source}: {self.body.get('kind', '?')} {name}"
+
+
+@dataclass
+class Rendered:
+    """The manifests to print, with the document each came from, and every problem found."""
+
+    manifests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _files(paths: Iterable[str]) -> Iterator[Path]:
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            yield from sorted(
+                p for p in path.rglob("*") if p.suffix in YAML_SUFFIXES and p.is_file()
+            )
+        else:
+            yield path
+
+
+def load_documents(paths: Iterable[str], errors: list[str]) -> list[Document]:
+    """Every YAML document in the given files and directories, in a stable order."""
+    documents = []
+    for path in _files(paths):
+        try:
+            text = path.read_text(encoding="utf-8")
+            loaded = list(yaml.safe_load_all(text))
+        except (OSError, UnicodeDecodeError) as error:
+            errors.append(f"{path}: cannot read: {error}")
+            continue
+        except yaml.YAMLError as error:
+            errors.append(f"{path}: not valid YAML: {error}")
+            continue
+        for index, body in enumerate(loaded):
+            if body is None:
+                continue
+            if not isinstance(body, dict):
+                errors.append(f"{path}: document {index + 1} is not a mapping")
+                continue
+            documents.append(Document(str(path), index, body))
+    return documents
+
+
+def describe_validation_error(error: ValidationError) -> str:
+    """One line per problem, with the camelCase path users wrote, no pydantic noise."""
+    lines = []
+    for item in error.errors(include_url=False):
+        location = ".".join(
+            str(part) for part in item["loc"] if not str(part).startswith("function-")
+        )
+        message = item["msg"].removeprefix("Value error, ")
+        lines.append(f"{location}: {message}" if location else message)
+    return "; ".join(lines)
+
+
+def _assume_verified(version: ModelVersion, registries: dict[str, Registry]) -> ModelVersion:
+    """Offline, a version's own spec digest stands in for the registry's verdict."""
+    registry = registries.get(version.spec.registry)
+    if registry is None:
+        return version
+    image = f"{image_host(registry)}/{version.spec.repository}@{version.spec.digest}"
+    status = ModelVersionStatus(
+        conditions=[
+            Condition(
+                type=reasons.READY,
+                status=ConditionStatus.TRUE,
+                reason="AssumedVerified",
+                last_transition_time=now(),
+            )
+        ],
+        image=image,
+    )
+    return version.model_copy(update={"status": status})
+
+
+def render(paths: Iterable[str], config: OperatorConfig) -> Rendered:
+    result = Rendered()
+    typed: list[tuple[Document, Resource]] = []
+    for document in load_documents(paths, result.errors):
+        body = document.body
+        if body.get("apiVersion") != API_VERSION:
+            continue  # Secrets and other kinds ride along in the same files
+        try:
+            typed.append((document, parse(body)))
+        except ValidationError as error:
+            result.errors.append(f"{document.label}: {describe_validation_error(error)}")
+        except ValueError as error:
+            result.errors.append(f"{document.label}: {error}")
+
+    def namespaced(resource: Resource) -> tuple[str, str]:
+        return resource.metadata.namespace or "default", resource.metadata.name
+
+    registries = {namespaced(r): r for _, r in typed if isinstance(r, Registry)}
+    templates = {namespaced(r): r for _, r in typed if isinstance(r, ModelTemplate)}
+    for document, template in ((d, r) for d, r in typed if isinstance(r, ModelTemplate)):
+        verdict = check_template(template, config)
+        if not verdict.ok:
+            result.errors.append(f"{document.label}: {verdict.reason}: {verdict.message}")
+        image = template.spec.image
+        if image is not None and image.tag is not None:
+            result.notes.append(
+                f"{document.label}: image given by tag {image.tag!r}; the operator runs the "
+                "digest it resolves to"
+            )
+
+    for document, model in ((d, r) for d, r in typed if isinstance(r, Model)):
+        namespace = model.metadata.namespace or "default"
+        local_registries = {n: r for (ns, n), r in registries.items() if ns == namespace}
+        versions = [
+            _assume_verified(r, local_registries)
+            for _, r in typed
+            if isinstance(r, ModelVersion) and (r.metadata.namespace or "default") == namespace
+        ]
+        plan = plan_model(
+            model,
+            templates.get((namespace, model.spec.template)),
+            local_registries,
+            versions,
+            config,
+        )
+        if plan.blocking is not None or plan.children is None:
+            blocking = plan.blocking
+            detail = f"{blocking.reason}: {blocking.message}" if blocking else "nothing to render"
+            result.errors.append(f"{document.label}: {detail}")
+            continue
+        source = f"{document.source} (Model {namespace}/{model.metadata.name})"
+        result.manifests.extend((source, manifest) for manifest in plan.children.manifests)
+    return result
+
+
+def to_yaml(rendered: Rendered) -> str:
+    chunks = []
+    for source, manifest in rendered.manifests:
+        body = yaml.safe_dump(manifest, sort_keys=False, width=100)
+        chunks.append(f"---\n# Source: {source}\n{body}")
+    return "".join(chunks)
