@@ -15,35 +15,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from pydantic import ValidationError
 
 from modelyard.api.v1alpha1 import parse
 from support.crd_validation import CrdValidator
+from support.examples import example, example_documents
 
 ROOT = Path(__file__).resolve().parent.parent
-EXAMPLES = ROOT / "examples"
 
 
-def _example_documents() -> list[tuple[str, dict[str, Any]]]:
-    documents = []
-    for path in sorted(EXAMPLES.glob("*.yaml")):
-        for document in yaml.safe_load_all(path.read_text()):
-            if document:
-                documents.append(
-                    (f"{path.name}:{document['kind']}/{document['metadata']['name']}", document)
-                )
-    return documents
-
-
-EXAMPLE_DOCUMENTS = _example_documents()
-
-
-def example(kind: str, name: str) -> dict[str, Any]:
-    for _, document in EXAMPLE_DOCUMENTS:
-        if document["kind"] == kind and document["metadata"]["name"] == name:
-            return copy.deepcopy(document)
-    raise LookupError(f"no example {kind}/{name}")
+EXAMPLE_DOCUMENTS = example_documents()
 
 
 @pytest.fixture(scope="module")

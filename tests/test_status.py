@@ -1,0 +1,232 @@
+"""Status roll-up: READY only when the workers truly serve, and the real cause otherwise."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from modelyard.api.v1alpha1 import ModelState
+from modelyard.status import conditions, reasons
+from modelyard.status.model import observe
+
+HASH = "abc123"
+
+
+def deployment(desired: int | None = 1, **status: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {"progressDeadlineSeconds": 720}
+    if desired is not None:
+        spec["replicas"] = desired
+    return {
+        "metadata": {"name": "m", "generation": 2},
+        "spec": spec,
+        "status": {"observedGeneration": 2, **status},
+    }
+
+
+def pod(name: str = "m-1", spec_hash: str = HASH, **status: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": name, "annotations": {"modelyard.dev/spec-hash": spec_hash}},
+        "status": status,
+    }
+
+
+def waiting(reason: str, message: str = "", **extra: Any) -> dict[str, Any]:
+    return {
+        "containerStatuses": [
+            {
+                "name": "model",
+                "image": "img",
+                "state": {"waiting": {"reason": reason, "message": message}},
+                **extra,
+            }
+        ]
+    }
+
+
+READY_COUNTS = {"replicas": 1, "readyReplicas": 1, "availableReplicas": 1, "updatedReplicas": 1}
+
+CASES = [
+    ("no Deployment yet", None, [], 1, ModelState.DEPLOYING, reasons.DEPLOYING),
+    (
+        "all workers available",
+        deployment(**READY_COUNTS),
+        [pod()],
+        1,
+        ModelState.READY,
+        reasons.AVAILABLE_REASON,
+    ),
+    (
+        "counts say ready but a pod crash-loops",
+        deployment(**READY_COUNTS),
+        [
+            pod(
+                **waiting(
+                    "CrashLoopBackOff",
+                    restartCount=4,
+                    lastState={"terminated": {"exitCode": 1, "reason": "Error"}},
+                )
+            )
+        ],
+        1,
+        ModelState.FAILED,
+        reasons.CRASH_LOOP_BACK_OFF,
+    ),
+    (
+        "image cannot be pulled",
+        deployment(desired=1, replicas=1),
+        [pod(**waiting("ImagePullBackOff", "not found"))],
+        1,
+        ModelState.FAILED,
+        reasons.IMAGE_PULL_BACK_OFF,
+    ),
+    (
+        "ErrImagePull counts as a pull failure",
+        deployment(),
+        [pod(**waiting("ErrImagePull"))],
+        1,
+        ModelState.FAILED,
+        reasons.IMAGE_PULL_BACK_OFF,
+    ),
+    (
+        "never passed its startup probe",
+        deployment(),
+        [
+            pod(
+                **waiting(
+                    "CrashLoopBackOff",
+                    started=False,
+                    restartCount=2,
+                    lastState={"terminated": {"exitCode": 137}},
+                )
+            )
+        ],
+        1,
+        ModelState.FAILED,
+        reasons.STARTUP_TIMEOUT,
+    ),
+    (
+        "no node has a free GPU",
+        deployment(),
+        [
+            pod(
+                conditions=[
+                    {
+                        "type": "PodScheduled",
+                        "status": "False",
+                        "reason": "Unschedulable",
+                        "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
+                    }
+                ]
+            )
+        ],
+        1,
+        ModelState.DEPLOYING,
+        reasons.UNSCHEDULABLE,
+    ),
+    (
+        "rollout stuck past its deadline",
+        deployment(
+            conditions=[
+                {"type": "Progressing", "status": "False", "reason": "ProgressDeadlineExceeded"}
+            ]
+        ),
+        [],
+        1,
+        ModelState.FAILED,
+        reasons.PROGRESS_DEADLINE_EXCEEDED,
+    ),
+    (
+        "scaled to zero by KEDA",
+        deployment(desired=0),
+        [],
+        0,
+        ModelState.SCALED_TO_ZERO,
+        reasons.SCALED_TO_ZERO,
+    ),
+    (
+        "rollout in progress",
+        deployment(desired=2, replicas=3, updatedReplicas=1, availableReplicas=2),
+        [pod()],
+        1,
+        ModelState.DEPLOYING,
+        reasons.DEPLOYING,
+    ),
+    (
+        "Deployment controller has not seen the change",
+        {**deployment(**READY_COUNTS), "status": {**READY_COUNTS, "observedGeneration": 1}},
+        [pod()],
+        1,
+        ModelState.DEPLOYING,
+        reasons.DEPLOYING,
+    ),
+    (
+        "a crashing pod of the old revision does not count",
+        deployment(**READY_COUNTS),
+        [pod(), pod("old", spec_hash="old", **waiting("CrashLoopBackOff"))],
+        1,
+        ModelState.READY,
+        reasons.AVAILABLE_REASON,
+    ),
+    (
+        "replicas unset means one",
+        deployment(desired=None, **READY_COUNTS),
+        [pod()],
+        1,
+        ModelState.READY,
+        reasons.AVAILABLE_REASON,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("why", "deploy", "pods", "min_workers", "state", "reason"), CASES, ids=[c[0] for c in CASES]
+)
+def test_observed_state(
+    why: str,
+    deploy: dict[str, Any] | None,
+    pods: list[dict[str, Any]],
+    min_workers: int,
+    state: ModelState,
+    reason: str,
+) -> None:
+    observation = observe(deploy, pods, HASH, min_workers)
+    assert (observation.state, observation.available.reason) == (state, reason)
+    assert observation.available.ok == (state is ModelState.READY)
+
+
+def test_unschedulable_message_carries_the_scheduler_words() -> None:
+    pods = [
+        pod(
+            conditions=[
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
+                }
+            ]
+        )
+    ]
+    assert "Insufficient nvidia.com/gpu" in observe(deployment(), pods, HASH, 1).available.message
+
+
+def test_last_transition_time_moves_only_on_a_flip() -> None:
+    first = conditions.merge(
+        None, {"Ready": conditions.failed("Deploying", "0 of 1")}, 1, "2026-01-01T00:00:00Z"
+    )
+    same = conditions.merge(
+        first, {"Ready": conditions.failed("Deploying", "still 0 of 1")}, 2, "2026-01-01T00:05:00Z"
+    )
+    assert same[0]["lastTransitionTime"] == "2026-01-01T00:00:00Z"
+    assert same[0]["observedGeneration"] == 2
+    flipped = conditions.merge(
+        same, {"Ready": conditions.passed("Available")}, 2, "2026-01-01T00:09:00Z"
+    )
+    assert flipped[0]["lastTransitionTime"] == "2026-01-01T00:09:00Z"
+    assert (
+        conditions.merge(
+            flipped, {"Ready": conditions.passed("Available")}, 2, "2027-01-01T00:00:00Z"
+        )
+        == flipped
+    )
