@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
+from modelyard.api.errors import describe_validation_error
 from modelyard.api.types import Condition, ConditionStatus, Resource
 from modelyard.api.v1alpha1 import (
     API_VERSION,
@@ -89,18 +90,6 @@ def load_documents(paths: Iterable[str], errors: list[str]) -> list[Document]:
                 continue
             documents.append(Document(str(path), index, body))
     return documents
-
-
-def describe_validation_error(error: ValidationError) -> str:
-    """One line per problem, with the camelCase path users wrote, no pydantic noise."""
-    lines = []
-    for item in error.errors(include_url=False):
-        location = ".".join(
-            str(part) for part in item["loc"] if not str(part).startswith("function-")
-        )
-        message = item["msg"].removeprefix("Value error, ")
-        lines.append(f"{location}: {message}" if location else message)
-    return "; ".join(lines)
 
 
 def _assume_verified(version: ModelVersion, registries: dict[str, Registry]) -> ModelVersion:
