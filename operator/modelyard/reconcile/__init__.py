@@ -1,0 +1,1 @@
+"""One idempotent reconcile per kind: read dependencies, plan, apply, write status."""

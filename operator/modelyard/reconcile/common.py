@@ -1,0 +1,55 @@
+"""What every reconcile shares: its error type, parsing of dependencies, the status diff."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+
+from modelyard.api.errors import describe_validation_error
+from modelyard.api.types import Resource
+
+logger = logging.getLogger(__name__)
+
+Manifest = dict[str, Any]
+R = TypeVar("R", bound=Resource)
+
+
+class ReconcileError(Exception):
+    """A permanent problem with the object's inputs: reported in status, not retried hot."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+
+
+def describe(error: ValidationError) -> str:
+    return describe_validation_error(error)
+
+
+def parse_all(kind: type[R], bodies: Iterable[Manifest]) -> list[R]:
+    """Typed dependencies; one that fails validation is skipped (its own status says why)."""
+    parsed = []
+    for body in bodies:
+        try:
+            parsed.append(kind.model_validate(body))
+        except ValidationError as error:
+            name = (body.get("metadata") or {}).get("name")
+            logger.warning("ignoring invalid %s %s: %s", kind.__name__, name, describe(error))
+    return parsed
+
+
+def _compact(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _compact(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [_compact(v) for v in value]
+    return value
+
+
+def status_changed(previous: Manifest, new: Manifest) -> bool:
+    """Whether writing `new` would change anything a reader can see."""
+    return bool(_compact(previous) != _compact(new))

@@ -1,0 +1,243 @@
+"""One Model, reconciled: read what the indices hold, plan, apply what differs, write status.
+
+Level-based and idempotent: every call computes the whole desired state from scratch, so it is
+safe to run twice, after a restart, or triggered by any related event. Nothing is written when
+nothing changed — neither children (see `builders.drift`) nor status.
+
+When the Model's inputs become invalid (a typo in a parameter, a template made invalid), the
+children it already has are left running: the status says what is wrong, and nothing that was
+serving is taken away by a bad edit.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from modelyard.api.v1alpha1 import (
+    API_VERSION,
+    Model,
+    ModelState,
+    ModelTemplate,
+    ModelVersion,
+    Registry,
+)
+from modelyard.builders import drift
+from modelyard.builders import workload as wl
+from modelyard.builders.plan import Plan, plan_model
+from modelyard.config import OperatorConfig
+from modelyard.kube import ApiError, Kube
+from modelyard.reconcile.common import ReconcileError, describe, parse_all, status_changed
+from modelyard.status import conditions, reasons
+from modelyard.status.model import Observation, observe
+
+logger = logging.getLogger(__name__)
+
+Manifest = dict[str, Any]
+COMPONENT = "modelyard"
+KEDA_GROUP_VERSION, KEDA_PLURAL = "keda.sh/v1alpha1", "scaledobjects"
+
+
+@dataclass
+class ModelWorld:
+    """What the operator's indices hold about one Model and everything it refers to."""
+
+    model: Manifest
+    template: Manifest | None
+    registries: list[Manifest] = field(default_factory=list)
+    versions: list[Manifest] = field(default_factory=list)
+    #: Live children by kind ("Deployment", "Service", "HorizontalPodAutoscaler", "ScaledObject").
+    children: dict[str, Manifest] = field(default_factory=dict)
+    pods: list[Manifest] = field(default_factory=list)
+
+
+@dataclass
+class Outcome:
+    state: str | None
+    reason: str
+    applied: int = 0
+    deleted: int = 0
+    status_written: bool = False
+
+
+async def _plan(world: ModelWorld, model: Model, config: OperatorConfig, kube: Kube) -> Plan:
+    template: ModelTemplate | None = None
+    if world.template is not None:
+        try:
+            template = ModelTemplate.model_validate(world.template)
+        except ValidationError as error:
+            raise ReconcileError(
+                reasons.TEMPLATE_NOT_READY,
+                f"ModelTemplate {model.spec.template} is invalid: {describe(error)}",
+            ) from None
+    registries = {r.metadata.name: r for r in parse_all(Registry, world.registries)}
+    versions = parse_all(ModelVersion, world.versions)
+    plan = plan_model(model, template, registries, versions, config)
+    needs_keda = (
+        plan.workload is not None and plan.workload.scaling.autoscaler is wl.AutoscalerKind.KEDA
+    )
+    if needs_keda and not await kube.serves(KEDA_GROUP_VERSION, KEDA_PLURAL):
+        plan = plan_model(model, template, registries, versions, config, keda_available=False)
+    return plan
+
+
+async def _apply_children(
+    plan: Plan, world: ModelWorld, kube: Kube, outcome: Outcome
+) -> Manifest | None:
+    """Apply what differs, delete the autoscaler that must not exist; the live Deployment after."""
+    assert plan.children is not None
+    deployment = world.children.get("Deployment")
+    for manifest in plan.children.manifests:
+        desired = drift.stamped(manifest)
+        live = world.children.get(manifest["kind"])
+        if drift.needs_apply(desired, live):
+            applied = await kube.apply(desired)
+            outcome.applied += 1
+            if manifest["kind"] == "Deployment":
+                deployment = applied
+    for api_version, kind in plan.children.unwanted_autoscalers:
+        if kind in world.children:
+            metadata = world.model["metadata"]
+            if await kube.delete(api_version, kind, metadata.get("namespace"), metadata["name"]):
+                outcome.deleted += 1
+    return deployment
+
+
+def _status(
+    model: Model,
+    *,
+    plan: Plan | None,
+    blocking: conditions.Check | None,
+    observation: Observation,
+    previous: Manifest,
+    workload: wl.Workload | None,
+) -> Manifest:
+    checks: dict[str, conditions.Check] = dict(plan.checks) if plan else {}
+    checks[reasons.AVAILABLE] = observation.available
+    if blocking is not None:
+        ready, state = (
+            blocking,
+            (ModelState.PENDING if blocking.reason in reasons.WAITING else ModelState.FAILED),
+        )
+    else:
+        ready, state = observation.available, observation.state
+    checks[reasons.READY] = ready
+    generation = model.metadata.generation
+    status: Manifest = {
+        "state": state.value,
+        "conditions": conditions.merge(previous.get("conditions"), checks, generation),
+        "observedGeneration": generation,
+        "replicas": observation.replicas,
+        "readyReplicas": observation.ready_replicas,
+    }
+    if workload is not None:
+        status["image"] = workload.image
+        status["endpoint"] = wl.endpoint(workload)
+        if workload.version:
+            status["resolvedVersion"] = workload.version
+    else:
+        # Keep reporting what still runs while the inputs are broken.
+        for kept in ("image", "endpoint", "resolvedVersion"):
+            if previous.get(kept):
+                status[kept] = previous[kept]
+    return status
+
+
+async def reconcile_model(world: ModelWorld, kube: Kube, config: OperatorConfig) -> Outcome:
+    """Bring one Model's children and status in line with its spec; raises ApiError to retry."""
+    body = world.model
+    previous: Manifest = dict(body.get("status") or {})
+    plan: Plan | None = None
+    blocking: conditions.Check | None
+    try:
+        model = Model.model_validate(body)
+    except ValidationError as error:
+        # The CRD schema should make this impossible; an older CRD or a hand-made object can't.
+        model = None
+        blocking = conditions.failed(reasons.INVALID_SPEC, describe(error))
+    if model is not None:
+        try:
+            plan = await _plan(world, model, config, kube)
+            blocking = plan.blocking
+        except ReconcileError as error:
+            blocking = conditions.failed(error.reason, error.message)
+    outcome = Outcome(state=None, reason="")
+    deployment = world.children.get("Deployment")
+    workload = plan.workload if plan else None
+    if plan is not None and plan.children is not None:
+        deployment = await _apply_children(plan, world, kube, outcome)
+    desired_hash = ""
+    if plan is not None and plan.children is not None:
+        pod_annotations = plan.children.deployment["spec"]["template"]["metadata"]["annotations"]
+        desired_hash = pod_annotations["modelyard.dev/spec-hash"]
+    min_workers = workload.scaling.min_workers if workload else 1
+    observation = observe(deployment, world.pods, desired_hash, min_workers)
+    if model is None:
+        return await _write_broken(body, previous, blocking, kube, outcome)
+    status = _status(
+        model,
+        plan=plan,
+        blocking=blocking,
+        observation=observation,
+        previous=previous,
+        workload=workload,
+    )
+    outcome.state, outcome.reason = status["state"], status["conditions"][-1]["reason"]
+    if status_changed(previous, status):
+        metadata = body["metadata"]
+        await kube.patch_status(
+            API_VERSION, "Model", metadata.get("namespace"), metadata["name"], status
+        )
+        outcome.status_written = True
+        await _announce(body, previous, status, kube)
+    return outcome
+
+
+async def _announce(body: Manifest, previous: Manifest, status: Manifest, kube: Kube) -> None:
+    """An Event when the state or the Ready reason changes, never on a mere re-write."""
+    ready = conditions.find(status["conditions"], reasons.READY) or {}
+    before = conditions.find(previous.get("conditions"), reasons.READY) or {}
+    if previous.get("state") == status["state"] and before.get("reason") == ready.get("reason"):
+        return
+    failed = status["state"] == ModelState.FAILED.value
+    await kube.post_event(
+        body,
+        "Warning" if failed else "Normal",
+        ready.get("reason", "Unknown"),
+        f"{status['state']}: {ready.get('message', '')}",
+        COMPONENT,
+    )
+
+
+async def _write_broken(
+    body: Manifest,
+    previous: Manifest,
+    blocking: conditions.Check | None,
+    kube: Kube,
+    outcome: Outcome,
+) -> Outcome:
+    assert blocking is not None
+    generation = (body.get("metadata") or {}).get("generation")
+    status = {
+        **previous,
+        "state": ModelState.FAILED.value,
+        "conditions": conditions.merge(
+            previous.get("conditions"), {reasons.READY: blocking}, generation
+        ),
+        "observedGeneration": generation,
+    }
+    outcome.state, outcome.reason = status["state"], blocking.reason
+    if status_changed(previous, status):
+        metadata = body["metadata"]
+        await kube.patch_status(
+            API_VERSION, "Model", metadata.get("namespace"), metadata["name"], status
+        )
+        outcome.status_written = True
+        await _announce(body, previous, status, kube)
+    return outcome
+
+
+__all__ = ["ApiError", "ModelWorld", "Outcome", "reconcile_model"]

@@ -1,0 +1,178 @@
+"""When reconciles run: one at a time per object, coalesced, retried with backoff.
+
+Many events point at one Model — its own changes, its Deployment, each of its pods, its
+template, its versions. Each only means "look again", so while a reconcile of a Model runs,
+further requests collapse into one more pass after it instead of queueing up. Temporary API
+failures (409, 429, 5xx, timeouts) are retried with exponential backoff, honouring Retry-After;
+permanent ones are logged once and wait for the next change.
+
+The indices are live mappings maintained by kopf (see `modelyard.handlers`); this module only
+reads them, so it has no dependency on kopf itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelyard.config import OperatorConfig
+from modelyard.kube import ApiError, Kube
+from modelyard.reconcile.model import ModelWorld, Outcome, reconcile_model
+from modelyard.reconcile.template import TemplateOutcome, reconcile_template
+
+logger = logging.getLogger(__name__)
+
+Manifest = dict[str, Any]
+Key = tuple[str, str]
+#: Index name → key → values, as kopf's indices present themselves.
+Indices = Mapping[str, Mapping[Any, Iterable[Any]]]
+
+MAX_BACKOFF = 60.0
+
+CHILD_INDICES = {
+    "Deployment": "deployment_bodies",
+    "Service": "service_bodies",
+    "HorizontalPodAutoscaler": "hpa_bodies",
+    "ScaledObject": "scaledobject_bodies",
+}
+
+
+def _first(index: Mapping[Any, Iterable[Any]] | None, key: Any) -> Any:
+    if index is None or key not in index:
+        return None
+    return next(iter(index[key]), None)
+
+
+def _all(index: Mapping[Any, Iterable[Any]] | None, key: Any) -> list[Any]:
+    if index is None or key not in index:
+        return []
+    return list(index[key])
+
+
+def model_world(key: Key, indices: Indices) -> ModelWorld | None:
+    """Everything about one Model, from the indices; None when the Model is gone."""
+    namespace = key[0]
+    body = _first(indices.get("model_bodies"), key)
+    if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+        return None
+    template_name = (body.get("spec") or {}).get("template")
+    children = {}
+    for kind, index_name in CHILD_INDICES.items():
+        child = _first(indices.get(index_name), key)
+        if child is not None:
+            children[kind] = child
+    return ModelWorld(
+        model=body,
+        template=_first(indices.get("template_bodies"), (namespace, template_name)),
+        registries=_all(indices.get("registry_bodies"), namespace),
+        versions=_all(indices.get("version_bodies"), namespace),
+        children=children,
+        pods=_all(indices.get("pod_bodies"), key),
+    )
+
+
+@dataclass
+class _Slot:
+    """Coalescing state of one object: a pass is running, and whether another is wanted."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    again: bool = False
+    task: asyncio.Task[None] | None = None
+    failures: int = 0
+
+
+class Runner:
+    def __init__(self, kube: Kube, config: OperatorConfig) -> None:
+        self.kube = kube
+        self.config = config
+        self.indices: Indices = {}
+        self._slots: dict[tuple[str, Key], _Slot] = {}
+
+    def remember(self, indices: Indices) -> None:
+        """Keep the live index views kopf hands to every handler, for background passes."""
+        if indices:
+            self.indices = indices
+
+    def _slot(self, kind: str, key: Key) -> _Slot:
+        return self._slots.setdefault((kind, key), _Slot())
+
+    # -- Models ------------------------------------------------------------------------------
+
+    async def model_now(self, key: Key) -> Outcome | None:
+        """Reconcile one Model now (serialised with background passes); ApiError propagates."""
+        async with self._slot("model", key).lock:
+            world = model_world(key, self.indices)
+            if world is None:
+                return None
+            return await reconcile_model(world, self.kube, self.config)
+
+    def model_soon(self, key: Key) -> None:
+        self._soon("model", key, self.model_now)
+
+    def models_using_template(self, namespace: str, template: str) -> list[str]:
+        return sorted(set(_all(self.indices.get("models_by_template"), (namespace, template))))
+
+    def models_in_namespace(self, namespace: str) -> list[str]:
+        index = self.indices.get("model_bodies") or {}
+        return sorted(name for (ns, name) in list(index) if ns == namespace)
+
+    # -- ModelTemplates ----------------------------------------------------------------------
+
+    async def template_now(self, key: Key) -> TemplateOutcome | None:
+        async with self._slot("template", key).lock:
+            body = _first(self.indices.get("template_bodies"), key)
+            if body is None:
+                return None
+            models = self.models_using_template(*key)
+            return await reconcile_template(body, models, self.kube, self.config)
+
+    def template_soon(self, key: Key) -> None:
+        self._soon("template", key, self.template_now)
+
+    # -- scheduling --------------------------------------------------------------------------
+
+    def _soon(self, kind: str, key: Key, run: Callable[[Key], Awaitable[Any]]) -> None:
+        slot = self._slot(kind, key)
+        if slot.task is not None and not slot.task.done():
+            slot.again = True
+            return
+        slot.task = asyncio.get_running_loop().create_task(self._drain(kind, key, slot, run))
+
+    async def _drain(
+        self, kind: str, key: Key, slot: _Slot, run: Callable[[Key], Awaitable[Any]]
+    ) -> None:
+        while True:
+            slot.again = False
+            try:
+                await run(key)
+                slot.failures = 0
+            except ApiError as problem:
+                if not problem.temporary:
+                    logger.error("%s %s/%s: %s", kind, *key, problem)
+                    slot.failures = 0
+                else:
+                    slot.failures += 1
+                    delay = problem.retry_after or min(MAX_BACKOFF, 0.5 * 2**slot.failures)
+                    logger.warning("%s %s/%s: %s; retrying in %.1f s", kind, *key, problem, delay)
+                    await asyncio.sleep(delay)
+                    slot.again = True
+            except Exception:
+                slot.failures += 1
+                logger.exception("%s %s/%s: reconcile failed", kind, *key)
+                await asyncio.sleep(min(MAX_BACKOFF, 0.5 * 2**slot.failures))
+                slot.again = True
+            if not slot.again:
+                return
+
+    async def idle(self) -> None:
+        """Wait until no background pass is running (for orderly shutdown and tests)."""
+        while True:
+            pending = [
+                s.task for s in self._slots.values() if s.task is not None and not s.task.done()
+            ]
+            if not pending:
+                return
+            await asyncio.gather(*pending, return_exceptions=True)
