@@ -7,6 +7,7 @@ never as a traceback: these commands run in CI pipelines where a stack trace hel
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -41,6 +42,21 @@ def _render(args: argparse.Namespace) -> int:
     return 1 if rendered.errors else 0
 
 
+def _run(args: argparse.Namespace) -> int:
+    try:
+        operator_config.load(args.config)
+    except operator_config.ConfigError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    if args.config:
+        os.environ[operator_config.CONFIG_ENV] = args.config
+    # Imported here: kopf registers handlers on import, which only this command wants.
+    from modelyard.handlers.operator import run  # noqa: PLC0415
+
+    run(args.namespace or [], args.liveness, args.verbose)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="modelyard", description="Serve custom ML models on Kubernetes."
@@ -72,6 +88,20 @@ def build_parser() -> argparse.ArgumentParser:
         f"default ${operator_config.CONFIG_ENV} or built-in defaults",
     )
     render_cmd.set_defaults(func=_render)
+
+    run_cmd = commands.add_parser(
+        "run",
+        help="run the operator against the cluster of the current kubeconfig (or in-cluster)",
+    )
+    run_cmd.add_argument(
+        "-n", "--namespace", action="append", help="serve only this namespace; repeatable"
+    )
+    run_cmd.add_argument("--config", help="operator configuration file")
+    run_cmd.add_argument(
+        "--liveness", help="serve kopf's health probe at this URL, e.g. http://0.0.0.0:8080/healthz"
+    )
+    run_cmd.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    run_cmd.set_defaults(func=_run)
     return parser
 
 

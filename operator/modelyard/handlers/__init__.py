@@ -1,0 +1,1 @@
+"""kopf wiring: the only layer that knows kopf."""

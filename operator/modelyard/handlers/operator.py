@@ -1,0 +1,261 @@
+"""kopf registration only: indices, one reconcile per kind, and the events that trigger them.
+
+Everything the reconcilers read comes from the indices below, kept current by kopf's watches, so
+a reconcile makes no GET requests. Children (Deployments, Services, autoscalers, pods) are watched
+through the `app.kubernetes.io/managed-by=modelyard` label and each of their events asks for a
+pass over the Model named in their `modelyard.dev/model` label: status follows reality without
+polling. Template, Registry and ModelVersion events fan out to the Models that depend on them.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from typing import Any
+
+import kopf
+
+from modelyard import config as operator_config
+from modelyard.builders.labels import MANAGED_BY, MODEL_LABEL, SPEC_HASH_ANNOTATION
+from modelyard.kube import ApiError, Kube
+from modelyard.reconcile.runner import Indices, Runner
+from modelyard.reconcile.template import hold_deletion
+
+GROUP, VERSION = "modelyard.dev", "v1alpha1"
+MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
+PREFIX = "modelyard.dev"
+
+logger = logging.getLogger("modelyard")
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    """Operator settings, and the one API client of the process."""
+    config = operator_config.load()
+    # kopf's bookkeeping lives under our own prefix, not kopf.zalando.org.
+    settings.persistence.finalizer = f"{PREFIX}/in-use-protection"
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=PREFIX, key="last-handled-configuration"
+    )
+    # Our own Events say what matters; kopf's per-handler "succeeded" Events would be one
+    # extra API write per reconcile. Its warnings and errors are still posted.
+    settings.posting.level = logging.WARNING
+    settings.watching.server_timeout = 600
+    settings.watching.client_timeout = 660
+    memo.runner = Runner(Kube.from_environment(config.field_manager), config)
+
+
+def _runner(memo: kopf.Memo, indices: dict[str, Any]) -> Runner:
+    runner: Runner = memo.runner
+    runner.remember(
+        {
+            name: index
+            for name, index in indices.items()
+            if name.endswith(("_bodies", "_by_template"))
+        }
+    )
+    return runner
+
+
+def _retry(problem: ApiError) -> kopf.TemporaryError | kopf.PermanentError:
+    if problem.temporary:
+        return kopf.TemporaryError(str(problem), delay=problem.retry_after or 5)
+    return kopf.PermanentError(str(problem))
+
+
+def _ns(namespace: str | None) -> str:
+    """Every modelyard kind is namespaced; kopf's signatures still allow None."""
+    return namespace or "default"
+
+
+def _body(body: kopf.Body) -> dict[str, Any]:
+    return copy.deepcopy(dict(body))
+
+
+# -- indices: the operator's read model -------------------------------------------------------
+
+
+@kopf.index(GROUP, VERSION, "models")
+def model_bodies(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {(_ns(namespace), name): _body(body)}
+
+
+@kopf.index(GROUP, VERSION, "models")
+def models_by_template(
+    namespace: str | None, name: str, spec: kopf.Spec, **_: Any
+) -> dict[Any, Any]:
+    return {(_ns(namespace), spec.get("template")): name}
+
+
+@kopf.index(GROUP, VERSION, "modeltemplates")
+def template_bodies(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {(_ns(namespace), name): _body(body)}
+
+
+@kopf.index(GROUP, VERSION, "registries")
+def registry_bodies(namespace: str | None, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {_ns(namespace): _body(body)}
+
+
+@kopf.index(GROUP, VERSION, "modelversions")
+def version_bodies(namespace: str | None, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {_ns(namespace): _body(body)}
+
+
+def _owner(namespace: str | None, labels: kopf.Labels) -> tuple[str, str]:
+    return (_ns(namespace), labels.get(MODEL_LABEL, ""))
+
+
+@kopf.index("apps", "v1", "deployments", labels=MANAGED)
+def deployment_bodies(
+    namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> dict[Any, Any]:
+    return {_owner(namespace, labels): _body(body)}
+
+
+@kopf.index("", "v1", "services", labels=MANAGED)
+def service_bodies(
+    namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> dict[Any, Any]:
+    return {_owner(namespace, labels): _body(body)}
+
+
+@kopf.index("autoscaling", "v2", "horizontalpodautoscalers", labels=MANAGED)
+def hpa_bodies(
+    namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> dict[Any, Any]:
+    return {_owner(namespace, labels): _body(body)}
+
+
+@kopf.index("keda.sh", "v1alpha1", "scaledobjects", labels=MANAGED)
+def scaledobject_bodies(
+    namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> dict[Any, Any]:
+    return {_owner(namespace, labels): _body(body)}
+
+
+@kopf.index("", "v1", "pods", labels=MANAGED)
+def pod_bodies(
+    namespace: str | None, labels: kopf.Labels, meta: kopf.Meta, status: kopf.Status, **_: Any
+) -> dict[Any, Any]:
+    """Only what decides a Model's state, to keep memory flat with thousands of pods."""
+    annotations = meta.get("annotations") or {}
+    trimmed = {
+        "metadata": {
+            "name": meta.get("name"),
+            "annotations": {SPEC_HASH_ANNOTATION: annotations.get(SPEC_HASH_ANNOTATION)},
+            "deletionTimestamp": meta.get("deletionTimestamp"),
+        },
+        "status": {
+            "conditions": copy.deepcopy(status.get("conditions") or []),
+            "containerStatuses": copy.deepcopy(status.get("containerStatuses") or []),
+        },
+    }
+    return {_owner(namespace, labels): trimmed}
+
+
+# -- Models -----------------------------------------------------------------------------------
+
+
+@kopf.on.resume(GROUP, VERSION, "models")
+@kopf.on.create(GROUP, VERSION, "models")
+@kopf.on.update(GROUP, VERSION, "models", field="spec")
+async def model_changed(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
+    runner = _runner(memo, kwargs)
+    try:
+        await runner.model_now((_ns(namespace), name))
+    except ApiError as problem:
+        raise _retry(problem) from None
+
+
+@kopf.on.event(GROUP, VERSION, "models")
+async def model_seen(
+    namespace: str | None, spec: kopf.Spec, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    """A Model came or went: its template's list of Models changes."""
+    if spec.get("template"):
+        _runner(memo, kwargs).template_soon((_ns(namespace), spec["template"]))
+
+
+# -- children: status follows reality ---------------------------------------------------------
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
+@kopf.on.event("", "v1", "pods", labels=MANAGED)
+@kopf.on.event("", "v1", "services", labels=MANAGED)
+@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=MANAGED)
+@kopf.on.event("keda.sh", "v1alpha1", "scaledobjects", labels=MANAGED)
+async def child_changed(
+    namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    model = labels.get(MODEL_LABEL)
+    if model:
+        _runner(memo, kwargs).model_soon((_ns(namespace), model))
+
+
+# -- ModelTemplates ---------------------------------------------------------------------------
+
+
+@kopf.on.resume(GROUP, VERSION, "modeltemplates")
+@kopf.on.create(GROUP, VERSION, "modeltemplates")
+@kopf.on.update(GROUP, VERSION, "modeltemplates", field="spec")
+async def template_changed(
+    namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    runner = _runner(memo, kwargs)
+    try:
+        await runner.template_now((_ns(namespace), name))
+    except ApiError as problem:
+        raise _retry(problem) from None
+    for model in runner.models_using_template(_ns(namespace), name):
+        runner.model_soon((_ns(namespace), model))
+
+
+@kopf.on.event(GROUP, VERSION, "modeltemplates")
+async def template_seen(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
+    """Status changes (a resolved digest) and deletions also matter to the Models."""
+    runner = _runner(memo, kwargs)
+    for model in runner.models_using_template(_ns(namespace), name):
+        runner.model_soon((_ns(namespace), model))
+
+
+@kopf.on.delete(GROUP, VERSION, "modeltemplates")
+async def template_deleted(
+    namespace: str | None, name: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    """Hold the deletion while Models use the template; the finalizer goes when they are gone."""
+    runner = _runner(memo, kwargs)
+    models = runner.models_using_template(_ns(namespace), name)
+    try:
+        message = await hold_deletion(_body(body), models, runner.kube)
+    except ApiError as problem:
+        raise _retry(problem) from None
+    if message:
+        raise kopf.TemporaryError(message, delay=10)
+
+
+# -- Registries and ModelVersions: fan out to the Models that may use them --------------------
+
+
+@kopf.on.event(GROUP, VERSION, "registries")
+@kopf.on.event(GROUP, VERSION, "modelversions")
+async def dependency_changed(namespace: str | None, memo: kopf.Memo, **kwargs: Any) -> None:
+    runner = _runner(memo, kwargs)
+    for model in runner.models_in_namespace(_ns(namespace)):
+        runner.model_soon((_ns(namespace), model))
+
+
+def run(namespaces: list[str], liveness: str | None, verbose: bool) -> None:
+    """Run the operator in this process until it is stopped."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO)
+    kopf.configure(verbose=verbose)
+    kopf.run(
+        standalone=True,
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        liveness_endpoint=liveness,
+    )
+
+
+__all__ = ["Indices", "run"]
