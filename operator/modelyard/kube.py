@@ -181,6 +181,25 @@ class Kube:
             "PATCH", url, {"status": status}, None, "application/merge-patch+json"
         )
 
+    async def set_finalizers(
+        self,
+        api_version: str,
+        kind: str,
+        namespace: str | None,
+        name: str,
+        *,
+        finalizers: list[str],
+        resource_version: str | None,
+    ) -> Manifest:
+        """Replace the finalizer list, only if nobody changed the object since we read it (409)."""
+        metadata: Manifest = {"finalizers": finalizers}
+        if resource_version:
+            metadata["resourceVersion"] = resource_version
+        url = path(api_version, kind, namespace, name)
+        return await self._run(
+            "PATCH", url, {"metadata": metadata}, None, "application/merge-patch+json"
+        )
+
     async def get(
         self, api_version: str, kind: str, namespace: str | None, name: str
     ) -> Manifest | None:

@@ -19,7 +19,6 @@ from modelyard import config as operator_config
 from modelyard.builders.labels import MANAGED_BY, MODEL_LABEL, SPEC_HASH_ANNOTATION
 from modelyard.kube import ApiError, Kube
 from modelyard.reconcile.runner import Indices, Runner
-from modelyard.reconcile.template import hold_deletion
 
 GROUP, VERSION = "modelyard.dev", "v1alpha1"
 MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
@@ -33,7 +32,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     """Operator settings, and the one API client of the process."""
     config = operator_config.load()
     # kopf's bookkeeping lives under our own prefix, not kopf.zalando.org.
-    settings.persistence.finalizer = f"{PREFIX}/in-use-protection"
+    settings.persistence.finalizer = f"{PREFIX}/kopf-finalizer"
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
         prefix=PREFIX, key="last-handled-configuration"
@@ -213,26 +212,15 @@ async def template_changed(
 
 
 @kopf.on.event(GROUP, VERSION, "modeltemplates")
-async def template_seen(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
+async def template_seen(
+    namespace: str | None, name: str, meta: kopf.Meta, memo: kopf.Memo, **kwargs: Any
+) -> None:
     """Status changes (a resolved digest) and deletions also matter to the Models."""
     runner = _runner(memo, kwargs)
+    if meta.get("deletionTimestamp"):
+        runner.template_soon((_ns(namespace), name))
     for model in runner.models_using_template(_ns(namespace), name):
         runner.model_soon((_ns(namespace), model))
-
-
-@kopf.on.delete(GROUP, VERSION, "modeltemplates")
-async def template_deleted(
-    namespace: str | None, name: str, body: kopf.Body, memo: kopf.Memo, **kwargs: Any
-) -> None:
-    """Hold the deletion while Models use the template; the finalizer goes when they are gone."""
-    runner = _runner(memo, kwargs)
-    models = runner.models_using_template(_ns(namespace), name)
-    try:
-        message = await hold_deletion(_body(body), models, runner.kube)
-    except ApiError as problem:
-        raise _retry(problem) from None
-    if message:
-        raise kopf.TemporaryError(message, delay=10)
 
 
 # -- Registries and ModelVersions: fan out to the Models that may use them --------------------

@@ -61,6 +61,8 @@ class Outcome:
     applied: int = 0
     deleted: int = 0
     status_written: bool = False
+    #: The status as written, so the next pass can use it before the watch brings it back.
+    status: Manifest | None = None
 
 
 async def _plan(world: ModelWorld, model: Model, config: OperatorConfig, kube: Kube) -> Plan:
@@ -191,7 +193,7 @@ async def reconcile_model(world: ModelWorld, kube: Kube, config: OperatorConfig)
         await kube.patch_status(
             API_VERSION, "Model", metadata.get("namespace"), metadata["name"], status
         )
-        outcome.status_written = True
+        outcome.status_written, outcome.status = True, status
         await _announce(body, previous, status, kube)
     return outcome
 
@@ -235,7 +237,7 @@ async def _write_broken(
         await kube.patch_status(
             API_VERSION, "Model", metadata.get("namespace"), metadata["name"], status
         )
-        outcome.status_written = True
+        outcome.status_written, outcome.status = True, status
         await _announce(body, previous, status, kube)
     return outcome
 

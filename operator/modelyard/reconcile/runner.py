@@ -74,6 +74,28 @@ def model_world(key: Key, indices: Indices) -> ModelWorld | None:
     )
 
 
+@dataclass(frozen=True)
+class _Written:
+    """A status we wrote on top of `base_version`, until the watch shows it back to us."""
+
+    base_version: str | None
+    status: Manifest
+
+
+def _fresh(body: Manifest, written: _Written | None) -> Manifest:
+    """`body`, or `body` with the status we wrote when the index has not caught up yet.
+
+    Without this, the pass right after a status write compares against the stale status, writes
+    the same status again and announces the same Event twice.
+    """
+    if (
+        written is None
+        or (body.get("metadata") or {}).get("resourceVersion") != written.base_version
+    ):
+        return body
+    return {**body, "status": written.status}
+
+
 @dataclass
 class _Slot:
     """Coalescing state of one object: a pass is running, and whether another is wanted."""
@@ -90,6 +112,7 @@ class Runner:
         self.config = config
         self.indices: Indices = {}
         self._slots: dict[tuple[str, Key], _Slot] = {}
+        self._written: dict[tuple[str, Key], _Written] = {}
 
     def remember(self, indices: Indices) -> None:
         """Keep the live index views kopf hands to every handler, for background passes."""
@@ -106,8 +129,12 @@ class Runner:
         async with self._slot("model", key).lock:
             world = model_world(key, self.indices)
             if world is None:
+                self._written.pop(("model", key), None)
                 return None
-            return await reconcile_model(world, self.kube, self.config)
+            world.model = _fresh(world.model, self._written.get(("model", key)))
+            outcome = await reconcile_model(world, self.kube, self.config)
+            self._remember(("model", key), world.model, outcome.status)
+            return outcome
 
     def model_soon(self, key: Key) -> None:
         self._soon("model", key, self.model_now)
@@ -125,12 +152,23 @@ class Runner:
         async with self._slot("template", key).lock:
             body = _first(self.indices.get("template_bodies"), key)
             if body is None:
+                self._written.pop(("template", key), None)
                 return None
+            body = _fresh(body, self._written.get(("template", key)))
             models = self.models_using_template(*key)
-            return await reconcile_template(body, models, self.kube, self.config)
+            outcome = await reconcile_template(body, models, self.kube, self.config)
+            self._remember(("template", key), body, outcome.status)
+            return outcome
 
     def template_soon(self, key: Key) -> None:
         self._soon("template", key, self.template_now)
+
+    def _remember(self, slot: tuple[str, Key], body: Manifest, status: Manifest | None) -> None:
+        if status is not None:
+            base = (body.get("metadata") or {}).get("resourceVersion")
+            self._written[slot] = _Written(base, status)
+        elif slot in self._written and _fresh(body, self._written[slot]) is body:
+            del self._written[slot]  # the index has caught up
 
     # -- scheduling --------------------------------------------------------------------------
 

@@ -16,13 +16,15 @@ from modelyard.status import conditions, reasons
 
 Manifest = dict[str, Any]
 COMPONENT = "modelyard"
+#: Held on every template so one that Models still use is not deleted from under them.
+FINALIZER = "modelyard.dev/in-use-protection"
 
 
 @dataclass
 class TemplateOutcome:
     ready: bool
     reason: str
-    status_written: bool
+    status: Manifest | None
 
 
 def _verdict(body: Manifest, config: OperatorConfig) -> conditions.Check:
@@ -35,7 +37,8 @@ def _verdict(body: Manifest, config: OperatorConfig) -> conditions.Check:
 
 async def write_template_status(
     body: Manifest, verdict: conditions.Check, models: list[str], kube: Kube
-) -> bool:
+) -> Manifest | None:
+    """Write the template's status if it changed; the status written, or None."""
     previous: Manifest = dict(body.get("status") or {})
     generation = (body.get("metadata") or {}).get("generation")
     status: Manifest = {
@@ -47,7 +50,7 @@ async def write_template_status(
         "models": sorted(models),
     }
     if not status_changed(previous, status):
-        return False
+        return None
     metadata = body["metadata"]
     await kube.patch_status(
         API_VERSION, "ModelTemplate", metadata.get("namespace"), metadata["name"], status
@@ -57,23 +60,50 @@ async def write_template_status(
         await kube.post_event(
             body, "Normal" if verdict.ok else "Warning", verdict.reason, verdict.message, COMPONENT
         )
-    return True
+    return status
 
 
 async def reconcile_template(
     body: Manifest, models: list[str], kube: Kube, config: OperatorConfig
 ) -> TemplateOutcome:
-    """Validate the template and list its Models; Models themselves are reconciled by the caller."""
+    """Validate the template, list its Models, and guard its deletion while they use it.
+
+    The finalizer is level-based like everything else: added while the template lives, and
+    removed by the first pass that finds it being deleted with no Model left — which the
+    deletion of the last Model triggers, so the template goes at once, with no retry timer.
+    """
+    metadata = body.get("metadata") or {}
+    finalizers = list(metadata.get("finalizers") or [])
+    if metadata.get("deletionTimestamp"):
+        if models:
+            names = ", ".join(sorted(models)[:20]) + (" …" if len(models) > 20 else "")
+            verdict = conditions.failed(
+                reasons.IN_USE,
+                f"deletion waits until no Model uses this template; still used by: {names}",
+            )
+            return TemplateOutcome(
+                False, verdict.reason, await write_template_status(body, verdict, models, kube)
+            )
+        if FINALIZER in finalizers:
+            finalizers.remove(FINALIZER)
+            await kube.set_finalizers(
+                API_VERSION,
+                "ModelTemplate",
+                metadata.get("namespace"),
+                metadata["name"],
+                finalizers=finalizers,
+                resource_version=metadata.get("resourceVersion"),
+            )
+        return TemplateOutcome(False, reasons.IN_USE, None)
+    if FINALIZER not in finalizers:
+        body = await kube.set_finalizers(
+            API_VERSION,
+            "ModelTemplate",
+            metadata.get("namespace"),
+            metadata["name"],
+            finalizers=[*finalizers, FINALIZER],
+            resource_version=metadata.get("resourceVersion"),
+        )
     verdict = _verdict(body, config)
     written = await write_template_status(body, verdict, models, kube)
     return TemplateOutcome(verdict.ok, verdict.reason, written)
-
-
-async def hold_deletion(body: Manifest, models: list[str], kube: Kube) -> str | None:
-    """While Models use the template, say so in its status; the message, or None when free."""
-    if not models:
-        return None
-    names = ", ".join(sorted(models)[:20]) + (" …" if len(models) > 20 else "")
-    message = f"deletion waits until no Model uses this template; still used by: {names}"
-    await write_template_status(body, conditions.failed(reasons.IN_USE, message), models, kube)
-    return message
