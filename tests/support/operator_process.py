@@ -1,0 +1,119 @@
+"""The real operator, as a separate process, pointed at the emulated API.
+
+A process rather than a thread: it is what runs in production (`modelyard run`), its logs can be
+read back whole, and it can be killed with SIGKILL in the middle of work and started again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+def kubeconfig(url: str, directory: Path) -> Path:
+    path = directory / "kubeconfig.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "emulated", "cluster": {"server": url.rstrip("/")}}],
+                "users": [{"name": "tester", "user": {"token": "emulated-token"}}],
+                "contexts": [
+                    {"name": "emulated", "context": {"cluster": "emulated", "user": "tester"}}
+                ],
+                "current-context": "emulated",
+            }
+        )
+    )
+    return path
+
+
+class OperatorProcess:
+    """`modelyard run` in a child process; `output` holds everything it logged."""
+
+    def __init__(self, url: str, directory: Path, config: dict[str, Any] | None = None) -> None:
+        self.directory = directory
+        self.log_path = directory / f"operator-{time.monotonic_ns()}.log"
+        self.env = {**os.environ, "KUBECONFIG": str(kubeconfig(url, directory))}
+        if config is not None:
+            config_path = directory / "operator-config.yaml"
+            config_path.write_text(yaml.safe_dump(config))
+            self.env["MODELYARD_CONFIG"] = str(config_path)
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> OperatorProcess:
+        self.log_path = self.directory / f"operator-{time.monotonic_ns()}.log"
+        log = self.log_path.open("wb")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "modelyard", "run", "--verbose"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=self.env,
+            start_new_session=True,
+        )
+        return self
+
+    @property
+    def output(self) -> str:
+        return "\n".join(
+            p.read_text(errors="replace") for p in sorted(self.directory.glob("operator-*.log"))
+        )
+
+    async def stop(self) -> None:
+        """SIGTERM, as Kubernetes stops a pod; kopf shuts down gracefully."""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            await self._wait(15)
+
+    async def kill(self) -> None:
+        """SIGKILL: no chance to finish anything, as when a node dies."""
+        if self.process and self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            await self._wait(5)
+
+    async def _wait(self, timeout: float) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + timeout
+        while self.process.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            await asyncio.sleep(0.1)
+
+
+async def eventually(
+    check: Callable[[], Any],
+    timeout: float = 20,
+    what: str = "condition",
+    operator: OperatorProcess | None = None,
+) -> Any:
+    """Poll `check` (sync or async) until it returns something truthy."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = check()
+        if isinstance(last, Awaitable):
+            last = await last
+        if last:
+            return last
+        if (
+            operator is not None
+            and operator.process is not None
+            and operator.process.poll() is not None
+        ):
+            raise AssertionError(
+                f"operator exited with {operator.process.returncode}:\n{operator.output[-4000:]}"
+            )
+        await asyncio.sleep(0.05)
+    tail = operator.output[-6000:] if operator else ""
+    raise AssertionError(f"timed out waiting for {what}; last value: {last!r}\n{tail}")

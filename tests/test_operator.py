@@ -1,0 +1,514 @@
+"""The real operator process against the emulated Kubernetes API.
+
+Each test starts `modelyard run` as a child process, talks to it only through the API (as users
+and other controllers do), and plays the kubelet and the Deployment controller itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support.controllers import (
+    DEPLOYMENTS,
+    HPAS,
+    MODELS,
+    PODS,
+    SCALED_OBJECTS,
+    SERVICES,
+    TEMPLATES,
+    apply_documents,
+    condition,
+    events_for,
+    run_pods,
+)
+from support.emulator import Cluster
+from support.examples import example
+from support.operator_process import OperatorProcess, eventually
+
+pytestmark = pytest.mark.kmock(cls=Cluster)
+
+NS = "ml-team"
+
+
+@pytest.fixture
+async def cluster(kmock: Any) -> Cluster:
+    assert isinstance(kmock, Cluster)
+    return kmock
+
+
+@pytest.fixture
+async def operator(cluster: Cluster, tmp_path: Path) -> AsyncIterator[OperatorProcess]:
+    process = OperatorProcess(str(cluster.url), tmp_path).start()
+    yield process
+    await process.stop()
+
+
+def embedding_documents() -> list[dict[str, Any]]:
+    return [
+        example("Registry", "dockerhub"),
+        example("ModelTemplate", "cpu-embedding"),
+        example("Model", "docs-embedder"),
+    ]
+
+
+async def quiet(cluster: Cluster, operator: OperatorProcess, calm: float = 1.0) -> None:
+    """Wait until the operator has made no write for `calm` seconds."""
+    last = -1
+    while True:
+        count = len(cluster.writes())
+        if count == last:
+            return
+        last = count
+        await asyncio.sleep(calm)
+        assert operator.process is not None and operator.process.poll() is None, operator.output[
+            -3000:
+        ]
+
+
+def model_state(cluster: Cluster, name: str) -> tuple[str | None, str | None]:
+    model = cluster.get(MODELS, NS, name) or {}
+    return (model.get("status") or {}).get("state"), condition(model).get("reason")
+
+
+async def wait_state(
+    cluster: Cluster,
+    operator: OperatorProcess,
+    name: str,
+    state: str,
+    reason: str,
+    timeout: float = 20,
+) -> dict[str, Any]:
+    await eventually(
+        lambda: model_state(cluster, name) == (state, reason),
+        timeout,
+        f"Model {name} {state}/{reason} (now {model_state(cluster, name)})",
+        operator,
+    )
+    model = cluster.get(MODELS, NS, name)
+    assert model is not None
+    return model
+
+
+async def test_model_becomes_ready_only_when_its_workers_serve(
+    cluster: Cluster, operator: OperatorProcess
+) -> None:
+    await apply_documents(cluster, embedding_documents())
+    deployment = await eventually(
+        lambda: cluster.get(DEPLOYMENTS, NS, "docs-embedder"), 20, "Deployment", operator
+    )
+    model = cluster.get(MODELS, NS, "docs-embedder")
+    assert model is not None
+    for resource in (DEPLOYMENTS, SERVICES, HPAS):
+        child = await eventually(
+            lambda r=resource: cluster.get(r, NS, "docs-embedder"), 10, resource, operator
+        )
+        assert child["metadata"]["ownerReferences"][0]["uid"] == model["metadata"]["uid"]
+        assert child["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "modelyard"
+    assert cluster.get(SCALED_OBJECTS, NS, "docs-embedder") is None
+    assert "replicas" not in deployment["spec"], "the HPA owns replicas"
+    # Created, not yet running: DEPLOYING, and not Ready.
+    await wait_state(cluster, operator, "docs-embedder", "DEPLOYING", "Deploying")
+
+    await run_pods(cluster, NS, "docs-embedder", count=2)
+    model = await wait_state(cluster, operator, "docs-embedder", "READY", "Available")
+    status = model["status"]
+    assert condition(model)["status"] == "True"
+    assert status["observedGeneration"] == model["metadata"]["generation"]
+    assert status["readyReplicas"] == 2
+    assert status["endpoint"] == "http://docs-embedder.ml-team.svc:8000"
+    assert status["image"].endswith(
+        "@sha256:6fadf78c658641cf96f5e7e3095aeb2c362eb26f517add982a6f1b3d067a9a76"
+    )
+    reasons = [e["reason"] for e in events_for(cluster, "docs-embedder")]
+    assert "Available" in reasons
+    template = await eventually(
+        lambda: (
+            (t := cluster.get(TEMPLATES, NS, "cpu-embedding"))
+            and (t.get("status") or {}).get("models")
+            and t
+        ),
+        10,
+        "template status",
+        operator,
+    )
+    assert template["status"]["models"] == ["docs-embedder"]
+    assert condition(template)["reason"] == "Valid"
+
+
+POD_FAILURES = [
+    (
+        "ImagePullBackOff",
+        {
+            "containerStatuses": [
+                {
+                    "name": "model",
+                    "image": "x",
+                    "ready": False,
+                    "restartCount": 0,
+                    "state": {
+                        "waiting": {"reason": "ImagePullBackOff", "message": "manifest unknown"}
+                    },
+                }
+            ]
+        },
+        "FAILED",
+        "manifest unknown",
+    ),
+    (
+        "CrashLoopBackOff",
+        {
+            "containerStatuses": [
+                {
+                    "name": "model",
+                    "ready": False,
+                    "started": True,
+                    "restartCount": 5,
+                    "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}},
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                }
+            ]
+        },
+        "FAILED",
+        "exit code 1",
+    ),
+    (
+        "StartupTimeout",
+        {
+            "containerStatuses": [
+                {
+                    "name": "model",
+                    "ready": False,
+                    "started": False,
+                    "restartCount": 3,
+                    "lastState": {"terminated": {"exitCode": 137}},
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                }
+            ]
+        },
+        "FAILED",
+        "startupTimeoutSeconds",
+    ),
+    (
+        "Unschedulable",
+        {
+            "phase": "Pending",
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "False",
+                    "reason": "Unschedulable",
+                    "message": "0/4 nodes are available: 4 Insufficient nvidia.com/gpu.",
+                }
+            ],
+        },
+        "DEPLOYING",
+        "Insufficient nvidia.com/gpu",
+    ),
+]
+
+
+async def test_pod_failures_are_reported_by_their_real_cause(
+    cluster: Cluster, operator: OperatorProcess
+) -> None:
+    await apply_documents(cluster, embedding_documents())
+    await eventually(
+        lambda: cluster.get(DEPLOYMENTS, NS, "docs-embedder"), 20, "Deployment", operator
+    )
+    for reason, pod_status, state, fragment in POD_FAILURES:
+        # The Deployment's counts claim all is well; the pods say otherwise.
+        await run_pods(cluster, NS, "docs-embedder", status=pod_status, count=2)
+        model = await wait_state(cluster, operator, "docs-embedder", state, reason)
+        assert condition(model)["status"] == "False", f"Ready while {reason}"
+        assert fragment in condition(model)["message"]
+    warnings = {e["reason"] for e in events_for(cluster, "docs-embedder") if e["type"] == "Warning"}
+    assert {"ImagePullBackOff", "CrashLoopBackOff", "StartupTimeout"} <= warnings
+    # Healthy pods again: Ready comes back.
+    await run_pods(cluster, NS, "docs-embedder", count=2)
+    await wait_state(cluster, operator, "docs-embedder", "READY", "Available")
+
+
+async def test_invalid_parameters_and_missing_template_are_explained_then_recover(
+    cluster: Cluster, operator: OperatorProcess
+) -> None:
+    model = example("Model", "my-reranking-model")
+    del model["spec"]["parameters"]["MODEL_PATH"]
+    await apply_documents(cluster, [model])
+    pending = await wait_state(
+        cluster, operator, "my-reranking-model", "PENDING", "TemplateNotFound"
+    )
+    assert "custom-reranking-model-template" in condition(pending)["message"]
+    # The template arrives: the Model is looked at again without any change of its own.
+    await apply_documents(
+        cluster,
+        [
+            example("Registry", "dockerhub"),
+            example("ModelTemplate", "custom-reranking-model-template"),
+        ],
+    )
+    failed = await wait_state(
+        cluster, operator, "my-reranking-model", "FAILED", "ParametersInvalid"
+    )
+    assert "MODEL_PATH" in condition(failed)["message"]
+    assert "custom-reranking-model-template" in condition(failed)["message"]
+    assert cluster.get(DEPLOYMENTS, NS, "my-reranking-model") is None
+    assert any(
+        e["type"] == "Warning" and e["reason"] == "ParametersInvalid"
+        for e in events_for(cluster, "my-reranking-model")
+    )
+    await cluster.patch(
+        MODELS,
+        NS,
+        "my-reranking-model",
+        {"spec": {"parameters": {"MODEL_PATH": "m.tar.gz"}}},
+        manager="kubectl",
+    )
+    await eventually(
+        lambda: cluster.get(DEPLOYMENTS, NS, "my-reranking-model"), 20, "Deployment", operator
+    )
+    fixed = cluster.get(MODELS, NS, "my-reranking-model")
+    assert fixed is not None and fixed["metadata"]["generation"] == 2
+    await eventually(
+        lambda: (
+            (cluster.get(MODELS, NS, "my-reranking-model") or {})
+            .get("status", {})
+            .get("observedGeneration")
+            == 2
+        ),
+        10,
+        "observedGeneration 2",
+        operator,
+    )
+    so = await eventually(
+        lambda: cluster.get(SCALED_OBJECTS, NS, "my-reranking-model"), 10, "ScaledObject", operator
+    )
+    assert (so["spec"]["minReplicaCount"], so["spec"]["maxReplicaCount"]) == (0, 1)
+
+
+@pytest.mark.kmock(cls=Cluster, keda=False)
+async def test_scale_to_zero_without_keda_is_an_error_not_a_silent_one(
+    cluster: Cluster, operator: OperatorProcess
+) -> None:
+    await apply_documents(
+        cluster,
+        [
+            example("Registry", "dockerhub"),
+            example("ModelTemplate", "custom-reranking-model-template"),
+            example("Model", "my-reranking-model"),
+        ],
+    )
+    model = await wait_state(
+        cluster, operator, "my-reranking-model", "FAILED", "AutoscalerUnavailable"
+    )
+    assert "KEDA" in condition(model)["message"]
+    assert cluster.get(DEPLOYMENTS, NS, "my-reranking-model") is None, (
+        "a Deployment would default to 1 replica"
+    )
+
+
+async def test_template_change_fans_out_and_drift_is_repaired(
+    cluster: Cluster, operator: OperatorProcess
+) -> None:
+    second = example("Model", "docs-embedder")
+    second["metadata"]["name"] = "faq-embedder"
+    await apply_documents(cluster, [*embedding_documents(), second])
+    for name in ("docs-embedder", "faq-embedder"):
+        await eventually(
+            lambda n=name: cluster.get(DEPLOYMENTS, NS, n), 20, f"Deployment {name}", operator
+        )
+
+    def env(name: str) -> dict[str, str]:
+        deployment = cluster.get(DEPLOYMENTS, NS, name) or {}
+        containers = (
+            deployment.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
+        )
+        return (
+            {e["name"]: e.get("value") for e in containers[0].get("env", [])} if containers else {}
+        )
+
+    # A template edit reaches every Model made from it.
+    await cluster.patch(
+        TEMPLATES,
+        NS,
+        "cpu-embedding",
+        {"spec": {"env": {"OMP_NUM_THREADS": "2"}}},
+        manager="kubectl",
+    )
+    for name in ("docs-embedder", "faq-embedder"):
+        await eventually(
+            lambda n=name: env(n).get("OMP_NUM_THREADS") == "2", 10, f"{name} env", operator
+        )
+    # A field removed from the template disappears from the Deployments.
+    await cluster.patch(TEMPLATES, NS, "cpu-embedding", {"spec": {"env": None}}, manager="kubectl")
+    for name in ("docs-embedder", "faq-embedder"):
+        await eventually(
+            lambda n=name: "OMP_NUM_THREADS" not in env(n), 10, f"{name} env removed", operator
+        )
+
+    # A hand edit of a field the operator owns is put back.
+    await cluster.patch(
+        DEPLOYMENTS,
+        NS,
+        "docs-embedder",
+        {
+            "spec": {
+                "template": {
+                    "spec": {
+                        "containers": [{"name": "model", "image": "evil.example/backdoor:latest"}]
+                    }
+                }
+            }
+        },
+        manager="kubectl-edit",
+    )
+    await eventually(
+        lambda: (
+            "sentence-embedder@sha256"
+            in (cluster.get(DEPLOYMENTS, NS, "docs-embedder") or {})["spec"]["template"]["spec"][
+                "containers"
+            ][0]["image"]
+        ),
+        10,
+        "image restored",
+        operator,
+    )
+    # Fields owned by others are left alone: the HPA's replicas and an injected sidecar.
+    await cluster.patch(
+        DEPLOYMENTS,
+        NS,
+        "docs-embedder",
+        {
+            "spec": {
+                "replicas": 3,
+                "template": {
+                    "spec": {"containers": [{"name": "istio-proxy", "image": "istio/proxyv2:1.22"}]}
+                },
+            }
+        },
+        manager="horizontal-pod-autoscaler",
+    )
+    await eventually(
+        lambda: (
+            len(
+                cluster.get(DEPLOYMENTS, NS, "docs-embedder")["spec"]["template"]["spec"][
+                    "containers"
+                ]
+            )
+            == 2
+        ),
+        5,
+        "sidecar present",
+    )
+    writes_before = len(cluster.writes())
+    deployment = cluster.get(DEPLOYMENTS, NS, "docs-embedder")
+    await run_pods(cluster, NS, "faq-embedder", count=2)
+    await wait_state(cluster, operator, "faq-embedder", "READY", "Available")
+    deployment = cluster.get(DEPLOYMENTS, NS, "docs-embedder")
+    assert deployment is not None
+    assert deployment["spec"]["replicas"] == 3
+    assert [c["name"] for c in deployment["spec"]["template"]["spec"]["containers"]] == [
+        "model",
+        "istio-proxy",
+    ]
+    applies = [w for w in cluster.writes()[writes_before:] if "/deployments/docs-embedder" in w[1]]
+    assert applies == [], "no fight over fields others own"
+
+
+async def test_deleting_a_model_removes_its_children_and_a_used_template_is_held(
+    cluster: Cluster, operator: OperatorProcess
+) -> None:
+    await apply_documents(cluster, embedding_documents())
+    await eventually(lambda: cluster.get(HPAS, NS, "docs-embedder"), 20, "HPA", operator)
+    # Wait until the template's finalizer protects it.
+    await eventually(
+        lambda: ((cluster.get(TEMPLATES, NS, "cpu-embedding") or {}).get("metadata") or {}).get(
+            "finalizers"
+        ),
+        10,
+        "template finalizer",
+        operator,
+    )
+    await cluster.remove(TEMPLATES, NS, "cpu-embedding")
+    held = await eventually(
+        lambda: (
+            condition(cluster.get(TEMPLATES, NS, "cpu-embedding")).get("reason") == "InUse"
+            and cluster.get(TEMPLATES, NS, "cpu-embedding")
+        ),
+        10,
+        "template held",
+        operator,
+    )
+    assert "docs-embedder" in condition(held)["message"]
+    assert held["metadata"].get("deletionTimestamp")
+
+    await cluster.remove(MODELS, NS, "docs-embedder")
+    for resource in (DEPLOYMENTS, SERVICES, HPAS):
+        assert cluster.get(resource, NS, "docs-embedder") is None
+    await eventually(
+        lambda: cluster.get(TEMPLATES, NS, "cpu-embedding") is None,
+        25,
+        "template deleted",
+        operator,
+    )
+
+
+async def test_restart_in_the_middle_of_work_converges_without_duplicates(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    names = [f"embedder-{i}" for i in range(12)]
+    models = []
+    for name in names:
+        model = example("Model", "docs-embedder")
+        model["metadata"]["name"] = name
+        models.append(model)
+    await apply_documents(
+        cluster,
+        [example("Registry", "dockerhub"), example("ModelTemplate", "cpu-embedding"), *models],
+    )
+    first = OperatorProcess(str(cluster.url), tmp_path).start()
+    await eventually(lambda: len(cluster.list(DEPLOYMENTS, NS)) >= 2, 20, "some Deployments", first)
+    await first.kill()
+    # Someone edits a Model while the operator is down.
+    await cluster.patch(
+        MODELS, NS, "embedder-0", {"spec": {"parameters": {"BATCH_SIZE": 8}}}, manager="kubectl"
+    )
+    second = OperatorProcess(str(cluster.url), tmp_path).start()
+    try:
+        await eventually(
+            lambda: all(model_state(cluster, n)[0] == "DEPLOYING" for n in names),
+            30,
+            "all deployed",
+            second,
+        )
+        for name in names:
+            await run_pods(cluster, NS, name)
+        await eventually(
+            lambda: all(model_state(cluster, n) == ("READY", "Available") for n in names),
+            30,
+            "all ready",
+            second,
+        )
+        for resource in (DEPLOYMENTS, SERVICES, HPAS):
+            assert sorted(o["metadata"]["name"] for o in cluster.list(resource, NS)) == sorted(
+                names
+            )
+        assert cluster.list(SCALED_OBJECTS, NS) == []
+        env = {
+            e["name"]: e.get("value")
+            for e in cluster.get(DEPLOYMENTS, NS, "embedder-0")["spec"]["template"]["spec"][
+                "containers"
+            ][0]["env"]
+        }
+        assert env["BATCH_SIZE"] == "8"
+        # Converged and idle: once the last in-flight writes land, nothing is written at all.
+        await quiet(cluster, second)
+        writes = len(cluster.writes())
+        await asyncio.sleep(3)
+        assert cluster.writes()[writes:] == [], "\n".join(map(str, cluster.writes()[writes:]))
+        assert len(cluster.list(PODS, NS)) == len(names)
+    finally:
+        await second.stop()
