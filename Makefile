@@ -22,6 +22,14 @@ $(STAMP): pyproject.toml
 .PHONY: install
 install: $(STAMP) ## Create .venv and install modelyard with its test and lint tools.
 
+.PHONY: render
+render: $(STAMP) ## Main job: print what the operator makes of FILES (default examples/), offline.
+	$(BIN)/modelyard render -f $(FILES)
+
+.PHONY: run
+run: $(STAMP) ## Run the operator against the cluster of your current kubeconfig context.
+	$(BIN)/modelyard run $(if $(NAMESPACE),--namespace $(NAMESPACE)) $(if $(CONFIG),--config $(CONFIG))
+
 .PHONY: crds
 crds: $(STAMP) ## Regenerate crds/ from the API models.
 	$(BIN)/python -m modelyard crds --output crds
