@@ -6,6 +6,9 @@ they are constants here and nowhere else spelt out.
 
 from typing import Final
 
+from modelyard.registry.oci import Failure
+from modelyard.registry.verify import Verdict
+
 # Condition types
 READY: Final = "Ready"
 TEMPLATE_RESOLVED: Final = "TemplateResolved"
@@ -47,6 +50,28 @@ API_ERROR: Final = "ApiError"
 INVALID_SPEC: Final = "InvalidSpec"
 IN_USE: Final = "InUse"
 
+# Registry
+REACHABLE: Final = "Reachable"
+UNAUTHORIZED: Final = Failure.UNAUTHORIZED
+UNREACHABLE: Final = Failure.UNREACHABLE
+TLS_ERROR: Final = Failure.TLS_ERROR
+SECRET_NOT_FOUND: Final = "SecretNotFound"
+SECRET_INVALID: Final = "SecretInvalid"
+
+# ModelVersion (and template images given by tag)
+VERIFIED: Final = "Verified"
+TAG_CURRENT: Final = "TagCurrent"
+DIGEST_VERIFIED: Final = Verdict.VERIFIED
+DIGEST_MISMATCH: Final = Verdict.MISMATCH
+DIGEST_NOT_FOUND: Final = Verdict.NOT_FOUND
+REGISTRY_NOT_READY: Final = "RegistryNotReady"
+DUPLICATE_VERSION: Final = "DuplicateVersion"
+TAG_MOVED: Final = "TagMoved"
+TAG_UNCHANGED: Final = "TagUnchanged"
+NO_TAG: Final = "NoTag"
+IMAGE_UNRESOLVED: Final = "ImageUnresolved"
+TAG_NOT_FOUND: Final = "TagNotFound"
+
 #: Ready=False reasons that wait for something else to appear or recover: state PENDING.
 WAITING: Final = frozenset(
     {
@@ -55,5 +80,6 @@ WAITING: Final = frozenset(
         REGISTRY_NOT_FOUND,
         VERSION_NOT_FOUND,
         VERSION_NOT_READY,
+        IMAGE_UNRESOLVED,
     }
 )

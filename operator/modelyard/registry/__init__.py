@@ -1,0 +1,1 @@
+"""Registry clients: OCI distribution (verification of digests) and MLflow (reachability)."""

@@ -1,0 +1,109 @@
+"""Credentials for a registry, read from the Kubernetes Secret a Registry names.
+
+Three Secret shapes are understood, as Kubernetes users already write them:
+`kubernetes.io/dockerconfigjson` (what `kubectl create secret docker-registry` makes, and what
+quay.io robot accounts download), `kubernetes.io/basic-auth`, and an Opaque Secret with a `token`
+key (and optionally `username`), whose token is presented as the password — which is how GHCR
+personal access tokens, Harbor robot secrets and quay robot tokens are used.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from typing import Any
+
+from modelyard.registry.oci import Credentials
+
+DOCKER_CONFIG = "kubernetes.io/dockerconfigjson"
+BASIC_AUTH = "kubernetes.io/basic-auth"
+DOCKER_HUB_HOSTS = ("docker.io", "index.docker.io", "registry-1.docker.io")
+
+
+class SecretInvalid(Exception):  # noqa: N818 -- a verdict on user input, shown as a reason
+    """The Secret exists but does not hold credentials in a shape we understand."""
+
+
+def _field(secret: dict[str, Any], key: str) -> str | None:
+    string_data = secret.get("stringData") or {}
+    if key in string_data:
+        return str(string_data[key])
+    data = secret.get("data") or {}
+    if key not in data:
+        return None
+    try:
+        return base64.b64decode(data[key]).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise SecretInvalid(f"key {key} is not valid base64 text") from None
+
+
+def _canonical(host: str) -> str:
+    """`https://index.docker.io/v1/` and `registry-1.docker.io` are both Docker Hub."""
+    bare = host.split("://", 1)[-1].split("/", 1)[0]
+    return "docker.io" if bare in DOCKER_HUB_HOSTS else bare
+
+
+def _from_docker_config(name: str, raw: str, host: str) -> Credentials:
+    try:
+        auths = json.loads(raw).get("auths") or {}
+    except (ValueError, AttributeError):
+        raise SecretInvalid(f"Secret {name}: .dockerconfigjson is not JSON") from None
+    for entry, value in auths.items():
+        if _canonical(entry) != _canonical(host):
+            continue
+        if value.get("auth"):
+            try:
+                decoded = base64.b64decode(value["auth"]).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                raise SecretInvalid(f"Secret {name}: auth for {entry} is not base64") from None
+            user, _, password = decoded.partition(":")
+            return Credentials(user, password)
+        return Credentials(value.get("username"), value.get("password"))
+    raise SecretInvalid(f"Secret {name} has no credentials for {host}")
+
+
+def from_secret(secret: dict[str, Any], host: str) -> Credentials:
+    """Credentials for `host` from a Secret manifest (as read from the API or a file)."""
+    name = (secret.get("metadata") or {}).get("name", "?")
+    kind = secret.get("type", "Opaque")
+    if kind == DOCKER_CONFIG:
+        raw = _field(secret, ".dockerconfigjson")
+        if raw is None:
+            raise SecretInvalid(
+                f"Secret {name} of type {DOCKER_CONFIG} has no .dockerconfigjson key"
+            )
+        return _from_docker_config(name, raw, host)
+    if kind == BASIC_AUTH:
+        username, password = _field(secret, "username"), _field(secret, "password")
+        if username is None or password is None:
+            raise SecretInvalid(
+                f"Secret {name} of type {BASIC_AUTH} needs username and password keys"
+            )
+        return Credentials(username, password)
+    token = _field(secret, "token")
+    if token is None:
+        raise SecretInvalid(
+            f"Secret {name} has none of the expected keys: "
+            ".dockerconfigjson, username and password, or token"
+        )
+    return Credentials(_field(secret, "username") or "token", token)
+
+
+def docker_config(host: str, credentials: Credentials) -> str:
+    """A .dockerconfigjson document that lets the kubelet pull from `host`."""
+    auth = base64.b64encode(
+        f"{credentials.username or ''}:{credentials.password or ''}".encode()
+    ).decode()
+    return json.dumps(
+        {
+            "auths": {
+                host: {
+                    "username": credentials.username,
+                    "password": credentials.password,
+                    "auth": auth,
+                }
+            }
+        },
+        sort_keys=True,
+    )

@@ -1,0 +1,313 @@
+"""A small OCI distribution client: ping, tag → digest, does a digest exist.
+
+Only what verification needs, over aiohttp (kopf's own HTTP library, so nothing new to install):
+anonymous, Basic and the Bearer-token flow of quay.io, GHCR and Docker Hub (a 401 with
+`WWW-Authenticate: Bearer realm=…,service=…,scope=…`, a token fetched from the realm with the
+credentials, the request retried with it); a private CA or no verification at all; and
+failures classified into the reasons a Registry's or ModelVersion's status can show.
+
+Credentials never appear in an error message, a log line or anything returned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+import ssl
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import aiohttp
+
+#: Everything a registry may answer a manifest request with: OCI index and manifest, Docker v2
+#: manifest list and manifest. Without them a registry may convert, and the digest changes.
+MANIFEST_TYPES = ", ".join(
+    [
+        "application/vnd.oci.image.index.v1+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.docker.distribution.manifest.v2+json",
+    ]
+)
+DIGEST_HEADER = "Docker-Content-Digest"
+_CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
+
+
+class Failure:
+    """Why a registry call failed, spelt as the condition reason it becomes."""
+
+    UNAUTHORIZED = "Unauthorized"
+    TLS_ERROR = "TLSError"
+    UNREACHABLE = "Unreachable"
+
+
+class RegistryError(Exception):
+    """A failed registry call, with the status reason it means and whether a retry may help."""
+
+    def __init__(self, reason: str, message: str, *, temporary: bool = False) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        self.message = message
+        self.temporary = temporary
+
+
+@dataclass(frozen=True)
+class Credentials:
+    username: str | None = None
+    password: str | None = None
+
+    @property
+    def anonymous(self) -> bool:
+        return self.username is None and self.password is None
+
+    def basic(self) -> str:
+        raw = f"{self.username or ''}:{self.password or ''}".encode()
+        return "Basic " + base64.b64encode(raw).decode()
+
+    def __repr__(self) -> str:  # never show the secret, even in a debugger or a traceback
+        return (
+            f"Credentials(username={self.username!r}, password={'***' if self.password else None})"
+        )
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    url: str
+    ca_pem: str | None = None
+    insecure_skip_verify: bool = False
+    timeout: float = 10.0
+
+    @property
+    def base(self) -> str:
+        parts = urlsplit(self.url)
+        return f"{parts.scheme}://{parts.netloc}"
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).netloc
+
+
+def ssl_context(endpoint: Endpoint) -> ssl.SSLContext | bool:
+    if not endpoint.base.startswith("https://"):
+        return False
+    if endpoint.insecure_skip_verify:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        return context
+    if endpoint.ca_pem:
+        return ssl.create_default_context(cadata=endpoint.ca_pem)
+    return True
+
+
+@dataclass
+class _Token:
+    value: str
+    expires: float
+
+
+@dataclass
+class OciClient:
+    """One registry, one set of credentials; reuse it, it caches bearer tokens per scope."""
+
+    endpoint: Endpoint
+    credentials: Credentials = field(default_factory=Credentials)
+    _session: aiohttp.ClientSession | None = None
+    _tokens: dict[str, _Token] = field(default_factory=dict)
+
+    async def __aenter__(self) -> OciClient:
+        return self
+
+    async def __aexit__(self, *_: Any) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.endpoint.timeout),
+                connector=aiohttp.TCPConnector(ssl=ssl_context(self.endpoint)),
+            )
+        return self._session
+
+    async def ping(self) -> None:
+        """Reachable, TLS trusted, and the credentials accepted (`GET /v2/`)."""
+        await self._request("GET", "/v2/", scope=None, ok=(200,))
+
+    async def resolve(self, repository: str, reference: str) -> str | None:
+        """The digest a tag (or digest) points to now; None when the registry has no such thing."""
+        path = f"/v2/{repository}/manifests/{reference}"
+        scope = f"repository:{repository}:pull"
+        status, headers = await self._request("HEAD", path, scope=scope, ok=(200, 404))
+        if status == 404:
+            return None
+        digest = headers.get(DIGEST_HEADER)
+        if digest:
+            return digest
+        # Some registries omit the header on HEAD; the body of a GET names it or hashes to it.
+        status, headers = await self._request("GET", path, scope=scope, ok=(200, 404))
+        return headers.get(DIGEST_HEADER) if status == 200 else None
+
+    async def _request(
+        self, method: str, path: str, *, scope: str | None, ok: tuple[int, ...]
+    ) -> tuple[int, dict[str, str]]:
+        authorization = self._cached_token(scope)
+        for _attempt in range(2):
+            status, headers = await self._send(method, path, authorization)
+            if status in ok:
+                return status, headers
+            if status == 401 and _attempt == 0:
+                authorization = await self._authorize(headers.get("WWW-Authenticate", ""), scope)
+                continue
+            raise _classify(status, f"{method} {path}")
+        raise RegistryError(Failure.UNAUTHORIZED, "the registry refused the credentials")
+
+    async def _send(
+        self, method: str, path: str, authorization: str | None
+    ) -> tuple[int, dict[str, str]]:
+        headers = {"Accept": MANIFEST_TYPES}
+        if authorization:
+            headers["Authorization"] = authorization
+        try:
+            async with self._http().request(
+                method, self.endpoint.base + path, headers=headers, allow_redirects=True
+            ) as response:
+                if method == "GET":
+                    await response.read()
+                return response.status, dict(response.headers)
+        except (
+            aiohttp.ClientConnectorCertificateError,
+            aiohttp.ClientSSLError,
+            ssl.SSLError,
+        ) as error:
+            raise RegistryError(
+                Failure.TLS_ERROR, f"TLS with {self.endpoint.host} failed: {error}"
+            ) from None
+        except TimeoutError:
+            raise RegistryError(
+                Failure.UNREACHABLE,
+                f"{self.endpoint.host} did not answer within {self.endpoint.timeout:g} s",
+                temporary=True,
+            ) from None
+        except aiohttp.ClientError as error:
+            raise RegistryError(
+                Failure.UNREACHABLE,
+                f"cannot reach {self.endpoint.host}: {type(error).__name__}",
+                temporary=True,
+            ) from None
+
+    def _cached_token(self, scope: str | None) -> str | None:
+        token = self._tokens.get(scope or "")
+        if token and token.expires > time.monotonic():
+            return f"Bearer {token.value}"
+        return None
+
+    async def _authorize(self, challenge: str, scope: str | None) -> str:
+        scheme = challenge.split(" ", 1)[0].lower()
+        if scheme == "basic":
+            if self.credentials.anonymous:
+                raise RegistryError(
+                    Failure.UNAUTHORIZED, "the registry requires credentials and none are set"
+                )
+            return self.credentials.basic()
+        if scheme != "bearer":
+            raise RegistryError(
+                Failure.UNAUTHORIZED, f"unsupported authentication scheme {scheme!r}"
+            )
+        params = dict(_CHALLENGE_PARAM.findall(challenge))
+        realm = params.get("realm")
+        if not realm:
+            raise RegistryError(Failure.UNAUTHORIZED, "bearer challenge without a realm")
+        query = {
+            key: value
+            for key, value in (
+                ("service", params.get("service")),
+                ("scope", scope or params.get("scope")),
+            )
+            if value
+        }
+        headers = {} if self.credentials.anonymous else {"Authorization": self.credentials.basic()}
+        try:
+            async with self._http().get(realm, params=query, headers=headers) as response:
+                if response.status in (401, 403):
+                    raise RegistryError(
+                        Failure.UNAUTHORIZED, "the token service refused the credentials"
+                    )
+                if response.status != 200:
+                    raise _classify(response.status, "token request")
+                payload = json.loads(await response.read())
+        except (aiohttp.ClientError, TimeoutError, ValueError) as error:
+            raise RegistryError(
+                Failure.UNREACHABLE, f"token service failed: {type(error).__name__}", temporary=True
+            ) from None
+        value = payload.get("token") or payload.get("access_token")
+        if not value:
+            raise RegistryError(Failure.UNAUTHORIZED, "the token service answered without a token")
+        lifetime = float(payload.get("expires_in") or 60)
+        self._tokens[scope or ""] = _Token(value, time.monotonic() + max(lifetime - 10, 5))
+        return f"Bearer {value}"
+
+
+def _classify(status: int, what: str) -> RegistryError:
+    if status in (401, 403):
+        return RegistryError(
+            Failure.UNAUTHORIZED, f"{what}: the registry refused the credentials ({status})"
+        )
+    if status == 429 or status >= 500:
+        return RegistryError(
+            Failure.UNREACHABLE, f"{what}: the registry answered {status}", temporary=True
+        )
+    return RegistryError(Failure.UNREACHABLE, f"{what}: unexpected answer {status}")
+
+
+async def check_mlflow(endpoint: Endpoint, credentials: Credentials, token: str | None) -> None:
+    """An MLflow tracking server answers its model-registry API with these credentials."""
+    headers = (
+        {"Authorization": f"Bearer {token}"}
+        if token
+        else ({} if credentials.anonymous else {"Authorization": credentials.basic()})
+    )
+    url = endpoint.url.rstrip("/") + "/api/2.0/mlflow/registered-models/search?max_results=1"
+    timeout = aiohttp.ClientTimeout(total=endpoint.timeout)
+    try:
+        async with (
+            aiohttp.ClientSession(
+                timeout=timeout, connector=aiohttp.TCPConnector(ssl=ssl_context(endpoint))
+            ) as session,
+            session.get(url, headers=headers) as response,
+        ):
+            if response.status != 200:
+                raise _classify(response.status, "MLflow registered-models search")
+    except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as error:
+        raise RegistryError(
+            Failure.TLS_ERROR, f"TLS with {endpoint.host} failed: {error}"
+        ) from None
+    except TimeoutError:
+        raise RegistryError(
+            Failure.UNREACHABLE, f"{endpoint.host} did not answer", temporary=True
+        ) from None
+    except aiohttp.ClientError as error:
+        raise RegistryError(
+            Failure.UNREACHABLE,
+            f"cannot reach {endpoint.host}: {type(error).__name__}",
+            temporary=True,
+        ) from None
+
+
+async def gather_limited(coroutines: list[Any], limit: int = 8) -> list[Any]:
+    """Run coroutines with at most `limit` at a time (the CLI verifies many versions)."""
+    semaphore = asyncio.Semaphore(limit)
+
+    async def guarded(coroutine: Any) -> Any:
+        async with semaphore:
+            return await coroutine
+
+    return await asyncio.gather(*(guarded(c) for c in coroutines))
