@@ -156,6 +156,7 @@ def render(paths: Iterable[str], config: OperatorConfig) -> Rendered:
             local_registries,
             versions,
             config,
+            allow_tag=True,
         )
         if plan.blocking is not None or plan.children is None:
             blocking = plan.blocking

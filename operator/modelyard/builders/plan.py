@@ -87,6 +87,22 @@ def select_version(
         v for v in versions if v.spec.model == selector.model and wanted.matches(v.spec.version)
     ]
     ready = [v for v in candidates if is_ready(v) and v.status is not None and v.status.image]
+    running = model.status.resolved_version if model.status else None
+    stopped = next((v for v in candidates if v.spec.version == running and v not in ready), None)
+    if stopped is not None and not any(
+        semver.Version.parse(v.spec.version) > semver.Version.parse(stopped.spec.version)
+        for v in ready
+    ):
+        # What runs no longer verifies: keep it running, but roll to nothing else (no silent
+        # downgrade to an older verified version either) until a newer version verifies.
+        return (
+            failed(
+                reasons.VERSION_NOT_READY,
+                f"ModelVersion {stopped.metadata.name} ({running}) no longer verifies; "
+                "no new rollout until it does or a newer version verifies",
+            ),
+            None,
+        )
     if ready:
         best = max(ready, key=lambda v: semver.Version.parse(v.spec.version))
         return passed(reasons.RESOLVED, f"{selector.model} {best.spec.version}"), best
@@ -168,6 +184,8 @@ def _resolve_image(
     registries: Mapping[str, Registry],
     versions: Iterable[ModelVersion],
     checks: dict[str, Check],
+    *,
+    allow_tag: bool,
 ) -> tuple[str | None, Registry | None, str | None]:
     """Image reference, its Registry and the chosen version; a named version wins."""
     image: str | None = None
@@ -197,6 +215,14 @@ def _resolve_image(
         )
     if image is None and registry is not None and template.spec.image is not None:
         resolved = template.status.resolved_digest if template.status else None
+        if template.spec.image.tag and not resolved and not allow_tag:
+            # Never run a tag: what it points to can change under running workers.
+            checks[reasons.VERSION_RESOLVED] = failed(
+                reasons.IMAGE_UNRESOLVED,
+                f"waiting for template {template.metadata.name} to pin the digest of tag "
+                f"{template.spec.image.tag}",
+            )
+            return None, registry, resolved_version
         image = template_image_reference(template.spec.image, registry, resolved)
     return image, registry, resolved_version
 
@@ -209,6 +235,7 @@ def plan_model(
     config: OperatorConfig,
     *,
     keda_available: bool = True,
+    allow_tag: bool = False,
 ) -> Plan:
     checks: dict[str, Check] = {}
     name = model.metadata.name
@@ -226,7 +253,7 @@ def plan_model(
     )
 
     image, registry, resolved_version = _resolve_image(
-        model, template, registries, versions, checks
+        model, template, registries, versions, checks, allow_tag=allow_tag
     )
 
     resolved_parameters = params.resolve(

@@ -21,7 +21,14 @@ from typing import Any
 from modelyard.config import OperatorConfig
 from modelyard.kube import ApiError, Kube
 from modelyard.reconcile.model import ModelWorld, Outcome, reconcile_model
+from modelyard.reconcile.registry import (
+    Connection,
+    Connections,
+    RegistryOutcome,
+    reconcile_registry,
+)
 from modelyard.reconcile.template import TemplateOutcome, reconcile_template
+from modelyard.reconcile.version import VersionOutcome, reconcile_version
 
 logger = logging.getLogger(__name__)
 
@@ -113,6 +120,7 @@ class Runner:
         self.indices: Indices = {}
         self._slots: dict[tuple[str, Key], _Slot] = {}
         self._written: dict[tuple[str, Key], _Written] = {}
+        self.connections = Connections()
 
     def remember(self, indices: Indices) -> None:
         """Keep the live index views kopf hands to every handler, for background passes."""
@@ -156,12 +164,109 @@ class Runner:
                 return None
             body = _fresh(body, self._written.get(("template", key)))
             models = self.models_using_template(*key)
-            outcome = await reconcile_template(body, models, self.kube, self.config)
+            image = (body.get("spec") or {}).get("image") or {}
+            connection = (
+                await self._connection(key[0], image["registry"]) if image.get("tag") else None
+            )
+            outcome = await reconcile_template(body, models, self.kube, self.config, connection)
             self._remember(("template", key), body, outcome.status)
             return outcome
 
     def template_soon(self, key: Key) -> None:
         self._soon("template", key, self.template_now)
+
+    # -- Registries and ModelVersions --------------------------------------------------------
+
+    def _named(self, index_name: str, key: Key) -> Manifest | None:
+        namespace, name = key
+        for body in _all(self.indices.get(index_name), namespace):
+            if (body.get("metadata") or {}).get("name") == name:
+                return dict(body)
+        return None
+
+    async def _connection(self, namespace: str, registry: str) -> Connection | None:
+        """The registry's client; checked first if this process has not done so yet."""
+        connection = self.connections.get((namespace, registry))
+        if connection is None and self._named("registry_bodies", (namespace, registry)) is not None:
+            await self.registry_now((namespace, registry))
+            connection = self.connections.get((namespace, registry))
+        return connection
+
+    async def registry_now(self, key: Key) -> RegistryOutcome | None:
+        async with self._slot("registry", key).lock:
+            body = self._named("registry_bodies", key)
+            if body is None:
+                await self.connections.drop(key)
+                return None
+            before = self.connections.get(key)
+            was_ready = before.ready if before else None
+            body = _fresh(body, self._written.get(("registry", key)))
+            outcome = await reconcile_registry(body, self.kube, self.connections)
+            self._remember(("registry", key), body, outcome.status)
+        if outcome.ready != was_ready:
+            self._registry_users_soon(key)
+        return outcome
+
+    def registry_soon(self, key: Key) -> None:
+        self._soon("registry", key, self.registry_now)
+
+    def check_interval(self, key: Key) -> float:
+        connection = self.connections.get(key)
+        return connection.check_interval if connection else 300.0
+
+    def _registry_users_soon(self, key: Key) -> None:
+        """Versions and tagged templates that verify against this registry look again."""
+        namespace, name = key
+        for body in _all(self.indices.get("version_bodies"), namespace):
+            if (body.get("spec") or {}).get("registry") == name:
+                self.version_soon((namespace, body["metadata"]["name"]))
+        templates = self.indices.get("template_bodies") or {}
+        for template_key in [k for k in list(templates) if k[0] == namespace]:
+            template = _first(templates, template_key) or {}
+            if ((template.get("spec") or {}).get("image") or {}).get("registry") == name:
+                self.template_soon(template_key)
+
+    def registries_using_secret(self, namespace: str, secret: str) -> list[str]:
+        names = []
+        for body in _all(self.indices.get("registry_bodies"), namespace):
+            spec = body.get("spec") or {}
+            if secret in (spec.get("credentialsSecret"), (spec.get("tls") or {}).get("caSecret")):
+                names.append(body["metadata"]["name"])
+        return names
+
+    def same_version(self, key: Key, spec: Mapping[str, Any] | None = None) -> list[Manifest]:
+        """Other ModelVersions publishing the same (model, version) pair in the namespace.
+
+        `spec` is given for a version that is gone from the index (deleted): its duplicates
+        must look again, since one of them now owns the pair.
+        """
+        if spec is None:
+            body = self._named("version_bodies", key)
+            if body is None:
+                return []
+            spec = body.get("spec") or {}
+        return [
+            dict(other)
+            for other in _all(self.indices.get("version_bodies"), key[0])
+            if (other.get("metadata") or {}).get("name") != key[1]
+            and (other.get("spec") or {}).get("model") == spec.get("model")
+            and (other.get("spec") or {}).get("version") == spec.get("version")
+        ]
+
+    async def version_now(self, key: Key) -> VersionOutcome | None:
+        async with self._slot("version", key).lock:
+            body = self._named("version_bodies", key)
+            if body is None:
+                return None
+            registry = (body.get("spec") or {}).get("registry", "")
+            connection = await self._connection(key[0], registry)
+            body = _fresh(body, self._written.get(("version", key)))
+            outcome = await reconcile_version(body, self.same_version(key), connection, self.kube)
+            self._remember(("version", key), body, outcome.status)
+            return outcome
+
+    def version_soon(self, key: Key) -> None:
+        self._soon("version", key, self.version_now)
 
     def _remember(self, slot: tuple[str, Key], body: Manifest, status: Manifest | None) -> None:
         if status is not None:

@@ -12,6 +12,8 @@ from modelyard.builders.plan import check_template
 from modelyard.config import OperatorConfig
 from modelyard.kube import Kube
 from modelyard.reconcile.common import describe, status_changed
+from modelyard.reconcile.registry import Connection
+from modelyard.registry.oci import RegistryError
 from modelyard.status import conditions, reasons
 
 Manifest = dict[str, Any]
@@ -36,7 +38,11 @@ def _verdict(body: Manifest, config: OperatorConfig) -> conditions.Check:
 
 
 async def write_template_status(
-    body: Manifest, verdict: conditions.Check, models: list[str], kube: Kube
+    body: Manifest,
+    verdict: conditions.Check,
+    models: list[str],
+    kube: Kube,
+    resolved_digest: str | None = None,
 ) -> Manifest | None:
     """Write the template's status if it changed; the status written, or None."""
     previous: Manifest = dict(body.get("status") or {})
@@ -49,6 +55,8 @@ async def write_template_status(
         "observedGeneration": generation,
         "models": sorted(models),
     }
+    if resolved_digest is not None:
+        status["resolvedDigest"] = resolved_digest
     if not status_changed(previous, status):
         return None
     metadata = body["metadata"]
@@ -63,8 +71,45 @@ async def write_template_status(
     return status
 
 
+async def _resolve_tag(
+    body: Manifest, connection: Connection | None
+) -> tuple[conditions.Check, str | None]:
+    """Pin the digest an image tag points to; kept until the template's spec changes."""
+    spec = (body.get("spec") or {}).get("image") or {}
+    tag = spec.get("tag")
+    if not tag:
+        return conditions.passed(reasons.VALID), None
+    status = body.get("status") or {}
+    generation = (body.get("metadata") or {}).get("generation")
+    if status.get("resolvedDigest") and status.get("observedGeneration") == generation:
+        return conditions.passed(reasons.VALID), str(status["resolvedDigest"])
+    registry = spec.get("registry")
+    if connection is None or not connection.ready:
+        why = connection.message if connection else "it does not exist or was not checked yet"
+        return conditions.failed(
+            reasons.IMAGE_UNRESOLVED,
+            f"cannot resolve tag {tag}: Registry {registry} is not ready: {why}",
+        ), None
+    try:
+        digest = await connection.client.resolve(spec.get("repository", ""), tag)
+    except RegistryError as error:
+        return conditions.failed(
+            reasons.IMAGE_UNRESOLVED, f"cannot resolve tag {tag}: {error.message}"
+        ), None
+    if digest is None:
+        return conditions.failed(
+            reasons.TAG_NOT_FOUND,
+            f"{connection.client.endpoint.host}/{spec.get('repository')} has no tag {tag}",
+        ), None
+    return conditions.passed(reasons.VALID), digest
+
+
 async def reconcile_template(
-    body: Manifest, models: list[str], kube: Kube, config: OperatorConfig
+    body: Manifest,
+    models: list[str],
+    kube: Kube,
+    config: OperatorConfig,
+    connection: Connection | None = None,
 ) -> TemplateOutcome:
     """Validate the template, list its Models, and guard its deletion while they use it.
 
@@ -105,5 +150,10 @@ async def reconcile_template(
             resource_version=metadata.get("resourceVersion"),
         )
     verdict = _verdict(body, config)
-    written = await write_template_status(body, verdict, models, kube)
+    resolved: str | None = None
+    if verdict.ok:
+        tag_check, resolved = await _resolve_tag(body, connection)
+        if not tag_check.ok:
+            verdict = tag_check
+    written = await write_template_status(body, verdict, models, kube, resolved)
     return TemplateOutcome(verdict.ok, verdict.reason, written)

@@ -1,0 +1,256 @@
+"""One Registry, reconciled: can we reach it with its credentials, and which Secret do pods use.
+
+The client built here (endpoint, CA, credentials) is kept per Registry and reused by every
+ModelVersion and template that verifies against it, so a Secret is read once per change rather
+than once per verification. When the user's Secret is not a dockerconfigjson (basic-auth or a
+token), the operator writes a pull Secret owned by the Registry, because the kubelet only reads
+dockerconfigjson Secrets.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from modelyard.api.v1alpha1 import API_VERSION, Registry, RegistryType
+from modelyard.kube import Kube
+from modelyard.reconcile.common import describe, status_changed
+from modelyard.registry import credentials as creds
+from modelyard.registry.oci import Credentials, Endpoint, OciClient, RegistryError, check_mlflow
+from modelyard.status import conditions, reasons
+
+Manifest = dict[str, Any]
+Key = tuple[str, str]
+COMPONENT = "modelyard"
+
+
+@dataclass
+class Connection:
+    """A Registry as the other reconcilers use it."""
+
+    client: OciClient
+    fingerprint: str
+    ready: bool = False
+    reason: str = ""
+    message: str = ""
+    check_interval: float = 300
+    #: Content hash of the pull Secret last written, so it is written once, not every check.
+    pull_secret_hash: str | None = None
+
+
+@dataclass
+class Connections:
+    """Per-process cache of registry clients, keyed by (namespace, Registry name)."""
+
+    by_key: dict[Key, Connection] = field(default_factory=dict)
+
+    def get(self, key: Key) -> Connection | None:
+        return self.by_key.get(key)
+
+    async def put(self, key: Key, endpoint: Endpoint, credentials: Credentials) -> Connection:
+        fingerprint = hashlib.sha256(
+            repr((endpoint, credentials.username, credentials.password)).encode()
+        ).hexdigest()
+        current = self.by_key.get(key)
+        if current is not None and current.fingerprint == fingerprint:
+            return current
+        if current is not None:
+            await current.client.close()
+        connection = Connection(OciClient(endpoint, credentials), fingerprint)
+        if current is not None:
+            connection.pull_secret_hash = current.pull_secret_hash
+        self.by_key[key] = connection
+        return connection
+
+    async def drop(self, key: Key) -> None:
+        current = self.by_key.pop(key, None)
+        if current is not None:
+            await current.client.close()
+
+    async def close(self) -> None:
+        for key in list(self.by_key):
+            await self.drop(key)
+
+
+class _Problem(Exception):  # noqa: N818 -- a verdict, carried to the status
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason, self.message = reason, message
+
+
+async def _secret(kube: Kube, namespace: str | None, name: str, purpose: str) -> Manifest:
+    secret = await kube.get("v1", "Secret", namespace, name)
+    if secret is None:
+        raise _Problem(
+            reasons.SECRET_NOT_FOUND, f"Secret {name} ({purpose}) does not exist in this namespace"
+        )
+    return secret
+
+
+async def _ca(kube: Kube, registry: Registry) -> str | None:
+    tls = registry.spec.tls
+    if tls is None or tls.ca_secret is None:
+        return None
+    secret = await _secret(
+        kube, registry.metadata.namespace, tls.ca_secret, "certificate authority"
+    )
+    raw = (secret.get("data") or {}).get("ca.crt")
+    if raw is None:
+        raise _Problem(reasons.SECRET_INVALID, f"Secret {tls.ca_secret} has no ca.crt key")
+    try:
+        return base64.b64decode(raw).decode()
+    except (binascii.Error, UnicodeDecodeError):
+        raise _Problem(
+            reasons.SECRET_INVALID, f"Secret {tls.ca_secret}: ca.crt is not base64 text"
+        ) from None
+
+
+async def _credentials(
+    kube: Kube, registry: Registry, host: str
+) -> tuple[Credentials, Manifest | None]:
+    name = registry.spec.credentials_secret
+    if name is None:
+        return Credentials(), None
+    secret = await _secret(kube, registry.metadata.namespace, name, "credentials")
+    try:
+        return creds.from_secret(secret, host), secret
+    except creds.SecretInvalid as error:
+        raise _Problem(reasons.SECRET_INVALID, str(error)) from None
+
+
+async def _pull_secret(
+    kube: Kube,
+    registry: Registry,
+    *,
+    body: Manifest,
+    connection: Connection,
+    credentials: Credentials,
+    secret: Manifest | None,
+) -> str | None:
+    """The Secret pods pull with: the user's own when it is a dockerconfigjson, else one we own."""
+    if secret is None or registry.spec.type is not RegistryType.OCI:
+        return None
+    if secret.get("type") == creds.DOCKER_CONFIG:
+        return registry.spec.credentials_secret
+    name = f"{registry.metadata.name}-pull"
+    document = creds.docker_config(connection.client.endpoint.host, credentials)
+    digest = hashlib.sha256(document.encode()).hexdigest()
+    if connection.pull_secret_hash != digest:
+        await kube.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "Secret",
+                "type": creds.DOCKER_CONFIG,
+                "metadata": {
+                    "name": name,
+                    "namespace": registry.metadata.namespace,
+                    "labels": {
+                        "app.kubernetes.io/managed-by": "modelyard",
+                        "modelyard.dev/registry": registry.metadata.name,
+                    },
+                    "ownerReferences": [
+                        {
+                            "apiVersion": API_VERSION,
+                            "kind": "Registry",
+                            "name": registry.metadata.name,
+                            "uid": body["metadata"].get("uid"),
+                            "controller": True,
+                            "blockOwnerDeletion": True,
+                        }
+                    ],
+                },
+                "data": {".dockerconfigjson": base64.b64encode(document.encode()).decode()},
+            }
+        )
+        connection.pull_secret_hash = digest
+    return name
+
+
+@dataclass
+class RegistryOutcome:
+    connection: Connection | None
+    ready: bool
+    status: Manifest | None
+
+
+async def reconcile_registry(
+    body: Manifest, kube: Kube, connections: Connections
+) -> RegistryOutcome:
+    """Check the registry with its credentials; its connection (None if unusable) and status."""
+    metadata = body.get("metadata") or {}
+    key = (metadata.get("namespace") or "default", metadata.get("name", ""))
+    previous: Manifest = dict(body.get("status") or {})
+    connection: Connection | None = None
+    pull_secret: str | None = None
+    try:
+        registry = Registry.model_validate(body)
+    except ValidationError as error:
+        verdict = conditions.failed(reasons.INVALID_SPEC, describe(error))
+        registry = None
+    if registry is not None:
+        endpoint = Endpoint(
+            registry.spec.url,
+            None,
+            registry.spec.tls.insecure_skip_verify if registry.spec.tls else False,
+        )
+        try:
+            ca = await _ca(kube, registry)
+            endpoint = Endpoint(registry.spec.url, ca, endpoint.insecure_skip_verify)
+            credentials, secret = await _credentials(kube, registry, endpoint.host)
+            connection = await connections.put(key, endpoint, credentials)
+            connection.check_interval = registry.spec.check_interval_seconds
+            if registry.spec.type is RegistryType.MLFLOW:
+                await check_mlflow(endpoint, credentials, None)
+            else:
+                await connection.client.ping()
+            pull_secret = await _pull_secret(
+                kube,
+                registry,
+                body=body,
+                connection=connection,
+                credentials=credentials,
+                secret=secret,
+            )
+            verdict = conditions.passed(
+                reasons.REACHABLE, f"{endpoint.host} answers with the given credentials"
+            )
+        except _Problem as problem:
+            verdict = conditions.failed(problem.reason, problem.message)
+        except RegistryError as error:
+            verdict = conditions.failed(error.reason, error.message)
+    if connection is not None:
+        connection.ready, connection.reason, connection.message = (
+            verdict.ok,
+            verdict.reason,
+            verdict.message,
+        )
+    status: Manifest = {
+        "conditions": conditions.merge(
+            previous.get("conditions"), {reasons.READY: verdict}, metadata.get("generation")
+        ),
+        "observedGeneration": metadata.get("generation"),
+        "pullSecret": pull_secret,
+        # Written when something else changes, so an idle registry costs no writes.
+        "lastCheckTime": previous.get("lastCheckTime"),
+    }
+    if status_changed(previous, status):
+        status["lastCheckTime"] = conditions.now()
+        await kube.patch_status(
+            API_VERSION, "Registry", metadata.get("namespace"), metadata["name"], status
+        )
+        before = conditions.find(previous.get("conditions"), reasons.READY) or {}
+        if before.get("reason") != verdict.reason:
+            await kube.post_event(
+                body,
+                "Normal" if verdict.ok else "Warning",
+                verdict.reason,
+                verdict.message,
+                COMPONENT,
+            )
+        return RegistryOutcome(connection, verdict.ok, status)
+    return RegistryOutcome(connection, verdict.ok, None)
