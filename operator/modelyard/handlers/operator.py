@@ -223,12 +223,87 @@ async def template_seen(
         runner.model_soon((_ns(namespace), model))
 
 
-# -- Registries and ModelVersions: fan out to the Models that may use them --------------------
+# -- Registries ------------------------------------------------------------------------------
+
+
+@kopf.on.resume(GROUP, VERSION, "registries")
+@kopf.on.create(GROUP, VERSION, "registries")
+@kopf.on.update(GROUP, VERSION, "registries", field="spec")
+async def registry_changed(
+    namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    try:
+        await _runner(memo, kwargs).registry_now((_ns(namespace), name))
+    except ApiError as problem:
+        raise _retry(problem) from None
+
+
+@kopf.daemon(GROUP, VERSION, "registries", cancellation_timeout=1.0)
+async def registry_checks(
+    stopped: kopf.DaemonStopped, namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    """Re-check every checkIntervalSeconds; a check that finds nothing new writes nothing."""
+    runner = _runner(memo, kwargs)
+    key = (_ns(namespace), name)
+    while not stopped:
+        await stopped.wait(runner.check_interval(key))
+        if not stopped:
+            runner.registry_soon(key)
+
+
+@kopf.on.event("", "v1", "secrets")
+async def secret_changed(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
+    """An edited credentials or CA Secret is picked up by the Registries that name it."""
+    runner = _runner(memo, kwargs)
+    for registry in runner.registries_using_secret(_ns(namespace), name):
+        runner.registry_soon((_ns(namespace), registry))
+
+
+# -- ModelVersions ----------------------------------------------------------------------------
+
+
+@kopf.on.resume(GROUP, VERSION, "modelversions")
+@kopf.on.create(GROUP, VERSION, "modelversions")
+async def version_changed(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
+    try:
+        await _runner(memo, kwargs).version_now((_ns(namespace), name))
+    except ApiError as problem:
+        raise _retry(problem) from None
+
+
+@kopf.daemon(GROUP, VERSION, "modelversions", cancellation_timeout=1.0)
+async def version_checks(
+    stopped: kopf.DaemonStopped,
+    namespace: str | None,
+    name: str,
+    spec: kopf.Spec,
+    memo: kopf.Memo,
+    **kwargs: Any,
+) -> None:
+    """Re-verify as often as the Registry is checked: a moved tag or a deleted digest shows."""
+    runner = _runner(memo, kwargs)
+    key = (_ns(namespace), name)
+    while not stopped:
+        await stopped.wait(runner.check_interval((key[0], spec.get("registry", ""))))
+        if not stopped:
+            runner.version_soon(key)
+
+
+@kopf.on.event(GROUP, VERSION, "modelversions")
+async def version_seen(
+    namespace: str | None, name: str, spec: kopf.Spec, memo: kopf.Memo, **kwargs: Any
+) -> None:
+    """Models may roll to it; a duplicate of it may now own its version."""
+    runner = _runner(memo, kwargs)
+    for other in runner.same_version((_ns(namespace), name), dict(spec)):
+        runner.version_soon((_ns(namespace), other["metadata"]["name"]))
+    for model in runner.models_in_namespace(_ns(namespace)):
+        runner.model_soon((_ns(namespace), model))
 
 
 @kopf.on.event(GROUP, VERSION, "registries")
-@kopf.on.event(GROUP, VERSION, "modelversions")
-async def dependency_changed(namespace: str | None, memo: kopf.Memo, **kwargs: Any) -> None:
+async def registry_seen(namespace: str | None, memo: kopf.Memo, **kwargs: Any) -> None:
+    """Models take their pull Secret and image host from the Registry."""
     runner = _runner(memo, kwargs)
     for model in runner.models_in_namespace(_ns(namespace)):
         runner.model_soon((_ns(namespace), model))
