@@ -7,12 +7,14 @@ never as a traceback: these commands run in CI pipelines where a stack trace hel
 from __future__ import annotations
 
 import argparse
+import asyncio
 import os
 import sys
 from pathlib import Path
 
 from modelyard import config as operator_config
 from modelyard import render as offline
+from modelyard import verify as verification
 from modelyard.api import crds
 
 
@@ -40,6 +42,20 @@ def _render(args: argparse.Namespace) -> int:
     for problem in rendered.errors:
         print(f"error: {problem}", file=sys.stderr)
     return 1 if rendered.errors else 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    missing = [path for path in args.filename if not Path(path).exists()]
+    for path in missing:
+        print(f"error: {path}: no such file or directory", file=sys.stderr)
+    if missing:
+        return 2
+    lines, problems = asyncio.run(verification.verify_files(args.filename))
+    for line in lines:
+        print(line.text)
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return 1 if problems or any(not line.ok for line in lines) else 0
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -88,6 +104,23 @@ def build_parser() -> argparse.ArgumentParser:
         f"default ${operator_config.CONFIG_ENV} or built-in defaults",
     )
     render_cmd.set_defaults(func=_render)
+
+    verify_cmd = commands.add_parser(
+        "verify",
+        help="check ModelVersions' digests against their registry, as the operator will",
+        description="Reads Registry, Secret and ModelVersion manifests and verifies that each "
+        "version's digest exists and its tag points to it. Prints one line per version; exit "
+        "code 1 if any fails. Credentials: a Secret in the files, else "
+        "$MODELYARD_REGISTRY_USERNAME/$MODELYARD_REGISTRY_PASSWORD, else the Docker config.",
+    )
+    verify_cmd.add_argument(
+        "-f",
+        "--filename",
+        action="append",
+        required=True,
+        help="a manifest file or a directory of them; repeatable",
+    )
+    verify_cmd.set_defaults(func=_verify)
 
     run_cmd = commands.add_parser(
         "run",

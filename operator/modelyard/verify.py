@@ -1,0 +1,161 @@
+"""`modelyard verify`: check published versions against their registry before anyone applies them.
+
+Model owners run it in the pipeline that pushes an image: it reads Registry, Secret and
+ModelVersion manifests from files and verifies each version with the operator's own code
+(`modelyard.registry.verify`), so "verify passed" means "the operator will find it verified".
+Credentials come from a Secret manifest in the files, else from $MODELYARD_REGISTRY_USERNAME and
+$MODELYARD_REGISTRY_PASSWORD, else from the Docker config (`docker login`); a private CA from the
+caSecret manifest or $MODELYARD_REGISTRY_CA (a file).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from modelyard.api.errors import describe_validation_error
+from modelyard.api.v1alpha1 import API_VERSION, ModelVersion, Registry, parse
+from modelyard.registry import credentials as creds
+from modelyard.registry.oci import Credentials, Endpoint, OciClient, gather_limited
+from modelyard.registry.verify import Verification, verify
+from modelyard.render import load_documents
+
+
+@dataclass(frozen=True)
+class Line:
+    ok: bool
+    text: str
+
+
+def _env_credentials(host: str) -> Credentials:
+    username = os.environ.get("MODELYARD_REGISTRY_USERNAME")
+    password = os.environ.get("MODELYARD_REGISTRY_PASSWORD")
+    if username or password:
+        return Credentials(username, password)
+    config = Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker")) / "config.json"
+    if config.is_file():
+        secret = {
+            "metadata": {"name": str(config)},
+            "type": creds.DOCKER_CONFIG,
+            "data": {".dockerconfigjson": base64.b64encode(config.read_bytes()).decode()},
+        }
+        try:
+            return creds.from_secret(secret, host)
+        except creds.SecretInvalid:
+            return Credentials()
+    return Credentials()
+
+
+def _ca(registry: Registry, secrets: dict[tuple[str, str], dict[str, Any]]) -> str | None:
+    namespace = registry.metadata.namespace or "default"
+    if registry.spec.tls and registry.spec.tls.ca_secret:
+        secret = secrets.get((namespace, registry.spec.tls.ca_secret))
+        if secret is None:
+            raise creds.SecretInvalid(
+                f"CA Secret {registry.spec.tls.ca_secret} is not among the files"
+            )
+        data = (secret.get("data") or {}).get("ca.crt")
+        text = (secret.get("stringData") or {}).get("ca.crt")
+        if text is None and data is None:
+            raise creds.SecretInvalid(f"Secret {registry.spec.tls.ca_secret} has no ca.crt key")
+        return str(text) if text is not None else base64.b64decode(str(data)).decode()
+    path = os.environ.get("MODELYARD_REGISTRY_CA")
+    return Path(path).read_text() if path else None
+
+
+@dataclass
+class Inputs:
+    registries: dict[tuple[str, str], Registry] = field(default_factory=dict)
+    secrets: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+    versions: list[ModelVersion] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+
+def read_inputs(paths: list[str]) -> Inputs:
+    inputs = Inputs()
+    for document in load_documents(paths, inputs.errors):
+        body = document.body
+        namespace = (body.get("metadata") or {}).get("namespace") or "default"
+        if body.get("apiVersion") == "v1" and body.get("kind") == "Secret":
+            inputs.secrets[(namespace, body["metadata"]["name"])] = body
+            continue
+        if body.get("apiVersion") != API_VERSION or body.get("kind") not in (
+            "Registry",
+            "ModelVersion",
+        ):
+            continue
+        try:
+            resource = parse(body)
+        except ValidationError as error:
+            inputs.errors.append(f"{document.label}: {describe_validation_error(error)}")
+            continue
+        except ValueError as error:
+            inputs.errors.append(f"{document.label}: {error}")
+            continue
+        if isinstance(resource, Registry):
+            inputs.registries[(namespace, resource.metadata.name)] = resource
+        elif isinstance(resource, ModelVersion):
+            inputs.versions.append(resource)
+    if not inputs.versions and not inputs.errors:
+        inputs.errors.append("no ModelVersion found in the given files")
+    return inputs
+
+
+def client_for(registry: Registry, secrets: dict[tuple[str, str], dict[str, Any]]) -> OciClient:
+    """The same client the operator would build; raises SecretInvalid."""
+    namespace = registry.metadata.namespace or "default"
+    insecure = bool(registry.spec.tls and registry.spec.tls.insecure_skip_verify)
+    endpoint = Endpoint(registry.spec.url, _ca(registry, secrets), insecure)
+    secret_name = registry.spec.credentials_secret
+    if secret_name and (namespace, secret_name) in secrets:
+        credentials = creds.from_secret(secrets[(namespace, secret_name)], endpoint.host)
+    else:
+        credentials = _env_credentials(endpoint.host)
+    return OciClient(endpoint, credentials)
+
+
+async def verify_files(paths: list[str]) -> tuple[list[Line], list[str]]:
+    """One line per ModelVersion, and every input problem."""
+    inputs = read_inputs(paths)
+    clients: dict[tuple[str, str], OciClient] = {}
+
+    async def check(version: ModelVersion) -> Line:
+        namespace = version.metadata.namespace or "default"
+        label = f"{namespace}/{version.metadata.name} ({version.spec.model} {version.spec.version})"
+        key = (namespace, version.spec.registry)
+        registry = inputs.registries.get(key)
+        if registry is None:
+            return Line(
+                False, f"FAIL {label}: Registry {version.spec.registry} is not among the files"
+            )
+        if key not in clients:
+            try:
+                clients[key] = client_for(registry, inputs.secrets)
+            except creds.SecretInvalid as error:
+                return Line(False, f"FAIL {label}: SecretInvalid: {error}")
+        client = clients[key]
+        spec = version.spec
+        result: Verification = await verify(client, spec.repository, spec.digest, spec.tag)
+        if result.verified:
+            return Line(
+                True, f"ok   {label}: {client.endpoint.host}/{spec.repository}@{spec.digest}"
+            )
+        return Line(False, f"FAIL {label}: {result.reason}: {result.message}")
+
+    try:
+        lines = await gather_limited([check(v) for v in inputs.versions])
+    finally:
+        for client in clients.values():
+            await client.close()
+    return lines, inputs.errors
+
+
+def summary(lines: list[Line]) -> str:
+    failed = sum(1 for line in lines if not line.ok)
+    return json.dumps({"verified": len(lines) - failed, "failed": failed})
