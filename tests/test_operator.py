@@ -48,9 +48,17 @@ async def operator(cluster: Cluster, tmp_path: Path) -> AsyncIterator[OperatorPr
     await process.stop()
 
 
+def offline_registry() -> dict[str, Any]:
+    """The examples' Docker Hub Registry, pointed at a closed loopback port: these tests must
+    not reach the internet, and only need the Registry's host for image references."""
+    registry = example("Registry", "dockerhub")
+    registry["spec"]["url"] = "http://127.0.0.1:9"
+    return registry
+
+
 def embedding_documents() -> list[dict[str, Any]]:
     return [
-        example("Registry", "dockerhub"),
+        offline_registry(),
         example("ModelTemplate", "cpu-embedding"),
         example("Model", "docs-embedder"),
     ]
@@ -121,8 +129,8 @@ async def test_model_becomes_ready_only_when_its_workers_serve(
     assert status["observedGeneration"] == model["metadata"]["generation"]
     assert status["readyReplicas"] == 2
     assert status["endpoint"] == "http://docs-embedder.ml-team.svc:8000"
-    assert status["image"].endswith(
-        "@sha256:6fadf78c658641cf96f5e7e3095aeb2c362eb26f517add982a6f1b3d067a9a76"
+    assert status["image"] == "127.0.0.1:9/acme/sentence-embedder@" + (
+        "sha256:6fadf78c658641cf96f5e7e3095aeb2c362eb26f517add982a6f1b3d067a9a76"
     )
     reasons = [e["reason"] for e in events_for(cluster, "docs-embedder")]
     assert "Available" in reasons
@@ -246,7 +254,7 @@ async def test_invalid_parameters_and_missing_template_are_explained_then_recove
     await apply_documents(
         cluster,
         [
-            example("Registry", "dockerhub"),
+            offline_registry(),
             example("ModelTemplate", "custom-reranking-model-template"),
         ],
     )
@@ -296,7 +304,7 @@ async def test_scale_to_zero_without_keda_is_an_error_not_a_silent_one(
     await apply_documents(
         cluster,
         [
-            example("Registry", "dockerhub"),
+            offline_registry(),
             example("ModelTemplate", "custom-reranking-model-template"),
             example("Model", "my-reranking-model"),
         ],
@@ -467,7 +475,7 @@ async def test_restart_in_the_middle_of_work_converges_without_duplicates(
         models.append(model)
     await apply_documents(
         cluster,
-        [example("Registry", "dockerhub"), example("ModelTemplate", "cpu-embedding"), *models],
+        [offline_registry(), example("ModelTemplate", "cpu-embedding"), *models],
     )
     first = OperatorProcess(str(cluster.url), tmp_path).start()
     await eventually(lambda: len(cluster.list(DEPLOYMENTS, NS)) >= 2, 20, "some Deployments", first)
