@@ -357,3 +357,40 @@ def test_template_checks_catch_what_the_schema_cannot() -> None:
     verdict = check_template(parse(document), CONFIG)
     assert verdict.reason == reasons.INVALID_SPEC
     assert "startupTimeoutSeconds" in verdict.message and "MODEL_PATH" in verdict.message
+
+
+def test_pods_pull_with_the_registrys_pull_secret() -> None:
+    quay = registries()["quay"].model_copy(
+        update={
+            "status": parse(
+                {**example("Registry", "quay"), "status": {"pullSecret": "quay-pull"}}
+            ).status
+        }
+    )
+    versions = [
+        typed(
+            "ModelVersion",
+            "awesome-llm-1.1.0",
+            status={
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "True",
+                        "reason": "DigestVerified",
+                        "lastTransitionTime": "2026-01-01T00:00:00Z",
+                    }
+                ],
+                "image": "quay.io/acme/awesome-llm@sha256:" + "0" * 64,
+            },
+        )
+    ]
+    result = plan_model(
+        typed("Model", "awesome-chat"),
+        typed("ModelTemplate", "chat-h100"),
+        {**registries(), "quay": quay},
+        versions,
+        CONFIG,
+    )
+    assert result.children is not None
+    pod = result.children.deployment["spec"]["template"]["spec"]
+    assert pod["imagePullSecrets"] == [{"name": "quay-pull"}]

@@ -338,3 +338,41 @@ def test_parameter_values_keep_their_types() -> None:
     defaults = {p.name: p.default for p in template.spec.parameters}
     assert defaults == {"MODEL_NAME": "all-MiniLM-L6-v2", "BATCH_SIZE": 32, "NORMALIZE": True}
     assert type(defaults["NORMALIZE"]) is bool
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1.0.0",
+        "0.0.0",
+        "10.20.30",
+        "1.0.0-alpha",
+        "1.0.0-alpha.1",
+        "1.0.0-0.3.7",
+        "1.0.0-x.7.z.92",
+        "1.0.0-initially-released-version-of-our-awesome-model",
+        "1.0.0+20130313144700",
+        "1.0.0-beta+exp.sha.5114f85",
+        "1.0.0-rc.1+build.1",
+        "1.0",
+        "1",
+        "01.1.0",
+        "1.01.0",
+        "1.0.0-01",
+        "1.0.0-",
+        "1.0.0+",
+        "v1.0.0",
+        "1.0.0.0",
+        "1.0.0-alpha..1",
+        " 1.0.0",
+        "1.0.0-rc.1+build..1",
+        "-1.0.0",
+    ],
+)
+def test_the_version_rule_is_exactly_semver(text: str) -> None:
+    """The regex both gatekeepers use agrees with the semver library on every case."""
+    import semver
+
+    from modelyard.api import formats
+
+    assert formats.matches(formats.SEMVER, text) == semver.Version.is_valid(text)
