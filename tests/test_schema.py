@@ -15,8 +15,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import semver
 from pydantic import ValidationError
 
+from modelyard.api import formats
 from modelyard.api.v1alpha1 import parse
 from support.crd_validation import CrdValidator
 from support.examples import example, example_documents
@@ -371,8 +373,4 @@ def test_parameter_values_keep_their_types() -> None:
 )
 def test_the_version_rule_is_exactly_semver(text: str) -> None:
     """The regex both gatekeepers use agrees with the semver library on every case."""
-    import semver
-
-    from modelyard.api import formats
-
     assert formats.matches(formats.SEMVER, text) == semver.Version.is_valid(text)
