@@ -102,6 +102,8 @@ class OperatorConfig(_Config):
     high_priority_class: str = Field("modelyard-high-priority", alias="highPriorityClass")
     autoscaling: Autoscaling = Field(default_factory=Autoscaling)
     field_manager: str = Field("modelyard", alias="fieldManager")
+    #: Port of the Prometheus /metrics endpoint; 0 turns it off.
+    metrics_port: int = Field(8000, alias="metricsPort", ge=0, le=65535)
     #: Extra seconds a Deployment may make no progress after the startup budget is spent.
     progress_margin_seconds: int = Field(120, alias="progressMarginSeconds", ge=0)
 

@@ -16,6 +16,7 @@ from typing import Any
 import kopf
 
 from modelyard import config as operator_config
+from modelyard import metrics
 from modelyard.builders.labels import MANAGED_BY, MODEL_LABEL, SPEC_HASH_ANNOTATION
 from modelyard.kube import ApiError, Kube
 from modelyard.reconcile.runner import Indices, Runner
@@ -43,6 +44,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.server_timeout = 600
     settings.watching.client_timeout = 660
     memo.runner = Runner(Kube.from_environment(config.field_manager), config)
+    if config.metrics_port:
+        metrics.serve(config.metrics_port)
 
 
 def _runner(memo: kopf.Memo, indices: dict[str, Any]) -> Runner:

@@ -108,7 +108,7 @@ async def _apply_children(
     return deployment
 
 
-def _status(
+def model_status(
     model: Model,
     *,
     plan: Plan | None,
@@ -179,7 +179,7 @@ async def reconcile_model(world: ModelWorld, kube: Kube, config: OperatorConfig)
     observation = observe(deployment, world.pods, desired_hash, min_workers)
     if model is None:
         return await _write_broken(body, previous, blocking, kube, outcome)
-    status = _status(
+    status = model_status(
         model,
         plan=plan,
         blocking=blocking,

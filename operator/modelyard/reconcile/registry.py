@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from modelyard import metrics
 from modelyard.api.v1alpha1 import API_VERSION, Registry, RegistryType
 from modelyard.kube import Kube
 from modelyard.reconcile.common import describe, status_changed
@@ -204,10 +205,11 @@ async def reconcile_registry(
             credentials, secret = await _credentials(kube, registry, endpoint.host)
             connection = await connections.put(key, endpoint, credentials)
             connection.check_interval = registry.spec.check_interval_seconds
-            if registry.spec.type is RegistryType.MLFLOW:
-                await check_mlflow(endpoint, credentials, None)
-            else:
-                await connection.client.ping()
+            with metrics.REGISTRY_CHECK_SECONDS.time():
+                if registry.spec.type is RegistryType.MLFLOW:
+                    await check_mlflow(endpoint, credentials, None)
+                else:
+                    await connection.client.ping()
             pull_secret = await _pull_secret(
                 kube,
                 registry,
@@ -223,6 +225,8 @@ async def reconcile_registry(
             verdict = conditions.failed(problem.reason, problem.message)
         except RegistryError as error:
             verdict = conditions.failed(error.reason, error.message)
+        if not verdict.ok:
+            metrics.REGISTRY_CHECK_FAILURES.labels(verdict.reason).inc()
     if connection is not None:
         connection.ready, connection.reason, connection.message = (
             verdict.ok,

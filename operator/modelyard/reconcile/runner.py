@@ -13,11 +13,14 @@ reads them, so it has no dependency on kopf itself.
 from __future__ import annotations
 
 import asyncio
+import calendar
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from modelyard import metrics
 from modelyard.config import OperatorConfig
 from modelyard.kube import ApiError, Kube
 from modelyard.reconcile.model import ModelWorld, Outcome, reconcile_model
@@ -57,6 +60,14 @@ def _all(index: Mapping[Any, Iterable[Any]] | None, key: Any) -> list[Any]:
     if index is None or key not in index:
         return []
     return list(index[key])
+
+
+def _epoch(timestamp: Any) -> float:
+    """RFC 3339 `...Z` as seconds since the epoch; now when absent or unreadable."""
+    try:
+        return float(calendar.timegm(time.strptime(str(timestamp), "%Y-%m-%dT%H:%M:%SZ")))
+    except ValueError:
+        return time.time()
 
 
 def model_world(key: Key, indices: Indices) -> ModelWorld | None:
@@ -121,6 +132,7 @@ class Runner:
         self._slots: dict[tuple[str, Key], _Slot] = {}
         self._written: dict[tuple[str, Key], _Written] = {}
         self.connections = Connections()
+        self.states = metrics.ReadyStates()
 
     def remember(self, indices: Indices) -> None:
         """Keep the live index views kopf hands to every handler, for background passes."""
@@ -138,10 +150,19 @@ class Runner:
             world = model_world(key, self.indices)
             if world is None:
                 self._written.pop(("model", key), None)
+                self.states.forget("Model", *key)
                 return None
             world.model = _fresh(world.model, self._written.get(("model", key)))
-            outcome = await reconcile_model(world, self.kube, self.config)
+            with metrics.timed("Model"):
+                outcome = await reconcile_model(world, self.kube, self.config)
             self._remember(("model", key), world.model, outcome.status)
+            ready = outcome.state == "READY"
+            self.states.record("Model", *key, str(ready), outcome.reason)
+            if ready:
+                metadata = world.model.get("metadata") or {}
+                self.states.first_ready(
+                    str(metadata.get("uid")), _epoch(metadata.get("creationTimestamp"))
+                )
             return outcome
 
     def model_soon(self, key: Key) -> None:
@@ -168,8 +189,10 @@ class Runner:
             connection = (
                 await self._connection(key[0], image["registry"]) if image.get("tag") else None
             )
-            outcome = await reconcile_template(body, models, self.kube, self.config, connection)
+            with metrics.timed("ModelTemplate"):
+                outcome = await reconcile_template(body, models, self.kube, self.config, connection)
             self._remember(("template", key), body, outcome.status)
+            self.states.record("ModelTemplate", *key, str(outcome.ready), outcome.reason)
             return outcome
 
     def template_soon(self, key: Key) -> None:
@@ -201,8 +224,13 @@ class Runner:
             before = self.connections.get(key)
             was_ready = before.ready if before else None
             body = _fresh(body, self._written.get(("registry", key)))
-            outcome = await reconcile_registry(body, self.kube, self.connections)
+            with metrics.timed("Registry"):
+                outcome = await reconcile_registry(body, self.kube, self.connections)
             self._remember(("registry", key), body, outcome.status)
+            connection = outcome.connection
+            self.states.record(
+                "Registry", *key, str(outcome.ready), connection.reason if connection else "Invalid"
+            )
         if outcome.ready != was_ready:
             self._registry_users_soon(key)
         return outcome
@@ -261,8 +289,12 @@ class Runner:
             registry = (body.get("spec") or {}).get("registry", "")
             connection = await self._connection(key[0], registry)
             body = _fresh(body, self._written.get(("version", key)))
-            outcome = await reconcile_version(body, self.same_version(key), connection, self.kube)
+            with metrics.timed("ModelVersion"):
+                outcome = await reconcile_version(
+                    body, self.same_version(key), connection, self.kube
+                )
             self._remember(("version", key), body, outcome.status)
+            self.states.record("ModelVersion", *key, str(outcome.ready), outcome.reason)
             return outcome
 
     def version_soon(self, key: Key) -> None:

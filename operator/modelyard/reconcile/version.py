@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from pydantic import ValidationError
 
+from modelyard import metrics
 from modelyard.api.v1alpha1 import API_VERSION, ModelVersion
 from modelyard.kube import Kube
 from modelyard.reconcile.common import describe, status_changed
@@ -94,6 +95,7 @@ async def reconcile_version(
         result = await verify(
             connection.client, version.spec.repository, version.spec.digest, version.spec.tag
         )
+        metrics.VERIFICATIONS.labels(result.reason).inc()
         host = urlsplit(connection.client.endpoint.url).netloc
         if result.temporary:
             if was_verified:
