@@ -19,8 +19,9 @@ from modelyard.api import crds
 
 
 def _crds(args: argparse.Namespace) -> int:
-    for path in crds.write(Path(args.output)):
-        print(f"wrote {path}")
+    for output in args.output or ["crds"]:
+        for path in crds.write(Path(output)):
+            print(f"wrote {path}")
     return 0
 
 
@@ -81,7 +82,10 @@ def build_parser() -> argparse.ArgumentParser:
     crds_cmd = commands.add_parser(
         "crds", help="write the CustomResourceDefinitions generated from the API models"
     )
-    crds_cmd.add_argument("-o", "--output", default="crds", help="directory (default: crds)")
+    crds_cmd.add_argument(
+        "-o", "--output", action="append", help="directory, repeatable (default: crds)"
+    )
+    crds_cmd.set_defaults(output=None)
     crds_cmd.set_defaults(func=_crds)
 
     render_cmd = commands.add_parser(

@@ -125,7 +125,10 @@ def render(crd: dict[str, Any]) -> str:
 
 
 def write(directory: Path) -> list[Path]:
-    """Write one file per kind into `directory`; stale files of the group are removed."""
+    """Write one file per kind into `directory`; stale files of the group are removed.
+
+    `make crds` calls this for crds/ and for the Helm chart's copy, so both are byte-identical.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     crds = generate()
     wanted = {file_name(crd) for crd in crds}
