@@ -7,7 +7,8 @@ and other controllers do), and plays the kubelet and the Deployment controller i
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import re
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -33,19 +34,6 @@ from support.operator_process import OperatorProcess, eventually
 pytestmark = pytest.mark.kmock(cls=Cluster)
 
 NS = "ml-team"
-
-
-@pytest.fixture
-async def cluster(kmock: Any) -> Cluster:
-    assert isinstance(kmock, Cluster)
-    return kmock
-
-
-@pytest.fixture
-async def operator(cluster: Cluster, tmp_path: Path) -> AsyncIterator[OperatorProcess]:
-    process = OperatorProcess(str(cluster.url), tmp_path).start()
-    yield process
-    await process.stop()
 
 
 def offline_registry() -> dict[str, Any]:
@@ -520,3 +508,35 @@ async def test_restart_in_the_middle_of_work_converges_without_duplicates(
         assert len(cluster.list(PODS, NS)) == len(names)
     finally:
         await second.stop()
+
+
+async def test_metrics_are_scraped_over_http_with_bounded_labels(
+    cluster: Cluster, operator: OperatorProcess
+) -> None:
+    await apply_documents(cluster, embedding_documents())
+    await eventually(
+        lambda: cluster.get(DEPLOYMENTS, NS, "docs-embedder"), 20, "Deployment", operator
+    )
+    await run_pods(cluster, NS, "docs-embedder", count=2)
+    await wait_state(cluster, operator, "docs-embedder", "READY", "Available")
+
+    def scrape() -> str:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5
+        ) as response:
+            return response.read().decode()
+
+    text = await eventually(
+        lambda: "modelyard_model_time_to_ready_seconds_count 1.0" in scrape() and scrape(),
+        10,
+        "time-to-ready observed",
+        operator,
+    )
+    assert re.search(r'modelyard_reconciles_total\{kind="Model",result="success"\} [1-9]', text)
+    assert re.search(r'modelyard_reconcile_duration_seconds_count\{kind="Model"\} [1-9]', text)
+    assert 'modelyard_resources{kind="Model",ready="True",reason="Available"} 1.0' in text
+    assert 'modelyard_resources{kind="ModelTemplate",ready="True",reason="Valid"} 1.0' in text
+    assert 'modelyard_registry_check_failures_total{reason="Unreachable"}' in text
+    # Bounded labels: no object names or namespaces.
+    for unbounded in ("docs-embedder", "cpu-embedding", "ml-team", "dockerhub"):
+        assert unbounded not in text

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import base64
 import urllib.request
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,19 +23,6 @@ VERSIONS = "modelyard.dev/v1alpha1/modelversions"
 TEMPLATES = "modelyard.dev/v1alpha1/modeltemplates"
 SECRETS = "v1/secrets"
 REPOSITORY = "acme/awesome-llm"
-
-
-@pytest.fixture
-async def cluster(kmock: Any) -> Cluster:
-    assert isinstance(kmock, Cluster)
-    return kmock
-
-
-@pytest.fixture
-async def operator(cluster: Cluster, tmp_path: Path) -> AsyncIterator[OperatorProcess]:
-    process = OperatorProcess(str(cluster.url), tmp_path).start()
-    yield process
-    await process.stop()
 
 
 def registry(name: str, url: str, **spec: Any) -> dict[str, Any]:

@@ -382,7 +382,10 @@ class Cluster(kmock.KubernetesEmulator):
                 status=failure.code,
                 headers=failure.headers,
             )
-        self.served.append((method, request.url.path, response.status))
+        watching = str(request.params.get("watch")) in ("true", "1")
+        self.served.append(
+            (method, request.url.path + ("?watch" if watching else ""), response.status)
+        )
         return response
 
     async def _inject(self, method: str, path: str) -> None:
@@ -426,9 +429,10 @@ class Cluster(kmock.KubernetesEmulator):
         if method == "DELETE" and name is not None:
             return aiohttp.web.json_response(await self._delete(resource, namespace, name))
         if method in ("PATCH", "PUT") and name is not None:
-            return aiohttp.web.json_response(
-                await self._write(request, resource, namespace, name, sub, manager)
-            )
+            existed = (resource, namespace, name) in self.store
+            written = await self._write(request, resource, namespace, name, sub, manager)
+            # An apply that creates answers 201, as the apiserver does (and RBAC then needs create).
+            return aiohttp.web.json_response(written, status=200 if existed else 201)
         raise ApiRefusal(405, "MethodNotAllowed", f"{method} {request.url.path}")
 
     @staticmethod

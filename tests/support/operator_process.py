@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -17,6 +18,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def kubeconfig(url: str, directory: Path) -> Path:
@@ -45,10 +52,11 @@ class OperatorProcess:
         self.directory = directory
         self.log_path = directory / f"operator-{time.monotonic_ns()}.log"
         self.env = {**os.environ, "KUBECONFIG": str(kubeconfig(url, directory))}
-        if config is not None:
-            config_path = directory / "operator-config.yaml"
-            config_path.write_text(yaml.safe_dump(config))
-            self.env["MODELYARD_CONFIG"] = str(config_path)
+        # Each operator gets its own metrics port, so parallel or successive runs never clash.
+        self.metrics_port = free_port()
+        config_path = directory / f"operator-config-{self.metrics_port}.yaml"
+        config_path.write_text(yaml.safe_dump({"metricsPort": self.metrics_port, **(config or {})}))
+        self.env["MODELYARD_CONFIG"] = str(config_path)
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> OperatorProcess:
