@@ -88,6 +88,11 @@ dev: kind-up docker-build kind-load deploy ## All of the above, then the CPU exa
 test-e2e: $(BIN)/helm ## End-to-end tests on the current cluster (skipped when none is reachable).
 	$(BIN)/python -m pytest -m e2e tests/e2e -v
 
+N ?= 1000
+.PHONY: bench
+bench: $(STAMP) ## Benchmark N Models (N="100 1000 5000") against a naive kopf baseline; fills docs/performance.md.
+	$(BIN)/python bench/run.py --n $(N)
+
 .PHONY: fmt
 fmt: $(STAMP) ## Format and autofix.
 	$(BIN)/ruff format operator tests

@@ -52,13 +52,18 @@ def embedding_documents() -> list[dict[str, Any]]:
     ]
 
 
-async def quiet(cluster: Cluster, operator: OperatorProcess, calm: float = 1.0) -> None:
-    """Wait until the operator has made no write for `calm` seconds."""
+async def quiet(
+    cluster: Cluster, operator: OperatorProcess, calm: float = 1.0, limit: float = 30
+) -> None:
+    """Wait until the operator has made no write for `calm` seconds (at most `limit`)."""
+    deadline = asyncio.get_running_loop().time() + limit
     last = -1
     while True:
         count = len(cluster.writes())
         if count == last:
             return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"the operator never went quiet: {cluster.writes()[last:][-10:]}")
         last = count
         await asyncio.sleep(calm)
         assert operator.process is not None and operator.process.poll() is None, operator.output[

@@ -41,6 +41,9 @@ PLURALS: dict[tuple[str, str], str] = {
     ("modelyard.dev/v1alpha1", "Registry"): "registries",
 }
 
+#: API calls in flight at once: the HTTP connection pool and the worker threads are sized to it.
+CONCURRENCY = 32
+
 TEMPORARY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 
 
@@ -96,7 +99,11 @@ class Kube:
             kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
         except kubernetes.config.ConfigException:
             kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
-        return cls(kubernetes.client.ApiClient(), field_manager)
+        configuration = kubernetes.client.Configuration.get_default_copy()
+        # One reconcile makes several calls and many run at once: the default pool (5 per
+        # core) makes them queue for a connection.
+        configuration.connection_pool_maxsize = CONCURRENCY
+        return cls(kubernetes.client.ApiClient(configuration), field_manager)
 
     def _call(
         self,

@@ -26,6 +26,7 @@ emulator faithful where the operator relies on a behaviour, never to bend the op
 from __future__ import annotations
 
 import asyncio
+import bisect
 import copy
 import datetime
 import functools
@@ -505,7 +506,9 @@ class Cluster(kmock.KubernetesEmulator):
                     )
                     return response
             while self._watch_epoch == epoch:
-                for version, event_resource, event in [e for e in self.log if e[0] > last]:
+                # The log is in version order: start right after `last`, not from the beginning.
+                start = bisect.bisect_right(self.log, last, key=lambda entry: entry[0])
+                for version, event_resource, event in self.log[start:]:
                     last = version
                     obj = event["object"]
                     metadata = obj.get("metadata") or {}
@@ -538,7 +541,8 @@ class Cluster(kmock.KubernetesEmulator):
 
     async def _emit(self, resource: str, kind: str, obj: Obj) -> None:
         self.log.append((self.version, resource, {"type": kind, "object": copy.deepcopy(obj)}))
-        del self.log[:-EVENT_LOG_LIMIT]
+        if len(self.log) > EVENT_LOG_LIMIT * 2:
+            del self.log[:-EVENT_LOG_LIMIT]  # in batches: trimming on every event is quadratic
         async with self._changed:
             self._changed.notify_all()
 

@@ -9,6 +9,8 @@ polling. Template, Registry and ModelVersion events fan out to the Models that d
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import copy
 import logging
 from typing import Any
@@ -18,7 +20,7 @@ import kopf
 from modelyard import config as operator_config
 from modelyard import metrics
 from modelyard.builders.labels import MANAGED_BY, MODEL_LABEL, SPEC_HASH_ANNOTATION
-from modelyard.kube import ApiError, Kube
+from modelyard.kube import CONCURRENCY, ApiError, Kube
 from modelyard.reconcile.runner import Indices, Runner
 
 GROUP, VERSION = "modelyard.dev", "v1alpha1"
@@ -43,6 +45,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 600
     settings.watching.client_timeout = 660
+    # The API client is synchronous and runs in worker threads: asyncio's default pool has
+    # min(32, cores + 4) threads, 6 on 2 cores, far fewer than the calls a burst of Models makes.
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(max_workers=CONCURRENCY, thread_name_prefix="kube")
+    )
     memo.runner = Runner(Kube.from_environment(config.field_manager), config)
     if config.metrics_port:
         metrics.serve(config.metrics_port)
@@ -189,11 +196,19 @@ async def model_seen(
 @kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=MANAGED)
 @kopf.on.event("keda.sh", "v1alpha1", "scaledobjects", labels=MANAGED)
 async def child_changed(
-    namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **kwargs: Any
+    namespace: str | None,
+    labels: kopf.Labels,
+    type: str,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    **kwargs: Any,
 ) -> None:
     model = labels.get(MODEL_LABEL)
     if model:
-        _runner(memo, kwargs).model_soon((_ns(namespace), model))
+        runner = _runner(memo, kwargs)
+        if type == "DELETED":
+            runner.forget(str(body.get("kind")), (_ns(namespace), model))
+        runner.model_soon((_ns(namespace), model))
 
 
 # -- ModelTemplates ---------------------------------------------------------------------------

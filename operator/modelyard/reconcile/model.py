@@ -61,8 +61,9 @@ class Outcome:
     applied: int = 0
     deleted: int = 0
     status_written: bool = False
-    #: The status as written, so the next pass can use it before the watch brings it back.
-    status: Manifest | None = None
+    #: Objects as our writes returned them (children applied, the Model after its status
+    #: write), so the next pass can use them before the watch brings them back.
+    written: list[Manifest] = field(default_factory=list)
 
 
 async def _plan(world: ModelWorld, model: Model, config: OperatorConfig, kube: Kube) -> Plan:
@@ -98,6 +99,7 @@ async def _apply_children(
         if drift.needs_apply(desired, live):
             applied = await kube.apply(desired)
             outcome.applied += 1
+            outcome.written.append(applied)
             if manifest["kind"] == "Deployment":
                 deployment = applied
     for api_version, kind in plan.children.unwanted_autoscalers:
@@ -190,10 +192,11 @@ async def reconcile_model(world: ModelWorld, kube: Kube, config: OperatorConfig)
     outcome.state, outcome.reason = status["state"], status["conditions"][-1]["reason"]
     if status_changed(previous, status):
         metadata = body["metadata"]
-        await kube.patch_status(
+        written = await kube.patch_status(
             API_VERSION, "Model", metadata.get("namespace"), metadata["name"], status
         )
-        outcome.status_written, outcome.status = True, status
+        outcome.status_written = True
+        outcome.written.append(written)
         await _announce(body, previous, status, kube)
     return outcome
 
@@ -203,6 +206,13 @@ async def _announce(body: Manifest, previous: Manifest, status: Manifest, kube: 
     ready = conditions.find(status["conditions"], reasons.READY) or {}
     before = conditions.find(previous.get("conditions"), reasons.READY) or {}
     if previous.get("state") == status["state"] and before.get("reason") == ready.get("reason"):
+        return
+    if not previous.get("state") and status["state"] in (
+        ModelState.DEPLOYING.value,
+        ModelState.PENDING.value,
+    ):
+        # A new Model starting to deploy is not news (one write saved per Model); a first
+        # state that is a failure is, and is announced below as a Warning.
         return
     failed = status["state"] == ModelState.FAILED.value
     await kube.post_event(
@@ -234,10 +244,11 @@ async def _write_broken(
     outcome.state, outcome.reason = status["state"], blocking.reason
     if status_changed(previous, status):
         metadata = body["metadata"]
-        await kube.patch_status(
+        written = await kube.patch_status(
             API_VERSION, "Model", metadata.get("namespace"), metadata["name"], status
         )
-        outcome.status_written, outcome.status = True, status
+        outcome.status_written = True
+        outcome.written.append(written)
         await _announce(body, previous, status, kube)
     return outcome
 

@@ -244,7 +244,7 @@ async def reconcile_registry(
     }
     if status_changed(previous, status):
         status["lastCheckTime"] = conditions.now()
-        await kube.patch_status(
+        written = await kube.patch_status(
             API_VERSION, "Registry", metadata.get("namespace"), metadata["name"], status
         )
         before = conditions.find(previous.get("conditions"), reasons.READY) or {}
@@ -256,5 +256,5 @@ async def reconcile_registry(
                 verdict.message,
                 COMPONENT,
             )
-        return RegistryOutcome(connection, verdict.ok, status)
+        return RegistryOutcome(connection, verdict.ok, written)
     return RegistryOutcome(connection, verdict.ok, None)

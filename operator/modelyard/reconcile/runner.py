@@ -41,6 +41,7 @@ Key = tuple[str, str]
 Indices = Mapping[str, Mapping[Any, Iterable[Any]]]
 
 MAX_BACKOFF = 60.0
+DEBOUNCED = {"template": 0.5}
 
 CHILD_INDICES = {
     "Deployment": "deployment_bodies",
@@ -92,26 +93,28 @@ def model_world(key: Key, indices: Indices) -> ModelWorld | None:
     )
 
 
-@dataclass(frozen=True)
-class _Written:
-    """A status we wrote on top of `base_version`, until the watch shows it back to us."""
-
-    base_version: str | None
-    status: Manifest
+def _version(obj: Manifest | None) -> int | None:
+    value = ((obj or {}).get("metadata") or {}).get("resourceVersion")
+    return int(value) if isinstance(value, str) and value.isdigit() else None
 
 
-def _fresh(body: Manifest, written: _Written | None) -> Manifest:
-    """`body`, or `body` with the status we wrote when the index has not caught up yet.
+def newest(indexed: Manifest | None, written: Manifest | None) -> Manifest | None:
+    """The more recent of the index's copy and the copy our own last write returned.
 
-    Without this, the pass right after a status write compares against the stale status, writes
-    the same status again and announces the same Event twice.
+    kopf's indices follow the watch, which lags our writes: a pass right after a write would
+    otherwise compare against the stale copy, write the same status again (and announce the same
+    Event twice) or re-apply a child it just created. resourceVersions are etcd revisions,
+    increasing integers on every real apiserver; should one ever not be, the index wins, which
+    costs a redundant write, never a wrong one.
     """
-    if (
-        written is None
-        or (body.get("metadata") or {}).get("resourceVersion") != written.base_version
-    ):
-        return body
-    return {**body, "status": written.status}
+    if written is None:
+        return indexed
+    if indexed is None:
+        return written
+    ours, theirs = _version(written), _version(indexed)
+    if ours is not None and theirs is not None and ours > theirs:
+        return written
+    return indexed
 
 
 @dataclass
@@ -130,7 +133,8 @@ class Runner:
         self.config = config
         self.indices: Indices = {}
         self._slots: dict[tuple[str, Key], _Slot] = {}
-        self._written: dict[tuple[str, Key], _Written] = {}
+        #: What our own writes returned, by (kind, namespace, name); see `newest`.
+        self._latest: dict[tuple[str, str, str], Manifest] = {}
         self.connections = Connections()
         self.states = metrics.ReadyStates()
 
@@ -149,13 +153,17 @@ class Runner:
         async with self._slot("model", key).lock:
             world = model_world(key, self.indices)
             if world is None:
-                self._written.pop(("model", key), None)
+                self.forget("Model", key)
                 self.states.forget("Model", *key)
                 return None
-            world.model = _fresh(world.model, self._written.get(("model", key)))
+            world.model = newest(world.model, self._latest.get(("Model", *key))) or world.model
+            for kind in CHILD_INDICES:
+                child = newest(world.children.get(kind), self._latest.get((kind, *key)))
+                if child is not None:
+                    world.children[kind] = child
             with metrics.timed("Model"):
                 outcome = await reconcile_model(world, self.kube, self.config)
-            self._remember(("model", key), world.model, outcome.status)
+            self.keep_written(*outcome.written)
             ready = outcome.state == "READY"
             self.states.record("Model", *key, str(ready), outcome.reason)
             if ready:
@@ -181,9 +189,9 @@ class Runner:
         async with self._slot("template", key).lock:
             body = _first(self.indices.get("template_bodies"), key)
             if body is None:
-                self._written.pop(("template", key), None)
+                self.forget("ModelTemplate", key)
                 return None
-            body = _fresh(body, self._written.get(("template", key)))
+            body = newest(body, self._latest.get(("ModelTemplate", *key))) or body
             models = self.models_using_template(*key)
             image = (body.get("spec") or {}).get("image") or {}
             connection = (
@@ -191,7 +199,7 @@ class Runner:
             )
             with metrics.timed("ModelTemplate"):
                 outcome = await reconcile_template(body, models, self.kube, self.config, connection)
-            self._remember(("template", key), body, outcome.status)
+            self.keep_written(outcome.status)
             self.states.record("ModelTemplate", *key, str(outcome.ready), outcome.reason)
             return outcome
 
@@ -223,10 +231,10 @@ class Runner:
                 return None
             before = self.connections.get(key)
             was_ready = before.ready if before else None
-            body = _fresh(body, self._written.get(("registry", key)))
+            body = newest(body, self._latest.get(("Registry", *key))) or body
             with metrics.timed("Registry"):
                 outcome = await reconcile_registry(body, self.kube, self.connections)
-            self._remember(("registry", key), body, outcome.status)
+            self.keep_written(outcome.status)
             connection = outcome.connection
             self.states.record(
                 "Registry", *key, str(outcome.ready), connection.reason if connection else "Invalid"
@@ -288,24 +296,34 @@ class Runner:
                 return None
             registry = (body.get("spec") or {}).get("registry", "")
             connection = await self._connection(key[0], registry)
-            body = _fresh(body, self._written.get(("version", key)))
+            body = newest(body, self._latest.get(("ModelVersion", *key))) or body
             with metrics.timed("ModelVersion"):
                 outcome = await reconcile_version(
                     body, self.same_version(key), connection, self.kube
                 )
-            self._remember(("version", key), body, outcome.status)
+            self.keep_written(outcome.status)
             self.states.record("ModelVersion", *key, str(outcome.ready), outcome.reason)
             return outcome
 
     def version_soon(self, key: Key) -> None:
         self._soon("version", key, self.version_now)
 
-    def _remember(self, slot: tuple[str, Key], body: Manifest, status: Manifest | None) -> None:
-        if status is not None:
-            base = (body.get("metadata") or {}).get("resourceVersion")
-            self._written[slot] = _Written(base, status)
-        elif slot in self._written and _fresh(body, self._written[slot]) is body:
-            del self._written[slot]  # the index has caught up
+    def keep_written(self, *written: Manifest | None) -> None:
+        """Keep what our writes returned until the watch catches up with it."""
+        for obj in written:
+            if obj and obj.get("kind"):
+                metadata = obj.get("metadata") or {}
+                key = (
+                    str(obj["kind"]),
+                    metadata.get("namespace") or "default",
+                    metadata.get("name", ""),
+                )
+                if newest(self._latest.get(key), obj) is obj:
+                    self._latest[key] = obj
+
+    def forget(self, kind: str, key: Key) -> None:
+        """The object is gone: a remembered copy must not resurrect it."""
+        self._latest.pop((kind, *key), None)
 
     # -- scheduling --------------------------------------------------------------------------
 
@@ -319,6 +337,10 @@ class Runner:
     async def _drain(
         self, kind: str, key: Key, slot: _Slot, run: Callable[[Key], Awaitable[Any]]
     ) -> None:
+        if kind in DEBOUNCED:
+            # A burst of new Models each changes their template's list of Models: one write for
+            # the burst, not one per Model.
+            await asyncio.sleep(DEBOUNCED[kind])
         while True:
             slot.again = False
             try:

@@ -44,7 +44,7 @@ async def write_template_status(
     kube: Kube,
     resolved_digest: str | None = None,
 ) -> Manifest | None:
-    """Write the template's status if it changed; the status written, or None."""
+    """Write the template's status if it changed; the object as written, or None."""
     previous: Manifest = dict(body.get("status") or {})
     generation = (body.get("metadata") or {}).get("generation")
     status: Manifest = {
@@ -60,7 +60,7 @@ async def write_template_status(
     if not status_changed(previous, status):
         return None
     metadata = body["metadata"]
-    await kube.patch_status(
+    written = await kube.patch_status(
         API_VERSION, "ModelTemplate", metadata.get("namespace"), metadata["name"], status
     )
     before = conditions.find(previous.get("conditions"), reasons.READY) or {}
@@ -68,7 +68,7 @@ async def write_template_status(
         await kube.post_event(
             body, "Normal" if verdict.ok else "Warning", verdict.reason, verdict.message, COMPONENT
         )
-    return status
+    return written
 
 
 async def _resolve_tag(

@@ -149,11 +149,11 @@ async def reconcile_version(
     }
     if not status_changed(previous, status):
         return VersionOutcome(ready.ok, ready.reason, None, temporary)
-    await kube.patch_status(
+    written = await kube.patch_status(
         API_VERSION, "ModelVersion", metadata.get("namespace"), metadata["name"], status
     )
     await _announce(body, previous, checks, kube)
-    return VersionOutcome(ready.ok, ready.reason, status, temporary)
+    return VersionOutcome(ready.ok, ready.reason, written, temporary)
 
 
 async def _announce(

@@ -1,0 +1,317 @@
+"""modelyard's benchmark: N Models through the real operator process, against a baseline.
+
+    make bench                      # N=1000 against the emulated API
+    make bench N="100 1000 5000"    # several sizes, one report
+
+For each N, in the same run: the emulated Kubernetes API (tests/support/emulator.py) is started
+in this process, the real operator (`modelyard run`) in a child process, and N Models are created
+from one template; this process plays the Deployment controller and the kubelet (in-process, so
+their writes are not counted as the operator's). Then the same N CRs go through the naive kopf
+operator of bench/baseline_operator.py on a fresh emulated API. Measured:
+
+- time from a Model's creation to its Deployment's creation (p50, p95, p99);
+- time until all N are fully reconciled (Deployment, Service, autoscaler and status) and READY;
+- API requests per Model from create to Ready, kopf's own bookkeeping included (watch streams
+  are long-lived and counted apart);
+- API writes per minute while idle with N Models present;
+- the operator's resident memory after N.
+
+Results go to bench/results/bench-<N>.json and the table in docs/performance.md. Figures are
+measured, never asserted: tests do not time anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import attrs
+import kmock
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+
+from support.emulator import Cluster  # noqa: E402
+from support.operator_process import OperatorProcess, free_port, kubeconfig  # noqa: E402
+
+NAMESPACE = "bench"
+MODELS = "modelyard.dev/v1alpha1/models"
+DEPLOYMENTS = "apps/v1/deployments"
+
+
+@attrs.define(kw_only=True)
+class BenchCluster(Cluster):
+    """The emulated API, timestamping what the benchmark measures and playing the controllers."""
+
+    created: dict[str, float] = attrs.field(factory=dict, init=False)
+    first_seen: dict[tuple[str, str], float] = attrs.field(factory=dict, init=False)
+    ready: dict[str, float] = attrs.field(factory=dict, init=False)
+    controllers: bool = True
+    _tasks: set[asyncio.Task[None]] = attrs.field(factory=set, init=False)
+
+    async def _emit(self, resource: str, kind: str, obj: dict[str, Any]) -> None:
+        await super()._emit(resource, kind, obj)
+        now = time.perf_counter()
+        metadata = obj.get("metadata") or {}
+        name = (metadata.get("labels") or {}).get("modelyard.dev/model") or metadata.get("name", "")
+        self.first_seen.setdefault((resource, name), now)
+        if resource == MODELS and ((obj.get("status") or {}).get("state") == "READY"):
+            self.ready.setdefault(metadata["name"], now)
+        if resource == DEPLOYMENTS and kind == "ADDED" and self.controllers:
+            task = asyncio.get_running_loop().create_task(self._start_pods(obj))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _start_pods(self, deployment: dict[str, Any]) -> None:
+        """The Deployment controller and the kubelet: one ready pod, and the counts."""
+        metadata, template = deployment["metadata"], deployment["spec"]["template"]
+        pod = f"{metadata['name']}-0"
+        await self.create("v1/pods", {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": pod, "namespace": metadata["namespace"], "labels": template["metadata"]["labels"],
+                         "annotations": template["metadata"].get("annotations", {})},
+            "spec": template["spec"]})
+        await self.patch("v1/pods", metadata["namespace"], pod, {"status": {
+            "phase": "Running", "conditions": [{"type": "Ready", "status": "True"}],
+            "containerStatuses": [{"name": "model", "ready": True, "started": True, "restartCount": 0,
+                                   "state": {"running": {}}}]}}, subresource="status", manager="kubelet")
+        replicas = deployment["spec"].get("replicas", 1)
+        await self.patch(DEPLOYMENTS, metadata["namespace"], metadata["name"], {"status": {
+            "observedGeneration": metadata.get("generation", 1), "replicas": replicas, "updatedReplicas": replicas,
+            "readyReplicas": replicas, "availableReplicas": replicas}}, subresource="status", manager="controller")
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def documents(n: int) -> tuple[list[tuple[str, dict[str, Any]]], list[tuple[str, dict[str, Any]]]]:
+    setup = [
+        ("modelyard.dev/v1alpha1/registries", {"apiVersion": "modelyard.dev/v1alpha1", "kind": "Registry",
+         "metadata": {"name": "local", "namespace": NAMESPACE}, "spec": {"url": "http://127.0.0.1:9"}}),
+        ("modelyard.dev/v1alpha1/modeltemplates", {"apiVersion": "modelyard.dev/v1alpha1", "kind": "ModelTemplate",
+         "metadata": {"name": "embedder", "namespace": NAMESPACE},
+         "spec": {"modelType": "EMBEDDING", "image": {"registry": "local", "repository": "acme/embedder",
+                                                      "digest": "sha256:" + "a" * 64},
+                  "resources": {"cpus": 1, "memory": "2Gi"}, "scaling": {"minWorkers": 1, "maxWorkers": 3, "perWorker": 8},
+                  "parameters": [{"name": "MODEL_PATH", "required": True}]}}),
+    ]
+    models = [(MODELS, {"apiVersion": "modelyard.dev/v1alpha1", "kind": "Model",
+                        "metadata": {"name": f"model-{i:05d}", "namespace": NAMESPACE},
+                        "spec": {"template": "embedder", "parameters": {"MODEL_PATH": f"s3://models/{i}"}}})
+              for i in range(n)]
+    return setup, models
+
+
+@dataclass
+class Figures:
+    n: int
+    to_deployment_ms: dict[str, float] = field(default_factory=dict)
+    all_reconciled_s: float = float("nan")
+    all_ready_s: float = float("nan")
+    requests_per_model: float = float("nan")
+    watch_requests: int = 0
+    idle_writes_per_minute: float = float("nan")
+    rss_mb: float = float("nan")
+    timed_out: bool = False
+
+
+async def wait(condition: Any, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        await asyncio.sleep(0.05)
+    return False
+
+
+async def run_ours(n: int, directory: Path, idle_seconds: float, timeout: float) -> Figures:
+    figures = Figures(n)
+    setup, models = documents(n)
+    async with BenchCluster() as cluster, kmock.Server(cluster) as server:
+        for resource, body in setup:
+            await cluster.create(resource, body, manager="kubectl")
+        operator = OperatorProcess(str(server.url), directory).start()
+        try:
+            # Let the operator start and settle on the setup objects before the clock starts.
+            await wait(lambda: len(cluster.writes()) >= 1, 30)
+            await asyncio.sleep(3)
+            start_index = len(cluster.served)
+            start = time.perf_counter()
+            for resource, body in models:
+                cluster.created[body["metadata"]["name"]] = time.perf_counter()
+                await cluster.create(resource, body, manager="kubectl")
+
+            names = [body["metadata"]["name"] for _, body in models]
+            kinds = (DEPLOYMENTS, "v1/services", "autoscaling/v2/horizontalpodautoscalers")
+
+            def reconciled() -> bool:
+                return all((k, name) in cluster.first_seen for name in names for k in kinds) and all(
+                    (cluster.store.get((MODELS, NAMESPACE, name)) or {}).get("status") for name in names)
+
+            figures.timed_out = not await wait(reconciled, timeout)
+            figures.all_reconciled_s = time.perf_counter() - start
+            figures.timed_out |= not await wait(lambda: len(cluster.ready) == n, timeout)
+            figures.all_ready_s = max(cluster.ready.values(), default=start) - start
+            await asyncio.sleep(2)  # the last Events land
+            served = cluster.served[start_index:]
+            figures.watch_requests = sum(1 for entry in served if entry[1].endswith("?watch"))
+            counted = [entry for entry in served if not entry[1].endswith("?watch")]
+            figures.requests_per_model = len(counted) / n
+            delays = [cluster.first_seen[(DEPLOYMENTS, name)] - cluster.created[name]
+                      for name in names if (DEPLOYMENTS, name) in cluster.first_seen]
+            figures.to_deployment_ms = {f"p{q}": 1000 * percentile(delays, q) for q in (50, 95, 99)}
+            figures.rss_mb = rss_mb(operator.process.pid) if operator.process else float("nan")
+            before = len(cluster.writes())
+            await asyncio.sleep(idle_seconds)
+            figures.idle_writes_per_minute = (len(cluster.writes()) - before) * 60 / idle_seconds
+        finally:
+            await operator.stop()
+    return figures
+
+
+async def run_baseline(n: int, directory: Path, timeout: float) -> Figures:
+    figures = Figures(n)
+    _, models = documents(n)
+    async with BenchCluster(controllers=False) as cluster, kmock.Server(cluster) as server:
+        env = {**os.environ, "KUBECONFIG": str(kubeconfig(str(server.url), directory))}
+        log = (directory / "baseline.log").open("wb")
+        process = subprocess.Popen([sys.executable, "-m", "kopf", "run", "--standalone", "-A",
+                                    str(ROOT / "bench" / "baseline_operator.py")], env=env, stdout=log,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            await wait(lambda: any(entry[1].endswith("?watch") for entry in cluster.served), 30)
+            await asyncio.sleep(3)
+            start_index = len(cluster.served)
+            start = time.perf_counter()
+            for resource, body in models:
+                cluster.created[body["metadata"]["name"]] = time.perf_counter()
+                await cluster.create(resource, body, manager="kubectl")
+            names = [body["metadata"]["name"] for _, body in models]
+            figures.timed_out = not await wait(
+                lambda: all((DEPLOYMENTS, name) in cluster.first_seen for name in names), timeout)
+            figures.all_reconciled_s = time.perf_counter() - start
+            await asyncio.sleep(3)  # kopf's trailing bookkeeping patches
+            counted = [e for e in cluster.served[start_index:] if not e[1].endswith("?watch")]
+            figures.requests_per_model = len(counted) / n
+            delays = [cluster.first_seen[(DEPLOYMENTS, name)] - cluster.created[name]
+                      for name in names if (DEPLOYMENTS, name) in cluster.first_seen]
+            figures.to_deployment_ms = {f"p{q}": 1000 * percentile(delays, q) for q in (50, 95, 99)}
+            figures.rss_mb = rss_mb(process.pid)
+        finally:
+            process.terminate()
+            try:
+                process.wait(15)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    return figures
+
+
+def machine() -> dict[str, Any]:
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.processor())
+    return {"cpus": os.cpu_count(), "cpu": cpu, "python": platform.python_version(), "platform": platform.platform()}
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    rows = [
+        "| N | operator | to Deployment p50 / p95 / p99 (ms) | all reconciled (s) | all READY (s) | "
+        "requests per Model | idle writes / min | RSS (MB) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for result in results:
+        ours, base = result["ours"], result["baseline"]
+        for label, f in (("modelyard", ours), ("naive kopf", base)):
+            if not f["to_deployment_ms"]:
+                continue  # --skip-baseline
+            d = f["to_deployment_ms"]
+            ready = f"{f['all_ready_s']:.1f}" if label == "modelyard" else "—"
+            idle = f"{f['idle_writes_per_minute']:.0f}" if label == "modelyard" else "—"
+            rows.append(f"| {f['n']} | {label} | {d['p50']:.0f} / {d['p95']:.0f} / {d['p99']:.0f} | "
+                        f"{f['all_reconciled_s']:.1f} | {ready} | {f['requests_per_model']:.2f} | {idle} | "
+                        f"{f['rss_mb']:.0f} |")
+        ratio = result["ratios"]
+        rows.append(f"| {ours['n']} | ratio (modelyard ÷ naive) | {ratio['p50']:.2f} / — / {ratio['p99']:.2f} | "
+                    f"{ratio['all_reconciled']:.2f} | | {ratio['requests']:.2f} | | {ratio['rss']:.2f} |")
+    return "\n".join(rows)
+
+
+def write_report(results: list[dict[str, Any]], command: str) -> None:
+    path = ROOT / "docs" / "performance.md"
+    text = path.read_text() if path.exists() else ""
+    begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
+    info = results[0]["machine"]
+    block = (f"{begin}\nMeasured with `{command}` on {time.strftime('%Y-%m-%d')}: {info['cpus']} cores "
+             f"({info['cpu']}), Python {info['python']}, against the emulated API in the same process as the "
+             f"harness.\n\n{table(results)}\n{end}")
+    if begin in text:
+        text = text[: text.index(begin)] + block + text[text.index(end) + len(end):]
+    else:
+        text = text + "\n" + block + "\n"
+    path.write_text(text)
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, nargs="+", default=[1000])
+    parser.add_argument("--idle-seconds", type=float, default=60)
+    parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--skip-baseline", action="store_true")
+    args = parser.parse_args()
+    out = ROOT / "bench" / "results"
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for n in args.n:
+        work = out / f"work-{n}"
+        work.mkdir(exist_ok=True)
+        print(f"N={n}: modelyard …", flush=True)
+        ours = await run_ours(n, work, args.idle_seconds, args.timeout)
+        print(json.dumps(asdict(ours)), flush=True)
+        base = Figures(n)
+        if not args.skip_baseline:
+            print(f"N={n}: naive kopf baseline …", flush=True)
+            base = await run_baseline(n, work, args.timeout)
+            print(json.dumps(asdict(base)), flush=True)
+
+        def ratio(a: float, b: float) -> float:
+            return a / b if b else float("nan")
+
+        result = {
+            "machine": machine(), "ours": asdict(ours), "baseline": asdict(base),
+            "ratios": {
+                "p50": ratio(ours.to_deployment_ms.get("p50", 0), base.to_deployment_ms.get("p50", 0)),
+                "p99": ratio(ours.to_deployment_ms.get("p99", 0), base.to_deployment_ms.get("p99", 0)),
+                "all_reconciled": ratio(ours.all_reconciled_s, base.all_reconciled_s),
+                "requests": ratio(ours.requests_per_model, base.requests_per_model),
+                "rss": ratio(ours.rss_mb, base.rss_mb),
+            },
+        }
+        (out / f"bench-{n}.json").write_text(json.dumps(result, indent=2))
+        results.append(result)
+    print(table(results))
+    write_report(results, "make bench N=\"" + " ".join(map(str, args.n)) + "\"")
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
