@@ -42,8 +42,8 @@ crds: $(STAMP) ## Regenerate crds/ (and the Helm chart's copy) from the API mode
 
 .PHONY: lint
 lint: $(STAMP) ## ruff, mypy on the package, import-linter contracts for the layers.
-	$(BIN)/ruff check operator tests
-	$(BIN)/ruff format --check operator tests
+	$(BIN)/ruff check operator tests bench
+	$(BIN)/ruff format --check operator tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
@@ -95,5 +95,5 @@ bench: $(STAMP) ## Benchmark N Models (N="100 1000 5000") against a naive kopf b
 
 .PHONY: fmt
 fmt: $(STAMP) ## Format and autofix.
-	$(BIN)/ruff format operator tests
-	$(BIN)/ruff check --fix operator tests
+	$(BIN)/ruff format operator tests bench
+	$(BIN)/ruff check --fix operator tests bench

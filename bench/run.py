@@ -27,7 +27,6 @@ import asyncio
 import json
 import os
 import platform
-import statistics
 import subprocess
 import sys
 import time
@@ -42,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
 from support.emulator import Cluster  # noqa: E402
-from support.operator_process import OperatorProcess, free_port, kubeconfig  # noqa: E402
+from support.operator_process import OperatorProcess, kubeconfig  # noqa: E402
 
 NAMESPACE = "bench"
 MODELS = "modelyard.dev/v1alpha1/models"
@@ -76,19 +75,59 @@ class BenchCluster(Cluster):
         """The Deployment controller and the kubelet: one ready pod, and the counts."""
         metadata, template = deployment["metadata"], deployment["spec"]["template"]
         pod = f"{metadata['name']}-0"
-        await self.create("v1/pods", {
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {"name": pod, "namespace": metadata["namespace"], "labels": template["metadata"]["labels"],
-                         "annotations": template["metadata"].get("annotations", {})},
-            "spec": template["spec"]})
-        await self.patch("v1/pods", metadata["namespace"], pod, {"status": {
-            "phase": "Running", "conditions": [{"type": "Ready", "status": "True"}],
-            "containerStatuses": [{"name": "model", "ready": True, "started": True, "restartCount": 0,
-                                   "state": {"running": {}}}]}}, subresource="status", manager="kubelet")
+        await self.create(
+            "v1/pods",
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": pod,
+                    "namespace": metadata["namespace"],
+                    "labels": template["metadata"]["labels"],
+                    "annotations": template["metadata"].get("annotations", {}),
+                },
+                "spec": template["spec"],
+            },
+        )
+        await self.patch(
+            "v1/pods",
+            metadata["namespace"],
+            pod,
+            {
+                "status": {
+                    "phase": "Running",
+                    "conditions": [{"type": "Ready", "status": "True"}],
+                    "containerStatuses": [
+                        {
+                            "name": "model",
+                            "ready": True,
+                            "started": True,
+                            "restartCount": 0,
+                            "state": {"running": {}},
+                        }
+                    ],
+                }
+            },
+            subresource="status",
+            manager="kubelet",
+        )
         replicas = deployment["spec"].get("replicas", 1)
-        await self.patch(DEPLOYMENTS, metadata["namespace"], metadata["name"], {"status": {
-            "observedGeneration": metadata.get("generation", 1), "replicas": replicas, "updatedReplicas": replicas,
-            "readyReplicas": replicas, "availableReplicas": replicas}}, subresource="status", manager="controller")
+        await self.patch(
+            DEPLOYMENTS,
+            metadata["namespace"],
+            metadata["name"],
+            {
+                "status": {
+                    "observedGeneration": metadata.get("generation", 1),
+                    "replicas": replicas,
+                    "updatedReplicas": replicas,
+                    "readyReplicas": replicas,
+                    "availableReplicas": replicas,
+                }
+            },
+            subresource="status",
+            manager="controller",
+        )
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -108,19 +147,47 @@ def rss_mb(pid: int) -> float:
 
 def documents(n: int) -> tuple[list[tuple[str, dict[str, Any]]], list[tuple[str, dict[str, Any]]]]:
     setup = [
-        ("modelyard.dev/v1alpha1/registries", {"apiVersion": "modelyard.dev/v1alpha1", "kind": "Registry",
-         "metadata": {"name": "local", "namespace": NAMESPACE}, "spec": {"url": "http://127.0.0.1:9"}}),
-        ("modelyard.dev/v1alpha1/modeltemplates", {"apiVersion": "modelyard.dev/v1alpha1", "kind": "ModelTemplate",
-         "metadata": {"name": "embedder", "namespace": NAMESPACE},
-         "spec": {"modelType": "EMBEDDING", "image": {"registry": "local", "repository": "acme/embedder",
-                                                      "digest": "sha256:" + "a" * 64},
-                  "resources": {"cpus": 1, "memory": "2Gi"}, "scaling": {"minWorkers": 1, "maxWorkers": 3, "perWorker": 8},
-                  "parameters": [{"name": "MODEL_PATH", "required": True}]}}),
+        (
+            "modelyard.dev/v1alpha1/registries",
+            {
+                "apiVersion": "modelyard.dev/v1alpha1",
+                "kind": "Registry",
+                "metadata": {"name": "local", "namespace": NAMESPACE},
+                "spec": {"url": "http://127.0.0.1:9"},
+            },
+        ),
+        (
+            "modelyard.dev/v1alpha1/modeltemplates",
+            {
+                "apiVersion": "modelyard.dev/v1alpha1",
+                "kind": "ModelTemplate",
+                "metadata": {"name": "embedder", "namespace": NAMESPACE},
+                "spec": {
+                    "modelType": "EMBEDDING",
+                    "image": {
+                        "registry": "local",
+                        "repository": "acme/embedder",
+                        "digest": "sha256:" + "a" * 64,
+                    },
+                    "resources": {"cpus": 1, "memory": "2Gi"},
+                    "scaling": {"minWorkers": 1, "maxWorkers": 3, "perWorker": 8},
+                    "parameters": [{"name": "MODEL_PATH", "required": True}],
+                },
+            },
+        ),
     ]
-    models = [(MODELS, {"apiVersion": "modelyard.dev/v1alpha1", "kind": "Model",
-                        "metadata": {"name": f"model-{i:05d}", "namespace": NAMESPACE},
-                        "spec": {"template": "embedder", "parameters": {"MODEL_PATH": f"s3://models/{i}"}}})
-              for i in range(n)]
+    models = [
+        (
+            MODELS,
+            {
+                "apiVersion": "modelyard.dev/v1alpha1",
+                "kind": "Model",
+                "metadata": {"name": f"model-{i:05d}", "namespace": NAMESPACE},
+                "spec": {"template": "embedder", "parameters": {"MODEL_PATH": f"s3://models/{i}"}},
+            },
+        )
+        for i in range(n)
+    ]
     return setup, models
 
 
@@ -132,7 +199,9 @@ class Figures:
     all_ready_s: float = float("nan")
     requests_per_model: float = float("nan")
     watch_requests: int = 0
+    settle_s: float = float("nan")
     idle_writes_per_minute: float = float("nan")
+    idle_writes: list[str] = field(default_factory=list)
     rss_mb: float = float("nan")
     timed_out: bool = False
 
@@ -152,7 +221,7 @@ async def run_ours(n: int, directory: Path, idle_seconds: float, timeout: float)
     async with BenchCluster() as cluster, kmock.Server(cluster) as server:
         for resource, body in setup:
             await cluster.create(resource, body, manager="kubectl")
-        operator = OperatorProcess(str(server.url), directory).start()
+        operator = OperatorProcess(str(server.url), directory, verbose=False).start()
         try:
             # Let the operator start and settle on the setup objects before the clock starts.
             await wait(lambda: len(cluster.writes()) >= 1, 30)
@@ -167,8 +236,12 @@ async def run_ours(n: int, directory: Path, idle_seconds: float, timeout: float)
             kinds = (DEPLOYMENTS, "v1/services", "autoscaling/v2/horizontalpodautoscalers")
 
             def reconciled() -> bool:
-                return all((k, name) in cluster.first_seen for name in names for k in kinds) and all(
-                    (cluster.store.get((MODELS, NAMESPACE, name)) or {}).get("status") for name in names)
+                return all(
+                    (k, name) in cluster.first_seen for name in names for k in kinds
+                ) and all(
+                    (cluster.store.get((MODELS, NAMESPACE, name)) or {}).get("status")
+                    for name in names
+                )
 
             figures.timed_out = not await wait(reconciled, timeout)
             figures.all_reconciled_s = time.perf_counter() - start
@@ -179,13 +252,30 @@ async def run_ours(n: int, directory: Path, idle_seconds: float, timeout: float)
             figures.watch_requests = sum(1 for entry in served if entry[1].endswith("?watch"))
             counted = [entry for entry in served if not entry[1].endswith("?watch")]
             figures.requests_per_model = len(counted) / n
-            delays = [cluster.first_seen[(DEPLOYMENTS, name)] - cluster.created[name]
-                      for name in names if (DEPLOYMENTS, name) in cluster.first_seen]
+            delays = [
+                cluster.first_seen[(DEPLOYMENTS, name)] - cluster.created[name]
+                for name in names
+                if (DEPLOYMENTS, name) in cluster.first_seen
+            ]
             figures.to_deployment_ms = {f"p{q}": 1000 * percentile(delays, q) for q in (50, 95, 99)}
             figures.rss_mb = rss_mb(operator.process.pid) if operator.process else float("nan")
+            # Idle means nothing changes: wait until the last trailing writes (kopf finishing its
+            # own create handlers) have stopped for 5 s, then count writes over the window.
+            settle_start = time.perf_counter()
+            last, quiet_since = len(cluster.writes()), time.perf_counter()
+            while (
+                time.perf_counter() - quiet_since < 5
+                and time.perf_counter() - settle_start < timeout
+            ):
+                await asyncio.sleep(0.5)
+                if len(cluster.writes()) != last:
+                    last, quiet_since = len(cluster.writes()), time.perf_counter()
+            figures.settle_s = time.perf_counter() - settle_start - 5
             before = len(cluster.writes())
             await asyncio.sleep(idle_seconds)
-            figures.idle_writes_per_minute = (len(cluster.writes()) - before) * 60 / idle_seconds
+            idle = cluster.writes()[before:]
+            figures.idle_writes_per_minute = len(idle) * 60 / idle_seconds
+            figures.idle_writes = [f"{method} {path} {code}" for method, path, code in idle[:10]]
         finally:
             await operator.stop()
     return figures
@@ -197,9 +287,21 @@ async def run_baseline(n: int, directory: Path, timeout: float) -> Figures:
     async with BenchCluster(controllers=False) as cluster, kmock.Server(cluster) as server:
         env = {**os.environ, "KUBECONFIG": str(kubeconfig(str(server.url), directory))}
         log = (directory / "baseline.log").open("wb")
-        process = subprocess.Popen([sys.executable, "-m", "kopf", "run", "--standalone", "-A",
-                                    str(ROOT / "bench" / "baseline_operator.py")], env=env, stdout=log,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "kopf",
+                "run",
+                "--standalone",
+                "-A",
+                str(ROOT / "bench" / "baseline_operator.py"),
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             await wait(lambda: any(entry[1].endswith("?watch") for entry in cluster.served), 30)
             await asyncio.sleep(3)
@@ -210,13 +312,17 @@ async def run_baseline(n: int, directory: Path, timeout: float) -> Figures:
                 await cluster.create(resource, body, manager="kubectl")
             names = [body["metadata"]["name"] for _, body in models]
             figures.timed_out = not await wait(
-                lambda: all((DEPLOYMENTS, name) in cluster.first_seen for name in names), timeout)
+                lambda: all((DEPLOYMENTS, name) in cluster.first_seen for name in names), timeout
+            )
             figures.all_reconciled_s = time.perf_counter() - start
             await asyncio.sleep(3)  # kopf's trailing bookkeeping patches
             counted = [e for e in cluster.served[start_index:] if not e[1].endswith("?watch")]
             figures.requests_per_model = len(counted) / n
-            delays = [cluster.first_seen[(DEPLOYMENTS, name)] - cluster.created[name]
-                      for name in names if (DEPLOYMENTS, name) in cluster.first_seen]
+            delays = [
+                cluster.first_seen[(DEPLOYMENTS, name)] - cluster.created[name]
+                for name in names
+                if (DEPLOYMENTS, name) in cluster.first_seen
+            ]
             figures.to_deployment_ms = {f"p{q}": 1000 * percentile(delays, q) for q in (50, 95, 99)}
             figures.rss_mb = rss_mb(process.pid)
         finally:
@@ -229,14 +335,26 @@ async def run_baseline(n: int, directory: Path, timeout: float) -> Figures:
 
 
 def machine() -> dict[str, Any]:
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.processor())
-    return {"cpus": os.cpu_count(), "cpu": cpu, "python": platform.python_version(), "platform": platform.platform()}
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    return {
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
 
 
 def table(results: list[dict[str, Any]]) -> str:
     rows = [
-        "| N | operator | to Deployment p50 / p95 / p99 (ms) | all reconciled (s) | all READY (s) | "
+        "| N | operator | to Deployment p50 / p95 / p99 (ms) | all reconciled (s) "
+        "| all READY (s) | "
         "requests per Model | idle writes / min | RSS (MB) |",
         "|---|---|---|---|---|---|---|---|",
     ]
@@ -248,12 +366,17 @@ def table(results: list[dict[str, Any]]) -> str:
             d = f["to_deployment_ms"]
             ready = f"{f['all_ready_s']:.1f}" if label == "modelyard" else "—"
             idle = f"{f['idle_writes_per_minute']:.0f}" if label == "modelyard" else "—"
-            rows.append(f"| {f['n']} | {label} | {d['p50']:.0f} / {d['p95']:.0f} / {d['p99']:.0f} | "
-                        f"{f['all_reconciled_s']:.1f} | {ready} | {f['requests_per_model']:.2f} | {idle} | "
-                        f"{f['rss_mb']:.0f} |")
+            rows.append(
+                f"| {f['n']} | {label} | {d['p50']:.0f} / {d['p95']:.0f} / {d['p99']:.0f} | "
+                f"{f['all_reconciled_s']:.1f} | {ready} | {f['requests_per_model']:.2f} | {idle} | "
+                f"{f['rss_mb']:.0f} |"
+            )
         ratio = result["ratios"]
-        rows.append(f"| {ours['n']} | ratio (modelyard ÷ naive) | {ratio['p50']:.2f} / — / {ratio['p99']:.2f} | "
-                    f"{ratio['all_reconciled']:.2f} | | {ratio['requests']:.2f} | | {ratio['rss']:.2f} |")
+        rows.append(
+            f"| {ours['n']} | ratio (modelyard ÷ naive) "
+            f"| {ratio['p50']:.2f} / — / {ratio['p99']:.2f} | "
+            f"{ratio['all_reconciled']:.2f} | | {ratio['requests']:.2f} | | {ratio['rss']:.2f} |"
+        )
     return "\n".join(rows)
 
 
@@ -262,11 +385,14 @@ def write_report(results: list[dict[str, Any]], command: str) -> None:
     text = path.read_text() if path.exists() else ""
     begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
     info = results[0]["machine"]
-    block = (f"{begin}\nMeasured with `{command}` on {time.strftime('%Y-%m-%d')}: {info['cpus']} cores "
-             f"({info['cpu']}), Python {info['python']}, against the emulated API in the same process as the "
-             f"harness.\n\n{table(results)}\n{end}")
+    block = (
+        f"{begin}\nMeasured with `{command}` on {time.strftime('%Y-%m-%d')}: {info['cpus']} cores "
+        f"({info['cpu']}), Python {info['python']}, against the emulated API in the same "
+        "process as the "
+        f"harness.\n\n{table(results)}\n{end}"
+    )
     if begin in text:
-        text = text[: text.index(begin)] + block + text[text.index(end) + len(end):]
+        text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
     else:
         text = text + "\n" + block + "\n"
     path.write_text(text)
@@ -298,10 +424,16 @@ async def main() -> None:
             return a / b if b else float("nan")
 
         result = {
-            "machine": machine(), "ours": asdict(ours), "baseline": asdict(base),
+            "machine": machine(),
+            "ours": asdict(ours),
+            "baseline": asdict(base),
             "ratios": {
-                "p50": ratio(ours.to_deployment_ms.get("p50", 0), base.to_deployment_ms.get("p50", 0)),
-                "p99": ratio(ours.to_deployment_ms.get("p99", 0), base.to_deployment_ms.get("p99", 0)),
+                "p50": ratio(
+                    ours.to_deployment_ms.get("p50", 0), base.to_deployment_ms.get("p50", 0)
+                ),
+                "p99": ratio(
+                    ours.to_deployment_ms.get("p99", 0), base.to_deployment_ms.get("p99", 0)
+                ),
                 "all_reconciled": ratio(ours.all_reconciled_s, base.all_reconciled_s),
                 "requests": ratio(ours.requests_per_model, base.requests_per_model),
                 "rss": ratio(ours.rss_mb, base.rss_mb),
@@ -310,7 +442,7 @@ async def main() -> None:
         (out / f"bench-{n}.json").write_text(json.dumps(result, indent=2))
         results.append(result)
     print(table(results))
-    write_report(results, "make bench N=\"" + " ".join(map(str, args.n)) + "\"")
+    write_report(results, 'make bench N="' + " ".join(map(str, args.n)) + '"')
 
 
 if __name__ == "__main__":

@@ -325,6 +325,13 @@ class Cluster(kmock.KubernetesEmulator):
         await self.drop_watches()  # open watch streams would hold the server's shutdown
         await super().__aexit__(*exc_info)
 
+    async def expire_history(self) -> None:
+        """Forget the event log and close watches: every resume is then 410 Gone, as after an
+        etcd compaction, and clients must list again."""
+        self.log.clear()
+        self.version += 1
+        await self.drop_watches()
+
     async def drop_watches(self) -> None:
         """Close every open watch stream, as an apiserver restart or a load balancer would."""
         self._watch_epoch += 1
@@ -497,7 +504,8 @@ class Cluster(kmock.KubernetesEmulator):
                     await send({"type": "ADDED", "object": copy.deepcopy(obj)})
             else:
                 last = int(since)
-                if self.log and last < self.log[0][0] - 1:
+                oldest = self.log[0][0] if self.log else self.version + 1
+                if last < oldest - 1:
                     await send(
                         {
                             "type": "ERROR",

@@ -48,7 +48,10 @@ def kubeconfig(url: str, directory: Path) -> Path:
 class OperatorProcess:
     """`modelyard run` in a child process; `output` holds everything it logged."""
 
-    def __init__(self, url: str, directory: Path, config: dict[str, Any] | None = None) -> None:
+    def __init__(
+        self, url: str, directory: Path, config: dict[str, Any] | None = None, verbose: bool = True
+    ) -> None:
+        self.verbose = verbose
         self.directory = directory
         self.log_path = directory / f"operator-{time.monotonic_ns()}.log"
         self.env = {**os.environ, "KUBECONFIG": str(kubeconfig(url, directory))}
@@ -63,7 +66,7 @@ class OperatorProcess:
         self.log_path = self.directory / f"operator-{time.monotonic_ns()}.log"
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "modelyard", "run", "--verbose"],
+            [sys.executable, "-m", "modelyard", "run", *(["--verbose"] if self.verbose else [])],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=self.env,

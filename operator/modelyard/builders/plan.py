@@ -82,7 +82,10 @@ def select_version(
     try:
         wanted = ranges.parse_range(selector.version)
     except ranges.RangeError as error:
-        return failed(reasons.VERSION_NOT_FOUND, f"version {selector.version!r}: {error}"), None
+        # A malformed range will never match anything: an error to fix, not something to wait for.
+        return failed(
+            reasons.INVALID_SPEC, f"spec.version.version {selector.version!r}: {error}"
+        ), None
     candidates = [
         v for v in versions if v.spec.model == selector.model and wanted.matches(v.spec.version)
     ]

@@ -231,14 +231,20 @@ async def template_changed(
 
 @kopf.on.event(GROUP, VERSION, "modeltemplates")
 async def template_seen(
-    namespace: str | None, name: str, meta: kopf.Meta, memo: kopf.Memo, **kwargs: Any
+    namespace: str | None,
+    name: str,
+    meta: kopf.Meta,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    **kwargs: Any,
 ) -> None:
     """Status changes (a resolved digest) and deletions also matter to the Models."""
     runner = _runner(memo, kwargs)
     if meta.get("deletionTimestamp"):
         runner.template_soon((_ns(namespace), name))
-    for model in runner.models_using_template(_ns(namespace), name):
-        runner.model_soon((_ns(namespace), model))
+    if runner.template_changed_for_models((_ns(namespace), name), body):
+        for model in runner.models_using_template(_ns(namespace), name):
+            runner.model_soon((_ns(namespace), model))
 
 
 # -- Registries ------------------------------------------------------------------------------

@@ -30,15 +30,25 @@ def describe(error: ValidationError) -> str:
     return describe_validation_error(error)
 
 
+_reported: set[tuple[str, str, str]] = set()
+
+
 def parse_all(kind: type[R], bodies: Iterable[Manifest]) -> list[R]:
-    """Typed dependencies; one that fails validation is skipped (its own status says why)."""
+    """Typed dependencies; one that fails validation is skipped (its own status says why).
+
+    Logged once per object version, not on every pass of every Model that looks at it.
+    """
     parsed = []
     for body in bodies:
         try:
             parsed.append(kind.model_validate(body))
         except ValidationError as error:
-            name = (body.get("metadata") or {}).get("name")
-            logger.warning("ignoring invalid %s %s: %s", kind.__name__, name, describe(error))
+            metadata = body.get("metadata") or {}
+            seen = (kind.__name__, str(metadata.get("uid")), str(metadata.get("resourceVersion")))
+            if seen not in _reported:
+                _reported.add(seen)
+                name = metadata.get("name")
+                logger.warning("ignoring invalid %s %s: %s", kind.__name__, name, describe(error))
     return parsed
 
 

@@ -24,6 +24,7 @@ from modelyard.api.v1alpha1 import (
     ModelTemplate,
     ModelVersion,
     Registry,
+    parse,
 )
 from modelyard.builders import drift
 from modelyard.builders import workload as wl
@@ -157,11 +158,17 @@ async def reconcile_model(world: ModelWorld, kube: Kube, config: OperatorConfig)
     plan: Plan | None = None
     blocking: conditions.Check | None
     try:
-        model = Model.model_validate(body)
+        # The same reading as `modelyard render`, root rules included (a name that cannot be a
+        # Service name). The CRD schema makes most failures impossible; an older CRD cannot.
+        parsed = parse(body)
+        assert isinstance(parsed, Model)
+        model: Model | None = parsed
     except ValidationError as error:
-        # The CRD schema should make this impossible; an older CRD or a hand-made object can't.
         model = None
         blocking = conditions.failed(reasons.INVALID_SPEC, describe(error))
+    except ValueError as error:
+        model = None
+        blocking = conditions.failed(reasons.INVALID_SPEC, str(error))
     if model is not None:
         try:
             plan = await _plan(world, model, config, kube)

@@ -136,6 +136,7 @@ class Runner:
         #: What our own writes returned, by (kind, namespace, name); see `newest`.
         self._latest: dict[tuple[str, str, str], Manifest] = {}
         self.connections = Connections()
+        self._template_fingerprints: dict[Key, tuple[Any, ...]] = {}
         self.states = metrics.ReadyStates()
 
     def remember(self, indices: Indices) -> None:
@@ -175,6 +176,29 @@ class Runner:
 
     def model_soon(self, key: Key) -> None:
         self._soon("model", key, self.model_now)
+
+    def template_changed_for_models(self, key: Key, body: Mapping[str, Any]) -> bool:
+        """Whether a template event changes anything its Models read.
+
+        Its status also lists its Models, so it changes with every Model created: fanning out
+        on each of those would reconcile every Model once per new Model — quadratic.
+        """
+        metadata = body.get("metadata") or {}
+        status = body.get("status") or {}
+        ready: Mapping[str, Any] = next(
+            (c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {}
+        )
+        fingerprint = (
+            metadata.get("generation"),
+            metadata.get("deletionTimestamp"),
+            status.get("resolvedDigest"),
+            ready.get("status"),
+            ready.get("reason"),
+        )
+        if self._template_fingerprints.get(key) == fingerprint:
+            return False
+        self._template_fingerprints[key] = fingerprint
+        return True
 
     def models_using_template(self, namespace: str, template: str) -> list[str]:
         return sorted(set(_all(self.indices.get("models_by_template"), (namespace, template))))

@@ -1,0 +1,198 @@
+"""The operator under a misbehaving API: errors, throttling, slowness, lost watches, SIGKILL.
+
+Every scenario ends the same way: each Model converges to READY with exactly one Deployment,
+one Service and one autoscaler, and no Model's state ever went backwards on the way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support.controllers import (
+    DEPLOYMENTS,
+    HPAS,
+    MODELS,
+    SCALED_OBJECTS,
+    SERVICES,
+    apply_documents,
+    condition,
+    run_pods,
+)
+from support.emulator import Cluster
+from support.examples import example
+from support.operator_process import OperatorProcess, eventually
+
+pytestmark = pytest.mark.kmock(cls=Cluster)
+
+NS = "ml-team"
+ORDER = {None: 0, "PENDING": 1, "DEPLOYING": 2, "READY": 3}
+
+
+def documents(count: int) -> list[dict[str, Any]]:
+    registry = example("Registry", "dockerhub")
+    registry["spec"]["url"] = "http://127.0.0.1:9"
+    models = []
+    for index in range(count):
+        model = example("Model", "docs-embedder")
+        model["metadata"]["name"] = f"embedder-{index}"
+        models.append(model)
+    return [registry, example("ModelTemplate", "cpu-embedding"), *models]
+
+
+async def converge(cluster: Cluster, operator: OperatorProcess, names: list[str]) -> None:
+    """Play the controllers until every Model is READY; then check what exists."""
+    await eventually(
+        lambda: all(cluster.get(DEPLOYMENTS, NS, n) for n in names), 60, "Deployments", operator
+    )
+    for name in names:
+        await run_pods(cluster, NS, name)
+
+    def ready() -> bool:
+        return all(
+            ((cluster.get(MODELS, NS, n) or {}).get("status") or {}).get("state") == "READY"
+            for n in names
+        )
+
+    await eventually(ready, 60, "all READY", operator)
+    for resource in (DEPLOYMENTS, SERVICES, HPAS):
+        assert sorted(o["metadata"]["name"] for o in cluster.list(resource, NS)) == sorted(names), (
+            resource
+        )
+    assert cluster.list(SCALED_OBJECTS, NS) == []
+
+
+def never_went_backwards(cluster: Cluster, names: list[str]) -> None:
+    """From the API's own history: a Model's state only moves forward (its spec is unchanged)."""
+    for name in names:
+        states = [
+            (e["object"].get("status") or {}).get("state")
+            for _, resource, e in cluster.log
+            if resource == MODELS
+            and e["object"]["metadata"]["name"] == name
+            and e["type"] != "DELETED"
+        ]
+        ranks = [ORDER.get(state, 0) for state in states]
+        assert ranks == sorted(ranks), f"{name} went {states}"
+
+
+@pytest.mark.parametrize(
+    ("fault", "method", "path", "extra"),
+    [
+        (
+            "500 on every first Deployment apply",
+            "PATCH",
+            r"/deployments/",
+            {"code": 500, "times": 4},
+        ),
+        ("409 on status writes", "PATCH", r"/models/[^/]+/status", {"code": 409, "times": 4}),
+        (
+            "429 with Retry-After on Services",
+            "PATCH",
+            r"/services/",
+            {"code": 429, "times": 4, "retry_after": 1},
+        ),
+        ("503 on Events", "POST", r"/events", {"code": 503, "times": 10}),
+        (
+            "slow HPA writes",
+            "PATCH",
+            r"/horizontalpodautoscalers/",
+            {"code": 0, "times": None, "delay": 0.3},
+        ),
+        ("500 on kopf's own bookkeeping", "PATCH", r"/models/[^/]+$", {"code": 500, "times": 3}),
+    ],
+)
+async def test_api_errors_are_retried_until_everything_converges(
+    cluster: Cluster,
+    operator: OperatorProcess,
+    fault: str,
+    method: str,
+    path: str,
+    extra: dict[str, Any],
+) -> None:
+    injected = cluster.fail(method, path, **extra)
+    names = [f"embedder-{i}" for i in range(3)]
+    await apply_documents(cluster, documents(3))
+    await converge(cluster, operator, names)
+    assert injected.hits > 0, f"the fault '{fault}' was never hit"
+    never_went_backwards(cluster, names)
+
+
+async def test_dropped_and_expired_watches_are_resumed(
+    cluster: Cluster, operator: OperatorProcess
+) -> None:
+    names = [f"embedder-{i}" for i in range(2)]
+    await apply_documents(cluster, documents(2))
+    await eventually(
+        lambda: all(cluster.get(DEPLOYMENTS, NS, n) for n in names), 30, "Deployments", operator
+    )
+    # Watches dropped (an apiserver restart): changes made meanwhile are still seen.
+    await cluster.drop_watches()
+    await cluster.patch(
+        MODELS, NS, "embedder-0", {"spec": {"parameters": {"BATCH_SIZE": 7}}}, manager="kubectl"
+    )
+    await eventually(
+        lambda: any(
+            e.get("value") == "7"
+            for e in cluster.get(DEPLOYMENTS, NS, "embedder-0")["spec"]["template"]["spec"][
+                "containers"
+            ][0]["env"]
+        ),
+        30,
+        "change after drop",
+        operator,
+    )
+    # History compacted: resuming is 410 Gone, so the operator must list again.
+    await cluster.expire_history()
+    await cluster.patch(
+        MODELS, NS, "embedder-1", {"spec": {"parameters": {"BATCH_SIZE": 9}}}, manager="kubectl"
+    )
+    await eventually(
+        lambda: any(
+            e.get("value") == "9"
+            for e in cluster.get(DEPLOYMENTS, NS, "embedder-1")["spec"]["template"]["spec"][
+                "containers"
+            ][0]["env"]
+        ),
+        30,
+        "change after 410",
+        operator,
+    )
+    await converge(cluster, operator, names)
+
+
+async def test_sigkill_in_the_middle_of_work_loses_nothing(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    names = [f"embedder-{i}" for i in range(20)]
+    await apply_documents(cluster, documents(20))
+    # Slow writes so the kill lands in the middle of the burst, with work half done.
+    cluster.fail(
+        "PATCH",
+        r"/(deployments|services|horizontalpodautoscalers)/",
+        code=0,
+        times=None,
+        delay=0.05,
+    )
+    first = OperatorProcess(str(cluster.url), tmp_path).start()
+    await eventually(lambda: len(cluster.list(DEPLOYMENTS, NS)) >= 3, 30, "some Deployments", first)
+    await first.kill()
+    half_done = len(cluster.list(DEPLOYMENTS, NS))
+    cluster.faults.clear()
+    second = OperatorProcess(str(cluster.url), tmp_path).start()
+    try:
+        await converge(cluster, second, names)
+        never_went_backwards(cluster, names)
+        assert half_done < len(names), "the kill was meant to land mid-way"
+        # Converged: the restarted operator is idle, without a write.
+        await asyncio.sleep(1.5)
+        before = len(cluster.writes())
+        await asyncio.sleep(2)
+        assert cluster.writes()[before:] == []
+        for name in names:
+            assert condition(cluster.get(MODELS, NS, name))["status"] == "True"
+    finally:
+        await second.stop()
