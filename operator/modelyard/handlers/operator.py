@@ -13,6 +13,7 @@ import asyncio
 import concurrent.futures
 import copy
 import logging
+import re
 from typing import Any
 
 import kopf
@@ -333,9 +334,30 @@ async def registry_seen(namespace: str | None, memo: kopf.Memo, **kwargs: Any) -
         runner.model_soon((_ns(namespace), model))
 
 
+#: A `parameters` map as it appears in a logged dict repr, JSON, or JSON inside a repr'd string.
+_PARAMETERS = re.compile(r"""(['"\\]*parameters['"\\]*\s*:\s*)\{[^{}]*\}""")
+
+
+class RedactParameters(logging.Filter):
+    """Keeps Model parameters out of every log line.
+
+    kopf logs whole bodies and patches at debug level, and a Model's parameters may hold a
+    secret pasted in by mistake (our own code never logs them). Installed on the log handlers,
+    so it applies to every logger, kopf's included.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "parameters" in message:
+            record.msg, record.args = _PARAMETERS.sub(r"\1{<redacted>}", message), None
+        return True
+
+
 def run(namespaces: list[str], liveness: str | None, verbose: bool) -> None:
     """Run the operator in this process until it is stopped."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RedactParameters())
     kopf.configure(verbose=verbose)
     kopf.run(
         standalone=True,
