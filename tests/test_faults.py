@@ -25,6 +25,7 @@ from support.controllers import (
 from support.emulator import Cluster
 from support.examples import example
 from support.operator_process import OperatorProcess, eventually
+from support.registry import LocalRegistry, require_tools
 
 pytestmark = pytest.mark.kmock(cls=Cluster)
 
@@ -196,3 +197,77 @@ async def test_sigkill_in_the_middle_of_work_loses_nothing(
             assert condition(cluster.get(MODELS, NS, name))["status"] == "True"
     finally:
         await second.stop()
+
+
+async def test_registry_outage_during_verification(cluster: Cluster, tmp_path: Path) -> None:
+    """An outage never un-verifies a version; a version first seen during one waits and recovers."""
+    require_tools()
+    local = await LocalRegistry(tmp_path / "registry").start()
+    digest = local.push("acme/awesome-llm", "1.0.0", "weights")
+    newer = local.push("acme/awesome-llm", "1.1.0", "newer weights")
+    versions = "modelyard.dev/v1alpha1/modelversions"
+
+    def version(name: str, number: str, published: str) -> dict[str, Any]:
+        return {
+            "apiVersion": "modelyard.dev/v1alpha1",
+            "kind": "ModelVersion",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {
+                "model": "awesome-llm",
+                "version": number,
+                "registry": "local",
+                "repository": "acme/awesome-llm",
+                "digest": published,
+                "tag": number,
+            },
+        }
+
+    def reason(name: str) -> str | None:
+        return condition(cluster.get(versions, NS, name)).get("reason")
+
+    operator = OperatorProcess(str(cluster.url), tmp_path).start()
+    try:
+        await apply_documents(
+            cluster,
+            [
+                {
+                    "apiVersion": "modelyard.dev/v1alpha1",
+                    "kind": "Registry",
+                    "metadata": {"name": "local", "namespace": NS},
+                    "spec": {"url": local.url, "checkIntervalSeconds": 10},
+                },
+                version("v1", "1.0.0", digest),
+            ],
+        )
+        await eventually(lambda: reason("v1") == "DigestVerified", 20, "verified", operator)
+        verified = cluster.get(versions, NS, "v1")
+        # The registry goes away while the operator restarts and re-verifies everything.
+        await local.stop()
+        await operator.kill()
+        operator = OperatorProcess(str(cluster.url), tmp_path).start()
+        await eventually(
+            lambda: (
+                condition(cluster.get("modelyard.dev/v1alpha1/registries", NS, "local")).get(
+                    "reason"
+                )
+                == "Unreachable"
+            ),
+            20,
+            "registry unreachable",
+            operator,
+        )
+        await apply_documents(cluster, [version("v2", "1.1.0", newer)])
+        await eventually(
+            lambda: reason("v2") == "RegistryNotReady", 20, "new version waits", operator
+        )
+        assert cluster.get(versions, NS, "v1")["status"] == verified["status"], (
+            "an outage un-verified nothing"
+        )
+        # The registry is back: the next check finds it, and the waiting version verifies.
+        await local.start()
+        await eventually(
+            lambda: reason("v2") == "DigestVerified", 40, "verified after the outage", operator
+        )
+    finally:
+        await operator.stop()
+        await local.stop()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 import json
 import random
 import time
@@ -73,6 +74,51 @@ def path(api_version: str, kind: str, namespace: str | None, name: str | None = 
     return f"{prefix}{scope}/{plural}" + (f"/{name}" if name else "")
 
 
+class Priority:
+    """Which API calls go first when many wait: what users wait for before what they read."""
+
+    DEPLOYMENT = 0  # the workload itself: time-to-Deployment is what a user waits for
+    CHILD = 1  # Services, autoscalers, pull Secrets
+    STATUS = 2  # status and finalizers
+    EVENT = 3  # best effort
+    READ = 1
+
+
+class PriorityGate:
+    """At most `limit` calls in flight; waiting calls are let in by priority, then by arrival.
+
+    A burst of new Models otherwise queues every Model's Deployment behind the Services,
+    autoscalers and status writes of the Models that came before it.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self._free = limit
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._arrivals = 0
+
+    async def __call__(self, priority: int) -> None:
+        if self._free > 0 and not self._waiting:
+            self._free -= 1
+            return
+        self._arrivals += 1
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        heapq.heappush(self._waiting, (priority, self._arrivals, future))
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release()  # granted, then cancelled before running: pass the slot on
+            raise
+
+    def release(self) -> None:
+        while self._waiting:
+            _, _, future = heapq.heappop(self._waiting)
+            if not future.done():
+                future.set_result(None)
+                return
+        self._free += 1
+
+
 @dataclass
 class _Cached:
     value: bool
@@ -89,6 +135,7 @@ class Kube:
         self.field_manager = field_manager
         self._timeout = timeout
         self._discovery: dict[str, _Cached] = {}
+        self._gate = PriorityGate(CONCURRENCY)
         self.requests = 0
         self.writes = 0
 
@@ -145,8 +192,14 @@ class Kube:
         body: Any = None,
         query: list[tuple[str, str]] | None = None,
         content_type: str = "application/json",
+        *,
+        priority: int = Priority.READ,
     ) -> Manifest:
-        return await asyncio.to_thread(self._call, method, url, body, query, content_type)
+        await self._gate(priority)
+        try:
+            return await asyncio.to_thread(self._call, method, url, body, query, content_type)
+        finally:
+            self._gate.release()
 
     async def apply(self, manifest: Manifest) -> Manifest:
         """Server-side apply under the operator's field manager; the manifest is the whole intent.
@@ -161,8 +214,14 @@ class Kube:
         )
         query = [("fieldManager", self.field_manager), ("force", "true")]
         # JSON is YAML, and a string body passes through the client untouched.
+        priority = Priority.DEPLOYMENT if manifest["kind"] == "Deployment" else Priority.CHILD
         return await self._run(
-            "PATCH", url, json.dumps(manifest), query, "application/apply-patch+yaml"
+            "PATCH",
+            url,
+            json.dumps(manifest),
+            query,
+            "application/apply-patch+yaml",
+            priority=priority,
         )
 
     async def delete(self, api_version: str, kind: str, namespace: str | None, name: str) -> bool:
@@ -185,7 +244,12 @@ class Kube:
         """Replace status through the status subresource, the only place it may be written."""
         url = path(api_version, kind, namespace, name) + "/status"
         return await self._run(
-            "PATCH", url, {"status": status}, None, "application/merge-patch+json"
+            "PATCH",
+            url,
+            {"status": status},
+            None,
+            "application/merge-patch+json",
+            priority=Priority.STATUS,
         )
 
     async def set_finalizers(
@@ -204,7 +268,12 @@ class Kube:
             metadata["resourceVersion"] = resource_version
         url = path(api_version, kind, namespace, name)
         return await self._run(
-            "PATCH", url, {"metadata": metadata}, None, "application/merge-patch+json"
+            "PATCH",
+            url,
+            {"metadata": metadata},
+            None,
+            "application/merge-patch+json",
+            priority=Priority.STATUS,
         )
 
     async def get(
@@ -248,7 +317,8 @@ class Kube:
         }
         # Best effort: losing an Event must never fail or retry a reconcile.
         with contextlib.suppress(ApiError):
-            await self._run("POST", path("v1", "Event", namespace), event)
+            url = path("v1", "Event", namespace)
+            await self._run("POST", url, event, None, priority=Priority.EVENT)
 
     async def serves(self, group_version: str, plural: str, ttl: float = 60) -> bool:
         """Whether the API serves a resource (is KEDA installed?), cached for `ttl` seconds."""

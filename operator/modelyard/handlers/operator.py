@@ -80,7 +80,12 @@ def _ns(namespace: str | None) -> str:
 
 
 def _body(body: kopf.Body) -> dict[str, Any]:
-    return copy.deepcopy(dict(body))
+    """A copy for an index, without managedFields: the largest part of a real object, unused."""
+    copied = copy.deepcopy(dict(body))
+    metadata = dict(copied.get("metadata") or {})
+    metadata.pop("managedFields", None)
+    copied["metadata"] = metadata
+    return copied
 
 
 # -- indices: the operator's read model -------------------------------------------------------

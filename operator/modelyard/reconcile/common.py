@@ -31,6 +31,30 @@ def describe(error: ValidationError) -> str:
 
 
 _reported: set[tuple[str, str, str]] = set()
+_parsed: dict[tuple[str, str, str], Resource] = {}
+PARSE_CACHE_SIZE = 20_000
+
+
+def parse_cached(kind: type[R], body: Manifest) -> R:
+    """`kind.model_validate(body)`, remembered per object version.
+
+    Every pass over a Model reads its template and every Registry and ModelVersion of its
+    namespace; they change rarely, and validating them again on every pass was most of a
+    pass's CPU. A resourceVersion identifies an object's content, so the cache cannot go stale.
+    """
+    metadata = body.get("metadata") or {}
+    version = metadata.get("resourceVersion")
+    if not version:
+        return kind.model_validate(body)
+    key = (kind.__name__, str(metadata.get("uid")), str(version))
+    cached = _parsed.get(key)
+    if cached is None:
+        cached = kind.model_validate(body)
+        if len(_parsed) >= PARSE_CACHE_SIZE:
+            _parsed.clear()
+        _parsed[key] = cached
+    assert isinstance(cached, kind)
+    return cached
 
 
 def parse_all(kind: type[R], bodies: Iterable[Manifest]) -> list[R]:
@@ -41,7 +65,7 @@ def parse_all(kind: type[R], bodies: Iterable[Manifest]) -> list[R]:
     parsed = []
     for body in bodies:
         try:
-            parsed.append(kind.model_validate(body))
+            parsed.append(parse_cached(kind, body))
         except ValidationError as error:
             metadata = body.get("metadata") or {}
             seen = (kind.__name__, str(metadata.get("uid")), str(metadata.get("resourceVersion")))

@@ -31,7 +31,13 @@ from modelyard.builders import workload as wl
 from modelyard.builders.plan import Plan, plan_model
 from modelyard.config import OperatorConfig
 from modelyard.kube import ApiError, Kube
-from modelyard.reconcile.common import ReconcileError, describe, parse_all, status_changed
+from modelyard.reconcile.common import (
+    ReconcileError,
+    describe,
+    parse_all,
+    parse_cached,
+    status_changed,
+)
 from modelyard.status import conditions, reasons
 from modelyard.status.model import Observation, observe
 
@@ -71,7 +77,7 @@ async def _plan(world: ModelWorld, model: Model, config: OperatorConfig, kube: K
     template: ModelTemplate | None = None
     if world.template is not None:
         try:
-            template = ModelTemplate.model_validate(world.template)
+            template = parse_cached(ModelTemplate, world.template)
         except ValidationError as error:
             raise ReconcileError(
                 reasons.TEMPLATE_NOT_READY,

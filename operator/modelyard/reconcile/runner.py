@@ -117,6 +117,12 @@ def newest(indexed: Manifest | None, written: Manifest | None) -> Manifest | Non
     return indexed
 
 
+def caught_up(indexed: Manifest | None, written: Manifest) -> bool:
+    """The index holds our write or something newer: our copy is no longer needed."""
+    ours, theirs = _version(written), _version(indexed)
+    return ours is not None and theirs is not None and theirs >= ours
+
+
 @dataclass
 class _Slot:
     """Coalescing state of one object: a pass is running, and whether another is wanted."""
@@ -157,9 +163,9 @@ class Runner:
                 self.forget("Model", key)
                 self.states.forget("Model", *key)
                 return None
-            world.model = newest(world.model, self._latest.get(("Model", *key))) or world.model
+            world.model = self.fresh("Model", key, world.model) or world.model
             for kind in CHILD_INDICES:
-                child = newest(world.children.get(kind), self._latest.get((kind, *key)))
+                child = self.fresh(kind, key, world.children.get(kind))
                 if child is not None:
                     world.children[kind] = child
             with metrics.timed("Model"):
@@ -215,7 +221,7 @@ class Runner:
             if body is None:
                 self.forget("ModelTemplate", key)
                 return None
-            body = newest(body, self._latest.get(("ModelTemplate", *key))) or body
+            body = self.fresh("ModelTemplate", key, body) or body
             models = self.models_using_template(*key)
             image = (body.get("spec") or {}).get("image") or {}
             connection = (
@@ -255,7 +261,7 @@ class Runner:
                 return None
             before = self.connections.get(key)
             was_ready = before.ready if before else None
-            body = newest(body, self._latest.get(("Registry", *key))) or body
+            body = self.fresh("Registry", key, body) or body
             with metrics.timed("Registry"):
                 outcome = await reconcile_registry(body, self.kube, self.connections)
             self.keep_written(outcome.status)
@@ -320,7 +326,7 @@ class Runner:
                 return None
             registry = (body.get("spec") or {}).get("registry", "")
             connection = await self._connection(key[0], registry)
-            body = newest(body, self._latest.get(("ModelVersion", *key))) or body
+            body = self.fresh("ModelVersion", key, body) or body
             with metrics.timed("ModelVersion"):
                 outcome = await reconcile_version(
                     body, self.same_version(key), connection, self.kube
@@ -344,6 +350,16 @@ class Runner:
                 )
                 if newest(self._latest.get(key), obj) is obj:
                     self._latest[key] = obj
+
+    def fresh(self, kind: str, key: Key, indexed: Manifest | None) -> Manifest | None:
+        """The newer of the index's copy and our last write's; ours is dropped once caught up,
+        so this cache only ever holds the few objects written in the last moments."""
+        slot = (kind, *key)
+        written = self._latest.get(slot)
+        if written is not None and caught_up(indexed, written):
+            del self._latest[slot]
+            return indexed
+        return newest(indexed, written)
 
     def forget(self, kind: str, key: Key) -> None:
         """The object is gone: a remembered copy must not resurrect it."""
