@@ -203,6 +203,13 @@ async def reconcile_model(world: ModelWorld, kube: Kube, config: OperatorConfig)
         workload=workload,
     )
     outcome.state, outcome.reason = status["state"], status["conditions"][-1]["reason"]
+    return await _publish(body, previous, status, kube, outcome)
+
+
+async def _publish(
+    body: Manifest, previous: Manifest, status: Manifest, kube: Kube, outcome: Outcome
+) -> Outcome:
+    """Write status when it differs from what is there, and announce what changed."""
     if status_changed(previous, status):
         metadata = body["metadata"]
         written = await kube.patch_status(
@@ -255,15 +262,7 @@ async def _write_broken(
         "observedGeneration": generation,
     }
     outcome.state, outcome.reason = status["state"], blocking.reason
-    if status_changed(previous, status):
-        metadata = body["metadata"]
-        written = await kube.patch_status(
-            API_VERSION, "Model", metadata.get("namespace"), metadata["name"], status
-        )
-        outcome.status_written = True
-        outcome.written.append(written)
-        await _announce(body, previous, status, kube)
-    return outcome
+    return await _publish(body, previous, status, kube, outcome)
 
 
 __all__ = ["ApiError", "ModelWorld", "Outcome", "reconcile_model"]

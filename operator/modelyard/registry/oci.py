@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import re
 import ssl
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -176,33 +178,13 @@ class OciClient:
         headers = {"Accept": MANIFEST_TYPES}
         if authorization:
             headers["Authorization"] = authorization
-        try:
+        with _transport(self.endpoint):
             async with self._http().request(
                 method, self.endpoint.base + path, headers=headers, allow_redirects=True
             ) as response:
                 if method == "GET":
                     await response.read()
                 return response.status, dict(response.headers)
-        except (
-            aiohttp.ClientConnectorCertificateError,
-            aiohttp.ClientSSLError,
-            ssl.SSLError,
-        ) as error:
-            raise RegistryError(
-                Failure.TLS_ERROR, f"TLS with {self.endpoint.host} failed: {error}"
-            ) from None
-        except TimeoutError:
-            raise RegistryError(
-                Failure.UNREACHABLE,
-                f"{self.endpoint.host} did not answer within {self.endpoint.timeout:g} s",
-                temporary=True,
-            ) from None
-        except aiohttp.ClientError as error:
-            raise RegistryError(
-                Failure.UNREACHABLE,
-                f"cannot reach {self.endpoint.host}: {type(error).__name__}",
-                temporary=True,
-            ) from None
 
     def _cached_token(self, scope: str | None) -> str | None:
         token = self._tokens.get(scope or "")
@@ -256,6 +238,30 @@ class OciClient:
         return f"Bearer {value}"
 
 
+@contextlib.contextmanager
+def _transport(endpoint: Endpoint) -> Iterator[None]:
+    """Network failures as the reasons a status shows; the message names the host, never
+    anything sent to it."""
+    try:
+        yield
+    except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError, ssl.SSLError) as error:
+        raise RegistryError(
+            Failure.TLS_ERROR, f"TLS with {endpoint.host} failed: {error}"
+        ) from None
+    except TimeoutError:
+        raise RegistryError(
+            Failure.UNREACHABLE,
+            f"{endpoint.host} did not answer within {endpoint.timeout:g} s",
+            temporary=True,
+        ) from None
+    except aiohttp.ClientError as error:
+        raise RegistryError(
+            Failure.UNREACHABLE,
+            f"cannot reach {endpoint.host}: {type(error).__name__}",
+            temporary=True,
+        ) from None
+
+
 def _classify(status: int, what: str) -> RegistryError:
     if status in (401, 403):
         return RegistryError(
@@ -277,7 +283,7 @@ async def check_mlflow(endpoint: Endpoint, credentials: Credentials, token: str 
     )
     url = endpoint.url.rstrip("/") + "/api/2.0/mlflow/registered-models/search?max_results=1"
     timeout = aiohttp.ClientTimeout(total=endpoint.timeout)
-    try:
+    with _transport(endpoint):
         async with (
             aiohttp.ClientSession(
                 timeout=timeout, connector=aiohttp.TCPConnector(ssl=ssl_context(endpoint))
@@ -286,20 +292,6 @@ async def check_mlflow(endpoint: Endpoint, credentials: Credentials, token: str 
         ):
             if response.status != 200:
                 raise _classify(response.status, "MLflow registered-models search")
-    except (aiohttp.ClientConnectorCertificateError, aiohttp.ClientSSLError) as error:
-        raise RegistryError(
-            Failure.TLS_ERROR, f"TLS with {endpoint.host} failed: {error}"
-        ) from None
-    except TimeoutError:
-        raise RegistryError(
-            Failure.UNREACHABLE, f"{endpoint.host} did not answer", temporary=True
-        ) from None
-    except aiohttp.ClientError as error:
-        raise RegistryError(
-            Failure.UNREACHABLE,
-            f"cannot reach {endpoint.host}: {type(error).__name__}",
-            temporary=True,
-        ) from None
 
 
 async def gather_limited(coroutines: list[Any], limit: int = 8) -> list[Any]:
