@@ -16,6 +16,15 @@ operator of bench/baseline_operator.py on a fresh emulated API. Measured:
 - API writes per minute while idle with N Models present;
 - the operator's resident memory after N.
 
+With KUBECONFIG set, the same measurements run against that cluster instead, through the API
+alone: the operator runs locally serving only a fresh namespace `modelyard-bench-*` (deleted at
+the end), a watch timestamps Deployments and Models, and requests are counted by the operator's
+own client (`modelyard_api_requests_total`) — kopf's bookkeeping requests are not visible there,
+the report says so. Workers use the pause image and 1m CPU / 1Mi memory, so a real cluster is not
+burdened; Models become READY only if the cluster runs them. `--emulated` ignores KUBECONFIG.
+`--serve PORT` runs the emulated API (with the played controllers) standalone, which is how the
+cluster mode is tested without a cluster.
+
 Results go to bench/results/bench-<N>.json and the table in docs/performance.md. Figures are
 measured, never asserted: tests do not time anything.
 """
@@ -25,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import platform
 import subprocess
@@ -334,6 +344,195 @@ async def run_baseline(n: int, directory: Path, timeout: float) -> Figures:
     return figures
 
 
+# -- any cluster, through the API alone ---------------------------------------------------------
+
+
+class ClusterWatch:
+    """Timestamps from watch streams on a real cluster: first Deployment per Model, READY."""
+
+    def __init__(self, namespace: str) -> None:
+        import kubernetes  # noqa: PLC0415 -- only the cluster mode needs the client
+
+        self.kubernetes = kubernetes
+        self.namespace = namespace
+        self.first_seen: dict[tuple[str, str], float] = {}
+        self.ready: dict[str, float] = {}
+        self.stopped = False
+
+    def follow(self, api: Any, method: str, resource: str, **kwargs: Any) -> None:
+        watch = self.kubernetes.watch.Watch()
+        while not self.stopped:
+            try:
+                for event in watch.stream(
+                    getattr(api, method), namespace=self.namespace, timeout_seconds=5, **kwargs
+                ):
+                    obj = event["object"]
+                    obj = (
+                        obj
+                        if isinstance(obj, dict)
+                        else api.api_client.sanitize_for_serialization(obj)
+                    )
+                    metadata = obj.get("metadata") or {}
+                    name = (metadata.get("labels") or {}).get(
+                        "modelyard.dev/model"
+                    ) or metadata.get("name", "")
+                    self.first_seen.setdefault((resource, name), time.perf_counter())
+                    if resource == MODELS and (obj.get("status") or {}).get("state") == "READY":
+                        self.ready.setdefault(metadata["name"], time.perf_counter())
+                    if self.stopped:
+                        return
+            except Exception:  # a dropped stream: watch again
+                time.sleep(0.5)
+
+
+def scrape_requests(port: int) -> dict[str, float]:
+    import urllib.request  # noqa: PLC0415
+
+    counts: dict[str, float] = {}
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith("modelyard_api_requests_total{"):
+                method = line.split('method="', 1)[1].split('"', 1)[0]
+                counts[method] = float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def cluster_documents(namespace: str, n: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The benchmark's objects, light enough for a real cluster: pause image, 1m CPU, 1Mi."""
+    setup, models = documents(n)
+    for _, body in setup + models:
+        body["metadata"]["namespace"] = namespace
+    template = setup[1][1]["spec"]
+    template["image"] = {"registry": "local", "repository": "pause", "digest": "sha256:" + "b" * 64}
+    template["resources"] = {"cpus": "1m", "memory": "1Mi"}
+    return [body for _, body in setup], [body for _, body in models]
+
+
+def start_watches(namespace: str, with_models: bool) -> ClusterWatch:
+    import threading  # noqa: PLC0415
+
+    import kubernetes  # noqa: PLC0415
+
+    watcher = ClusterWatch(namespace)
+    apps, custom = kubernetes.client.AppsV1Api(), kubernetes.client.CustomObjectsApi()
+    follows: list[tuple[Any, str, str, dict[str, str]]] = [
+        (apps, "list_namespaced_deployment", DEPLOYMENTS, {})
+    ]
+    if with_models:
+        crd = {"group": "modelyard.dev", "version": "v1alpha1", "plural": "models"}
+        follows.append((custom, "list_namespaced_custom_object", MODELS, crd))
+    for api, method, resource, kwargs in follows:
+        threading.Thread(
+            target=watcher.follow, args=(api, method, resource), kwargs=kwargs, daemon=True
+        ).start()
+    return watcher
+
+
+def launch(
+    namespace: str, directory: Path, baseline: bool
+) -> tuple[OperatorProcess | None, Any, int]:
+    """The operator under test, serving only `namespace` of the KUBECONFIG cluster."""
+    if baseline:
+        log = (directory / "baseline-cluster.log").open("wb")
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "kopf",
+                "run",
+                "--standalone",
+                "--namespace",
+                namespace,
+                str(ROOT / "bench" / "baseline_operator.py"),
+            ],
+            env=dict(os.environ),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        return None, process, process.pid
+    operator = OperatorProcess("", directory, verbose=False, namespaces=[namespace]).start()
+    return operator, None, operator.process.pid if operator.process else 0
+
+
+async def run_on_cluster(
+    n: int, directory: Path, idle_seconds: float, timeout: float, baseline: bool
+) -> Figures:
+    import kubernetes  # noqa: PLC0415
+
+    kubernetes.config.load_kube_config()
+    core, custom = kubernetes.client.CoreV1Api(), kubernetes.client.CustomObjectsApi()
+    namespace = f"modelyard-bench-{int(time.time())}-{'naive' if baseline else 'ours'}"
+    core.create_namespace(
+        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+    )
+    figures = Figures(n)
+    setup, models = cluster_documents(namespace, n)
+    watcher = start_watches(namespace, with_models=not baseline)
+    plurals = {"Registry": "registries", "ModelTemplate": "modeltemplates", "Model": "models"}
+
+    def create(body: dict[str, Any]) -> None:
+        custom.create_namespaced_custom_object(
+            "modelyard.dev", "v1alpha1", namespace, plurals[body["kind"]], body
+        )
+
+    operator, process, pid = launch(namespace, directory, baseline)
+    try:
+        for body in setup:
+            await asyncio.to_thread(create, body)
+        await asyncio.sleep(5)
+        before = scrape_requests(operator.metrics_port) if operator else {}
+        created: dict[str, float] = {}
+        start = time.perf_counter()
+        for body in models:
+            created[body["metadata"]["name"]] = time.perf_counter()
+            await asyncio.to_thread(create, body)
+        figures.timed_out = not await wait(
+            lambda: all((DEPLOYMENTS, m) in watcher.first_seen for m in created), timeout
+        )
+        figures.all_reconciled_s = time.perf_counter() - start
+        delays = [
+            watcher.first_seen[(DEPLOYMENTS, m)] - t
+            for m, t in created.items()
+            if (DEPLOYMENTS, m) in watcher.first_seen
+        ]
+        figures.to_deployment_ms = {f"p{q}": 1000 * percentile(delays, q) for q in (50, 95, 99)}
+        figures.rss_mb = rss_mb(pid)
+        if operator is not None:
+            await wait(lambda: len(watcher.ready) == n, 30)  # READY only if the cluster runs pods
+            figures.all_ready_s = (
+                max(watcher.ready.values()) - start if watcher.ready else float("nan")
+            )
+            figures.requests_per_model = (
+                sum(scrape_requests(operator.metrics_port).values()) - sum(before.values())
+            ) / n
+            await asyncio.sleep(5)
+            mark = scrape_requests(operator.metrics_port)
+            await asyncio.sleep(idle_seconds)
+            idle = scrape_requests(operator.metrics_port)
+            figures.idle_writes_per_minute = (
+                sum(v - mark.get(k, 0) for k, v in idle.items() if k != "GET") * 60 / idle_seconds
+            )
+    finally:
+        watcher.stopped = True
+        if operator is not None:
+            await operator.stop()
+        if process is not None:
+            process.terminate()
+        try:
+            core.delete_namespace(namespace)
+        except Exception as error:
+            print(f"could not delete namespace {namespace}: {error}", file=sys.stderr)
+    return figures
+
+
+async def serve(port: int) -> None:
+    """The emulated API with the played controllers, standalone (tests the cluster mode)."""
+    async with BenchCluster() as cluster, kmock.Server(cluster, port=port):
+        print(f"emulated API on http://127.0.0.1:{port}", flush=True)
+        await asyncio.Event().wait()
+
+
 def machine() -> dict[str, Any]:
     cpu = next(
         (
@@ -349,6 +548,10 @@ def machine() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
     }
+
+
+def number(value: float, digits: int = 0) -> str:
+    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"  # not measurable there
 
 
 def table(results: list[dict[str, Any]]) -> str:
@@ -368,14 +571,15 @@ def table(results: list[dict[str, Any]]) -> str:
             idle = f"{f['idle_writes_per_minute']:.0f}" if label == "modelyard" else "—"
             rows.append(
                 f"| {f['n']} | {label} | {d['p50']:.0f} / {d['p95']:.0f} / {d['p99']:.0f} | "
-                f"{f['all_reconciled_s']:.1f} | {ready} | {f['requests_per_model']:.2f} | {idle} | "
-                f"{f['rss_mb']:.0f} |"
+                f"{f['all_reconciled_s']:.1f} | {ready} | "
+                f"{number(f['requests_per_model'], 2)} | {idle} | {f['rss_mb']:.0f} |"
             )
         ratio = result["ratios"]
         rows.append(
             f"| {ours['n']} | ratio (modelyard ÷ naive) "
             f"| {ratio['p50']:.2f} / — / {ratio['p99']:.2f} | "
-            f"{ratio['all_reconciled']:.2f} | | {ratio['requests']:.2f} | | {ratio['rss']:.2f} |"
+            f"{ratio['all_reconciled']:.2f} | | {number(ratio['requests'], 2)} | | "
+            f"{number(ratio['rss'], 2)} |"
         )
     return "\n".join(rows)
 
@@ -385,11 +589,15 @@ def write_report(results: list[dict[str, Any]], command: str) -> None:
     text = path.read_text() if path.exists() else ""
     begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
     info = results[0]["machine"]
+    target = results[0].get("target", "emulated API")
+    where = (
+        "against the emulated API in the same process as the harness"
+        if target == "emulated API"
+        else f"against the cluster of {target} (requests counted by modelyard's own client only)"
+    )
     block = (
         f"{begin}\nMeasured with `{command}` on {time.strftime('%Y-%m-%d')}: {info['cpus']} cores "
-        f"({info['cpu']}), Python {info['python']}, against the emulated API in the same "
-        "process as the "
-        f"harness.\n\n{table(results)}\n{end}"
+        f"({info['cpu']}), Python {info['python']}, {where}.\n\n{table(results)}\n{end}"
     )
     if begin in text:
         text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
@@ -404,7 +612,15 @@ async def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=60)
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument("--emulated", action="store_true", help="ignore KUBECONFIG")
+    parser.add_argument(
+        "--serve", type=int, metavar="PORT", help="serve the emulated API standalone"
+    )
     args = parser.parse_args()
+    if args.serve:
+        await serve(args.serve)
+        return
+    on_cluster = bool(os.environ.get("KUBECONFIG")) and not args.emulated
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
     results = []
@@ -412,12 +628,20 @@ async def main() -> None:
         work = out / f"work-{n}"
         work.mkdir(exist_ok=True)
         print(f"N={n}: modelyard …", flush=True)
-        ours = await run_ours(n, work, args.idle_seconds, args.timeout)
+        ours = (
+            await run_on_cluster(n, work, args.idle_seconds, args.timeout, baseline=False)
+            if on_cluster
+            else await run_ours(n, work, args.idle_seconds, args.timeout)
+        )
         print(json.dumps(asdict(ours)), flush=True)
         base = Figures(n)
         if not args.skip_baseline:
             print(f"N={n}: naive kopf baseline …", flush=True)
-            base = await run_baseline(n, work, args.timeout)
+            base = (
+                await run_on_cluster(n, work, args.idle_seconds, args.timeout, baseline=True)
+                if on_cluster
+                else await run_baseline(n, work, args.timeout)
+            )
             print(json.dumps(asdict(base)), flush=True)
 
         def ratio(a: float, b: float) -> float:

@@ -25,6 +25,8 @@ import kubernetes
 import urllib3
 from kubernetes.client.exceptions import ApiException
 
+from modelyard import metrics
+
 Manifest = dict[str, Any]
 
 #: apiVersion/kind → plural, for every kind the operator reads or writes.
@@ -163,6 +165,7 @@ class Kube:
         self.requests += 1
         if method != "GET":
             self.writes += 1
+        metrics.API_REQUESTS.labels(method).inc()
         headers = {"Accept": "application/json", "Content-Type": content_type}
         try:
             prepared = self._client.param_serialize(

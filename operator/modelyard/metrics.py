@@ -52,6 +52,12 @@ REGISTRY_CHECK_FAILURES = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+API_REQUESTS = Counter(
+    "modelyard_api_requests_total",
+    "Kubernetes API requests made by the operator's own client, by HTTP method.",
+    ["method"],
+    registry=REGISTRY,
+)
 VERIFICATIONS = Counter(
     "modelyard_digest_verifications_total",
     "ModelVersion digest verifications, by result reason.",

@@ -41,9 +41,28 @@ import aiohttp.web
 import attrs
 import kmock
 import yaml
+from kmock._internal import parsing as kmock_parsing
 
 Obj = dict[str, Any]
 Path = tuple[str, ...]
+
+_parse_path = kmock_parsing.parse_path
+_NAMESPACES = re.compile(
+    r"^/api/v1/namespaces(?:/(?P<name>[^/]+))?(?:/(?P<sub>status|finalize))?/?$"
+)
+
+
+def _parse_path_with_namespaces(path: str) -> Any:
+    """kmock 0.8 reads `/api/v1/namespaces` as a namespace prefix with no name and fails (500),
+    so `kubectl create namespace` and `kopf run -n` cannot work; namespaces are a cluster-scoped
+    resource of their own."""
+    match = _NAMESPACES.match(path)
+    if match:
+        return kmock_parsing.ParsedPath("", "v1", "namespaces", None, match["name"], match["sub"])
+    return _parse_path(path)
+
+
+kmock_parsing.parse_path = _parse_path_with_namespaces
 
 EVENT_LOG_LIMIT = 50_000
 

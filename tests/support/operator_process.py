@@ -49,12 +49,21 @@ class OperatorProcess:
     """`modelyard run` in a child process; `output` holds everything it logged."""
 
     def __init__(
-        self, url: str, directory: Path, config: dict[str, Any] | None = None, verbose: bool = True
+        self,
+        url: str,
+        directory: Path,
+        config: dict[str, Any] | None = None,
+        verbose: bool = True,
+        namespaces: list[str] | None = None,
     ) -> None:
+        """`url` of the emulated API; empty: the cluster of the caller's own KUBECONFIG."""
         self.verbose = verbose
+        self.namespaces = namespaces or []
         self.directory = directory
         self.log_path = directory / f"operator-{time.monotonic_ns()}.log"
-        self.env = {**os.environ, "KUBECONFIG": str(kubeconfig(url, directory))}
+        self.env = dict(os.environ)
+        if url:
+            self.env["KUBECONFIG"] = str(kubeconfig(url, directory))
         # Each operator gets its own metrics port, so parallel or successive runs never clash.
         self.metrics_port = free_port()
         config_path = directory / f"operator-config-{self.metrics_port}.yaml"
@@ -66,7 +75,14 @@ class OperatorProcess:
         self.log_path = self.directory / f"operator-{time.monotonic_ns()}.log"
         log = self.log_path.open("wb")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "modelyard", "run", *(["--verbose"] if self.verbose else [])],
+            [
+                sys.executable,
+                "-m",
+                "modelyard",
+                "run",
+                *(["--verbose"] if self.verbose else []),
+                *(f"--namespace={namespace}" for namespace in self.namespaces),
+            ],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=self.env,
