@@ -148,6 +148,28 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
+def to_deployment_ms(
+    first_seen: dict[tuple[str, str], float], created: dict[str, float]
+) -> dict[str, float]:
+    """p50/p95/p99 of the time from each Model's creation to its Deployment's, in ms."""
+    delays = [
+        first_seen[(DEPLOYMENTS, name)] - at
+        for name, at in created.items()
+        if (DEPLOYMENTS, name) in first_seen
+    ]
+    return {f"p{q}": 1000 * percentile(delays, q) for q in (50, 95, 99)}
+
+
+async def create_models(
+    cluster: BenchCluster, models: list[tuple[str, dict[str, Any]]]
+) -> list[str]:
+    """Create the Models as fast as the API takes them, stamping each creation time."""
+    for resource, body in models:
+        cluster.created[body["metadata"]["name"]] = time.perf_counter()
+        await cluster.create(resource, body, manager="kubectl")
+    return [body["metadata"]["name"] for _, body in models]
+
+
 def rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
@@ -238,11 +260,7 @@ async def run_ours(n: int, directory: Path, idle_seconds: float, timeout: float)
             await asyncio.sleep(3)
             start_index = len(cluster.served)
             start = time.perf_counter()
-            for resource, body in models:
-                cluster.created[body["metadata"]["name"]] = time.perf_counter()
-                await cluster.create(resource, body, manager="kubectl")
-
-            names = [body["metadata"]["name"] for _, body in models]
+            names = await create_models(cluster, models)
             kinds = (DEPLOYMENTS, "v1/services", "autoscaling/v2/horizontalpodautoscalers")
 
             def reconciled() -> bool:
@@ -262,12 +280,7 @@ async def run_ours(n: int, directory: Path, idle_seconds: float, timeout: float)
             figures.watch_requests = sum(1 for entry in served if entry[1].endswith("?watch"))
             counted = [entry for entry in served if not entry[1].endswith("?watch")]
             figures.requests_per_model = len(counted) / n
-            delays = [
-                cluster.first_seen[(DEPLOYMENTS, name)] - cluster.created[name]
-                for name in names
-                if (DEPLOYMENTS, name) in cluster.first_seen
-            ]
-            figures.to_deployment_ms = {f"p{q}": 1000 * percentile(delays, q) for q in (50, 95, 99)}
+            figures.to_deployment_ms = to_deployment_ms(cluster.first_seen, cluster.created)
             figures.rss_mb = rss_mb(operator.process.pid) if operator.process else float("nan")
             # Idle means nothing changes: wait until the last trailing writes (kopf finishing its
             # own create handlers) have stopped for 5 s, then count writes over the window.
@@ -317,10 +330,7 @@ async def run_baseline(n: int, directory: Path, timeout: float) -> Figures:
             await asyncio.sleep(3)
             start_index = len(cluster.served)
             start = time.perf_counter()
-            for resource, body in models:
-                cluster.created[body["metadata"]["name"]] = time.perf_counter()
-                await cluster.create(resource, body, manager="kubectl")
-            names = [body["metadata"]["name"] for _, body in models]
+            names = await create_models(cluster, models)
             figures.timed_out = not await wait(
                 lambda: all((DEPLOYMENTS, name) in cluster.first_seen for name in names), timeout
             )
@@ -328,12 +338,7 @@ async def run_baseline(n: int, directory: Path, timeout: float) -> Figures:
             await asyncio.sleep(3)  # kopf's trailing bookkeeping patches
             counted = [e for e in cluster.served[start_index:] if not e[1].endswith("?watch")]
             figures.requests_per_model = len(counted) / n
-            delays = [
-                cluster.first_seen[(DEPLOYMENTS, name)] - cluster.created[name]
-                for name in names
-                if (DEPLOYMENTS, name) in cluster.first_seen
-            ]
-            figures.to_deployment_ms = {f"p{q}": 1000 * percentile(delays, q) for q in (50, 95, 99)}
+            figures.to_deployment_ms = to_deployment_ms(cluster.first_seen, cluster.created)
             figures.rss_mb = rss_mb(process.pid)
         finally:
             process.terminate()
@@ -491,12 +496,7 @@ async def run_on_cluster(
             lambda: all((DEPLOYMENTS, m) in watcher.first_seen for m in created), timeout
         )
         figures.all_reconciled_s = time.perf_counter() - start
-        delays = [
-            watcher.first_seen[(DEPLOYMENTS, m)] - t
-            for m, t in created.items()
-            if (DEPLOYMENTS, m) in watcher.first_seen
-        ]
-        figures.to_deployment_ms = {f"p{q}": 1000 * percentile(delays, q) for q in (50, 95, 99)}
+        figures.to_deployment_ms = to_deployment_ms(watcher.first_seen, created)
         figures.rss_mb = rss_mb(pid)
         if operator is not None:
             await wait(lambda: len(watcher.ready) == n, 30)  # READY only if the cluster runs pods

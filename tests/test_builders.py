@@ -40,6 +40,18 @@ def registries() -> dict[str, Registry]:
     }
 
 
+def verified_version() -> Any:
+    """awesome-llm 1.1.0 as the operator leaves it once its digest is verified."""
+    ready = {
+        "type": "Ready",
+        "status": "True",
+        "reason": "DigestVerified",
+        "lastTransitionTime": "2026-01-01T00:00:00Z",
+    }
+    status = {"conditions": [ready], "image": "quay.io/acme/awesome-llm@sha256:" + "0" * 64}
+    return typed("ModelVersion", "awesome-llm-1.1.0", status=status)
+
+
 def plan(model: Model, template: ModelTemplate | None, **kwargs: Any) -> Any:
     return plan_model(model, template, registries(), [], CONFIG, **kwargs)
 
@@ -170,23 +182,7 @@ def test_children_carry_labels_and_owner_reference() -> None:
 
 def test_core_kinds_pass_strict_kubernetes_validation() -> None:
     model = typed("Model", "awesome-chat", metadata__uid="u1")
-    versions = [
-        typed(
-            "ModelVersion",
-            "awesome-llm-1.1.0",
-            status={
-                "conditions": [
-                    {
-                        "type": "Ready",
-                        "status": "True",
-                        "reason": "DigestVerified",
-                        "lastTransitionTime": "2026-01-01T00:00:00Z",
-                    }
-                ],
-                "image": "quay.io/acme/awesome-llm@sha256:" + "0" * 64,
-            },
-        )
-    ]
+    versions = [verified_version()]
     result = plan_model(model, typed("ModelTemplate", "chat-h100"), registries(), versions, CONFIG)
     assert result.children is not None, result.checks
     for manifest in [*reranker_children().manifests[:2], *result.children.manifests]:
@@ -367,23 +363,7 @@ def test_pods_pull_with_the_registrys_pull_secret() -> None:
             ).status
         }
     )
-    versions = [
-        typed(
-            "ModelVersion",
-            "awesome-llm-1.1.0",
-            status={
-                "conditions": [
-                    {
-                        "type": "Ready",
-                        "status": "True",
-                        "reason": "DigestVerified",
-                        "lastTransitionTime": "2026-01-01T00:00:00Z",
-                    }
-                ],
-                "image": "quay.io/acme/awesome-llm@sha256:" + "0" * 64,
-            },
-        )
-    ]
+    versions = [verified_version()]
     result = plan_model(
         typed("Model", "awesome-chat"),
         typed("ModelTemplate", "chat-h100"),
