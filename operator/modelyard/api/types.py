@@ -171,11 +171,12 @@ Quantity = Annotated[kcr.IntOrString, AfterValidator(_check_quantity), _Quantity
 
 
 class _ScalarValue:
-    """A parameter value: string, integer, number or boolean, checked by CEL on the apiserver.
+    """A parameter value: string, integer, number or boolean.
 
     The schema keeps the value untyped (`x-kubernetes-preserve-unknown-fields`) because a
-    structural schema cannot express "one of several scalar types"; the CEL rule then refuses
-    lists and objects.
+    structural schema cannot express "one of several scalar types". An untyped value is invisible
+    to the apiserver's CEL, so lists and objects are refused by pydantic (the operator's status),
+    not at apply time.
     """
 
     @classmethod
@@ -186,8 +187,6 @@ class _ScalarValue:
 
 
 ScalarValue = Annotated[str | bool | int | float, Field(union_mode="left_to_right"), _ScalarValue]
-
-SCALAR_RULE = "type({v}) == string || type({v}) == int || type({v}) == double || type({v}) == bool"
 
 
 class ConditionStatus(StrEnum):

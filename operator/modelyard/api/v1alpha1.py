@@ -16,7 +16,6 @@ from pydantic import ConfigDict, Field, model_validator
 
 from modelyard.api import formats
 from modelyard.api.types import (
-    SCALAR_RULE,
     Condition,
     Digest,
     EnvName,
@@ -343,22 +342,12 @@ class Scaling(SpecModel):
 
 
 class Parameter(SpecModel):
-    """One value a Model must or may supply; it reaches the workers as an environment variable."""
+    """One value a Model must or may supply; it reaches the workers as an environment variable.
 
-    model_config = ConfigDict(
-        json_schema_extra=cel_rules(
-            cel_rule(
-                "!has(self.default) || !has(self.type) || self.type != 'secret'",
-                "a secret parameter cannot have a default: its value names a Secret",
-                field_path=".default",
-            ),
-            cel_rule(
-                "!has(self.default) || (" + SCALAR_RULE.format(v="self.default") + ")",
-                "default must be a string, number or boolean",
-                field_path=".default",
-            ),
-        )
-    )
+    `default` is untyped in the CRD (a string, number or boolean), and an untyped field is
+    invisible to the apiserver's CEL: the rules on it (a scalar, none for secrets) are enforced
+    by the validators below, which make the template's status say `InvalidSpec`.
+    """
 
     name: EnvName = Field(
         ..., description="Parameter name; also the environment variable the worker sees."
@@ -711,21 +700,14 @@ class ModelSpec(SpecModel):
         description="The ModelVersion to run; required when the template has no image, and "
         "it replaces the template's image when both are given.",
     )
+    # No CEL here: the values are untyped, and the apiserver cannot declare a map with untyped
+    # values to CEL at all (it refuses the whole CRD). Names and value types are checked by
+    # these models instead, so the Model's status says `InvalidSpec` with the offending key.
     parameters: dict[EnvName, ScalarValue] = Field(
         default_factory=dict,
         max_length=MAX_PARAMETERS,
-        json_schema_extra=cel_rules(
-            cel_rule(
-                f"self.all(k, k.matches(r'{formats.ENV_NAME}'))",
-                "parameter names must be shaped like environment variable names",
-            ),
-            cel_rule(
-                "self.all(k, " + SCALAR_RULE.format(v="self[k]") + ")",
-                "parameter values must be strings, numbers or booleans",
-            ),
-        ),
-        description="Values for the template's parameters, by name. Secret parameters take "
-        "`secret-name/key`.",
+        description="Values for the template's parameters, by name: strings, numbers or "
+        "booleans. Secret parameters take `secret-name/key`.",
     )
     scaling: ScalingOverride | None = Field(
         None, description="Changes to the template's scaling for this Model only."
@@ -821,7 +803,6 @@ def root_rules(kind: str) -> list[dict[str, str]]:
                 f"size(self.metadata.name) <= {formats.SERVICE_NAME_MAX}",
                 "a Model's name becomes its Service's name: lowercase letters, digits and '-', "
                 "starting with a letter, at most 63 characters",
-                field_path=".metadata.name",
             )
         ]
     return []
