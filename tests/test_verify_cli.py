@@ -129,6 +129,18 @@ async def test_missing_digest_and_wrong_password(secured: LocalRegistry, tmp_pat
     assert "wrong-pa55" not in result.stdout + result.stderr
 
 
+async def test_missing_digest_with_a_tag_names_what_the_tag_points_to(
+    secured: LocalRegistry, tmp_path: Path
+) -> None:
+    """The digest was never pushed, but the tag was (re-pushed since): both digests are shown."""
+    pushed = secured.push("acme/awesome-llm", "1.2.0", "weights")
+    result = verify(tmp_path, manifests(secured, [("1.2.0", UNKNOWN, "1.2.0")]))
+    assert result.returncode == 1
+    failing = next(line for line in result.stdout.splitlines() if line.startswith("FAIL"))
+    assert "DigestNotFound" in failing
+    assert pushed in failing and UNKNOWN in failing and "tag 1.2.0 points to" in failing
+
+
 async def test_credentials_from_the_environment(secured: LocalRegistry, tmp_path: Path) -> None:
     digest = secured.push("acme/awesome-llm", "1.1.0", "weights")
     documents = manifests(secured, [("1.1.0", digest, "1.1.0")], with_secret=False)

@@ -360,10 +360,11 @@ class RedactParameters(logging.Filter):
 
 def run(namespaces: list[str], liveness: str | None, verbose: bool) -> None:
     """Run the operator in this process until it is stopped."""
-    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO)
+    # kopf installs the one log handler (with its format); a second one from basicConfig
+    # printed every record twice. The filter goes on whatever handlers there are afterwards.
+    kopf.configure(verbose=verbose)
     for handler in logging.getLogger().handlers:
         handler.addFilter(RedactParameters())
-    kopf.configure(verbose=verbose)
     kopf.run(
         standalone=True,
         clusterwide=not namespaces,

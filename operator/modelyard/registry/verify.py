@@ -41,7 +41,17 @@ async def verify(client: OciClient, repository: str, digest: str, tag: str | Non
     except RegistryError as error:
         return Verification(error.reason, error.message, temporary=error.temporary)
     if found is None:
-        return Verification(Verdict.NOT_FOUND, f"{where} has no manifest {digest}", tag_digest)
+        if tag is not None and tag_digest is not None:
+            # Most often a re-pushed image: say what the tag holds now, next to what was published.
+            message = (
+                f"{where} has no manifest {digest}; tag {tag} points to {tag_digest}, "
+                f"but the version says {digest}"
+            )
+        elif tag is not None:
+            message = f"{where} has neither the manifest {digest} nor the tag {tag}"
+        else:
+            message = f"{where} has no manifest {digest}"
+        return Verification(Verdict.NOT_FOUND, message, tag_digest)
     if tag is not None and tag_digest is None:
         return Verification(
             Verdict.MISMATCH, f"{where} has no tag {tag} (the digest {digest} exists)"
