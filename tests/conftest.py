@@ -1,27 +1,97 @@
-"""Fixtures shared by the operator-process tests."""
+"""Fixtures: one real control plane per session, a namespace and a fault proxy per test."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import collections
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from support.emulator import Cluster
+from support.cluster import KEDA_CRD, Cluster, Session, install_crds, install_relaxed_crds
 from support.operator_process import OperatorProcess
+
+#: Filled by the session fixture; read by the summary at the end of the run.
+SERVER: dict[str, str] = {}
+
+
+@pytest.fixture(scope="session")
+def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
+    """The control plane of tests/cluster, started once; CRDs and the operator's RBAC in place."""
+    started = Session.start(tmp_path_factory.mktemp("kubernetes"))
+    SERVER.update(version=started.plane.version, server=started.plane.server)
+    yield started
+    started.stop()
 
 
 @pytest.fixture
-async def cluster(kmock: Any) -> Cluster:
-    """The emulated API (select it with `pytest.mark.kmock(cls=Cluster)`)."""
-    assert isinstance(kmock, Cluster), "mark the test with pytest.mark.kmock(cls=Cluster)"
-    return kmock
+def cluster(session: Session, request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """This test's namespace on the real API server, and its own fault proxy."""
+    view = Cluster(session, session.namespace_name(request.node.name))
+    yield view
+    view.close()
+    # A namespace being deleted also answers 403 (an earlier test's, seen by a cluster-wide
+    # operator); only the rest are the chart's RBAC.
+    forbidden = [
+        served
+        for served in view.served
+        if served.status == 403 and "being terminated" not in served.message
+    ]
+    if forbidden:
+        pytest.fail(f"the chart's RBAC refused the operator: {forbidden[:5]}")
 
 
 @pytest.fixture
 async def operator(cluster: Cluster, tmp_path: Path) -> AsyncIterator[OperatorProcess]:
-    """`modelyard run` against the emulated API, stopped with SIGTERM after the test."""
-    process = OperatorProcess(str(cluster.url), tmp_path).start()
+    """`modelyard run` under the chart's RBAC, through the proxy; SIGTERM after the test."""
+    process = OperatorProcess(cluster.operator_kubeconfig(tmp_path), tmp_path).start()
     yield process
     await process.stop()
+
+
+@pytest.fixture
+def without_keda(session: Session) -> Iterator[None]:
+    """KEDA's ScaledObject CRD removed for the test (as on a cluster without KEDA), then back."""
+    crds = "apiextensions.k8s.io/v1/customresourcedefinitions"
+    session.api.delete(crds, None, KEDA_CRD)
+    session.api.wait_gone(crds, None, KEDA_CRD)
+    yield
+    install_crds(session.api)
+
+
+@pytest.fixture
+def relaxed_crds(session: Session) -> Iterator[None]:
+    """Our CRDs with their schemas relaxed for the test, then the real ones again: objects that
+    the schema refuses reach the operator, as on a cluster with an old or hand-edited CRD."""
+    install_relaxed_crds(session.api)
+    yield
+    install_crds(session.api)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Say which real server the tests ran against, and which tests did."""
+    if not SERVER:
+        return
+    passed = terminalreporter.stats.get("passed", [])
+    failed = terminalreporter.stats.get("failed", [])
+    on_server = [
+        report
+        for report in passed + failed
+        if report.when == "call" and "real_server" in report.keywords
+    ]
+    per_file = collections.Counter(report.nodeid.split("::")[0] for report in on_server)
+    terminalreporter.section("real Kubernetes")
+    terminalreporter.write_line(
+        f"{len(on_server)} tests ran against kube-apiserver {SERVER['version']} "
+        f"+ kube-controller-manager (tests/cluster) at {SERVER['server']}:"
+    )
+    for path, count in sorted(per_file.items()):
+        terminalreporter.write_line(f"  {path}: {count}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that uses the real control plane, for the summary above."""
+    for item in items:
+        if "session" in getattr(item, "fixturenames", ()):
+            item.add_marker("real_server")

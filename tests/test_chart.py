@@ -1,19 +1,26 @@
-"""The Helm chart, rendered by a real helm binary and checked against Kubernetes schemas."""
+"""The Helm chart: rendered by a real helm binary, and installed, upgraded and uninstalled by it
+on a real API server, as a new user would on an empty cluster."""
 
 from __future__ import annotations
 
 import json
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import jsonschema
-import kubernetes_validate
 import pytest
 import yaml
 
 from modelyard import config as operator_config
 from modelyard.api import crds
-from support.helm import Helm, helm_binary
+from support import control_plane
+from support.api import Api
+from support.cluster import Session
+from support.helm import Helm, helm_binary, kubectl_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 CHART = ROOT / "charts" / "modelyard"
@@ -58,13 +65,20 @@ def test_lint_passes(helm: Helm, values: list[str]) -> None:
 @pytest.mark.parametrize(
     "values", [[], NON_DEFAULT], ids=["default", "namespaced+servicemonitor+gpus"]
 )
-def test_every_rendered_object_is_valid_kubernetes(helm: Helm, values: list[str]) -> None:
-    documents = render(helm, *values)
-    for document in documents:
+def test_every_rendered_object_is_accepted_by_the_api_server(
+    helm: Helm, session: Session, values: list[str]
+) -> None:
+    """A dry-run apply of every object, with strict field validation, on the real server."""
+    for namespace in ("modelyard-system", "ml-team", "research"):
+        session.api.apply(
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+        )
+    for document in render(helm, *values):
         if document["kind"] == "ServiceMonitor":
+            # The prometheus-operator's CRD is not installed on the test cluster.
             assert document["apiVersion"] == "monitoring.coreos.com/v1"
-            continue  # a custom resource: kubernetes-validate has no schema for it
-        kubernetes_validate.validate(document, kubernetes_validate.latest_version(), strict=True)
+            continue
+        session.api.apply(document, "helm", dry_run=True)
 
 
 def test_no_wildcards_in_any_role(helm: Helm) -> None:
@@ -137,7 +151,9 @@ def test_namespaced_mode_uses_roles_and_watches_only_those_namespaces(helm: Helm
             "apiGroups": ["apiextensions.k8s.io"],
             "resources": ["customresourcedefinitions"],
             "verbs": ["list", "watch"],
-        }
+        },
+        # kopf follows Namespaces when it serves a list of them (test_rbac.py proves it).
+        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
     ]
     args = by_kind(documents, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--namespace=ml-team" in args and "--namespace=research" in args
@@ -179,3 +195,99 @@ def test_values_schema_is_valid_json_schema() -> None:
     schema = json.loads((CHART / "values.schema.json").read_text())
     jsonschema.Draft7Validator.check_schema(schema)
     jsonschema.validate(yaml.safe_load((CHART / "values.yaml").read_text()), schema)
+
+
+# -- on an empty cluster ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def empty_cluster(tmp_path: Path) -> Iterator[control_plane.ControlPlane]:
+    """A control plane of its own, with nothing installed: what a new user starts from."""
+    plane = control_plane.start(tmp_path / "cluster")
+    yield plane
+    plane.stop(grace=1)
+
+
+def kubectl(plane: control_plane.ControlPlane, tmp: Path, *args: str) -> str:
+    result = subprocess.run(
+        [str(kubectl_binary(tmp / "bin")), "--kubeconfig", str(plane.kubeconfig), *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 0, f"kubectl {' '.join(args)}:\n{result.stderr}"
+    return result.stdout
+
+
+def test_kubectl_applies_the_crds_then_the_examples(
+    empty_cluster: control_plane.ControlPlane, tmp_path: Path
+) -> None:
+    """The README's steps, word for word. On an empty cluster kubectl cannot map the new kinds in
+    the command that creates their CRDs, so the CRDs go first; once they are in (as `make
+    cluster` leaves them), one command applies both."""
+    kubectl(empty_cluster, tmp_path, "apply", "--server-side", "-f", "crds/")
+    kubectl(empty_cluster, tmp_path, "wait", "--for=condition=Established", "crd", "--all")
+    kubectl(empty_cluster, tmp_path, "apply", "--server-side", "-f", "crds/", "-f", "examples/")
+    listed = kubectl(empty_cluster, tmp_path, "get", "modelyard", "-n", "ml-team", "-o", "name")
+    assert {"model.modelyard.dev/docs-embedder", "registry.modelyard.dev/quay"} <= set(
+        listed.split()
+    )
+    # The server publishes a new CRD's OpenAPI a moment after it is Established; until then
+    # kubectl explain answers "couldn't find resource", as it would for a user.
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            explained = kubectl(empty_cluster, tmp_path, "explain", "model.spec.scaling.minWorkers")
+            break
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    assert "Fewest workers" in explained
+
+
+def test_helm_installs_upgrades_and_uninstalls_keeping_crds_and_models(
+    empty_cluster: control_plane.ControlPlane, tmp_path: Path
+) -> None:
+    api = Api(empty_cluster.server, empty_cluster.pki)
+    helm = Helm(helm_binary(tmp_path / "bin"), tmp_path, empty_cluster.kubeconfig)
+    release = ["modelyard", "--namespace", "modelyard-system"]
+    helm.run("install", *release, str(CHART), "--create-namespace")
+    crd_names = sorted(crd["metadata"]["name"] for crd in crds.generate())
+    for name in crd_names:
+        api.wait_established(name)
+    assert api.get("apps/v1/deployments", "modelyard-system", "modelyard") is not None
+    assert api.get("rbac.authorization.k8s.io/v1/clusterroles", None, "modelyard-operator")
+
+    # Users' objects are accepted by the CRDs the chart installed.
+    for path in sorted((ROOT / "examples").glob("*.yaml")):
+        for document in yaml.safe_load_all(path.read_text()):
+            if document:
+                api.apply(document)
+
+    # An upgrade carries a changed CRD to the server.
+    changed = tmp_path / "chart"
+    shutil.copytree(CHART, changed)
+    crd_path = changed / "files" / "crds" / "models.modelyard.dev.yaml"
+    crd = yaml.safe_load(crd_path.read_text())
+    spec_schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["spec"]
+    spec_schema["properties"]["owner"] = {"type": "string", "description": "Who runs it."}
+    crd_path.write_text(yaml.safe_dump(crd, sort_keys=False))
+    helm.run("upgrade", *release, str(changed))
+    served = api.get("apiextensions.k8s.io/v1/customresourcedefinitions", None, crd_names[0])
+    assert served is not None
+    properties = served["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]
+    assert "owner" in properties["spec"]["properties"], "the upgrade changed the CRD"
+
+    # Uninstall removes the operator, never the CRDs or what users made with them.
+    helm.run("uninstall", *release)
+    assert "modelyard" not in helm.run("list", "-A", "-q").stdout.split()
+    api.wait_gone("apps/v1/deployments", "modelyard-system", "modelyard")
+    for name in crd_names:
+        assert api.get("apiextensions.k8s.io/v1/customresourcedefinitions", None, name)
+    assert api.get("modelyard.dev/v1alpha1/models", "ml-team", "docs-embedder") is not None
+
+    # Installing again adopts the CRDs it kept.
+    helm.run("install", *release, str(CHART))

@@ -1,20 +1,33 @@
-"""The generated CRDs: in sync with the models, structural, documented, and valid Kubernetes."""
+"""The generated CRDs: in sync with the models, documented, and installed by a real API server."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import kubernetes_validate
 import pytest
 import yaml
 
 from modelyard.api import crds
-from support.crd_validation import compile_rule, iter_schema_nodes
+from support.cluster import Session
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMITTED = {path.name: path.read_text() for path in sorted((ROOT / "crds").glob("*.yaml"))}
 GENERATED = crds.generate()
+
+
+def iter_schema_nodes(
+    schema: dict[str, Any], path: str = ""
+) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every node of a schema, with a readable path."""
+    yield path or "<root>", schema
+    for name, child in schema.get("properties", {}).items():
+        yield from iter_schema_nodes(child, f"{path}.{name}")
+    if isinstance(schema.get("additionalProperties"), dict):
+        yield from iter_schema_nodes(schema["additionalProperties"], f"{path}.*")
+    if isinstance(schema.get("items"), dict):
+        yield from iter_schema_nodes(schema["items"], f"{path}[]")
 
 
 def _schema(crd: dict[str, Any]) -> dict[str, Any]:
@@ -34,8 +47,30 @@ def test_committed_crds_equal_generated_ones() -> None:
 
 
 @pytest.mark.parametrize("crd", GENERATED, ids=ids)
-def test_crd_is_a_valid_kubernetes_object(crd: dict[str, Any]) -> None:
-    kubernetes_validate.validate(crd, kubernetes_validate.latest_version(), strict=True)
+def test_the_api_server_installs_it_and_serves_it(session: Session, crd: dict[str, Any]) -> None:
+    """Installed by the session through server-side apply; here the server's verdict: the
+    schema is structural, every CEL rule compiled within its cost budget, the names are taken,
+    and a fresh apply of the generated CRD raises no warning."""
+    api = session.api
+    name = crd["metadata"]["name"]
+    served = api.get("apiextensions.k8s.io/v1/customresourcedefinitions", None, name)
+    assert served is not None
+    conditions = {c["type"]: c for c in served["status"]["conditions"]}
+    assert conditions["Established"]["status"] == "True"
+    assert conditions["NamesAccepted"]["status"] == "True"
+    assert "NonStructuralSchema" not in conditions
+    api.apply(crd, "modelyard-tests", dry_run=True)
+    assert api.warnings == [], api.warnings
+
+
+def test_kubectl_explain_has_every_description(session: Session) -> None:
+    """`kubectl explain` reads the server's published OpenAPI v3: the descriptions made it."""
+    document = session.api.request("GET", "/openapi/v3/apis/modelyard.dev/v1alpha1")
+    schemas = document["components"]["schemas"]
+    model = schemas["dev.modelyard.v1alpha1.Model"]
+    scaling = model["properties"]["spec"]["properties"]["scaling"]
+    assert "minWorkers" in scaling["properties"]
+    assert scaling["properties"]["minWorkers"]["description"].startswith("Fewest workers")
 
 
 @pytest.mark.parametrize("crd", GENERATED, ids=ids)
@@ -49,43 +84,15 @@ def test_every_property_has_a_description(crd: dict[str, Any]) -> None:
 
 
 @pytest.mark.parametrize("crd", GENERATED, ids=ids)
-def test_schema_is_structural(crd: dict[str, Any]) -> None:
-    """The rules the apiserver applies before it accepts a CRD (apiextensions v1)."""
-    problems = []
-    for path, node in iter_schema_nodes(_schema(crd)):
-        if "<" in path:
-            continue
-        untyped_ok = node.get("x-kubernetes-int-or-string") or node.get(
-            "x-kubernetes-preserve-unknown-fields"
-        )
-        if "type" not in node and not untyped_ok:
-            problems.append(f"{path}: no type")
-        for forbidden in ("$ref", "$defs", "propertyNames", "title", "default", "const"):
-            if forbidden in node:
-                problems.append(f"{path}: {forbidden} is not allowed")
-        if node.get("additionalProperties") is False:
-            problems.append(f"{path}: additionalProperties: false is not allowed")
-        if "properties" in node and "additionalProperties" in node:
-            problems.append(f"{path}: properties and additionalProperties are exclusive")
-        for junctor in ("anyOf", "allOf", "oneOf"):
-            for branch in node.get(junctor, []):
-                for key in ("type", "description", "default", "nullable", "additionalProperties"):
-                    if key in branch:
-                        problems.append(f"{path}: {key} inside {junctor}")
-    assert problems == []
-
-
-@pytest.mark.parametrize("crd", GENERATED, ids=ids)
-def test_cel_rules_compile_and_explain_themselves(crd: dict[str, Any]) -> None:
+def test_every_rule_explains_itself(crd: dict[str, Any]) -> None:
+    """A refusal reads as a sentence, never as the CEL expression that made it."""
     rules = [
         entry
         for _, node in iter_schema_nodes(_schema(crd))
         for entry in node.get("x-kubernetes-validations", [])
     ]
     assert rules, "every kind has cross-field rules"
-    for entry in rules:
-        compile_rule(entry["rule"])
-        assert entry["message"], f"rule without a message: {entry['rule']}"
+    assert all(entry.get("message") for entry in rules), rules
 
 
 @pytest.mark.parametrize("crd", GENERATED, ids=ids)

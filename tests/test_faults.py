@@ -1,7 +1,9 @@
 """The operator under a misbehaving API: errors, throttling, slowness, lost watches, SIGKILL.
 
-Every scenario ends the same way: each Model converges to READY with exactly one Deployment,
-one Service and one autoscaler, and no Model's state ever went backwards on the way.
+The API server is real; the faults come from the proxy between it and the operator, because a
+real server does not fail on demand. Every scenario ends the same way: each Model converges to
+READY with exactly one Deployment, one Service and one autoscaler, and no Model's state ever
+went backwards on the way (read from the server's own watch history).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from support.cluster import Cluster
 from support.controllers import (
     DEPLOYMENTS,
     HPAS,
@@ -22,14 +25,10 @@ from support.controllers import (
     condition,
     run_pods,
 )
-from support.emulator import Cluster
 from support.examples import example
 from support.operator_process import OperatorProcess, eventually
 from support.registry import LocalRegistry, require_tools
 
-pytestmark = pytest.mark.kmock(cls=Cluster)
-
-NS = "ml-team"
 ORDER = {None: 0, "PENDING": 1, "DEPLOYING": 2, "READY": 3}
 
 
@@ -46,24 +45,40 @@ def documents(count: int) -> list[dict[str, Any]]:
 
 async def converge(cluster: Cluster, operator: OperatorProcess, names: list[str]) -> None:
     """Play the controllers until every Model is READY; then check what exists."""
+    # All three children first: the HPA decides how many pods the kubelet has to run.
     await eventually(
-        lambda: all(cluster.get(DEPLOYMENTS, NS, n) for n in names), 60, "Deployments", operator
+        lambda: all(
+            cluster.get(resource, cluster.namespace, n)
+            for n in names
+            for resource in (DEPLOYMENTS, SERVICES, HPAS)
+        ),
+        60,
+        "Deployments, Services and HPAs",
+        operator,
     )
     for name in names:
-        await run_pods(cluster, NS, name)
+        await run_pods(cluster, cluster.namespace, name)
 
     def ready() -> bool:
         return all(
-            ((cluster.get(MODELS, NS, n) or {}).get("status") or {}).get("state") == "READY"
+            ((cluster.get(MODELS, cluster.namespace, n) or {}).get("status") or {}).get("state")
+            == "READY"
             for n in names
         )
 
-    await eventually(ready, 60, "all READY", operator)
-    for resource in (DEPLOYMENTS, SERVICES, HPAS):
-        assert sorted(o["metadata"]["name"] for o in cluster.list(resource, NS)) == sorted(names), (
-            resource
+    def states() -> str:
+        found = {n: cluster.get(MODELS, cluster.namespace, n) or {} for n in names}
+        return "all READY, but: " + ", ".join(
+            f"{n} {(m.get('status') or {}).get('state')}/{condition(m).get('reason')}"
+            for n, m in found.items()
         )
-    assert cluster.list(SCALED_OBJECTS, NS) == []
+
+    await eventually(ready, 60, states, operator)
+    for resource in (DEPLOYMENTS, SERVICES, HPAS):
+        assert sorted(
+            o["metadata"]["name"] for o in cluster.list(resource, cluster.namespace)
+        ) == sorted(names), resource
+    assert cluster.list(SCALED_OBJECTS, cluster.namespace) == []
 
 
 def never_went_backwards(cluster: Cluster, names: list[str]) -> None:
@@ -128,19 +143,26 @@ async def test_dropped_and_expired_watches_are_resumed(
     names = [f"embedder-{i}" for i in range(2)]
     await apply_documents(cluster, documents(2))
     await eventually(
-        lambda: all(cluster.get(DEPLOYMENTS, NS, n) for n in names), 30, "Deployments", operator
+        lambda: all(cluster.get(DEPLOYMENTS, cluster.namespace, n) for n in names),
+        30,
+        "Deployments",
+        operator,
     )
     # Watches dropped (an apiserver restart): changes made meanwhile are still seen.
     await cluster.drop_watches()
     await cluster.patch(
-        MODELS, NS, "embedder-0", {"spec": {"parameters": {"BATCH_SIZE": 7}}}, manager="kubectl"
+        MODELS,
+        cluster.namespace,
+        "embedder-0",
+        {"spec": {"parameters": {"BATCH_SIZE": 7}}},
+        manager="kubectl",
     )
     await eventually(
         lambda: any(
             e.get("value") == "7"
-            for e in cluster.get(DEPLOYMENTS, NS, "embedder-0")["spec"]["template"]["spec"][
-                "containers"
-            ][0]["env"]
+            for e in cluster.get(DEPLOYMENTS, cluster.namespace, "embedder-0")["spec"]["template"][
+                "spec"
+            ]["containers"][0]["env"]
         ),
         30,
         "change after drop",
@@ -149,14 +171,18 @@ async def test_dropped_and_expired_watches_are_resumed(
     # History compacted: resuming is 410 Gone, so the operator must list again.
     await cluster.expire_history()
     await cluster.patch(
-        MODELS, NS, "embedder-1", {"spec": {"parameters": {"BATCH_SIZE": 9}}}, manager="kubectl"
+        MODELS,
+        cluster.namespace,
+        "embedder-1",
+        {"spec": {"parameters": {"BATCH_SIZE": 9}}},
+        manager="kubectl",
     )
     await eventually(
         lambda: any(
             e.get("value") == "9"
-            for e in cluster.get(DEPLOYMENTS, NS, "embedder-1")["spec"]["template"]["spec"][
-                "containers"
-            ][0]["env"]
+            for e in cluster.get(DEPLOYMENTS, cluster.namespace, "embedder-1")["spec"]["template"][
+                "spec"
+            ]["containers"][0]["env"]
         ),
         30,
         "change after 410",
@@ -170,20 +196,20 @@ async def test_sigkill_in_the_middle_of_work_loses_nothing(
 ) -> None:
     names = [f"embedder-{i}" for i in range(20)]
     await apply_documents(cluster, documents(20))
-    # Slow writes so the kill lands in the middle of the burst, with work half done.
-    cluster.fail(
-        "PATCH",
-        r"/(deployments|services|horizontalpodautoscalers)/",
-        code=0,
-        times=None,
-        delay=0.05,
+    # After the first three Deployments, Deployment writes hang: the kill lands in the middle
+    # of the burst, with work half done and requests in flight.
+    cluster.fail("PATCH", r"/deployments/", code=0, times=None, delay=30, after=3)
+    first = OperatorProcess(cluster.operator_kubeconfig(tmp_path), tmp_path).start()
+    await eventually(
+        lambda: len(cluster.list(DEPLOYMENTS, cluster.namespace)) >= 3,
+        30,
+        "some Deployments",
+        first,
     )
-    first = OperatorProcess(str(cluster.url), tmp_path).start()
-    await eventually(lambda: len(cluster.list(DEPLOYMENTS, NS)) >= 3, 30, "some Deployments", first)
     await first.kill()
-    half_done = len(cluster.list(DEPLOYMENTS, NS))
+    half_done = len(cluster.list(DEPLOYMENTS, cluster.namespace))
     cluster.faults.clear()
-    second = OperatorProcess(str(cluster.url), tmp_path).start()
+    second = OperatorProcess(cluster.operator_kubeconfig(tmp_path), tmp_path).start()
     try:
         await converge(cluster, second, names)
         never_went_backwards(cluster, names)
@@ -194,7 +220,7 @@ async def test_sigkill_in_the_middle_of_work_loses_nothing(
         await asyncio.sleep(2)
         assert cluster.writes()[before:] == []
         for name in names:
-            assert condition(cluster.get(MODELS, NS, name))["status"] == "True"
+            assert condition(cluster.get(MODELS, cluster.namespace, name))["status"] == "True"
     finally:
         await second.stop()
 
@@ -211,7 +237,7 @@ async def test_registry_outage_during_verification(cluster: Cluster, tmp_path: P
         return {
             "apiVersion": "modelyard.dev/v1alpha1",
             "kind": "ModelVersion",
-            "metadata": {"name": name, "namespace": NS},
+            "metadata": {"name": name, "namespace": cluster.namespace},
             "spec": {
                 "model": "awesome-llm",
                 "version": number,
@@ -223,9 +249,9 @@ async def test_registry_outage_during_verification(cluster: Cluster, tmp_path: P
         }
 
     def reason(name: str) -> str | None:
-        return condition(cluster.get(versions, NS, name)).get("reason")
+        return condition(cluster.get(versions, cluster.namespace, name)).get("reason")
 
-    operator = OperatorProcess(str(cluster.url), tmp_path).start()
+    operator = OperatorProcess(cluster.operator_kubeconfig(tmp_path), tmp_path).start()
     try:
         await apply_documents(
             cluster,
@@ -233,23 +259,23 @@ async def test_registry_outage_during_verification(cluster: Cluster, tmp_path: P
                 {
                     "apiVersion": "modelyard.dev/v1alpha1",
                     "kind": "Registry",
-                    "metadata": {"name": "local", "namespace": NS},
+                    "metadata": {"name": "local", "namespace": cluster.namespace},
                     "spec": {"url": local.url, "checkIntervalSeconds": 10},
                 },
                 version("v1", "1.0.0", digest),
             ],
         )
         await eventually(lambda: reason("v1") == "DigestVerified", 20, "verified", operator)
-        verified = cluster.get(versions, NS, "v1")
+        verified = cluster.get(versions, cluster.namespace, "v1")
         # The registry goes away while the operator restarts and re-verifies everything.
         await local.stop()
         await operator.kill()
-        operator = OperatorProcess(str(cluster.url), tmp_path).start()
+        operator = OperatorProcess(cluster.operator_kubeconfig(tmp_path), tmp_path).start()
         await eventually(
             lambda: (
-                condition(cluster.get("modelyard.dev/v1alpha1/registries", NS, "local")).get(
-                    "reason"
-                )
+                condition(
+                    cluster.get("modelyard.dev/v1alpha1/registries", cluster.namespace, "local")
+                ).get("reason")
                 == "Unreachable"
             ),
             20,
@@ -260,7 +286,7 @@ async def test_registry_outage_during_verification(cluster: Cluster, tmp_path: P
         await eventually(
             lambda: reason("v2") == "RegistryNotReady", 20, "new version waits", operator
         )
-        assert cluster.get(versions, NS, "v1")["status"] == verified["status"], (
+        assert cluster.get(versions, cluster.namespace, "v1")["status"] == verified["status"], (
             "an outage un-verified nothing"
         )
         # The registry is back: the next check finds it, and the waiting version verifies.

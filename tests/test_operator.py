@@ -1,7 +1,8 @@
-"""The real operator process against the emulated Kubernetes API.
+"""The real operator process against a real API server and controller-manager.
 
-Each test starts `modelyard run` as a child process, talks to it only through the API (as users
-and other controllers do), and plays the kubelet and the Deployment controller itself.
+Each test starts `modelyard run` as a child process under the chart's RBAC, talks to it only
+through the API (as users and other controllers do), and plays the kubelet: the Deployment,
+ReplicaSet, HPA and garbage-collector controllers are the real ones.
 """
 
 from __future__ import annotations
@@ -12,8 +13,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import pytest
-
+from support.cluster import Cluster
 from support.controllers import (
     DEPLOYMENTS,
     HPAS,
@@ -27,13 +27,8 @@ from support.controllers import (
     events_for,
     run_pods,
 )
-from support.emulator import Cluster
 from support.examples import example
 from support.operator_process import OperatorProcess, eventually
-
-pytestmark = pytest.mark.kmock(cls=Cluster)
-
-NS = "ml-team"
 
 
 def offline_registry() -> dict[str, Any]:
@@ -72,7 +67,7 @@ async def quiet(
 
 
 def model_state(cluster: Cluster, name: str) -> tuple[str | None, str | None]:
-    model = cluster.get(MODELS, NS, name) or {}
+    model = cluster.get(MODELS, cluster.namespace, name) or {}
     return (model.get("status") or {}).get("state"), condition(model).get("reason")
 
 
@@ -90,7 +85,7 @@ async def wait_state(
         f"Model {name} {state}/{reason} (now {model_state(cluster, name)})",
         operator,
     )
-    model = cluster.get(MODELS, NS, name)
+    model = cluster.get(MODELS, cluster.namespace, name)
     assert model is not None
     return model
 
@@ -98,30 +93,34 @@ async def wait_state(
 async def test_model_becomes_ready_only_when_its_workers_serve(
     cluster: Cluster, operator: OperatorProcess
 ) -> None:
+    ns = cluster.namespace
     await apply_documents(cluster, embedding_documents())
     deployment = await eventually(
-        lambda: cluster.get(DEPLOYMENTS, NS, "docs-embedder"), 20, "Deployment", operator
+        lambda: cluster.get(DEPLOYMENTS, ns, "docs-embedder"), 20, "Deployment", operator
     )
-    model = cluster.get(MODELS, NS, "docs-embedder")
+    model = cluster.get(MODELS, ns, "docs-embedder")
     assert model is not None
     for resource in (DEPLOYMENTS, SERVICES, HPAS):
         child = await eventually(
-            lambda r=resource: cluster.get(r, NS, "docs-embedder"), 10, resource, operator
+            lambda r=resource: cluster.get(r, ns, "docs-embedder"), 10, resource, operator
         )
         assert child["metadata"]["ownerReferences"][0]["uid"] == model["metadata"]["uid"]
         assert child["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "modelyard"
-    assert cluster.get(SCALED_OBJECTS, NS, "docs-embedder") is None
-    assert "replicas" not in deployment["spec"], "the HPA owns replicas"
+    assert cluster.get(SCALED_OBJECTS, ns, "docs-embedder") is None
+    # The apiserver defaults replicas to 1, but the operator never claims the field: the HPA
+    # owns it, and a GitOps tool sees no drift.
+    owned = [f for f in deployment["metadata"]["managedFields"] if f["manager"] == "modelyard"]
+    assert owned and all("f:replicas" not in f["fieldsV1"]["f:spec"] for f in owned)
     # Created, not yet running: DEPLOYING, and not Ready.
     await wait_state(cluster, operator, "docs-embedder", "DEPLOYING", "Deploying")
 
-    await run_pods(cluster, NS, "docs-embedder", count=2)
+    await run_pods(cluster, ns, "docs-embedder", count=2)
     model = await wait_state(cluster, operator, "docs-embedder", "READY", "Available")
     status = model["status"]
     assert condition(model)["status"] == "True"
     assert status["observedGeneration"] == model["metadata"]["generation"]
     assert status["readyReplicas"] == 2
-    assert status["endpoint"] == "http://docs-embedder.ml-team.svc:8000"
+    assert status["endpoint"] == f"http://docs-embedder.{ns}.svc:8000"
     assert status["image"] == "127.0.0.1:9/acme/sentence-embedder@" + (
         "sha256:6fadf78c658641cf96f5e7e3095aeb2c362eb26f517add982a6f1b3d067a9a76"
     )
@@ -129,7 +128,7 @@ async def test_model_becomes_ready_only_when_its_workers_serve(
     assert "Available" in reasons
     template = await eventually(
         lambda: (
-            (t := cluster.get(TEMPLATES, NS, "cpu-embedding"))
+            (t := cluster.get(TEMPLATES, ns, "cpu-embedding"))
             and (t.get("status") or {}).get("models")
             and t
         ),
@@ -139,6 +138,9 @@ async def test_model_becomes_ready_only_when_its_workers_serve(
     )
     assert template["status"]["models"] == ["docs-embedder"]
     assert condition(template)["reason"] == "Valid"
+    # Each record is logged once, in kopf's format (not a second time as `LEVEL:logger:...`).
+    assert "Handler 'model_changed' succeeded" in operator.output
+    assert not re.search(r"^(DEBUG|INFO|WARNING|ERROR):", operator.output, re.M)
 
 
 POD_FAILURES = [
@@ -216,26 +218,28 @@ POD_FAILURES = [
 async def test_pod_failures_are_reported_by_their_real_cause(
     cluster: Cluster, operator: OperatorProcess
 ) -> None:
+    ns = cluster.namespace
     await apply_documents(cluster, embedding_documents())
     await eventually(
-        lambda: cluster.get(DEPLOYMENTS, NS, "docs-embedder"), 20, "Deployment", operator
+        lambda: cluster.get(DEPLOYMENTS, ns, "docs-embedder"), 20, "Deployment", operator
     )
     for reason, pod_status, state, fragment in POD_FAILURES:
         # The Deployment's counts claim all is well; the pods say otherwise.
-        await run_pods(cluster, NS, "docs-embedder", status=pod_status, count=2)
+        await run_pods(cluster, ns, "docs-embedder", status=pod_status, count=2)
         model = await wait_state(cluster, operator, "docs-embedder", state, reason)
         assert condition(model)["status"] == "False", f"Ready while {reason}"
         assert fragment in condition(model)["message"]
     warnings = {e["reason"] for e in events_for(cluster, "docs-embedder") if e["type"] == "Warning"}
     assert {"ImagePullBackOff", "CrashLoopBackOff", "StartupTimeout"} <= warnings
     # Healthy pods again: Ready comes back.
-    await run_pods(cluster, NS, "docs-embedder", count=2)
+    await run_pods(cluster, ns, "docs-embedder", count=2)
     await wait_state(cluster, operator, "docs-embedder", "READY", "Available")
 
 
 async def test_invalid_parameters_and_missing_template_are_explained_then_recover(
     cluster: Cluster, operator: OperatorProcess
 ) -> None:
+    ns = cluster.namespace
     model = example("Model", "my-reranking-model")
     del model["spec"]["parameters"]["MODEL_PATH"]
     await apply_documents(cluster, [model])
@@ -256,26 +260,26 @@ async def test_invalid_parameters_and_missing_template_are_explained_then_recove
     )
     assert "MODEL_PATH" in condition(failed)["message"]
     assert "custom-reranking-model-template" in condition(failed)["message"]
-    assert cluster.get(DEPLOYMENTS, NS, "my-reranking-model") is None
+    assert cluster.get(DEPLOYMENTS, ns, "my-reranking-model") is None
     assert any(
         e["type"] == "Warning" and e["reason"] == "ParametersInvalid"
         for e in events_for(cluster, "my-reranking-model")
     )
     await cluster.patch(
         MODELS,
-        NS,
+        ns,
         "my-reranking-model",
         {"spec": {"parameters": {"MODEL_PATH": "m.tar.gz"}}},
         manager="kubectl",
     )
     await eventually(
-        lambda: cluster.get(DEPLOYMENTS, NS, "my-reranking-model"), 20, "Deployment", operator
+        lambda: cluster.get(DEPLOYMENTS, ns, "my-reranking-model"), 20, "Deployment", operator
     )
-    fixed = cluster.get(MODELS, NS, "my-reranking-model")
+    fixed = cluster.get(MODELS, ns, "my-reranking-model")
     assert fixed is not None and fixed["metadata"]["generation"] == 2
     await eventually(
         lambda: (
-            (cluster.get(MODELS, NS, "my-reranking-model") or {})
+            (cluster.get(MODELS, ns, "my-reranking-model") or {})
             .get("status", {})
             .get("observedGeneration")
             == 2
@@ -285,15 +289,15 @@ async def test_invalid_parameters_and_missing_template_are_explained_then_recove
         operator,
     )
     so = await eventually(
-        lambda: cluster.get(SCALED_OBJECTS, NS, "my-reranking-model"), 10, "ScaledObject", operator
+        lambda: cluster.get(SCALED_OBJECTS, ns, "my-reranking-model"), 10, "ScaledObject", operator
     )
     assert (so["spec"]["minReplicaCount"], so["spec"]["maxReplicaCount"]) == (0, 1)
 
 
-@pytest.mark.kmock(cls=Cluster, keda=False)
 async def test_scale_to_zero_without_keda_is_an_error_not_a_silent_one(
-    cluster: Cluster, operator: OperatorProcess
+    without_keda: None, cluster: Cluster, operator: OperatorProcess
 ) -> None:
+    ns = cluster.namespace
     await apply_documents(
         cluster,
         [
@@ -306,7 +310,7 @@ async def test_scale_to_zero_without_keda_is_an_error_not_a_silent_one(
         cluster, operator, "my-reranking-model", "FAILED", "AutoscalerUnavailable"
     )
     assert "KEDA" in condition(model)["message"]
-    assert cluster.get(DEPLOYMENTS, NS, "my-reranking-model") is None, (
+    assert cluster.get(DEPLOYMENTS, ns, "my-reranking-model") is None, (
         "a Deployment would default to 1 replica"
     )
 
@@ -314,16 +318,17 @@ async def test_scale_to_zero_without_keda_is_an_error_not_a_silent_one(
 async def test_template_change_fans_out_and_drift_is_repaired(
     cluster: Cluster, operator: OperatorProcess
 ) -> None:
+    ns = cluster.namespace
     second = example("Model", "docs-embedder")
     second["metadata"]["name"] = "faq-embedder"
     await apply_documents(cluster, [*embedding_documents(), second])
     for name in ("docs-embedder", "faq-embedder"):
         await eventually(
-            lambda n=name: cluster.get(DEPLOYMENTS, NS, n), 20, f"Deployment {name}", operator
+            lambda n=name: cluster.get(DEPLOYMENTS, ns, n), 20, f"Deployment {name}", operator
         )
 
     def env(name: str) -> dict[str, str]:
-        deployment = cluster.get(DEPLOYMENTS, NS, name) or {}
+        deployment = cluster.get(DEPLOYMENTS, ns, name) or {}
         containers = (
             deployment.get("spec", {}).get("template", {}).get("spec", {}).get("containers", [])
         )
@@ -334,7 +339,7 @@ async def test_template_change_fans_out_and_drift_is_repaired(
     # A template edit reaches every Model made from it.
     await cluster.patch(
         TEMPLATES,
-        NS,
+        ns,
         "cpu-embedding",
         {"spec": {"env": {"OMP_NUM_THREADS": "2"}}},
         manager="kubectl",
@@ -344,7 +349,7 @@ async def test_template_change_fans_out_and_drift_is_repaired(
             lambda n=name: env(n).get("OMP_NUM_THREADS") == "2", 10, f"{name} env", operator
         )
     # A field removed from the template disappears from the Deployments.
-    await cluster.patch(TEMPLATES, NS, "cpu-embedding", {"spec": {"env": None}}, manager="kubectl")
+    await cluster.patch(TEMPLATES, ns, "cpu-embedding", {"spec": {"env": None}}, manager="kubectl")
     for name in ("docs-embedder", "faq-embedder"):
         await eventually(
             lambda n=name: "OMP_NUM_THREADS" not in env(n), 10, f"{name} env removed", operator
@@ -353,7 +358,7 @@ async def test_template_change_fans_out_and_drift_is_repaired(
     # A hand edit of a field the operator owns is put back.
     await cluster.patch(
         DEPLOYMENTS,
-        NS,
+        ns,
         "docs-embedder",
         {
             "spec": {
@@ -369,7 +374,7 @@ async def test_template_change_fans_out_and_drift_is_repaired(
     await eventually(
         lambda: (
             "sentence-embedder@sha256"
-            in (cluster.get(DEPLOYMENTS, NS, "docs-embedder") or {})["spec"]["template"]["spec"][
+            in (cluster.get(DEPLOYMENTS, ns, "docs-embedder") or {})["spec"]["template"]["spec"][
                 "containers"
             ][0]["image"]
         ),
@@ -380,7 +385,7 @@ async def test_template_change_fans_out_and_drift_is_repaired(
     # Fields owned by others are left alone: the HPA's replicas and an injected sidecar.
     await cluster.patch(
         DEPLOYMENTS,
-        NS,
+        ns,
         "docs-embedder",
         {
             "spec": {
@@ -395,7 +400,7 @@ async def test_template_change_fans_out_and_drift_is_repaired(
     await eventually(
         lambda: (
             len(
-                cluster.get(DEPLOYMENTS, NS, "docs-embedder")["spec"]["template"]["spec"][
+                cluster.get(DEPLOYMENTS, ns, "docs-embedder")["spec"]["template"]["spec"][
                     "containers"
                 ]
             )
@@ -405,39 +410,42 @@ async def test_template_change_fans_out_and_drift_is_repaired(
         "sidecar present",
     )
     writes_before = len(cluster.writes())
-    deployment = cluster.get(DEPLOYMENTS, NS, "docs-embedder")
-    await run_pods(cluster, NS, "faq-embedder", count=2)
+    deployment = cluster.get(DEPLOYMENTS, ns, "docs-embedder")
+    await run_pods(cluster, ns, "faq-embedder", count=2)
     await wait_state(cluster, operator, "faq-embedder", "READY", "Available")
-    deployment = cluster.get(DEPLOYMENTS, NS, "docs-embedder")
+    deployment = cluster.get(DEPLOYMENTS, ns, "docs-embedder")
     assert deployment is not None
     assert deployment["spec"]["replicas"] == 3
-    assert [c["name"] for c in deployment["spec"]["template"]["spec"]["containers"]] == [
+    assert {c["name"] for c in deployment["spec"]["template"]["spec"]["containers"]} == {
         "model",
         "istio-proxy",
+    }
+    applies = [
+        w for w in cluster.writes()[writes_before:] if "/deployments/docs-embedder" in w.path
     ]
-    applies = [w for w in cluster.writes()[writes_before:] if "/deployments/docs-embedder" in w[1]]
     assert applies == [], "no fight over fields others own"
 
 
 async def test_deleting_a_model_removes_its_children_and_a_used_template_is_held(
     cluster: Cluster, operator: OperatorProcess
 ) -> None:
+    ns = cluster.namespace
     await apply_documents(cluster, embedding_documents())
-    await eventually(lambda: cluster.get(HPAS, NS, "docs-embedder"), 20, "HPA", operator)
+    await eventually(lambda: cluster.get(HPAS, ns, "docs-embedder"), 20, "HPA", operator)
     # Wait until the template's finalizer protects it.
     await eventually(
-        lambda: ((cluster.get(TEMPLATES, NS, "cpu-embedding") or {}).get("metadata") or {}).get(
+        lambda: ((cluster.get(TEMPLATES, ns, "cpu-embedding") or {}).get("metadata") or {}).get(
             "finalizers"
         ),
         10,
         "template finalizer",
         operator,
     )
-    await cluster.remove(TEMPLATES, NS, "cpu-embedding")
+    await cluster.remove(TEMPLATES, ns, "cpu-embedding")
     held = await eventually(
         lambda: (
-            condition(cluster.get(TEMPLATES, NS, "cpu-embedding")).get("reason") == "InUse"
-            and cluster.get(TEMPLATES, NS, "cpu-embedding")
+            condition(cluster.get(TEMPLATES, ns, "cpu-embedding")).get("reason") == "InUse"
+            and cluster.get(TEMPLATES, ns, "cpu-embedding")
         ),
         10,
         "template held",
@@ -446,11 +454,12 @@ async def test_deleting_a_model_removes_its_children_and_a_used_template_is_held
     assert "docs-embedder" in condition(held)["message"]
     assert held["metadata"].get("deletionTimestamp")
 
-    await cluster.remove(MODELS, NS, "docs-embedder")
+    await cluster.remove(MODELS, ns, "docs-embedder")
+    # The garbage collector follows the owner references.
     for resource in (DEPLOYMENTS, SERVICES, HPAS):
-        assert cluster.get(resource, NS, "docs-embedder") is None
+        await cluster.gone(resource, ns, "docs-embedder")
     await eventually(
-        lambda: cluster.get(TEMPLATES, NS, "cpu-embedding") is None,
+        lambda: cluster.get(TEMPLATES, ns, "cpu-embedding") is None,
         25,
         "template deleted",
         operator,
@@ -460,6 +469,7 @@ async def test_deleting_a_model_removes_its_children_and_a_used_template_is_held
 async def test_restart_in_the_middle_of_work_converges_without_duplicates(
     cluster: Cluster, tmp_path: Path
 ) -> None:
+    ns = cluster.namespace
     names = [f"embedder-{i}" for i in range(12)]
     models = []
     for name in names:
@@ -470,14 +480,14 @@ async def test_restart_in_the_middle_of_work_converges_without_duplicates(
         cluster,
         [offline_registry(), example("ModelTemplate", "cpu-embedding"), *models],
     )
-    first = OperatorProcess(str(cluster.url), tmp_path).start()
-    await eventually(lambda: len(cluster.list(DEPLOYMENTS, NS)) >= 2, 20, "some Deployments", first)
+    first = OperatorProcess(cluster.operator_kubeconfig(tmp_path), tmp_path).start()
+    await eventually(lambda: len(cluster.list(DEPLOYMENTS, ns)) >= 2, 20, "some Deployments", first)
     await first.kill()
     # Someone edits a Model while the operator is down.
     await cluster.patch(
-        MODELS, NS, "embedder-0", {"spec": {"parameters": {"BATCH_SIZE": 8}}}, manager="kubectl"
+        MODELS, ns, "embedder-0", {"spec": {"parameters": {"BATCH_SIZE": 8}}}, manager="kubectl"
     )
-    second = OperatorProcess(str(cluster.url), tmp_path).start()
+    second = OperatorProcess(cluster.operator_kubeconfig(tmp_path), tmp_path).start()
     try:
         await eventually(
             lambda: all(model_state(cluster, n)[0] == "DEPLOYING" for n in names),
@@ -486,7 +496,7 @@ async def test_restart_in_the_middle_of_work_converges_without_duplicates(
             second,
         )
         for name in names:
-            await run_pods(cluster, NS, name)
+            await run_pods(cluster, ns, name)
         await eventually(
             lambda: all(model_state(cluster, n) == ("READY", "Available") for n in names),
             30,
@@ -494,13 +504,13 @@ async def test_restart_in_the_middle_of_work_converges_without_duplicates(
             second,
         )
         for resource in (DEPLOYMENTS, SERVICES, HPAS):
-            assert sorted(o["metadata"]["name"] for o in cluster.list(resource, NS)) == sorted(
+            assert sorted(o["metadata"]["name"] for o in cluster.list(resource, ns)) == sorted(
                 names
             )
-        assert cluster.list(SCALED_OBJECTS, NS) == []
+        assert cluster.list(SCALED_OBJECTS, ns) == []
         env = {
             e["name"]: e.get("value")
-            for e in cluster.get(DEPLOYMENTS, NS, "embedder-0")["spec"]["template"]["spec"][
+            for e in cluster.get(DEPLOYMENTS, ns, "embedder-0")["spec"]["template"]["spec"][
                 "containers"
             ][0]["env"]
         }
@@ -510,7 +520,7 @@ async def test_restart_in_the_middle_of_work_converges_without_duplicates(
         writes = len(cluster.writes())
         await asyncio.sleep(3)
         assert cluster.writes()[writes:] == [], "\n".join(map(str, cluster.writes()[writes:]))
-        assert len(cluster.list(PODS, NS)) == len(names)
+        assert len(cluster.list(PODS, ns)) == 2 * len(names), "minWorkers 2 each, no more"
     finally:
         await second.stop()
 
@@ -518,11 +528,12 @@ async def test_restart_in_the_middle_of_work_converges_without_duplicates(
 async def test_metrics_are_scraped_over_http_with_bounded_labels(
     cluster: Cluster, operator: OperatorProcess
 ) -> None:
+    ns = cluster.namespace
     await apply_documents(cluster, embedding_documents())
     await eventually(
-        lambda: cluster.get(DEPLOYMENTS, NS, "docs-embedder"), 20, "Deployment", operator
+        lambda: cluster.get(DEPLOYMENTS, ns, "docs-embedder"), 20, "Deployment", operator
     )
-    await run_pods(cluster, NS, "docs-embedder", count=2)
+    await run_pods(cluster, ns, "docs-embedder", count=2)
     await wait_state(cluster, operator, "docs-embedder", "READY", "Available")
 
     def scrape() -> str:

@@ -8,15 +8,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import pytest
-
+from support.cluster import Cluster
 from support.controllers import DEPLOYMENTS, MODELS, apply_documents, condition, events_for
-from support.emulator import Cluster
 from support.operator_process import OperatorProcess, eventually
 from support.registry import LocalRegistry, require_tools
 
-pytestmark = pytest.mark.kmock(cls=Cluster)
-
+#: Where the manifests below say they live; each test applies them into its own namespace.
 NS = "ml-team"
 REGISTRIES = "modelyard.dev/v1alpha1/registries"
 VERSIONS = "modelyard.dev/v1alpha1/modelversions"
@@ -95,11 +92,11 @@ def model(name: str, template_name: str, selector: str | None = None) -> dict[st
 
 
 def ready_reason(cluster: Cluster, resource: str, name: str) -> str | None:
-    return condition(cluster.get(resource, NS, name)).get("reason")
+    return condition(cluster.get(resource, cluster.namespace, name)).get("reason")
 
 
 def image(cluster: Cluster, name: str) -> str | None:
-    deployment = cluster.get(DEPLOYMENTS, NS, name)
+    deployment = cluster.get(DEPLOYMENTS, cluster.namespace, name)
     return deployment["spec"]["template"]["spec"]["containers"][0]["image"] if deployment else None
 
 
@@ -131,9 +128,9 @@ async def test_registry_status_follows_credentials_and_tls(
             "Reachable",
             operator,
         )
-        status = cluster.get(REGISTRIES, NS, "local")["status"]
+        status = cluster.get(REGISTRIES, cluster.namespace, "local")["status"]
         assert status["pullSecret"] == "local-pull" and status["lastCheckTime"]
-        pull = cluster.get(SECRETS, NS, "local-pull")
+        pull = cluster.get(SECRETS, cluster.namespace, "local-pull")
         assert pull is not None and pull["type"] == "kubernetes.io/dockerconfigjson"
         assert pull["metadata"]["ownerReferences"][0]["kind"] == "Registry"
         await eventually(
@@ -151,7 +148,9 @@ async def test_registry_status_follows_credentials_and_tls(
 
         # An edited Secret is picked up without touching the Registry.
         wrong = base64.b64encode(b"wrong-pa55").decode()
-        await cluster.patch(SECRETS, NS, "robot", {"data": {"password": wrong}}, manager="kubectl")
+        await cluster.patch(
+            SECRETS, cluster.namespace, "robot", {"data": {"password": wrong}}, manager="kubectl"
+        )
         await eventually(
             lambda: ready_reason(cluster, REGISTRIES, "local") == "Unauthorized",
             10,
@@ -159,7 +158,9 @@ async def test_registry_status_follows_credentials_and_tls(
             operator,
         )
         right = base64.b64encode(b"right-pa55").decode()
-        await cluster.patch(SECRETS, NS, "robot", {"data": {"password": right}}, manager="kubectl")
+        await cluster.patch(
+            SECRETS, cluster.namespace, "robot", {"data": {"password": right}}, manager="kubectl"
+        )
         await eventually(
             lambda: ready_reason(cluster, REGISTRIES, "local") == "Reachable",
             10,
@@ -190,7 +191,7 @@ async def test_models_run_only_verified_digests_and_roll_forward(
     local = await LocalRegistry(tmp_path / "plain").start()
     first = local.push(REPOSITORY, "1.0.0", "weights 1.0.0")
     second = local.push(REPOSITORY, "1.1.0", "weights 1.1.0")
-    operator = OperatorProcess(str(cluster.url), tmp_path).start()
+    operator = OperatorProcess(cluster.operator_kubeconfig(tmp_path), tmp_path).start()
     try:
         await apply_documents(
             cluster,
@@ -207,7 +208,7 @@ async def test_models_run_only_verified_digests_and_roll_forward(
             "verified",
             operator,
         )
-        verified = cluster.get(VERSIONS, NS, "awesome-llm-1.0.0")["status"]
+        verified = cluster.get(VERSIONS, cluster.namespace, "awesome-llm-1.0.0")["status"]
         assert (
             verified["image"] == f"{local.host}/{REPOSITORY}@{first}" and verified["verifiedTime"]
         )
@@ -226,9 +227,13 @@ async def test_models_run_only_verified_digests_and_roll_forward(
             "mismatch",
             operator,
         )
-        message = condition(cluster.get(VERSIONS, NS, "awesome-llm-1.2.0"))["message"]
+        message = condition(cluster.get(VERSIONS, cluster.namespace, "awesome-llm-1.2.0"))[
+            "message"
+        ]
         assert first in message and second in message
-        assert (cluster.get(VERSIONS, NS, "awesome-llm-1.2.0")["status"] or {}).get("image") is None
+        assert (cluster.get(VERSIONS, cluster.namespace, "awesome-llm-1.2.0")["status"] or {}).get(
+            "image"
+        ) is None
 
         # A newer verified version in range: the Model rolls to it.
         await apply_documents(cluster, [version("awesome-llm-1.1.0", "1.1.0", second, "1.1.0")])
@@ -240,7 +245,10 @@ async def test_models_run_only_verified_digests_and_roll_forward(
         )
         await eventually(
             lambda: (
-                (cluster.get(MODELS, NS, "chat")["status"] or {}).get("resolvedVersion") == "1.1.0"
+                (cluster.get(MODELS, cluster.namespace, "chat")["status"] or {}).get(
+                    "resolvedVersion"
+                )
+                == "1.1.0"
             ),
             10,
             "resolvedVersion",
@@ -259,25 +267,27 @@ async def test_models_run_only_verified_digests_and_roll_forward(
         )
         assert (
             "awesome-llm-1.1.0"
-            in condition(cluster.get(VERSIONS, NS, "awesome-llm-1.1.0-again"))["message"]
+            in condition(cluster.get(VERSIONS, cluster.namespace, "awesome-llm-1.1.0-again"))[
+                "message"
+            ]
         )
 
         # Someone pushes over the tag: reported at the next check (here: a restart), never followed.
         moved = local.push(REPOSITORY, "1.1.0", "weights pushed over the tag")
         await operator.kill()
-        operator = OperatorProcess(str(cluster.url), tmp_path).start()
+        operator = OperatorProcess(cluster.operator_kubeconfig(tmp_path), tmp_path).start()
         await eventually(
             lambda: (
-                condition(cluster.get(VERSIONS, NS, "awesome-llm-1.1.0"), "TagCurrent").get(
-                    "reason"
-                )
+                condition(
+                    cluster.get(VERSIONS, cluster.namespace, "awesome-llm-1.1.0"), "TagCurrent"
+                ).get("reason")
                 == "TagMoved"
             ),
             20,
             "tag moved",
             operator,
         )
-        after = cluster.get(VERSIONS, NS, "awesome-llm-1.1.0")
+        after = cluster.get(VERSIONS, cluster.namespace, "awesome-llm-1.1.0")
         assert condition(after)["status"] == "True", "the published digest still exists"
         assert after["status"]["tagDigest"] == moved
         assert (
@@ -302,7 +312,7 @@ async def test_models_run_only_verified_digests_and_roll_forward(
         )
         urllib.request.urlopen(request, timeout=5)
         await operator.kill()
-        operator = OperatorProcess(str(cluster.url), tmp_path).start()
+        operator = OperatorProcess(cluster.operator_kubeconfig(tmp_path), tmp_path).start()
         await eventually(
             lambda: ready_reason(cluster, VERSIONS, "awesome-llm-1.1.0") == "DigestNotFound",
             20,
@@ -315,7 +325,10 @@ async def test_models_run_only_verified_digests_and_roll_forward(
             "model blocked",
             operator,
         )
-        assert "no longer verifies" in condition(cluster.get(MODELS, NS, "chat"))["message"]
+        assert (
+            "no longer verifies"
+            in condition(cluster.get(MODELS, cluster.namespace, "chat"))["message"]
+        )
         assert image(cluster, "chat") == f"{local.host}/{REPOSITORY}@{second}"
     finally:
         await operator.stop()
@@ -345,7 +358,10 @@ async def test_template_image_by_tag_is_pinned_to_its_digest(
             "pinned",
             operator,
         )
-        assert cluster.get(TEMPLATES, NS, "tagged")["status"]["resolvedDigest"] == digest
+        assert (
+            cluster.get(TEMPLATES, cluster.namespace, "tagged")["status"]["resolvedDigest"]
+            == digest
+        )
         await apply_documents(
             cluster,
             [
@@ -367,7 +383,7 @@ async def test_template_image_by_tag_is_pinned_to_its_digest(
             "waiting",
             operator,
         )
-        assert cluster.get(MODELS, NS, "waiting")["status"]["state"] == "PENDING"
-        assert cluster.get(DEPLOYMENTS, NS, "waiting") is None
+        assert cluster.get(MODELS, cluster.namespace, "waiting")["status"]["state"] == "PENDING"
+        assert cluster.get(DEPLOYMENTS, cluster.namespace, "waiting") is None
     finally:
         await local.stop()

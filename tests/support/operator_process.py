@@ -1,4 +1,4 @@
-"""The real operator, as a separate process, pointed at the emulated API.
+"""The real operator, as a separate process, pointed at the test's API server.
 
 A process rather than a thread: it is what runs in production (`modelyard run`), its logs can be
 read back whole, and it can be killed with SIGKILL in the middle of work and started again.
@@ -26,44 +26,25 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def kubeconfig(url: str, directory: Path) -> Path:
-    path = directory / "kubeconfig.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "emulated", "cluster": {"server": url.rstrip("/")}}],
-                "users": [{"name": "tester", "user": {"token": "emulated-token"}}],
-                "contexts": [
-                    {"name": "emulated", "context": {"cluster": "emulated", "user": "tester"}}
-                ],
-                "current-context": "emulated",
-            }
-        )
-    )
-    return path
-
-
 class OperatorProcess:
     """`modelyard run` in a child process; `output` holds everything it logged."""
 
     def __init__(
         self,
-        url: str,
+        kubeconfig: Path | None,
         directory: Path,
         config: dict[str, Any] | None = None,
         verbose: bool = True,
         namespaces: list[str] | None = None,
     ) -> None:
-        """`url` of the emulated API; empty: the cluster of the caller's own KUBECONFIG."""
+        """`kubeconfig` of the cluster (see `Cluster.operator_kubeconfig`); None: the caller's."""
         self.verbose = verbose
         self.namespaces = namespaces or []
         self.directory = directory
         self.log_path = directory / f"operator-{time.monotonic_ns()}.log"
         self.env = dict(os.environ)
-        if url:
-            self.env["KUBECONFIG"] = str(kubeconfig(url, directory))
+        if kubeconfig is not None:
+            self.env["KUBECONFIG"] = str(kubeconfig)
         # Each operator gets its own metrics port, so parallel or successive runs never clash.
         self.metrics_port = free_port()
         config_path = directory / f"operator-config-{self.metrics_port}.yaml"
@@ -121,10 +102,13 @@ class OperatorProcess:
 async def eventually(
     check: Callable[[], Any],
     timeout: float = 20,
-    what: str = "condition",
+    what: str | Callable[[], str] = "condition",
     operator: OperatorProcess | None = None,
 ) -> Any:
-    """Poll `check` (sync or async) until it returns something truthy."""
+    """Poll `check` (sync or async) until it returns something truthy.
+
+    `what` names what is awaited; a callable is asked at the timeout, to describe the state
+    things were left in."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -143,4 +127,5 @@ async def eventually(
             )
         await asyncio.sleep(0.05)
     tail = operator.output[-6000:] if operator else ""
-    raise AssertionError(f"timed out waiting for {what}; last value: {last!r}\n{tail}")
+    described = what() if callable(what) else what
+    raise AssertionError(f"timed out waiting for {described}; last value: {last!r}\n{tail}")

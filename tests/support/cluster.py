@@ -1,0 +1,341 @@
+"""The real cluster as tests see it: one control plane per session, one namespace per test.
+
+The session starts the control plane once, installs the CRDs from crds/ (and a stand-in for
+KEDA's ScaledObject CRD: KEDA itself does not run here, the tests play it), and sets up the
+operator's identity exactly as the Helm chart does: a ServiceAccount bound to the ClusterRole
+that `helm template` renders. The operator runs with that service account's token, through a
+fault proxy, so every call it makes is authorised by the real server under the chart's RBAC.
+
+Each test gets a fresh namespace and its own proxy (its own request log and faults). At the
+end its objects are removed — finalizers the operator would have cleared included — so the next
+test's cluster-wide operator starts with nothing left over.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import itertools
+import re
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import urllib3
+import yaml
+
+from support import control_plane
+from support.api import Api, ApiRefusal, Obj, resource_path
+from support.fault_proxy import Fault, FaultProxy, Served
+from support.helm import Helm, helm_binary
+
+ROOT = Path(__file__).resolve().parents[2]
+SUPPORT = Path(__file__).resolve().parent
+OPERATOR_NAMESPACE = "modelyard-system"
+OPERATOR_ACCOUNT = "modelyard"
+RELEASE = "modelyard"
+
+MODELS = "modelyard.dev/v1alpha1/models"
+TEMPLATES = "modelyard.dev/v1alpha1/modeltemplates"
+VERSIONS = "modelyard.dev/v1alpha1/modelversions"
+REGISTRIES = "modelyard.dev/v1alpha1/registries"
+KEDA_CRD = "scaledobjects.keda.sh"
+CRDS = "apiextensions.k8s.io/v1/customresourcedefinitions"
+
+#: What a test namespace is emptied of at the end, children before owners.
+CLEANUP = (
+    MODELS,
+    TEMPLATES,
+    VERSIONS,
+    REGISTRIES,
+    "apps/v1/deployments",
+    "apps/v1/replicasets",
+    "v1/pods",
+    "v1/services",
+    "autoscaling/v2/horizontalpodautoscalers",
+    "keda.sh/v1alpha1/scaledobjects",
+)
+
+
+def render_chart(tmp: Path, *values: str) -> list[Obj]:
+    """The chart's manifests, as `helm template` renders them with `values` (--set a=b)."""
+    helm = Helm(helm_binary(tmp / "bin"), tmp)
+    args = ["template", RELEASE, str(ROOT / "charts" / "modelyard"), "-n", OPERATOR_NAMESPACE]
+    for value in values:
+        args += ["--set", value]
+    return [d for d in yaml.safe_load_all(helm.run(*args).stdout) if d]
+
+
+def install_crds(api: Api) -> None:
+    documents = [yaml.safe_load(p.read_text()) for p in sorted((ROOT / "crds").glob("*.yaml"))]
+    documents.append(yaml.safe_load((SUPPORT / "keda-scaledobject-crd.yaml").read_text()))
+    for crd in documents:
+        api.apply(crd, "modelyard-tests")
+    for crd in documents:
+        api.wait_established(crd["metadata"]["name"])
+
+
+def relaxed(crd: Obj) -> Obj:
+    """`crd` with its schema reduced to "anything goes", as on a cluster that still has an old or
+    hand-edited CRD: objects the real schema refuses are stored, and reach the operator."""
+    loose = copy.deepcopy(crd)
+    for version in loose["spec"]["versions"]:
+        version["schema"] = {
+            "openAPIV3Schema": {
+                "type": "object",
+                "properties": {
+                    "spec": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                    "status": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+                },
+            }
+        }
+    return loose
+
+
+def install_relaxed_crds(api: Api) -> None:
+    for path in sorted((ROOT / "crds").glob("*.yaml")):
+        crd = relaxed(yaml.safe_load(path.read_text()))
+        api.apply(crd, "modelyard-tests")
+        api.wait_established(crd["metadata"]["name"])
+
+
+def service_account_token(api: Api, namespace: str, account: str) -> str:
+    """A token for the account, as `kubectl create token` asks for one."""
+    request = {
+        "apiVersion": "authentication.k8s.io/v1",
+        "kind": "TokenRequest",
+        "spec": {"expirationSeconds": 24 * 3600},
+    }
+    answer = api.request(
+        "POST", f"/api/v1/namespaces/{namespace}/serviceaccounts/{account}/token", request
+    )
+    return str(answer["status"]["token"])
+
+
+def operator_identity(api: Api, tmp: Path, account: str = OPERATOR_ACCOUNT, *values: str) -> str:
+    """The chart's ServiceAccount and RBAC (for `values`), applied; a token for the account."""
+    api.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": OPERATOR_NAMESPACE}})
+    rendered = render_chart(tmp, f"serviceAccount.name={account}", *values)
+    wanted = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"}
+    for document in rendered:
+        if document["kind"] not in wanted:
+            continue
+        if document["kind"] in ("Role", "RoleBinding"):
+            namespace = document["metadata"]["namespace"]
+            api.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+        api.apply(document, "helm")
+    return service_account_token(api, OPERATOR_NAMESPACE, account)
+
+
+@dataclass
+class Session:
+    """What every test of the session shares: the control plane and the operator's identity."""
+
+    plane: control_plane.ControlPlane
+    api: Api
+    token: str
+    tmp: Path
+    numbers: itertools.count[int] = field(default_factory=itertools.count)
+
+    @classmethod
+    def start(cls, tmp: Path) -> Session:
+        plane = control_plane.start(tmp / "cluster")
+        try:
+            api = Api(plane.server, plane.pki)
+            install_crds(api)
+            token = operator_identity(api, tmp)
+        except BaseException:
+            plane.stop()
+            raise
+        return cls(plane, api, token, tmp)
+
+    def stop(self) -> None:
+        self.plane.stop(grace=1)
+
+    def namespace_name(self, test_name: str) -> str:
+        """A DNS label unique in the session that still says which test made it."""
+        stem = re.sub(r"[^a-z0-9-]+", "-", test_name.lower().removeprefix("test_"))[:40]
+        return f"{stem.strip('-')}-{next(self.numbers)}"
+
+
+class Cluster:
+    """One test's view: its namespace, its proxy, and helpers that read like `kubectl`."""
+
+    def __init__(self, session: Session, namespace: str) -> None:
+        self.session = session
+        self.api = session.api
+        self.namespace = namespace
+        self.proxy = FaultProxy(session.plane.server, session.plane.pki / "ca.crt").start()
+        #: (resourceVersion, resource, watch event) for every change of a Model in the namespace,
+        #: as the API server's own watch reported it.
+        self.log: list[tuple[int, str, Obj]] = []
+        self._recording = threading.Event()
+        self._recorder: threading.Thread | None = None
+        self.api.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+        # Pods are refused until the namespace's default ServiceAccount exists.
+        deadline = time.monotonic() + 10
+        while self.api.get("v1/serviceaccounts", namespace, "default") is None:
+            assert time.monotonic() < deadline, "no default ServiceAccount"
+            time.sleep(0.02)
+        self._record(MODELS)
+
+    # -- the proxy the operator goes through --------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return self.proxy.url
+
+    @property
+    def served(self) -> list[Served]:
+        return list(self.proxy.served)
+
+    @property
+    def faults(self) -> list[Fault]:
+        return self.proxy.faults
+
+    def writes(self) -> list[Served]:
+        return self.proxy.writes()
+
+    def fail(self, method: str, path: str, code: int = 500, **options: Any) -> Fault:
+        return self.proxy.fail(method, path, code, **options)
+
+    async def drop_watches(self) -> None:
+        await self.proxy.drop_watches()
+
+    async def expire_history(self) -> None:
+        """As after an etcd compaction: resuming any watch from now is 410 Gone."""
+        listing = await asyncio.to_thread(self.api.request, "GET", "/api/v1/namespaces")
+        await self.proxy.expire_history(int(listing["metadata"]["resourceVersion"]) + 1)
+
+    def operator_kubeconfig(self, directory: Path, token: str | None = None) -> Path:
+        """A kubeconfig for the operator: the proxy, and the chart's service account's token."""
+        path = directory / f"kubeconfig-{self.namespace}.yaml"
+        path.write_text(
+            yaml.safe_dump(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Config",
+                    "clusters": [{"name": "test", "cluster": {"server": self.url}}],
+                    "users": [{"name": "operator", "user": {"token": token or self.session.token}}],
+                    "contexts": [
+                        {"name": "test", "context": {"cluster": "test", "user": "operator"}}
+                    ],
+                    "current-context": "test",
+                }
+            )
+        )
+        return path
+
+    # -- reads and writes, as kubectl and the cluster's components make them -----------------
+
+    def get(self, resource: str, namespace: str | None, name: str) -> Obj | None:
+        return self.api.get(resource, namespace, name)
+
+    def list(
+        self, resource: str, namespace: str | None = None, selector: str | None = None
+    ) -> list[Obj]:
+        return self.api.list(resource, namespace, selector)
+
+    def in_namespace(self, manifest: Obj) -> Obj:
+        """A copy of `manifest` placed in this test's namespace (examples say ml-team)."""
+        placed = copy.deepcopy(manifest)
+        if placed.get("kind") != "Namespace":
+            placed.setdefault("metadata", {})["namespace"] = self.namespace
+        return placed
+
+    async def apply(self, manifest: Obj, manager: str = "kubectl") -> Obj:
+        return await asyncio.to_thread(self.api.apply, manifest, manager)
+
+    async def create(self, resource: str, manifest: Obj, manager: str = "test") -> Obj:
+        return await asyncio.to_thread(self.api.create, resource, manifest, manager)
+
+    async def patch(
+        self,
+        resource: str,
+        namespace: str | None,
+        name: str,
+        patch: Obj,
+        *,
+        subresource: str | None = None,
+        manager: str = "test",
+        merge: bool = False,
+    ) -> Obj:
+        return await asyncio.to_thread(
+            lambda: self.api.patch(
+                resource,
+                namespace,
+                name,
+                patch,
+                subresource=subresource,
+                manager=manager,
+                merge=merge,
+            )
+        )
+
+    async def remove(self, resource: str, namespace: str | None, name: str) -> None:
+        """Delete (in the background, as kubectl does); finalizers and the garbage collector
+        decide when it is gone."""
+        await asyncio.to_thread(self.api.delete, resource, namespace, name)
+
+    async def gone(
+        self, resource: str, namespace: str | None, name: str, timeout: float = 30
+    ) -> None:
+        await asyncio.to_thread(self.api.wait_gone, resource, namespace, name, timeout)
+
+    # -- history ------------------------------------------------------------------------------
+
+    def _record(self, resource: str) -> None:
+        listing = self.api.request("GET", resource_path(resource, self.namespace))
+        since = listing["metadata"]["resourceVersion"]
+
+        def record() -> None:
+            nonlocal since
+            while not self._recording.is_set():
+                try:
+                    for event in self.api.watch(resource, self.namespace, since):
+                        if self._recording.is_set():
+                            return
+                        if event.get("type") == "ERROR":
+                            break
+                        version = event["object"]["metadata"]["resourceVersion"]
+                        since = version
+                        if event.get("type") != "BOOKMARK":
+                            self.log.append((int(version), resource, event))
+                except (OSError, ValueError, ApiRefusal, urllib3.exceptions.HTTPError):
+                    time.sleep(0.1)  # the server went away (end of session) or restarted
+
+        self._recorder = threading.Thread(target=record, daemon=True, name="history")
+        self._recorder.start()
+
+    # -- the end ------------------------------------------------------------------------------
+
+    def close(self) -> None:
+        self._recording.set()
+        self.proxy.stop()
+        for resource in (TEMPLATES, MODELS):
+            for obj in self._safe_list(resource):
+                if obj["metadata"].get("finalizers"):
+                    self._quietly(
+                        self.api.patch,
+                        resource,
+                        self.namespace,
+                        obj["metadata"]["name"],
+                        {"metadata": {"finalizers": None}},
+                    )
+        for resource in CLEANUP:
+            self._quietly(self.api.request, "DELETE", resource_path(resource, self.namespace))
+        self._quietly(self.api.delete, "v1/namespaces", None, self.namespace)
+
+    def _safe_list(self, resource: str) -> list[Obj]:
+        try:
+            return self.api.list(resource, self.namespace)
+        except ApiRefusal:
+            return []
+
+    @staticmethod
+    def _quietly(call: Any, *args: Any) -> None:
+        with contextlib.suppress(ApiRefusal):
+            call(*args)
