@@ -3,17 +3,30 @@
 from __future__ import annotations
 
 import collections
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from support import control_plane
 from support.cluster import KEDA_CRD, Cluster, Session, install_crds, install_relaxed_crds
 from support.operator_process import OperatorProcess
 
 #: Filled by the session fixture; read by the summary at the end of the run.
 SERVER: dict[str, str] = {}
+#: How the control plane's binary came to be: built now (and in how long) or reused.
+BUILD: dict[str, Any] = {}
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """Build the control plane before any test: a cold build takes minutes, which no single
+    test's timeout should have to include."""
+    cached = control_plane.built()
+    started = time.monotonic()
+    control_plane.build()
+    BUILD.update(cached=cached, seconds=time.monotonic() - started)
 
 
 @pytest.fixture(scope="session")
@@ -88,6 +101,9 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     )
     for path, count in sorted(per_file.items()):
         terminalreporter.write_line(f"  {path}: {count}")
+    if BUILD:
+        how = "reused from .cache/testcluster" if BUILD["cached"] else "built from Go modules"
+        terminalreporter.write_line(f"control plane binary: {how} in {BUILD['seconds']:.1f} s")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -51,6 +51,11 @@ class BuildError(RuntimeError):
     pass
 
 
+def built() -> bool:
+    """Whether this source's binary is already in the cache (a warm start)."""
+    return (CACHE / fingerprint() / "testcluster").exists()
+
+
 def build(log: Any = sys.stderr) -> Path:
     """The control plane's binary, built now unless this source was built before."""
     binary = CACHE / fingerprint() / "testcluster"
