@@ -1,29 +1,30 @@
-"""modelyard's benchmark: N Models through the real operator process, against a baseline.
+"""modelyard's benchmark: N Models through the real operator on a real API server, against the
+naive kopf baseline on the same server in the same run.
 
-    make bench                      # N=1000 against the emulated API
-    make bench N="100 1000 5000"    # several sizes, one report
+    make bench                      # N=1000
+    make bench N="1000 5000"        # several sizes, one report
 
-For each N, in the same run: the emulated Kubernetes API (tests/support/emulator.py) is started
-in this process, the real operator (`modelyard run`) in a child process, and N Models are created
-from one template; this process plays the Deployment controller and the kubelet (in-process, so
-their writes are not counted as the operator's). Then the same N CRs go through the naive kopf
-operator of bench/baseline_operator.py on a fresh emulated API. Measured:
+It starts the project's control plane (tests/cluster: kube-apiserver, kube-controller-manager and
+etcd on loopback; the HPA controller is left out, so thousands of HPAs without a metrics API do
+not load the machine), installs the CRDs, and gives each operator its own identity: ours the
+chart's ServiceAccount and ClusterRole, the baseline a ServiceAccount of its own. Requests are
+counted by the API server itself, from its audit log (every request of either identity, kopf's
+own bookkeeping included, with the server's timestamps), so nothing sits between an operator
+and the server.
 
-- time from a Model's creation to its Deployment's creation (p50, p95, p99);
-- time until all N are fully reconciled (Deployment, Service, autoscaler and status) and READY;
-- API requests per Model from create to Ready, kopf's own bookkeeping included (watch streams
-  are long-lived and counted apart);
-- API writes per minute while idle with N Models present;
-- the operator's resident memory after N.
+For each N, ours first, then the baseline (each cluster-wide, each after the other's objects are
+gone): N Models are created as fast as the server takes them; measured from the audit log:
 
-With KUBECONFIG set, the same measurements run against that cluster instead, through the API
-alone: the operator runs locally serving only a fresh namespace `modelyard-bench-*` (deleted at
-the end), a watch timestamps Deployments and Models, and requests are counted by the operator's
-own client (`modelyard_api_requests_total`) — kopf's bookkeeping requests are not visible there,
-the report says so. Workers use the pause image and 1m CPU / 1Mi memory, so a real cluster is not
-burdened; Models become READY only if the cluster runs them. `--emulated` ignores KUBECONFIG.
-`--serve PORT` runs the emulated API (with the played controllers) standalone, which is how the
-cluster mode is tested without a cluster.
+- time from a Model's creation to its Deployment's creation (p50, p95, p99), as the server saw
+  both;
+- until every Model has its Deployment, Service, autoscaler and a first status (the baseline:
+  its one Deployment);
+- API requests per Model from the first creation until then, and until the operator settles;
+- after the harness plays the kubelet (every pod running and ready): until every Model is READY,
+  how long the operator still writes after the last READY status (settling), and its writes per
+  minute over an idle window that starts once it has made no write for 10 s;
+- its resident memory after N, and the time to Deployment of Models created one at a time into
+  an operator that already holds N.
 
 Results go to bench/results/bench-<N>.json and the table in docs/performance.md. Figures are
 measured, never asserted: tests do not time anything.
@@ -32,112 +33,123 @@ measured, never asserted: tests do not time anything.
 from __future__ import annotations
 
 import argparse
-import asyncio
+import calendar
+import concurrent.futures
 import json
 import math
 import os
 import platform
 import subprocess
 import sys
+import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import attrs
-import kmock
+import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from support.emulator import Cluster  # noqa: E402
-from support.operator_process import OperatorProcess, kubeconfig  # noqa: E402
+from support import control_plane  # noqa: E402
+from support.api import Api, ApiRefusal, resource_path  # noqa: E402
+from support.cluster import (  # noqa: E402
+    OPERATOR_NAMESPACE,
+    install_crds,
+    operator_identity,
+    service_account_token,
+)
+from support.controllers import kubelet_status, ready_pod_status  # noqa: E402
+from support.operator_process import OperatorProcess  # noqa: E402
 
-NAMESPACE = "bench"
 MODELS = "modelyard.dev/v1alpha1/models"
-DEPLOYMENTS = "apps/v1/deployments"
+ADMIN = "modelyard-test-admin"
+OURS = f"system:serviceaccount:{OPERATOR_NAMESPACE}:modelyard"
+NAIVE = f"system:serviceaccount:{OPERATOR_NAMESPACE}:naive-kopf"
+WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+CONTROLLERS = (
+    "garbage-collector-controller,deployment-controller,replicaset-controller,"
+    "namespace-controller,serviceaccount-controller,resourcequota-controller"
+)
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [
+        {"level": "Metadata", "users": [OURS, NAIVE]},
+        # The harness's creations of Models: when each Model came to exist, by the server's clock.
+        {
+            "level": "Metadata",
+            "users": [ADMIN],
+            "verbs": ["create"],
+            "resources": [{"group": "modelyard.dev", "resources": ["models"]}],
+        },
+        {"level": "None"},
+    ],
+}
 
 
-@attrs.define(kw_only=True)
-class BenchCluster(Cluster):
-    """The emulated API, timestamping what the benchmark measures and playing the controllers."""
+# -- the audit log: what the server saw ---------------------------------------------------------
 
-    created: dict[str, float] = attrs.field(factory=dict, init=False)
-    first_seen: dict[tuple[str, str], float] = attrs.field(factory=dict, init=False)
-    ready: dict[str, float] = attrs.field(factory=dict, init=False)
-    controllers: bool = True
-    _tasks: set[asyncio.Task[None]] = attrs.field(factory=set, init=False)
 
-    async def _emit(self, resource: str, kind: str, obj: dict[str, Any]) -> None:
-        await super()._emit(resource, kind, obj)
-        now = time.perf_counter()
-        metadata = obj.get("metadata") or {}
-        name = (metadata.get("labels") or {}).get("modelyard.dev/model") or metadata.get("name", "")
-        self.first_seen.setdefault((resource, name), now)
-        if resource == MODELS and ((obj.get("status") or {}).get("state") == "READY"):
-            self.ready.setdefault(metadata["name"], now)
-        if resource == DEPLOYMENTS and kind == "ADDED" and self.controllers:
-            task = asyncio.get_running_loop().create_task(self._start_pods(obj))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+def stamp(text: str) -> float:
+    """RFC 3339 with microseconds → seconds since the epoch."""
+    seconds, _, fraction = text.rstrip("Z").partition(".")
+    whole = calendar.timegm(time.strptime(seconds, "%Y-%m-%dT%H:%M:%S"))
+    return whole + float(f"0.{fraction or 0}")
 
-    async def _start_pods(self, deployment: dict[str, Any]) -> None:
-        """The Deployment controller and the kubelet: one ready pod, and the counts."""
-        metadata, template = deployment["metadata"], deployment["spec"]["template"]
-        pod = f"{metadata['name']}-0"
-        await self.create(
-            "v1/pods",
-            {
-                "apiVersion": "v1",
-                "kind": "Pod",
-                "metadata": {
-                    "name": pod,
-                    "namespace": metadata["namespace"],
-                    "labels": template["metadata"]["labels"],
-                    "annotations": template["metadata"].get("annotations", {}),
-                },
-                "spec": template["spec"],
-            },
-        )
-        await self.patch(
-            "v1/pods",
-            metadata["namespace"],
-            pod,
-            {
-                "status": {
-                    "phase": "Running",
-                    "conditions": [{"type": "Ready", "status": "True"}],
-                    "containerStatuses": [
-                        {
-                            "name": "model",
-                            "ready": True,
-                            "started": True,
-                            "restartCount": 0,
-                            "state": {"running": {}},
-                        }
-                    ],
-                }
-            },
-            subresource="status",
-            manager="kubelet",
-        )
-        replicas = deployment["spec"].get("replicas", 1)
-        await self.patch(
-            DEPLOYMENTS,
-            metadata["namespace"],
-            metadata["name"],
-            {
-                "status": {
-                    "observedGeneration": metadata.get("generation", 1),
-                    "replicas": replicas,
-                    "updatedReplicas": replicas,
-                    "readyReplicas": replicas,
-                    "availableReplicas": replicas,
-                }
-            },
-            subresource="status",
-            manager="controller",
-        )
+
+@dataclass(frozen=True)
+class Request:
+    at: float
+    user: str
+    verb: str
+    resource: str
+    subresource: str
+    namespace: str
+    name: str
+    code: int
+
+
+class AuditLog:
+    """The API server's audit log, read as it grows."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.requests: list[Request] = []
+        self._offset = 0
+
+    def read(self) -> list[Request]:
+        if not self.path.exists():
+            return self.requests
+        with self.path.open("rb") as log:
+            log.seek(self._offset)
+            data = log.read()
+        complete = data[: data.rfind(b"\n") + 1]
+        self._offset += len(complete)
+        for line in complete.splitlines():
+            event = json.loads(line)
+            if event.get("stage") != "ResponseComplete":
+                continue  # a watch also logs ResponseStarted; count each request once
+            ref = event.get("objectRef") or {}
+            self.requests.append(
+                Request(
+                    at=stamp(event["requestReceivedTimestamp"]),
+                    user=event["user"]["username"],
+                    verb=event["verb"],
+                    resource=ref.get("resource", ""),
+                    subresource=ref.get("subresource", ""),
+                    namespace=ref.get("namespace", ""),
+                    name=ref.get("name", ""),
+                    code=int((event.get("responseStatus") or {}).get("code", 0)),
+                )
+            )
+        return self.requests
+
+
+# -- figures -------------------------------------------------------------------------------------
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -148,389 +160,440 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[index]
 
 
-def to_deployment_ms(
-    first_seen: dict[tuple[str, str], float], created: dict[str, float]
-) -> dict[str, float]:
-    """p50/p95/p99 of the time from each Model's creation to its Deployment's, in ms."""
-    delays = [
-        first_seen[(DEPLOYMENTS, name)] - at
-        for name, at in created.items()
-        if (DEPLOYMENTS, name) in first_seen
-    ]
-    return {f"p{q}": 1000 * percentile(delays, q) for q in (50, 95, 99)}
-
-
-async def create_models(
-    cluster: BenchCluster, models: list[tuple[str, dict[str, Any]]]
-) -> list[str]:
-    """Create the Models as fast as the API takes them, stamping each creation time."""
-    for resource, body in models:
-        cluster.created[body["metadata"]["name"]] = time.perf_counter()
-        await cluster.create(resource, body, manager="kubectl")
-    return [body["metadata"]["name"] for _, body in models]
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def documents(n: int) -> tuple[list[tuple[str, dict[str, Any]]], list[tuple[str, dict[str, Any]]]]:
-    setup = [
-        (
-            "modelyard.dev/v1alpha1/registries",
-            {
-                "apiVersion": "modelyard.dev/v1alpha1",
-                "kind": "Registry",
-                "metadata": {"name": "local", "namespace": NAMESPACE},
-                "spec": {"url": "http://127.0.0.1:9"},
-            },
-        ),
-        (
-            "modelyard.dev/v1alpha1/modeltemplates",
-            {
-                "apiVersion": "modelyard.dev/v1alpha1",
-                "kind": "ModelTemplate",
-                "metadata": {"name": "embedder", "namespace": NAMESPACE},
-                "spec": {
-                    "modelType": "EMBEDDING",
-                    "image": {
-                        "registry": "local",
-                        "repository": "acme/embedder",
-                        "digest": "sha256:" + "a" * 64,
-                    },
-                    "resources": {"cpus": 1, "memory": "2Gi"},
-                    "scaling": {"minWorkers": 1, "maxWorkers": 3, "perWorker": 8},
-                    "parameters": [{"name": "MODEL_PATH", "required": True}],
-                },
-            },
-        ),
-    ]
-    models = [
-        (
-            MODELS,
-            {
-                "apiVersion": "modelyard.dev/v1alpha1",
-                "kind": "Model",
-                "metadata": {"name": f"model-{i:05d}", "namespace": NAMESPACE},
-                "spec": {"template": "embedder", "parameters": {"MODEL_PATH": f"s3://models/{i}"}},
-            },
-        )
-        for i in range(n)
-    ]
-    return setup, models
-
-
 @dataclass
 class Figures:
     n: int
     to_deployment_ms: dict[str, float] = field(default_factory=dict)
+    all_deployments_s: float = float("nan")
     all_reconciled_s: float = float("nan")
     all_ready_s: float = float("nan")
     requests_per_model: float = float("nan")
-    watch_requests: int = 0
+    requests_per_model_settled: float = float("nan")
+    requests_by_kind: dict[str, int] = field(default_factory=dict)
     settle_s: float = float("nan")
     idle_writes_per_minute: float = float("nan")
     idle_writes: list[str] = field(default_factory=list)
     rss_mb: float = float("nan")
+    sequential_ms: dict[str, float] = field(default_factory=dict)
     timed_out: bool = False
 
 
-async def wait(condition: Any, timeout: float) -> bool:
+def first(requests: list[Request], user: str, resource: str, sub: str = "") -> dict[str, float]:
+    """Per object name, when `user` first wrote it successfully (created it, or its status)."""
+    found: dict[str, float] = {}
+    for r in requests:
+        if r.user == user and r.resource == resource and r.subresource == sub and r.name:
+            created = r.code == 201 or (sub == "status" and r.code == 200)
+            if created and r.verb in ("create", "patch", "update"):
+                found.setdefault(r.name, r.at)
+    return found
+
+
+def creations(requests: list[Request], namespace: str) -> dict[str, float]:
+    return {
+        r.name: r.at
+        for r in requests
+        if r.user == ADMIN
+        and r.resource == "models"
+        and r.namespace == namespace
+        and r.code == 201
+        and r.name
+    }
+
+
+def delays_ms(created: dict[str, float], reached: dict[str, float]) -> list[float]:
+    return [1000 * (reached[name] - at) for name, at in created.items() if name in reached]
+
+
+# -- the harness playing users and kubelets --------------------------------------------------------
+
+
+def namespace(api: Api, name: str) -> None:
+    api.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    deadline = time.monotonic() + 30
+    while api.get("v1/serviceaccounts", name, "default") is None:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"namespace {name} has no default ServiceAccount")
+        time.sleep(0.05)
+
+
+def delete_namespace(api: Api, name: str, timeout: float) -> None:
+    """Delete a run's namespace even when its operator is gone: our finalizers would hold it."""
+    for kind in ("models", "modeltemplates", "modelversions", "registries"):
+        resource = f"modelyard.dev/v1alpha1/{kind}"
+        for obj in api.list(resource, name):
+            if obj["metadata"].get("finalizers"):
+                api.patch(
+                    resource, name, obj["metadata"]["name"], {"metadata": {"finalizers": None}}
+                )
+    api.delete("v1/namespaces", None, name)
+    try:
+        api.wait_gone("v1/namespaces", None, name, timeout)
+    except AssertionError:
+        left = api.get("v1/namespaces", None, name) or {}
+        conditions = left.get("status", {}).get("conditions", [])
+        raise AssertionError(f"namespace {name} not deleted: {conditions}") from None
+
+
+def setup_documents(ns: str) -> list[dict[str, Any]]:
+    return [
+        {
+            "apiVersion": "modelyard.dev/v1alpha1",
+            "kind": "Registry",
+            "metadata": {"name": "local", "namespace": ns},
+            "spec": {"url": "http://127.0.0.1:9"},
+        },
+        {
+            "apiVersion": "modelyard.dev/v1alpha1",
+            "kind": "ModelTemplate",
+            "metadata": {"name": "embedder", "namespace": ns},
+            "spec": {
+                "modelType": "EMBEDDING",
+                "image": {
+                    "registry": "local",
+                    "repository": "acme/embedder",
+                    "digest": "sha256:" + "a" * 64,
+                },
+                "resources": {"cpus": "1m", "memory": "1Mi"},
+                "scaling": {"minWorkers": 1, "maxWorkers": 3, "perWorker": 8},
+                "parameters": [{"name": "MODEL_PATH", "required": True}],
+            },
+        },
+    ]
+
+
+def model(ns: str, index: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "modelyard.dev/v1alpha1",
+        "kind": "Model",
+        "metadata": {"name": f"model-{index:05d}", "namespace": ns},
+        "spec": {"template": "embedder", "parameters": {"MODEL_PATH": f"s3://models/{index}"}},
+    }
+
+
+def create_burst(api: Api, ns: str, first_index: int, n: int) -> None:
+    """N Models as fast as the server takes them, from a few connections, as a GitOps sync."""
+
+    def create(index: int) -> None:
+        api.request("POST", resource_path(MODELS, ns), model(ns, index))
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        list(pool.map(create, range(first_index, first_index + n)))
+
+
+class Kubelet:
+    """Reports every pod of the namespace running and ready, as kubelets would; not counted."""
+
+    def __init__(self, api: Api, ns: str) -> None:
+        self.api, self.ns = api, ns
+        self.done: set[str] = set()
+
+    def run_all(self) -> int:
+        pods = [
+            p for p in self.api.list("v1/pods", self.ns) if p["metadata"]["name"] not in self.done
+        ]
+        status = ready_pod_status()
+
+        def report(pod: dict[str, Any]) -> None:
+            name = pod["metadata"]["name"]
+            try:
+                self.api.patch(
+                    "v1/pods",
+                    self.ns,
+                    name,
+                    {"status": kubelet_status(pod, status)},
+                    subresource="status",
+                    manager="kubelet",
+                    merge=True,
+                )
+                self.done.add(name)
+            except ApiRefusal as refused:
+                if refused.code != 404:  # 404: replaced meanwhile
+                    raise
+
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            list(pool.map(report, pods))
+        return len(pods)
+
+
+class ReadyWatch:
+    """When each Model first reported READY, from a watch on the namespace's Models."""
+
+    def __init__(self, api: Api, ns: str) -> None:
+        self.api, self.ns = api, ns
+        self.ready: dict[str, float] = {}
+        self.stopped = threading.Event()
+        listing = api.request("GET", resource_path(MODELS, ns), query={"limit": "1"})
+        self._since = listing["metadata"]["resourceVersion"]
+        threading.Thread(target=self._follow, daemon=True).start()
+
+    def _follow(self) -> None:
+        while not self.stopped.is_set():
+            try:
+                for event in self.api.watch(MODELS, self.ns, self._since, seconds=5):
+                    obj = event.get("object") or {}
+                    if event.get("type") == "ERROR":
+                        break
+                    self._since = obj["metadata"]["resourceVersion"]
+                    if (obj.get("status") or {}).get("state") == "READY":
+                        self.ready.setdefault(obj["metadata"]["name"], time.time())
+            except Exception:  # a dropped stream: watch again
+                time.sleep(0.2)
+
+
+def progress(message: str) -> None:
+    """A line on stderr per phase, so a long run shows where it is (and where it stuck)."""
+    print(f"  [{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def wait_for(check: Any, timeout: float, every: float = 0.2) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if condition():
+        if check():
             return True
-        await asyncio.sleep(0.05)
+        time.sleep(every)
     return False
 
 
-async def run_ours(n: int, directory: Path, idle_seconds: float, timeout: float) -> Figures:
-    figures = Figures(n)
-    setup, models = documents(n)
-    async with BenchCluster() as cluster, kmock.Server(cluster) as server:
-        for resource, body in setup:
-            await cluster.create(resource, body, manager="kubectl")
-        operator = OperatorProcess(str(server.url), directory, verbose=False).start()
-        try:
-            # Let the operator start and settle on the setup objects before the clock starts.
-            await wait(lambda: len(cluster.writes()) >= 1, 30)
-            await asyncio.sleep(3)
-            start_index = len(cluster.served)
-            start = time.perf_counter()
-            names = await create_models(cluster, models)
-            kinds = (DEPLOYMENTS, "v1/services", "autoscaling/v2/horizontalpodautoscalers")
-
-            def reconciled() -> bool:
-                return all(
-                    (k, name) in cluster.first_seen for name in names for k in kinds
-                ) and all(
-                    (cluster.store.get((MODELS, NAMESPACE, name)) or {}).get("status")
-                    for name in names
-                )
-
-            figures.timed_out = not await wait(reconciled, timeout)
-            figures.all_reconciled_s = time.perf_counter() - start
-            figures.timed_out |= not await wait(lambda: len(cluster.ready) == n, timeout)
-            figures.all_ready_s = max(cluster.ready.values(), default=start) - start
-            await asyncio.sleep(2)  # the last Events land
-            served = cluster.served[start_index:]
-            figures.watch_requests = sum(1 for entry in served if entry[1].endswith("?watch"))
-            counted = [entry for entry in served if not entry[1].endswith("?watch")]
-            figures.requests_per_model = len(counted) / n
-            figures.to_deployment_ms = to_deployment_ms(cluster.first_seen, cluster.created)
-            figures.rss_mb = rss_mb(operator.process.pid) if operator.process else float("nan")
-            # Idle means nothing changes: wait until the last trailing writes (kopf finishing its
-            # own create handlers) have stopped for 5 s, then count writes over the window.
-            settle_start = time.perf_counter()
-            last, quiet_since = len(cluster.writes()), time.perf_counter()
-            while (
-                time.perf_counter() - quiet_since < 5
-                and time.perf_counter() - settle_start < timeout
-            ):
-                await asyncio.sleep(0.5)
-                if len(cluster.writes()) != last:
-                    last, quiet_since = len(cluster.writes()), time.perf_counter()
-            figures.settle_s = time.perf_counter() - settle_start - 5
-            before = len(cluster.writes())
-            await asyncio.sleep(idle_seconds)
-            idle = cluster.writes()[before:]
-            figures.idle_writes_per_minute = len(idle) * 60 / idle_seconds
-            figures.idle_writes = [f"{method} {path} {code}" for method, path, code in idle[:10]]
-        finally:
-            await operator.stop()
-    return figures
-
-
-async def run_baseline(n: int, directory: Path, timeout: float) -> Figures:
-    figures = Figures(n)
-    _, models = documents(n)
-    async with BenchCluster(controllers=False) as cluster, kmock.Server(cluster) as server:
-        env = {**os.environ, "KUBECONFIG": str(kubeconfig(str(server.url), directory))}
-        log = (directory / "baseline.log").open("wb")
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "kopf",
-                "run",
-                "--standalone",
-                "-A",
-                str(ROOT / "bench" / "baseline_operator.py"),
-            ],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        try:
-            await wait(lambda: any(entry[1].endswith("?watch") for entry in cluster.served), 30)
-            await asyncio.sleep(3)
-            start_index = len(cluster.served)
-            start = time.perf_counter()
-            names = await create_models(cluster, models)
-            figures.timed_out = not await wait(
-                lambda: all((DEPLOYMENTS, name) in cluster.first_seen for name in names), timeout
-            )
-            figures.all_reconciled_s = time.perf_counter() - start
-            await asyncio.sleep(3)  # kopf's trailing bookkeeping patches
-            counted = [e for e in cluster.served[start_index:] if not e[1].endswith("?watch")]
-            figures.requests_per_model = len(counted) / n
-            figures.to_deployment_ms = to_deployment_ms(cluster.first_seen, cluster.created)
-            figures.rss_mb = rss_mb(process.pid)
-        finally:
-            process.terminate()
-            try:
-                process.wait(15)
-            except subprocess.TimeoutExpired:
-                process.kill()
-    return figures
-
-
-# -- any cluster, through the API alone ---------------------------------------------------------
-
-
-class ClusterWatch:
-    """Timestamps from watch streams on a real cluster: first Deployment per Model, READY."""
-
-    def __init__(self, namespace: str) -> None:
-        import kubernetes  # noqa: PLC0415 -- only the cluster mode needs the client
-
-        self.kubernetes = kubernetes
-        self.namespace = namespace
-        self.first_seen: dict[tuple[str, str], float] = {}
-        self.ready: dict[str, float] = {}
-        self.stopped = False
-
-    def follow(self, api: Any, method: str, resource: str, **kwargs: Any) -> None:
-        watch = self.kubernetes.watch.Watch()
-        while not self.stopped:
-            try:
-                for event in watch.stream(
-                    getattr(api, method), namespace=self.namespace, timeout_seconds=5, **kwargs
-                ):
-                    obj = event["object"]
-                    obj = (
-                        obj
-                        if isinstance(obj, dict)
-                        else api.api_client.sanitize_for_serialization(obj)
-                    )
-                    metadata = obj.get("metadata") or {}
-                    name = (metadata.get("labels") or {}).get(
-                        "modelyard.dev/model"
-                    ) or metadata.get("name", "")
-                    self.first_seen.setdefault((resource, name), time.perf_counter())
-                    if resource == MODELS and (obj.get("status") or {}).get("state") == "READY":
-                        self.ready.setdefault(metadata["name"], time.perf_counter())
-                    if self.stopped:
-                        return
-            except Exception:  # a dropped stream: watch again
-                time.sleep(0.5)
-
-
-def scrape_requests(port: int) -> dict[str, float]:
-    import urllib.request  # noqa: PLC0415
-
-    counts: dict[str, float] = {}
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
-        for line in response.read().decode().splitlines():
-            if line.startswith("modelyard_api_requests_total{"):
-                method = line.split('method="', 1)[1].split('"', 1)[0]
-                counts[method] = float(line.rsplit(" ", 1)[1])
-    return counts
-
-
-def cluster_documents(namespace: str, n: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The benchmark's objects, light enough for a real cluster: pause image, 1m CPU, 1Mi."""
-    setup, models = documents(n)
-    for _, body in setup + models:
-        body["metadata"]["namespace"] = namespace
-    template = setup[1][1]["spec"]
-    template["image"] = {"registry": "local", "repository": "pause", "digest": "sha256:" + "b" * 64}
-    template["resources"] = {"cpus": "1m", "memory": "1Mi"}
-    return [body for _, body in setup], [body for _, body in models]
-
-
-def start_watches(namespace: str, with_models: bool) -> ClusterWatch:
-    import threading  # noqa: PLC0415
-
-    import kubernetes  # noqa: PLC0415
-
-    watcher = ClusterWatch(namespace)
-    apps, custom = kubernetes.client.AppsV1Api(), kubernetes.client.CustomObjectsApi()
-    follows: list[tuple[Any, str, str, dict[str, str]]] = [
-        (apps, "list_namespaced_deployment", DEPLOYMENTS, {})
-    ]
-    if with_models:
-        crd = {"group": "modelyard.dev", "version": "v1alpha1", "plural": "models"}
-        follows.append((custom, "list_namespaced_custom_object", MODELS, crd))
-    for api, method, resource, kwargs in follows:
-        threading.Thread(
-            target=watcher.follow, args=(api, method, resource), kwargs=kwargs, daemon=True
-        ).start()
-    return watcher
-
-
-def launch(
-    namespace: str, directory: Path, baseline: bool
-) -> tuple[OperatorProcess | None, Any, int]:
-    """The operator under test, serving only `namespace` of the KUBECONFIG cluster."""
-    if baseline:
-        log = (directory / "baseline-cluster.log").open("wb")
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "kopf",
-                "run",
-                "--standalone",
-                "--namespace",
-                namespace,
-                str(ROOT / "bench" / "baseline_operator.py"),
-            ],
-            env=dict(os.environ),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        return None, process, process.pid
-    operator = OperatorProcess("", directory, verbose=False, namespaces=[namespace]).start()
-    return operator, None, operator.process.pid if operator.process else 0
-
-
-async def run_on_cluster(
-    n: int, directory: Path, idle_seconds: float, timeout: float, baseline: bool
-) -> Figures:
-    import kubernetes  # noqa: PLC0415
-
-    kubernetes.config.load_kube_config()
-    core, custom = kubernetes.client.CoreV1Api(), kubernetes.client.CustomObjectsApi()
-    namespace = f"modelyard-bench-{int(time.time())}-{'naive' if baseline else 'ours'}"
-    core.create_namespace(
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
-    )
-    figures = Figures(n)
-    setup, models = cluster_documents(namespace, n)
-    watcher = start_watches(namespace, with_models=not baseline)
-    plurals = {"Registry": "registries", "ModelTemplate": "modeltemplates", "Model": "models"}
-
-    def create(body: dict[str, Any]) -> None:
-        custom.create_namespaced_custom_object(
-            "modelyard.dev", "v1alpha1", namespace, plurals[body["kind"]], body
-        )
-
-    operator, process, pid = launch(namespace, directory, baseline)
+def rss_mb(pid: int) -> float:
     try:
-        for body in setup:
-            await asyncio.to_thread(create, body)
-        await asyncio.sleep(5)
-        before = scrape_requests(operator.metrics_port) if operator else {}
-        created: dict[str, float] = {}
-        start = time.perf_counter()
-        for body in models:
-            created[body["metadata"]["name"]] = time.perf_counter()
-            await asyncio.to_thread(create, body)
-        figures.timed_out = not await wait(
-            lambda: all((DEPLOYMENTS, m) in watcher.first_seen for m in created), timeout
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return float("nan")
+
+
+def kubeconfig(plane: control_plane.ControlPlane, token: str, path: Path) -> Path:
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {
+                        "name": "bench",
+                        "cluster": {
+                            "server": plane.server,
+                            "certificate-authority": str(plane.pki / "ca.crt"),
+                        },
+                    }
+                ],
+                "users": [{"name": "operator", "user": {"token": token}}],
+                "contexts": [
+                    {"name": "bench", "context": {"cluster": "bench", "user": "operator"}}
+                ],
+                "current-context": "bench",
+            }
         )
-        figures.all_reconciled_s = time.perf_counter() - start
-        figures.to_deployment_ms = to_deployment_ms(watcher.first_seen, created)
-        figures.rss_mb = rss_mb(pid)
-        if operator is not None:
-            await wait(lambda: len(watcher.ready) == n, 30)  # READY only if the cluster runs pods
-            figures.all_ready_s = (
-                max(watcher.ready.values()) - start if watcher.ready else float("nan")
+    )
+    return path
+
+
+# -- one operator, N Models --------------------------------------------------------------------
+
+
+@dataclass
+class Bench:
+    plane: control_plane.ControlPlane
+    api: Api
+    audit: AuditLog
+    work: Path
+    tokens: dict[str, str]
+    idle_seconds: float
+    timeout: float
+    sequential: int
+
+
+def settle(bench: Bench, user: str, quiet: float = 10) -> float:
+    """Wait until `user` has made no write for `quiet` seconds; the time of its last write."""
+    last = 0.0
+    deadline = time.monotonic() + bench.timeout
+    while time.monotonic() < deadline:
+        writes = [r.at for r in bench.audit.read() if r.user == user and r.verb in WRITE_VERBS]
+        last = max(writes, default=0.0)
+        if time.time() - last >= quiet:
+            return last
+        time.sleep(1)
+    return last
+
+
+def sequential_delays(bench: Bench, ns: str, first_index: int, user: str) -> dict[str, float]:
+    """Models created one at a time, each once the previous one's Deployment exists."""
+    for index in range(first_index, first_index + bench.sequential):
+        body = model(ns, index)
+        bench.api.request("POST", resource_path(MODELS, ns), body)
+        name = body["metadata"]["name"]
+        wait_for(lambda n=name: bench.api.get("apps/v1/deployments", ns, n) is not None, 30, 0.002)
+    requests = bench.audit.read()
+    created = {
+        k: v for k, v in creations(requests, ns).items() if int(k.split("-")[1]) >= first_index
+    }
+    delays = delays_ms(created, first(requests, user, "deployments"))
+    return {f"p{q}": percentile(delays, q) for q in (50, 90)}
+
+
+# What one Model becomes, as the server sees the operator write it.
+MODEL_WRITES = (
+    ("deployments", ""),
+    ("services", ""),
+    ("horizontalpodautoscalers", ""),
+    ("models", "status"),
+)
+
+
+def record_burst(figures: Figures, requests: list[Request], ns: str, n: int) -> float:
+    """Fill the burst's figures from the audit log; the burst's start is returned for the rest."""
+    created = creations(requests, ns)
+    begin = min(created.values())
+    deployments = first(requests, OURS, "deployments")
+    delays = delays_ms(created, deployments)
+    figures.to_deployment_ms = {f"p{q}": percentile(delays, q) for q in (50, 95, 99)}
+    figures.all_deployments_s = max(deployments.values()) - begin
+    done = max(max(first(requests, OURS, resource, sub).values()) for resource, sub in MODEL_WRITES)
+    figures.all_reconciled_s = done - begin
+    counted = [
+        r for r in requests if r.user == OURS and begin <= r.at <= done and r.verb != "watch"
+    ]
+    figures.requests_per_model = len(counted) / n
+    by_kind: dict[str, int] = {}
+    for r in counted:
+        key = f"{r.verb} {r.resource}{'/' + r.subresource if r.subresource else ''}"
+        by_kind[key] = by_kind.get(key, 0) + 1
+    figures.requests_by_kind = dict(sorted(by_kind.items(), key=lambda kv: -kv[1]))
+    return begin
+
+
+def run_ours(bench: Bench, n: int) -> Figures:
+    figures = Figures(n)
+    ns = f"bench-modelyard-{n}"
+    namespace(bench.api, ns)
+    for document in setup_documents(ns):
+        bench.api.apply(document)
+    config = kubeconfig(bench.plane, bench.tokens["ours"], bench.work / "ours.kubeconfig")
+    operator = OperatorProcess(config, bench.work, verbose=False).start()
+    assert operator.process is not None
+    try:
+        # The operator starts and settles on the Registry and the template before the clock.
+        wait_for(
+            lambda: (
+                bench.api.get("modelyard.dev/v1alpha1/modeltemplates", ns, "embedder") or {}
+            ).get("status"),
+            60,
+        )
+        settle(bench, OURS, quiet=3)
+        watch = ReadyWatch(bench.api, ns)
+        start = time.time()
+        progress(f"creating {n} Models")
+        create_burst(bench.api, ns, 0, n)
+
+        def reconciled() -> bool:
+            requests = bench.audit.read()
+            return all(
+                len(first(requests, OURS, resource, sub)) >= n for resource, sub in MODEL_WRITES
             )
-            figures.requests_per_model = (
-                sum(scrape_requests(operator.metrics_port).values()) - sum(before.values())
-            ) / n
-            await asyncio.sleep(5)
-            mark = scrape_requests(operator.metrics_port)
-            await asyncio.sleep(idle_seconds)
-            idle = scrape_requests(operator.metrics_port)
-            figures.idle_writes_per_minute = (
-                sum(v - mark.get(k, 0) for k, v in idle.items() if k != "GET") * 60 / idle_seconds
-            )
+
+        figures.timed_out = not wait_for(reconciled, bench.timeout, 0.5)
+        progress("every Model has its children and a status" + (" (timed out)" * figures.timed_out))
+        begin = record_burst(figures, bench.audit.read(), ns, n)
+
+        # The kubelet: every pod running and ready; then every Model READY.
+        kubelet = Kubelet(bench.api, ns)
+        wait_for(lambda: kubelet.run_all() == 0 and len(kubelet.done) >= n, bench.timeout, 1)
+        figures.timed_out |= not wait_for(lambda: len(watch.ready) >= n, bench.timeout, 0.5)
+        progress(f"{len(watch.ready)} Models READY; waiting for 10 s without a write")
+        watch.stopped.set()
+        last_ready = max(watch.ready.values(), default=start)
+        figures.all_ready_s = last_ready - begin
+        last_write = settle(bench, OURS)
+        figures.settle_s = max(0.0, last_write - last_ready)
+        settled = bench.audit.read()
+        mine = [r for r in settled if r.user == OURS and begin <= r.at and r.verb != "watch"]
+        figures.requests_per_model_settled = len(mine) / n
+        figures.rss_mb = rss_mb(operator.process.pid)
+        idle_from = time.time()
+        progress(f"settled; idle for {bench.idle_seconds:.0f} s")
+        time.sleep(bench.idle_seconds)
+        idle = [
+            r
+            for r in bench.audit.read()
+            if r.user == OURS and r.at >= idle_from and r.verb in WRITE_VERBS
+        ]
+        figures.idle_writes_per_minute = len(idle) * 60 / bench.idle_seconds
+        figures.idle_writes = [f"{r.verb} {r.resource}/{r.subresource} {r.name}" for r in idle][:10]
+        figures.sequential_ms = sequential_delays(bench, ns, n, OURS)
     finally:
-        watcher.stopped = True
-        if operator is not None:
-            await operator.stop()
-        if process is not None:
-            process.terminate()
-        try:
-            core.delete_namespace(namespace)
-        except Exception as error:
-            print(f"could not delete namespace {namespace}: {error}", file=sys.stderr)
+        operator_stop(operator)
+        delete_namespace(bench.api, ns, bench.timeout)
     return figures
 
 
-async def serve(port: int) -> None:
-    """The emulated API with the played controllers, standalone (tests the cluster mode)."""
-    async with BenchCluster() as cluster, kmock.Server(cluster, port=port):
-        print(f"emulated API on http://127.0.0.1:{port}", flush=True)
-        await asyncio.Event().wait()
+def operator_stop(operator: OperatorProcess) -> None:
+    import asyncio  # noqa: PLC0415 -- OperatorProcess.stop is a coroutine
+
+    asyncio.run(operator.stop())
+
+
+def run_naive(bench: Bench, n: int) -> Figures:
+    figures = Figures(n)
+    ns = f"bench-naive-{n}"
+    namespace(bench.api, ns)
+    config = kubeconfig(bench.plane, bench.tokens["naive"], bench.work / "naive.kubeconfig")
+    log = (bench.work / "naive-kopf.log").open("wb")
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "kopf",
+            "run",
+            "--standalone",
+            "-A",
+            str(ROOT / "bench" / "baseline_operator.py"),
+        ],
+        env={**os.environ, "KUBECONFIG": str(config)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    try:
+        wait_for(lambda: any(r.user == NAIVE for r in bench.audit.read()), 60, 0.2)
+        time.sleep(3)
+        create_burst(bench.api, ns, 0, n)
+        figures.timed_out = not wait_for(
+            lambda: len(first(bench.audit.read(), NAIVE, "deployments")) >= n, bench.timeout, 0.5
+        )
+        requests = bench.audit.read()
+        created = creations(requests, ns)
+        begin = min(created.values())
+        deployments = first(requests, NAIVE, "deployments")
+        delays = delays_ms(created, deployments)
+        figures.to_deployment_ms = {f"p{q}": percentile(delays, q) for q in (50, 95, 99)}
+        figures.all_deployments_s = figures.all_reconciled_s = max(deployments.values()) - begin
+        done = max(deployments.values())
+        window = [
+            r for r in requests if r.user == NAIVE and begin <= r.at <= done and r.verb != "watch"
+        ]
+        figures.requests_per_model = len(window) / n
+        last_write = settle(bench, NAIVE)
+        figures.settle_s = max(0.0, last_write - done)
+        settled = [
+            r for r in bench.audit.read() if r.user == NAIVE and r.at >= begin and r.verb != "watch"
+        ]
+        figures.requests_per_model_settled = len(settled) / n
+        figures.rss_mb = rss_mb(process.pid)
+        figures.sequential_ms = sequential_delays(bench, ns, n, NAIVE)
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+        delete_namespace(bench.api, ns, bench.timeout)
+    return figures
+
+
+# -- the report ----------------------------------------------------------------------------------
 
 
 def machine() -> dict[str, Any]:
@@ -551,53 +614,54 @@ def machine() -> dict[str, Any]:
 
 
 def number(value: float, digits: int = 0) -> str:
-    return "n/a" if math.isnan(value) else f"{value:.{digits}f}"  # not measurable there
+    return "—" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
 def table(results: list[dict[str, Any]]) -> str:
     rows = [
-        "| N | operator | to Deployment p50 / p95 / p99 (ms) | all reconciled (s) "
-        "| all READY (s) | "
-        "requests per Model | idle writes / min | RSS (MB) |",
-        "|---|---|---|---|---|---|---|---|",
+        "| N | operator | to Deployment p50 / p95 / p99 (ms) | all Deployments (s) "
+        "| all children + status (s) | all READY (s) | requests / Model to first status "
+        "(until settled) | settled after last status (s) | idle writes / min | RSS (MB) "
+        "| one more Model p50 (ms) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for result in results:
-        ours, base = result["ours"], result["baseline"]
-        for label, f in (("modelyard", ours), ("naive kopf", base)):
+        for label, key in (("modelyard", "ours"), ("naive kopf", "baseline")):
+            f = result[key]
             if not f["to_deployment_ms"]:
                 continue  # --skip-baseline
             d = f["to_deployment_ms"]
-            ready = f"{f['all_ready_s']:.1f}" if label == "modelyard" else "—"
-            idle = f"{f['idle_writes_per_minute']:.0f}" if label == "modelyard" else "—"
+            ours = key == "ours"
             rows.append(
-                f"| {f['n']} | {label} | {d['p50']:.0f} / {d['p95']:.0f} / {d['p99']:.0f} | "
-                f"{f['all_reconciled_s']:.1f} | {ready} | "
-                f"{number(f['requests_per_model'], 2)} | {idle} | {f['rss_mb']:.0f} |"
+                f"| {f['n']} | {label} | {number(d['p50'])} / {number(d['p95'])} / "
+                f"{number(d['p99'])} | {number(f['all_deployments_s'], 1)} | "
+                f"{number(f['all_reconciled_s'], 1) if ours else '—'} | "
+                f"{number(f['all_ready_s'], 1) if ours else '—'} | "
+                f"{number(f['requests_per_model'], 2)} "
+                f"({number(f['requests_per_model_settled'], 2)}) | "
+                f"{number(f['settle_s'], 1)} | "
+                f"{number(f['idle_writes_per_minute']) if ours else '—'} | "
+                f"{number(f['rss_mb'])} | {number(f['sequential_ms'].get('p50', math.nan), 1)} |"
             )
         ratio = result["ratios"]
         rows.append(
-            f"| {ours['n']} | ratio (modelyard ÷ naive) "
-            f"| {ratio['p50']:.2f} / — / {ratio['p99']:.2f} | "
-            f"{ratio['all_reconciled']:.2f} | | {number(ratio['requests'], 2)} | | "
-            f"{number(ratio['rss'], 2)} |"
+            f"| {result['ours']['n']} | ratio (modelyard ÷ naive) | {number(ratio['p50'], 2)} / "
+            f"— / {number(ratio['p99'], 2)} | {number(ratio['all_deployments'], 2)} | "
+            f"{number(ratio['all_children'], 2)} | | {number(ratio['requests'], 2)} | | | "
+            f"{number(ratio['rss'], 2)} | {number(ratio['sequential'], 2)} |"
         )
     return "\n".join(rows)
 
 
-def write_report(results: list[dict[str, Any]], command: str) -> None:
+def write_report(results: list[dict[str, Any]], command: str, version: str) -> None:
     path = ROOT / "docs" / "performance.md"
     text = path.read_text() if path.exists() else ""
     begin, end = "<!-- bench:begin -->", "<!-- bench:end -->"
     info = results[0]["machine"]
-    target = results[0].get("target", "emulated API")
-    where = (
-        "against the emulated API in the same process as the harness"
-        if target == "emulated API"
-        else f"against the cluster of {target} (requests counted by modelyard's own client only)"
-    )
     block = (
         f"{begin}\nMeasured with `{command}` on {time.strftime('%Y-%m-%d')}: {info['cpus']} cores "
-        f"({info['cpu']}), Python {info['python']}, {where}.\n\n{table(results)}\n{end}"
+        f"({info['cpu']}), Python {info['python']}, kube-apiserver {version} with "
+        f"kube-controller-manager (tests/cluster) on the same machine.\n\n{table(results)}\n{end}"
     )
     if begin in text:
         text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
@@ -606,68 +670,117 @@ def write_report(results: list[dict[str, Any]], command: str) -> None:
     path.write_text(text)
 
 
-async def main() -> None:
+def ratio(a: float, b: float) -> float:
+    return a / b if b and not math.isnan(b) else float("nan")
+
+
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, nargs="+", default=[1000])
     parser.add_argument("--idle-seconds", type=float, default=60)
     parser.add_argument("--timeout", type=float, default=900)
+    parser.add_argument("--sequential", type=int, default=30)
     parser.add_argument("--skip-baseline", action="store_true")
-    parser.add_argument("--emulated", action="store_true", help="ignore KUBECONFIG")
-    parser.add_argument(
-        "--serve", type=int, metavar="PORT", help="serve the emulated API standalone"
-    )
     args = parser.parse_args()
-    if args.serve:
-        await serve(args.serve)
-        return
-    on_cluster = bool(os.environ.get("KUBECONFIG")) and not args.emulated
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    results = []
-    for n in args.n:
-        work = out / f"work-{n}"
-        work.mkdir(exist_ok=True)
-        print(f"N={n}: modelyard …", flush=True)
-        ours = (
-            await run_on_cluster(n, work, args.idle_seconds, args.timeout, baseline=False)
-            if on_cluster
-            else await run_ours(n, work, args.idle_seconds, args.timeout)
+    work = Path(tempfile.mkdtemp(prefix="modelyard-bench-"))
+    policy = work / "audit-policy.yaml"
+    policy.write_text(yaml.safe_dump(AUDIT_POLICY))
+    audit = work / "audit.log"
+    plane = control_plane.start(
+        work / "cluster",
+        [
+            f"--apiserver-arg=--audit-policy-file={policy}",
+            f"--apiserver-arg=--audit-log-path={audit}",
+            "--apiserver-arg=--audit-log-format=json",
+            "--apiserver-arg=--audit-log-maxsize=0",
+            f"--controllers={CONTROLLERS}",
+        ],
+    )
+    print(f"kube-apiserver {plane.version} at {plane.server}; work in {work}", flush=True)
+    try:
+        api = Api(plane.server, plane.pki)
+        install_crds(api)
+        tokens = {"ours": operator_identity(api, work)}
+        api.apply(
+            {
+                "apiVersion": "v1",
+                "kind": "ServiceAccount",
+                "metadata": {"name": "naive-kopf", "namespace": OPERATOR_NAMESPACE},
+            }
         )
-        print(json.dumps(asdict(ours)), flush=True)
-        base = Figures(n)
-        if not args.skip_baseline:
-            print(f"N={n}: naive kopf baseline …", flush=True)
-            base = (
-                await run_on_cluster(n, work, args.idle_seconds, args.timeout, baseline=True)
-                if on_cluster
-                else await run_baseline(n, work, args.timeout)
-            )
-            print(json.dumps(asdict(base)), flush=True)
-
-        def ratio(a: float, b: float) -> float:
-            return a / b if b else float("nan")
-
-        result = {
-            "machine": machine(),
-            "ours": asdict(ours),
-            "baseline": asdict(base),
-            "ratios": {
-                "p50": ratio(
-                    ours.to_deployment_ms.get("p50", 0), base.to_deployment_ms.get("p50", 0)
-                ),
-                "p99": ratio(
-                    ours.to_deployment_ms.get("p99", 0), base.to_deployment_ms.get("p99", 0)
-                ),
-                "all_reconciled": ratio(ours.all_reconciled_s, base.all_reconciled_s),
-                "requests": ratio(ours.requests_per_model, base.requests_per_model),
-                "rss": ratio(ours.rss_mb, base.rss_mb),
-            },
-        }
-        (out / f"bench-{n}.json").write_text(json.dumps(result, indent=2))
-        results.append(result)
-    print(table(results))
-    write_report(results, 'make bench N="' + " ".join(map(str, args.n)) + '"')
+        api.apply(
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "ClusterRoleBinding",
+                "metadata": {"name": "naive-kopf"},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": "cluster-admin",
+                },
+                "subjects": [
+                    {
+                        "kind": "ServiceAccount",
+                        "name": "naive-kopf",
+                        "namespace": OPERATOR_NAMESPACE,
+                    }
+                ],
+            }
+        )
+        tokens["naive"] = service_account_token(api, OPERATOR_NAMESPACE, "naive-kopf")
+        bench = Bench(
+            plane,
+            api,
+            AuditLog(audit),
+            work,
+            tokens,
+            args.idle_seconds,
+            args.timeout,
+            args.sequential,
+        )
+        results = []
+        for n in args.n:
+            print(f"N={n}: modelyard …", flush=True)
+            ours = run_ours(bench, n)
+            print(json.dumps(asdict(ours)), flush=True)
+            base = Figures(n)
+            if not args.skip_baseline:
+                print(f"N={n}: naive kopf baseline …", flush=True)
+                base = run_naive(bench, n)
+                print(json.dumps(asdict(base)), flush=True)
+            result = {
+                "machine": machine(),
+                "kubernetes": plane.version,
+                "ours": asdict(ours),
+                "baseline": asdict(base),
+                "ratios": {
+                    "p50": ratio(
+                        ours.to_deployment_ms.get("p50", math.nan),
+                        base.to_deployment_ms.get("p50", math.nan),
+                    ),
+                    "p99": ratio(
+                        ours.to_deployment_ms.get("p99", math.nan),
+                        base.to_deployment_ms.get("p99", math.nan),
+                    ),
+                    "all_deployments": ratio(ours.all_deployments_s, base.all_deployments_s),
+                    "all_children": ratio(ours.all_reconciled_s, base.all_deployments_s),
+                    "requests": ratio(ours.requests_per_model, base.requests_per_model),
+                    "rss": ratio(ours.rss_mb, base.rss_mb),
+                    "sequential": ratio(
+                        ours.sequential_ms.get("p50", math.nan),
+                        base.sequential_ms.get("p50", math.nan),
+                    ),
+                },
+            }
+            (out / f"bench-{n}.json").write_text(json.dumps(result, indent=2))
+            results.append(result)
+        print(table(results))
+        write_report(results, 'make bench N="' + " ".join(map(str, args.n)) + '"', plane.version)
+    finally:
+        plane.stop(grace=1)
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()
