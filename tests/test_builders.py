@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from modelyard.api.v1alpha1 import Model, ModelTemplate, Registry, parse
+from modelyard.builders import drift
 from modelyard.builders import workload as wl
 from modelyard.builders.plan import check_template, plan_model
 from modelyard.config import OperatorConfig
@@ -191,6 +192,28 @@ def test_children_are_accepted_by_the_api_server(session: Session) -> None:
     for manifest in [*reranker_children().manifests, *result.children.manifests]:
         session.api.apply(manifest, "modelyard", dry_run=True)
         assert session.api.warnings == [], (manifest["kind"], session.api.warnings)
+
+
+def test_what_the_server_stores_holds_what_was_applied(session: Session) -> None:
+    """The drift check compares our manifest with the object the server keeps, which drops
+    zero values (`initialDelaySeconds: 0` comes back as no field) and adds defaults. If the
+    comparison took either for a hand edit, every pass would re-apply the Deployment; a real
+    hand edit must still be seen, by the field's path."""
+    session.api.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ml-team"}})
+    model = typed("Model", "docs-embedder", metadata__uid="u2")
+    template = typed("ModelTemplate", "cpu-embedding", spec__readiness__initialDelaySeconds=0)
+    result = plan_model(model, template, registries(), [], CONFIG)
+    assert result.children is not None, result.checks
+    for manifest in [*reranker_children().manifests, *result.children.manifests]:
+        desired = drift.stamped(manifest)
+        stored = session.api.apply(desired, "modelyard", dry_run=True)
+        assert drift.why_apply(desired, stored) is None, manifest["kind"]
+    deployment = drift.stamped(result.children.deployment)
+    stored = session.api.apply(deployment, "modelyard", dry_run=True)
+    stored["spec"]["template"]["spec"]["containers"][0]["image"] = "edited:by-hand"
+    assert drift.why_apply(deployment, stored) == (
+        f"spec.template.spec.containers[{deployment['spec']['template']['spec']['containers'][0]['name']}].image"
+    )
 
 
 @pytest.mark.parametrize(

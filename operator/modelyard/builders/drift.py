@@ -14,6 +14,20 @@ import json
 from typing import Any
 
 APPLIED_HASH = "modelyard.dev/applied-hash"
+#: Where a kept child holds its whole spec, as compact JSON (see `packed`).
+PACKED_SPEC = "packedSpec"
+#: The few spec fields status is computed from, kept readable.
+READ_SPEC_FIELDS = ("replicas", "progressDeadlineSeconds")
+KEPT_METADATA = (
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "labels",
+    "annotations",
+    "deletionTimestamp",
+)
 
 Manifest = dict[str, Any]
 
@@ -30,11 +44,17 @@ def stamped(manifest: Manifest) -> Manifest:
     return {**manifest, "metadata": metadata}
 
 
+def _omitted(value: Any) -> bool:
+    """A zero value: the API server drops such fields (Go's `omitempty`), so a live object
+    without it still holds it — `initialDelaySeconds: 0` comes back as no field at all."""
+    return (value is not True and value in (0, "", False)) or value in ([], {})
+
+
 def _holds(desired: Any, live: Any) -> bool:
     """Every value in `desired` is present in `live`; extra live fields (defaults) are fine."""
     if isinstance(desired, dict):
         return isinstance(live, dict) and all(
-            k in live and _holds(v, live[k]) for k, v in desired.items()
+            (_holds(v, live[k]) if k in live else _omitted(v)) for k, v in desired.items()
         )
     if isinstance(desired, list):
         if not isinstance(live, list):
@@ -52,17 +72,68 @@ def _holds(desired: Any, live: Any) -> bool:
     return bool(desired == live)
 
 
-def needs_apply(desired: Manifest, live: Manifest | None) -> bool:
-    """`desired` must carry its APPLIED_HASH annotation (see `stamped`)."""
+def _difference(desired: Any, live: Any, where: str) -> str | None:
+    """The first place where `live` does not hold `desired` (see `_holds`), as a path."""
+    if isinstance(desired, dict) and isinstance(live, dict):
+        for key, value in desired.items():
+            if key not in live:
+                if _omitted(value):
+                    continue
+                return f"{where}.{key}"
+            found = _difference(value, live[key], f"{where}.{key}")
+            if found:
+                return found
+        return None
+    if isinstance(desired, list) and isinstance(live, list) and not _holds(desired, live):
+        by_name = {item.get("name"): item for item in live if isinstance(item, dict)}
+        for item in desired:
+            if isinstance(item, dict) and "name" in item:
+                found = _difference(item, by_name.get(item["name"]), f"{where}[{item['name']}]")
+                if found:
+                    return found
+        return where
+    return None if _holds(desired, live) else where
+
+
+def why_apply(desired: Manifest, live: Manifest | None) -> str | None:
+    """Why `desired` must be applied over `live` (None: it need not be); the answer names the
+    field someone changed, for the log line that says drift was repaired.
+
+    `desired` must carry its APPLIED_HASH annotation (see `stamped`)."""
     if live is None:
-        return True
+        return "missing"
     wanted = desired["metadata"]["annotations"][APPLIED_HASH]
     recorded = ((live.get("metadata") or {}).get("annotations") or {}).get(APPLIED_HASH)
     if recorded != wanted:
-        return True
-    return not (
-        _holds(desired.get("spec"), live.get("spec"))
-        and _holds(
-            desired["metadata"].get("labels", {}), (live.get("metadata") or {}).get("labels", {})
-        )
+        return "changed"
+    return _difference(desired.get("spec"), spec_of(live), "spec") or _difference(
+        desired["metadata"].get("labels", {}),
+        (live.get("metadata") or {}).get("labels", {}),
+        "metadata.labels",
     )
+
+
+def packed(obj: Manifest) -> Manifest:
+    """A child as the operator keeps it in memory: its spec packed as JSON, which is read only
+    by the drift check, and takes a tenth of the memory of the same spec as dicts (a Deployment's
+    is about 14 KB as dicts, thousands of them at once)."""
+    metadata = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    return {
+        "apiVersion": obj.get("apiVersion"),
+        "kind": obj.get("kind"),
+        "metadata": {key: metadata[key] for key in KEPT_METADATA if key in metadata},
+        "spec": {key: spec[key] for key in READ_SPEC_FIELDS if key in spec},
+        PACKED_SPEC: json.dumps(spec, separators=(",", ":")),
+        "status": obj.get("status") or {},
+    }
+
+
+def spec_of(live: Manifest) -> Any:
+    if PACKED_SPEC in live:
+        return json.loads(live[PACKED_SPEC])
+    return live.get("spec")
+
+
+def needs_apply(desired: Manifest, live: Manifest | None) -> bool:
+    return why_apply(desired, live) is not None
