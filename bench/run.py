@@ -39,6 +39,8 @@ import json
 import math
 import os
 import platform
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -404,6 +406,7 @@ class Bench:
     idle_seconds: float
     timeout: float
     sequential: int
+    profile: bool = False
 
 
 def settle(bench: Bench, user: str, quiet: float = 10) -> float:
@@ -441,6 +444,66 @@ MODEL_WRITES = (
     ("horizontalpodautoscalers", ""),
     ("models", "status"),
 )
+
+
+class Profile:
+    """py-spy sampling our operator from the burst until its last child is written."""
+
+    def __init__(self, pid: int, out: Path) -> None:
+        self.out = out
+        self.process = subprocess.Popen(
+            [
+                shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy"),
+                "record",
+                "-p",
+                str(pid),
+                "-r",
+                "100",
+                "-f",
+                "raw",
+                "-o",
+                str(out),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+
+    def stop(self) -> str:
+        """Stop sampling; a summary: where the samples were, by area and by function."""
+        self.process.send_signal(signal.SIGINT)
+        self.process.wait(60)
+        stacks: list[tuple[list[str], int]] = []
+        for line in self.out.read_text().splitlines():
+            frames, _, count = line.rpartition(" ")
+            if frames and count.isdigit():
+                stacks.append((frames.split(";"), int(count)))
+        total = sum(count for _, count in stacks) or 1
+        areas = {
+            "kopf (watching, handler bookkeeping)": ("kopf/",),
+            "aiohttp and ssl (HTTP to the API)": ("aiohttp/", "ssl.py", "asyncio/sslproto"),
+            "the official kubernetes client": ("kubernetes/", "urllib3/"),
+            "json": ("json/",),
+            "pydantic (parsing Models and templates)": ("pydantic",),
+            "modelyard.kube (client, informers)": ("modelyard/kube",),
+            "modelyard.reconcile / builders / status": (
+                "modelyard/reconcile",
+                "modelyard/builders",
+                "modelyard/status",
+            ),
+            "logging": ("logging/",),
+            "idle (waiting in select)": ("select (selectors.py",),
+        }
+        lines = [f"{total} samples at 100 Hz"]
+        for area, marks in areas.items():
+            hits = sum(c for frames, c in stacks if any(m in f for f in frames for m in marks))
+            lines.append(f"  {100 * hits / total:5.1f}%  {area}")
+        own: dict[str, int] = {}
+        for frames, count in stacks:
+            own[frames[-1]] = own.get(frames[-1], 0) + count
+        lines.append("  top functions (self time):")
+        for frame, count in sorted(own.items(), key=lambda kv: -kv[1])[:12]:
+            lines.append(f"  {100 * count / total:5.1f}%  {frame}")
+        return "\n".join(lines)
 
 
 def record_burst(figures: Figures, requests: list[Request], ns: str, n: int) -> float:
@@ -485,6 +548,9 @@ def run_ours(bench: Bench, n: int) -> Figures:
         settle(bench, OURS, quiet=3)
         watch = ReadyWatch(bench.api, ns)
         start = time.time()
+        profile = None
+        if bench.profile:
+            profile = Profile(operator.process.pid, bench.work / f"profile-{n}.txt")
         progress(f"creating {n} Models")
         create_burst(bench.api, ns, 0, n)
 
@@ -495,6 +561,10 @@ def run_ours(bench: Bench, n: int) -> Figures:
             )
 
         figures.timed_out = not wait_for(reconciled, bench.timeout, 0.5)
+        if profile is not None:
+            summary = profile.stop()
+            (ROOT / "bench" / "results" / f"profile-{n}.txt").write_text(summary + "\n")
+            print(summary, file=sys.stderr, flush=True)
         progress("every Model has its children and a status" + (" (timed out)" * figures.timed_out))
         begin = record_burst(figures, bench.audit.read(), ns, n)
 
@@ -511,7 +581,6 @@ def run_ours(bench: Bench, n: int) -> Figures:
         settled = bench.audit.read()
         mine = [r for r in settled if r.user == OURS and begin <= r.at and r.verb != "watch"]
         figures.requests_per_model_settled = len(mine) / n
-        figures.rss_mb = rss_mb(operator.process.pid)
         idle_from = time.time()
         progress(f"settled; idle for {bench.idle_seconds:.0f} s")
         time.sleep(bench.idle_seconds)
@@ -521,6 +590,8 @@ def run_ours(bench: Bench, n: int) -> Figures:
             if r.user == OURS and r.at >= idle_from and r.verb in WRITE_VERBS
         ]
         figures.idle_writes_per_minute = len(idle) * 60 / bench.idle_seconds
+        # After the idle window: the steady state of an operator holding N Models.
+        figures.rss_mb = rss_mb(operator.process.pid)
         figures.idle_writes = [f"{r.verb} {r.resource}/{r.subresource} {r.name}" for r in idle][:10]
         figures.sequential_ms = sequential_delays(bench, ns, n, OURS)
     finally:
@@ -533,6 +604,23 @@ def operator_stop(operator: OperatorProcess) -> None:
     import asyncio  # noqa: PLC0415 -- OperatorProcess.stop is a coroutine
 
     asyncio.run(operator.stop())
+
+
+#: The official client the naive operator uses, kept out of the project's environment: when it is
+#: installed, kopf imports it in every operator (ours too), which would add its ~45 MB to ours.
+BASELINE_LIBRARIES = ROOT / ".cache" / "bench-baseline"
+
+
+def baseline_libraries() -> Path:
+    if not (BASELINE_LIBRARIES / "kubernetes").exists():
+        subprocess.run(
+            [
+                *(sys.executable, "-m", "pip", "install", "--quiet"),
+                *("--target", str(BASELINE_LIBRARIES), "kubernetes>=30"),
+            ],
+            check=True,
+        )
+    return BASELINE_LIBRARIES
 
 
 def run_naive(bench: Bench, n: int) -> Figures:
@@ -551,7 +639,7 @@ def run_naive(bench: Bench, n: int) -> Figures:
             "-A",
             str(ROOT / "bench" / "baseline_operator.py"),
         ],
-        env={**os.environ, "KUBECONFIG": str(config)},
+        env={**os.environ, "KUBECONFIG": str(config), "PYTHONPATH": str(baseline_libraries())},
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
@@ -681,6 +769,14 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument("--sequential", type=int, default=30)
     parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="sample our operator with py-spy during the burst; summary in bench/results/",
+    )
+    parser.add_argument(
+        "--no-write", action="store_true", help="leave docs/performance.md as it is"
+    )
     args = parser.parse_args()
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
@@ -695,7 +791,7 @@ def main() -> None:
             f"--apiserver-arg=--audit-log-path={audit}",
             "--apiserver-arg=--audit-log-format=json",
             "--apiserver-arg=--audit-log-maxsize=0",
-            f"--controllers={CONTROLLERS}",
+            f"--controllers={os.environ.get('BENCH_CONTROLLERS', CONTROLLERS)}",
         ],
     )
     print(f"kube-apiserver {plane.version} at {plane.server}; work in {work}", flush=True)
@@ -739,6 +835,7 @@ def main() -> None:
             args.idle_seconds,
             args.timeout,
             args.sequential,
+            args.profile,
         )
         results = []
         for n in args.n:
@@ -777,7 +874,9 @@ def main() -> None:
             (out / f"bench-{n}.json").write_text(json.dumps(result, indent=2))
             results.append(result)
         print(table(results))
-        write_report(results, 'make bench N="' + " ".join(map(str, args.n)) + '"', plane.version)
+        if not args.no_write:
+            command = 'make bench N="' + " ".join(map(str, args.n)) + '"'
+            write_report(results, command, plane.version)
     finally:
         plane.stop(grace=1)
 

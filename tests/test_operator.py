@@ -139,7 +139,7 @@ async def test_model_becomes_ready_only_when_its_workers_serve(
     assert template["status"]["models"] == ["docs-embedder"]
     assert condition(template)["reason"] == "Valid"
     # Each record is logged once, in kopf's format (not a second time as `LEVEL:logger:...`).
-    assert "Handler 'model_changed' succeeded" in operator.output
+    assert "Handler 'template_changed' succeeded" in operator.output
     assert not re.search(r"^(DEBUG|INFO|WARNING|ERROR):", operator.output, re.M)
 
 

@@ -1,17 +1,21 @@
 """kopf registration only: indices, one reconcile per kind, and the events that trigger them.
 
-Everything the reconcilers read comes from the indices below, kept current by kopf's watches, so
-a reconcile makes no GET requests. Children (Deployments, Services, autoscalers, pods) are watched
-through the `app.kubernetes.io/managed-by=modelyard` label and each of their events asks for a
-pass over the Model named in their `modelyard.dev/model` label: status follows reality without
-polling. Template, Registry and ModelVersion events fan out to the Models that depend on them.
+Everything the reconcilers read is in memory, so a reconcile makes no GET requests: our own
+kinds come from kopf's indices below; the children (Deployments, Services, autoscalers, pods)
+from the informers of `modelyard.kube.informer`, which list and watch only objects with the
+`app.kubernetes.io/managed-by=modelyard` label and keep only the fields the reconcilers read.
+Each child event asks for a pass over the Model named in its `modelyard.dev/model` label: status
+follows reality without polling. Template, Registry and ModelVersion events fan out to the
+Models that depend on them.
+
+Models are level-based: every event of a Model asks for a pass (the pass itself decides whether
+anything must be written), so kopf needs to persist nothing per Model — no diff-base annotation,
+no progress, no finalizer — and the watch echo of our own status write is skipped.
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import copy
 import logging
 import re
 from typing import Any
@@ -20,8 +24,11 @@ import kopf
 
 from modelyard import config as operator_config
 from modelyard import metrics
+from modelyard.builders import drift
 from modelyard.builders.labels import MANAGED_BY, MODEL_LABEL, SPEC_HASH_ANNOTATION
-from modelyard.kube import CONCURRENCY, ApiError, Kube
+from modelyard.kube import ApiError, Kube, Manifest, path
+from modelyard.kube import login as kube_login
+from modelyard.kube.informer import FirstOfEach, Informer
 from modelyard.reconcile.runner import Indices, Runner
 
 GROUP, VERSION = "modelyard.dev", "v1alpha1"
@@ -29,11 +36,92 @@ MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 PREFIX = "modelyard.dev"
 
 logger = logging.getLogger("modelyard")
+#: The namespaces served (`--namespace`); empty for the whole cluster. Set by `run`.
+NAMESPACES: list[str] = []
+
+
+@kopf.on.login()
+def login(**_: Any) -> kopf.ConnectionInfo:
+    """kopf's watches use the same credentials as our own client (`modelyard.kube.login`)."""
+    try:
+        found = kube_login.login()
+    except kube_login.LoginError as error:
+        raise kopf.LoginError(str(error)) from None
+    return kopf.ConnectionInfo(
+        server=found.server,
+        token=found.token,
+        username=found.username,
+        password=found.password,
+        ca_path=found.ca_path,
+        ca_data=found.ca_data,
+        certificate_path=found.certificate_path,
+        certificate_data=found.certificate_data,
+        private_key_path=found.private_key_path,
+        private_key_data=found.private_key_data,
+        insecure=found.insecure,
+    )
+
+
+#: The children, as the informers keep them: kind → (apiVersion, the fields kept).
+CHILD_KINDS: dict[str, str] = {
+    "Deployment": "apps/v1",
+    "Service": "v1",
+    "HorizontalPodAutoscaler": "autoscaling/v2",
+    "ScaledObject": "keda.sh/v1alpha1",
+    "Pod": "v1",
+}
+SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY}"
+
+
+def _trim_pod(pod: Manifest) -> Manifest:
+    """Only what decides a Model's state, to keep memory flat with thousands of pods."""
+    meta = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    annotations = meta.get("annotations") or {}
+    return {
+        "metadata": {
+            "name": meta.get("name"),
+            "annotations": {SPEC_HASH_ANNOTATION: annotations.get(SPEC_HASH_ANNOTATION)},
+            "deletionTimestamp": meta.get("deletionTimestamp"),
+        },
+        "status": {
+            "conditions": status.get("conditions") or [],
+            "containerStatuses": status.get("containerStatuses") or [],
+        },
+    }
+
+
+def _start_informers(runner: Runner, kube: Kube, namespaces: list[str]) -> list[Informer]:
+    informers: dict[str, list[Informer]] = {}
+    scopes: list[str | None] = [*namespaces] if namespaces else [None]
+    for kind, api_version in CHILD_KINDS.items():
+
+        def changed(event: str, owner: tuple[str, str], obj: Manifest, kind: str = kind) -> None:
+            if event == "DELETED":
+                runner.forget(kind, owner)
+            elif runner.is_echo(kind, owner, obj):
+                return
+            runner.model_soon(owner)
+
+        trim = _trim_pod if kind == "Pod" else drift.packed
+        informers[kind] = [
+            Informer(
+                kube,
+                path(api_version, kind, namespace),
+                SELECTOR,
+                owner_label=MODEL_LABEL,
+                trim=trim,
+                on_change=changed,
+            )
+            for namespace in scopes
+        ]
+    runner.children = {kind: FirstOfEach(each) for kind, each in informers.items()}
+    return [informer for each in informers.values() for informer in each]
 
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    """Operator settings, and the one API client of the process."""
+    """Operator settings, the one API client of the process, and the children's informers."""
     config = operator_config.load()
     # kopf's bookkeeping lives under our own prefix, not kopf.zalando.org.
     settings.persistence.finalizer = f"{PREFIX}/kopf-finalizer"
@@ -46,14 +134,28 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.level = logging.WARNING
     settings.watching.server_timeout = 600
     settings.watching.client_timeout = 660
-    # The API client is synchronous and runs in worker threads: asyncio's default pool has
-    # min(32, cores + 4) threads, 6 on 2 cores, far fewer than the calls a burst of Models makes.
-    asyncio.get_running_loop().set_default_executor(
-        concurrent.futures.ThreadPoolExecutor(max_workers=CONCURRENCY, thread_name_prefix="kube")
+    kube = Kube(kube_login.login, config.field_manager)
+    runner = Runner(kube, config)
+    memo.runner = runner
+    informers = _start_informers(runner, kube, NAMESPACES)
+    memo.informer_tasks = [asyncio.create_task(informer.run()) for informer in informers]
+    memo.informer_tasks.append(asyncio.create_task(runner.release_memory()))
+    # Models resume as soon as this returns: they must see the children that already exist,
+    # or a restart would re-apply every child.
+    await asyncio.wait_for(
+        asyncio.gather(*(informer.synced.wait() for informer in informers)), timeout=120
     )
-    memo.runner = Runner(Kube.from_environment(config.field_manager), config)
     if config.metrics_port:
         metrics.serve(config.metrics_port)
+
+
+@kopf.on.cleanup()
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    for task in getattr(memo, "informer_tasks", []):
+        task.cancel()
+    runner: Runner | None = getattr(memo, "runner", None)
+    if runner is not None:
+        await runner.kube.close()
 
 
 def _runner(memo: kopf.Memo, indices: dict[str, Any]) -> Runner:
@@ -80,141 +182,82 @@ def _ns(namespace: str | None) -> str:
 
 
 def _body(body: kopf.Body) -> dict[str, Any]:
-    """A copy for an index, without managedFields: the largest part of a real object, unused."""
-    copied = copy.deepcopy(dict(body))
+    """The object for an index, without managedFields (the largest part of a real object) nor
+    kopf's own annotations (a copy of the whole spec, left by earlier versions). Shallow: spec
+    and status are shared with the event kopf parsed, which is replaced, never changed."""
+    copied = dict(body)
     metadata = dict(copied.get("metadata") or {})
     metadata.pop("managedFields", None)
+    annotations = metadata.get("annotations")
+    if annotations:
+        metadata["annotations"] = {
+            k: v for k, v in annotations.items() if not k.startswith(f"{PREFIX}/last-handled")
+        }
     copied["metadata"] = metadata
     return copied
 
 
 # -- indices: the operator's read model -------------------------------------------------------
+# Coroutines, though they await nothing: kopf runs plain functions in a thread pool, which costs
+# a thread hop per event.
 
 
 @kopf.index(GROUP, VERSION, "models")
-def model_bodies(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+async def model_bodies(
+    namespace: str | None, name: str, body: kopf.Body, **_: Any
+) -> dict[Any, Any]:
     return {(_ns(namespace), name): _body(body)}
 
 
 @kopf.index(GROUP, VERSION, "models")
-def models_by_template(
+async def models_by_template(
     namespace: str | None, name: str, spec: kopf.Spec, **_: Any
 ) -> dict[Any, Any]:
     return {(_ns(namespace), spec.get("template")): name}
 
 
 @kopf.index(GROUP, VERSION, "modeltemplates")
-def template_bodies(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+async def template_bodies(
+    namespace: str | None, name: str, body: kopf.Body, **_: Any
+) -> dict[Any, Any]:
     return {(_ns(namespace), name): _body(body)}
 
 
 @kopf.index(GROUP, VERSION, "registries")
-def registry_bodies(namespace: str | None, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+async def registry_bodies(namespace: str | None, body: kopf.Body, **_: Any) -> dict[Any, Any]:
     return {_ns(namespace): _body(body)}
 
 
 @kopf.index(GROUP, VERSION, "modelversions")
-def version_bodies(namespace: str | None, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+async def version_bodies(namespace: str | None, body: kopf.Body, **_: Any) -> dict[Any, Any]:
     return {_ns(namespace): _body(body)}
-
-
-def _owner(namespace: str | None, labels: kopf.Labels) -> tuple[str, str]:
-    return (_ns(namespace), labels.get(MODEL_LABEL, ""))
-
-
-@kopf.index("apps", "v1", "deployments", labels=MANAGED)
-def deployment_bodies(
-    namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
-) -> dict[Any, Any]:
-    return {_owner(namespace, labels): _body(body)}
-
-
-@kopf.index("", "v1", "services", labels=MANAGED)
-def service_bodies(
-    namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
-) -> dict[Any, Any]:
-    return {_owner(namespace, labels): _body(body)}
-
-
-@kopf.index("autoscaling", "v2", "horizontalpodautoscalers", labels=MANAGED)
-def hpa_bodies(
-    namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
-) -> dict[Any, Any]:
-    return {_owner(namespace, labels): _body(body)}
-
-
-@kopf.index("keda.sh", "v1alpha1", "scaledobjects", labels=MANAGED)
-def scaledobject_bodies(
-    namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any
-) -> dict[Any, Any]:
-    return {_owner(namespace, labels): _body(body)}
-
-
-@kopf.index("", "v1", "pods", labels=MANAGED)
-def pod_bodies(
-    namespace: str | None, labels: kopf.Labels, meta: kopf.Meta, status: kopf.Status, **_: Any
-) -> dict[Any, Any]:
-    """Only what decides a Model's state, to keep memory flat with thousands of pods."""
-    annotations = meta.get("annotations") or {}
-    trimmed = {
-        "metadata": {
-            "name": meta.get("name"),
-            "annotations": {SPEC_HASH_ANNOTATION: annotations.get(SPEC_HASH_ANNOTATION)},
-            "deletionTimestamp": meta.get("deletionTimestamp"),
-        },
-        "status": {
-            "conditions": copy.deepcopy(status.get("conditions") or []),
-            "containerStatuses": copy.deepcopy(status.get("containerStatuses") or []),
-        },
-    }
-    return {_owner(namespace, labels): trimmed}
 
 
 # -- Models -----------------------------------------------------------------------------------
 
 
-@kopf.on.resume(GROUP, VERSION, "models")
-@kopf.on.create(GROUP, VERSION, "models")
-@kopf.on.update(GROUP, VERSION, "models", field="spec")
-async def model_changed(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
-    runner = _runner(memo, kwargs)
-    try:
-        await runner.model_now((_ns(namespace), name))
-    except ApiError as problem:
-        raise _retry(problem) from None
-
-
 @kopf.on.event(GROUP, VERSION, "models")
-async def model_seen(
-    namespace: str | None, spec: kopf.Spec, memo: kopf.Memo, **kwargs: Any
-) -> None:
-    """A Model came or went: its template's list of Models changes."""
-    if spec.get("template"):
-        _runner(memo, kwargs).template_soon((_ns(namespace), spec["template"]))
-
-
-# -- children: status follows reality ---------------------------------------------------------
-
-
-@kopf.on.event("apps", "v1", "deployments", labels=MANAGED)
-@kopf.on.event("", "v1", "pods", labels=MANAGED)
-@kopf.on.event("", "v1", "services", labels=MANAGED)
-@kopf.on.event("autoscaling", "v2", "horizontalpodautoscalers", labels=MANAGED)
-@kopf.on.event("keda.sh", "v1alpha1", "scaledobjects", labels=MANAGED)
-async def child_changed(
+async def model_event(
+    *,
     namespace: str | None,
-    labels: kopf.Labels,
-    type: str,
+    name: str,
+    type: str | None,
     body: kopf.Body,
+    spec: kopf.Spec,
     memo: kopf.Memo,
     **kwargs: Any,
 ) -> None:
-    model = labels.get(MODEL_LABEL)
-    if model:
-        runner = _runner(memo, kwargs)
-        if type == "DELETED":
-            runner.forget(str(body.get("kind")), (_ns(namespace), model))
-        runner.model_soon((_ns(namespace), model))
+    """Any change of a Model (or its first sight after a restart): look at it again, unless it
+    is the echo of our own status write. Its template's list of Models may change too."""
+    runner = _runner(memo, kwargs)
+    key = (_ns(namespace), name)
+    if spec.get("template") and type in (None, "ADDED", "DELETED"):
+        runner.template_soon((key[0], spec["template"]))
+    if type == "DELETED":
+        runner.forget("Model", key)
+        runner.model_soon(key)
+    elif not runner.is_echo("Model", key, body):
+        runner.model_soon(key)
 
 
 # -- ModelTemplates ---------------------------------------------------------------------------
@@ -362,6 +405,7 @@ def run(namespaces: list[str], liveness: str | None, verbose: bool) -> None:
     """Run the operator in this process until it is stopped."""
     # kopf installs the one log handler (with its format); a second one from basicConfig
     # printed every record twice. The filter goes on whatever handlers there are afterwards.
+    NAMESPACES[:] = namespaces
     kopf.configure(verbose=verbose)
     for handler in logging.getLogger().handlers:
         handler.addFilter(RedactParameters())

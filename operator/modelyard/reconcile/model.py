@@ -103,7 +103,17 @@ async def _apply_children(
     for manifest in plan.children.manifests:
         desired = drift.stamped(manifest)
         live = world.children.get(manifest["kind"])
-        if drift.needs_apply(desired, live):
+        why = drift.why_apply(desired, live)
+        if why is not None:
+            if why not in ("missing", "changed"):
+                metadata = manifest["metadata"]
+                logger.info(
+                    "%s %s/%s: %s was changed by hand; restoring it",
+                    manifest["kind"],
+                    metadata.get("namespace"),
+                    metadata["name"],
+                    why,
+                )
             applied = await kube.apply(desired)
             outcome.applied += 1
             outcome.written.append(applied)

@@ -6,14 +6,17 @@ further requests collapse into one more pass after it instead of queueing up. Te
 failures (409, 429, 5xx, timeouts) are retried with exponential backoff, honouring Retry-After;
 permanent ones are logged once and wait for the next change.
 
-The indices are live mappings maintained by kopf (see `modelyard.handlers`); this module only
-reads them, so it has no dependency on kopf itself.
+The indices (our kinds, kept by kopf) and the children's stores (kept by informers) are live
+mappings maintained by `modelyard.handlers`; this module only reads them, so it has no
+dependency on kopf itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import calendar
+import ctypes
+import gc
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -21,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelyard import metrics
+from modelyard.builders import drift
 from modelyard.config import OperatorConfig
 from modelyard.kube import ApiError, Kube
 from modelyard.reconcile.model import ModelWorld, Outcome, reconcile_model
@@ -43,12 +47,10 @@ Indices = Mapping[str, Mapping[Any, Iterable[Any]]]
 MAX_BACKOFF = 60.0
 DEBOUNCED = {"template": 0.5}
 
-CHILD_INDICES = {
-    "Deployment": "deployment_bodies",
-    "Service": "service_bodies",
-    "HorizontalPodAutoscaler": "hpa_bodies",
-    "ScaledObject": "scaledobject_bodies",
-}
+#: The kinds a Model owns one of each, by its name.
+CHILD_KINDS = ("Deployment", "Service", "HorizontalPodAutoscaler", "ScaledObject")
+#: Kind → (namespace, Model) → that Model's objects of the kind.
+Children = Mapping[str, Mapping[Key, Iterable[Manifest]]]
 
 
 def _first(index: Mapping[Any, Iterable[Any]] | None, key: Any) -> Any:
@@ -71,25 +73,25 @@ def _epoch(timestamp: Any) -> float:
         return time.time()
 
 
-def model_world(key: Key, indices: Indices) -> ModelWorld | None:
+def model_world(key: Key, indices: Indices, children: Children) -> ModelWorld | None:
     """Everything about one Model, from the indices; None when the Model is gone."""
     namespace = key[0]
     body = _first(indices.get("model_bodies"), key)
     if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
         return None
     template_name = (body.get("spec") or {}).get("template")
-    children = {}
-    for kind, index_name in CHILD_INDICES.items():
-        child = _first(indices.get(index_name), key)
+    owned = {}
+    for kind in CHILD_KINDS:
+        child = _first(children.get(kind), key)
         if child is not None:
-            children[kind] = child
+            owned[kind] = child
     return ModelWorld(
         model=body,
         template=_first(indices.get("template_bodies"), (namespace, template_name)),
         registries=_all(indices.get("registry_bodies"), namespace),
         versions=_all(indices.get("version_bodies"), namespace),
-        children=children,
-        pods=_all(indices.get("pod_bodies"), key),
+        children=owned,
+        pods=_all(children.get("Pod"), key),
     )
 
 
@@ -123,6 +125,24 @@ def caught_up(indexed: Manifest | None, written: Manifest) -> bool:
     return ours is not None and theirs is not None and theirs >= ours
 
 
+def _malloc_trim() -> Callable[[int], int] | None:
+    try:
+        trim: Callable[[int], int] = ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+    return trim
+
+
+def _kept(answered: Manifest) -> Manifest:
+    """A write's answer in the form the indices keep: packed for children, and never with
+    managedFields (the bulk of an answer)."""
+    if answered["kind"] in CHILD_KINDS:
+        return drift.packed(answered)
+    metadata = dict(answered.get("metadata") or {})
+    metadata.pop("managedFields", None)
+    return {**answered, "metadata": metadata}
+
+
 @dataclass
 class _Slot:
     """Coalescing state of one object: a pass is running, and whether another is wanted."""
@@ -138,12 +158,14 @@ class Runner:
         self.kube = kube
         self.config = config
         self.indices: Indices = {}
+        self.children: Children = {}
         self._slots: dict[tuple[str, Key], _Slot] = {}
         #: What our own writes returned, by (kind, namespace, name); see `newest`.
         self._latest: dict[tuple[str, str, str], Manifest] = {}
         self.connections = Connections()
         self._template_fingerprints: dict[Key, tuple[Any, ...]] = {}
         self.states = metrics.ReadyStates()
+        self.passes = 0
 
     def remember(self, indices: Indices) -> None:
         """Keep the live index views kopf hands to every handler, for background passes."""
@@ -158,13 +180,13 @@ class Runner:
     async def model_now(self, key: Key) -> Outcome | None:
         """Reconcile one Model now (serialised with background passes); ApiError propagates."""
         async with self._slot("model", key).lock:
-            world = model_world(key, self.indices)
+            world = model_world(key, self.indices, self.children)
             if world is None:
                 self.forget("Model", key)
                 self.states.forget("Model", *key)
                 return None
             world.model = self.fresh("Model", key, world.model) or world.model
-            for kind in CHILD_INDICES:
+            for kind in CHILD_KINDS:
                 child = self.fresh(kind, key, world.children.get(kind))
                 if child is not None:
                     world.children[kind] = child
@@ -340,8 +362,9 @@ class Runner:
 
     def keep_written(self, *written: Manifest | None) -> None:
         """Keep what our writes returned until the watch catches up with it."""
-        for obj in written:
-            if obj and obj.get("kind"):
+        for answered in written:
+            if answered and answered.get("kind"):
+                obj = _kept(answered)
                 metadata = obj.get("metadata") or {}
                 key = (
                     str(obj["kind"]),
@@ -360,6 +383,19 @@ class Runner:
             del self._latest[slot]
             return indexed
         return newest(indexed, written)
+
+    def is_echo(self, kind: str, key: Key, seen: Mapping[str, Any]) -> bool:
+        """Whether a watch event brings back exactly what our own last write returned: a pass
+        for it would find nothing to do."""
+        written = self._latest.get((kind, *key))
+        if written is None:
+            return False
+        version = (seen.get("metadata") or {}).get("resourceVersion")
+        if version is None or version != (written.get("metadata") or {}).get("resourceVersion"):
+            return False
+        # The index holds it now: our copy is no longer needed.
+        del self._latest[(kind, *key)]
+        return True
 
     def forget(self, kind: str, key: Key) -> None:
         """The object is gone: a remembered copy must not resurrect it."""
@@ -383,6 +419,7 @@ class Runner:
             await asyncio.sleep(DEBOUNCED[kind])
         while True:
             slot.again = False
+            self.passes += 1
             try:
                 await run(key)
                 slot.failures = 0
@@ -403,6 +440,28 @@ class Runner:
                 slot.again = True
             if not slot.again:
                 return
+
+    def busy(self) -> bool:
+        return any(s.task is not None and not s.task.done() for s in self._slots.values())
+
+    async def release_memory(self, every: float = 20.0) -> None:
+        """After a burst, hand the memory it used back to the system, once the work is done.
+
+        A burst of thousands of Models briefly needs a lot more memory than the operator holds
+        once they are reconciled, and the C allocator keeps freed memory for the process, so
+        the resident size would stay at the burst's peak. glibc's `malloc_trim` returns it.
+        Runs only when no pass is running and some ran since the last time; elsewhere (musl,
+        macOS) it does nothing.
+        """
+        trim = _malloc_trim()
+        seen = self.passes
+        while True:
+            await asyncio.sleep(every)
+            if self.passes != seen and not self.busy():
+                seen = self.passes
+                gc.collect()
+                if trim is not None:
+                    trim(0)
 
     async def idle(self) -> None:
         """Wait until no background pass is running (for orderly shutdown and tests)."""

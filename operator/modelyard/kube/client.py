@@ -1,9 +1,11 @@
-"""The only module that talks to the Kubernetes API.
+"""The one client of the Kubernetes API: asynchronous, on the operator's own event loop.
 
 One `Kube` per process: building an API client per call doubles reaction time (DESIGN.md §3).
-Calls go through the official client's `ApiClient.call_api` with explicit paths, so any kind —
-ours, KEDA's, built-in — is reached the same way without per-kind client classes or discovery
-round-trips, and run in worker threads because that client is synchronous.
+Calls use explicit paths, so any kind — ours, KEDA's, built-in — is reached the same way without
+per-kind client classes or discovery round-trips. They run on kopf's event loop through aiohttp
+(already there for kopf): the official synchronous client needed a worker thread per call in
+flight, and under a burst of Models 40% of the operator's CPU went to that client and to the
+threads contending for the interpreter (docs/performance.md).
 
 Every failure leaves this module as an `ApiError` that says whether retrying can help
 (409, 429, 5xx, timeouts) or not (422 invalid, 403 forbidden, 404 on a write): the one error
@@ -13,17 +15,20 @@ taxonomy the reconcilers act on.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import heapq
 import json
+import os
 import random
+import ssl
+import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-import kubernetes
-import urllib3
-from kubernetes.client.exceptions import ApiException
+import aiohttp
 
 from modelyard import metrics
 
@@ -44,7 +49,7 @@ PLURALS: dict[tuple[str, str], str] = {
     ("modelyard.dev/v1alpha1", "Registry"): "registries",
 }
 
-#: API calls in flight at once: the HTTP connection pool and the worker threads are sized to it.
+#: API calls in flight at once: the connection pool is sized to it.
 CONCURRENCY = 32
 
 TEMPORARY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
@@ -74,6 +79,89 @@ def path(api_version: str, kind: str, namespace: str | None, name: str | None = 
     prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
     scope = f"/namespaces/{namespace}" if namespace else ""
     return f"{prefix}{scope}/{plural}" + (f"/{name}" if name else "")
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Where the API is and who we are there; the handlers layer finds them (kopf's login)."""
+
+    server: str
+    token: str | None = None
+    username: str | None = None
+    password: str | None = None
+    ca_path: str | None = None
+    ca_data: bytes | None = None
+    certificate_path: str | None = None
+    certificate_data: bytes | None = None
+    private_key_path: str | None = None
+    private_key_data: bytes | None = None
+    insecure: bool = False
+    #: When to log in again (time.monotonic()), for a rotated token file or an expiring token.
+    expires: float | None = field(default=None, compare=False)
+
+    def tls_identity(self) -> tuple[Any, ...]:
+        """What a connection pool is bound to; a new token alone does not change it."""
+        return (
+            self.server,
+            self.ca_path,
+            self.ca_data,
+            self.certificate_path,
+            self.certificate_data,
+            self.private_key_path,
+            self.private_key_data,
+            self.insecure,
+        )
+
+    def headers(self) -> dict[str, str]:
+        if self.token:
+            return {"Authorization": f"Bearer {self.token}"}
+        if self.username is not None:
+            pair = f"{self.username}:{self.password or ''}".encode()
+            return {"Authorization": "Basic " + base64.b64encode(pair).decode()}
+        return {}
+
+    def ssl_context(self) -> ssl.SSLContext | bool:
+        if not self.server.startswith("https"):
+            return False
+        context = ssl.create_default_context(
+            cafile=self.ca_path, cadata=self.ca_data.decode() if self.ca_data else None
+        )
+        if self.insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        if self.certificate_path or self.certificate_data:
+            with _as_files(
+                (self.certificate_path, self.certificate_data),
+                (self.private_key_path, self.private_key_data),
+            ) as (certificate, key):
+                context.load_cert_chain(certificate, key)
+        return context
+
+    def __repr__(self) -> str:  # never a token or a key in a log line
+        return f"Credentials(server={self.server!r})"
+
+
+@contextlib.contextmanager
+def _as_files(*items: tuple[str | None, bytes | None]) -> Any:
+    """ssl loads client certificates from files only; inline kubeconfig data is written to
+    private temporary files for the moment it takes."""
+    paths: list[str | None] = []
+    created: list[str] = []
+    try:
+        for given, data in items:
+            if given or data is None:
+                paths.append(given)
+                continue
+            handle, name = tempfile.mkstemp(prefix="modelyard-")
+            created.append(name)
+            with os.fdopen(handle, "wb") as file:
+                file.write(data)
+            paths.append(name)
+        yield paths
+    finally:
+        for name in created:
+            with contextlib.suppress(OSError):
+                os.unlink(name)
 
 
 class Priority:
@@ -128,79 +216,99 @@ class _Cached:
 
 
 class Kube:
-    """Server-side apply, status patches, deletes, events and discovery — nothing else."""
+    """Server-side apply, status patches, deletes, events, discovery and watches — nothing else.
+
+    `login` is called for the first request and again after a 401 (a rotated service-account
+    token, an expired exec-plugin token), so credentials are never cached past their use.
+    """
 
     def __init__(
-        self, api_client: kubernetes.client.ApiClient, field_manager: str, timeout: float = 30
-    ):
-        self._client = api_client
+        self, login: Callable[[], Credentials], field_manager: str, timeout: float = 30
+    ) -> None:
+        self._login = login
         self.field_manager = field_manager
         self._timeout = timeout
+        self._credentials: Credentials | None = None
+        self._session: aiohttp.ClientSession | None = None
         self._discovery: dict[str, _Cached] = {}
         self._gate = PriorityGate(CONCURRENCY)
         self.requests = 0
         self.writes = 0
 
-    @classmethod
-    def from_environment(cls, field_manager: str) -> Kube:
-        """In-cluster service account, or the kubeconfig in $KUBECONFIG / ~/.kube/config."""
-        try:
-            kubernetes.config.load_incluster_config()  # type: ignore[no-untyped-call]
-        except kubernetes.config.ConfigException:
-            kubernetes.config.load_kube_config()  # type: ignore[no-untyped-call]
-        configuration = kubernetes.client.Configuration.get_default_copy()
-        # One reconcile makes several calls and many run at once: the default pool (5 per
-        # core) makes them queue for a connection.
-        configuration.connection_pool_maxsize = CONCURRENCY
-        return cls(kubernetes.client.ApiClient(configuration), field_manager)
+    async def _connect(self, renew: bool = False) -> tuple[aiohttp.ClientSession, Credentials]:
+        """The session and current credentials; logs in again when asked (after a 401) or when
+        the credentials say they expire. The connection pool is kept unless TLS material
+        changed: a rotated token only changes a header."""
+        credentials = self._credentials
+        expired = credentials is not None and (credentials.expires or float("inf")) < (
+            time.monotonic()
+        )
+        if renew or expired or credentials is None:
+            credentials = await asyncio.to_thread(self._login)
+            previous = self._credentials
+            if self._session is not None and (
+                previous is None or previous.tls_identity() != credentials.tls_identity()
+            ):
+                await self._session.close()
+                self._session = None
+            self._credentials = credentials
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                base_url=credentials.server.rstrip("/"),
+                # Calls in flight are bounded by the gate; the rest are the informers' watches.
+                # Each TLS connection holds 256 KB of buffers, so the pool is bounded too.
+                connector=aiohttp.TCPConnector(
+                    limit=CONCURRENCY + 16, ssl=credentials.ssl_context()
+                ),
+            )
+        return self._session, credentials
 
-    def _call(
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _call(
         self,
         method: str,
         url: str,
         body: Any = None,
-        query: list[tuple[str, str]] | None = None,
+        query: dict[str, str] | None = None,
         content_type: str = "application/json",
+        *,
+        priority: int = Priority.READ,
     ) -> Manifest:
         self.requests += 1
         if method != "GET":
             self.writes += 1
         metrics.API_REQUESTS.labels(method).inc()
+        data = None if body is None else body if isinstance(body, bytes) else json.dumps(body)
         headers = {"Accept": "application/json", "Content-Type": content_type}
-        try:
-            prepared = self._client.param_serialize(
-                method=method,
-                resource_path=url,
-                query_params=query or [],
-                header_params=headers,
-                body=body,
-                auth_settings=["BearerToken"],
-            )
-            response = self._client.call_api(*prepared, _request_timeout=self._timeout)
-            data = response.read()  # type: ignore[no-untyped-call]
-        except ApiException as error:
-            raise _problem(error.status, error.reason, error.body, error.headers) from None
-        except (urllib3.exceptions.HTTPError, OSError) as error:
-            raise ApiError(0, "Unreachable", str(error)) from None
-        if not 200 <= response.status < 300:
-            headers = response.getheaders()  # type: ignore[no-untyped-call]
-            raise _problem(response.status, response.reason, data, headers)
-        parsed: Manifest = json.loads(data) if data else {}
-        return parsed
-
-    async def _run(
-        self,
-        method: str,
-        url: str,
-        body: Any = None,
-        query: list[tuple[str, str]] | None = None,
-        content_type: str = "application/json",
-        *,
-        priority: int = Priority.READ,
-    ) -> Manifest:
         await self._gate(priority)
         try:
-            return await asyncio.to_thread(self._call, method, url, body, query, content_type)
+            for attempt in (1, 2):
+                session, credentials = await self._connect(renew=attempt == 2)
+                try:
+                    async with session.request(
+                        method,
+                        url,
+                        data=data,
+                        params=query,
+                        headers={**headers, **credentials.headers()},
+                        timeout=aiohttp.ClientTimeout(total=self._timeout),
+                    ) as response:
+                        payload = await response.read()
+                        if response.status == 401 and attempt == 1:
+                            continue  # new credentials, once
+                        if not 200 <= response.status < 300:
+                            raise _problem(
+                                response.status, response.reason, payload, response.headers
+                            )
+                        parsed: Manifest = json.loads(payload) if payload else {}
+                        return parsed
+                except (aiohttp.ClientError, TimeoutError) as error:
+                    raise ApiError(0, "Unreachable", str(error) or type(error).__name__) from None
+            raise AssertionError("unreachable")  # pragma: no cover - the loop always returns
         finally:
             self._gate.release()
 
@@ -215,13 +323,12 @@ class Kube:
         url = path(
             manifest["apiVersion"], manifest["kind"], metadata.get("namespace"), metadata["name"]
         )
-        query = [("fieldManager", self.field_manager), ("force", "true")]
-        # JSON is YAML, and a string body passes through the client untouched.
+        query = {"fieldManager": self.field_manager, "force": "true"}
         priority = Priority.DEPLOYMENT if manifest["kind"] == "Deployment" else Priority.CHILD
-        return await self._run(
+        return await self._call(
             "PATCH",
             url,
-            json.dumps(manifest),
+            json.dumps(manifest).encode(),  # JSON is YAML
             query,
             "application/apply-patch+yaml",
             priority=priority,
@@ -230,7 +337,7 @@ class Kube:
     async def delete(self, api_version: str, kind: str, namespace: str | None, name: str) -> bool:
         """Delete if present; False when it was already gone."""
         try:
-            await self._run(
+            await self._call(
                 "DELETE",
                 path(api_version, kind, namespace, name),
                 {"propagationPolicy": "Background"},
@@ -246,7 +353,7 @@ class Kube:
     ) -> Manifest:
         """Replace status through the status subresource, the only place it may be written."""
         url = path(api_version, kind, namespace, name) + "/status"
-        return await self._run(
+        return await self._call(
             "PATCH",
             url,
             {"status": status},
@@ -270,7 +377,7 @@ class Kube:
         if resource_version:
             metadata["resourceVersion"] = resource_version
         url = path(api_version, kind, namespace, name)
-        return await self._run(
+        return await self._call(
             "PATCH",
             url,
             {"metadata": metadata},
@@ -283,11 +390,50 @@ class Kube:
         self, api_version: str, kind: str, namespace: str | None, name: str
     ) -> Manifest | None:
         try:
-            return await self._run("GET", path(api_version, kind, namespace, name))
+            return await self._call("GET", path(api_version, kind, namespace, name))
         except ApiError as problem:
             if problem.not_found:
                 return None
             raise
+
+    async def list(self, url: str, query: dict[str, str]) -> Manifest:
+        """One page of a list (`limit`/`continue` in `query`)."""
+        return await self._call("GET", url, None, query)
+
+    async def watch(self, url: str, query: dict[str, str]) -> AsyncIterator[Manifest]:
+        """A watch stream's events as they come, until the server ends it.
+
+        Lines are split here rather than by aiohttp's readline, whose 64 KiB limit a large
+        object (a pod with a long status) can exceed.
+        """
+        self.requests += 1
+        metrics.API_REQUESTS.labels("WATCH").inc()
+        for attempt in (1, 2):
+            session, credentials = await self._connect(renew=attempt == 2)
+            try:
+                async with session.get(
+                    url,
+                    params={**query, "watch": "true"},
+                    headers={"Accept": "application/json", **credentials.headers()},
+                    timeout=aiohttp.ClientTimeout(
+                        total=None, sock_connect=self._timeout, sock_read=None
+                    ),
+                ) as response:
+                    if response.status == 401 and attempt == 1:
+                        continue
+                    if response.status != 200:
+                        payload = await response.read()
+                        raise _problem(response.status, response.reason, payload, response.headers)
+                    buffer = b""
+                    async for chunk in response.content.iter_any():
+                        buffer += chunk
+                        *lines, buffer = buffer.split(b"\n")
+                        for line in lines:
+                            if line.strip():
+                                yield json.loads(line)
+                    return
+            except (aiohttp.ClientError, TimeoutError) as error:
+                raise ApiError(0, "Unreachable", str(error) or type(error).__name__) from None
 
     async def post_event(
         self, involved: Manifest, event_type: str, reason: str, message: str, component: str
@@ -321,7 +467,7 @@ class Kube:
         # Best effort: losing an Event must never fail or retry a reconcile.
         with contextlib.suppress(ApiError):
             url = path("v1", "Event", namespace)
-            await self._run("POST", url, event, None, priority=Priority.EVENT)
+            await self._call("POST", url, event, None, priority=Priority.EVENT)
 
     async def serves(self, group_version: str, plural: str, ttl: float = 60) -> bool:
         """Whether the API serves a resource (is KEDA installed?), cached for `ttl` seconds."""
@@ -330,7 +476,7 @@ class Kube:
         if cached and cached.until > time.monotonic():
             return cached.value
         try:
-            listing = await self._run("GET", f"/apis/{group_version}")
+            listing = await self._call("GET", f"/apis/{group_version}")
             value = any(r.get("name") == plural for r in listing.get("resources", []))
         except ApiError as problem:
             if not problem.temporary:
@@ -352,7 +498,7 @@ def _problem(status: Any, reason: Any, body: Any, headers: Any) -> ApiError:
         payload = json.loads(body or "{}")
         reason = payload.get("reason") or reason
         message = payload.get("message") or ""
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, AttributeError):
         message = str(body or "")[:500]
     retry_after = None
     value = (headers or {}).get("Retry-After")

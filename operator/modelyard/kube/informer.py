@@ -1,0 +1,184 @@
+"""List-then-watch of one kind of child, kept as a small in-memory store.
+
+The operator's children (Deployments, Services, autoscalers, pods) are watched here rather than
+through kopf: kopf runs its whole per-object machinery (a worker per object, handler
+bookkeeping, a copy of every body) for each event, and a burst of N Models brings about eight
+child events per Model. Here an event costs a JSON parse, a trim to the fields the reconcilers
+read, and one callback. Only objects with our label are listed and watched (a server-side label
+selector), so other workloads in the cluster cost nothing.
+
+A watch that ends is resumed from the last resourceVersion seen (bookmarks keep it current in
+quiet periods); one the server can no longer resume (410 Gone) is replaced by a fresh list, whose
+differences from the store are reported as events, so nothing is missed or reported twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Iterator, Mapping
+
+from modelyard.kube.client import ApiError, Kube, Manifest
+
+logger = logging.getLogger(__name__)
+
+#: (namespace, owner name) → {object name → trimmed object}
+OwnerKey = tuple[str, str]
+Trim = Callable[[Manifest], Manifest]
+OnChange = Callable[[str, OwnerKey, Manifest], None]
+
+PAGE = 500
+RETRY_DELAYS = (0.5, 1, 2, 5, 10, 30)
+#: A kind the server does not serve (KEDA not installed) is looked for again this often.
+ABSENT_RECHECK = 60.0
+
+
+class Informer:
+    """One kind, one scope (a namespace or the whole cluster), one label selector."""
+
+    def __init__(
+        self,
+        kube: Kube,
+        url: str,
+        selector: str,
+        *,
+        owner_label: str,
+        trim: Trim,
+        on_change: OnChange,
+    ) -> None:
+        self.kube = kube
+        self.url = url
+        self.selector = selector
+        self.owner_label = owner_label
+        self.trim = trim
+        self.on_change = on_change
+        self.by_owner: dict[OwnerKey, dict[str, Manifest]] = {}
+        self._owners: dict[tuple[str, str], OwnerKey] = {}  # (namespace, name) → owner
+        self.synced = asyncio.Event()
+        self._version = ""
+
+    def _owner(self, obj: Manifest) -> tuple[tuple[str, str], OwnerKey]:
+        metadata = obj.get("metadata") or {}
+        namespace = metadata.get("namespace") or "default"
+        labels = metadata.get("labels") or {}
+        return (namespace, metadata.get("name", "")), (namespace, labels.get(self.owner_label, ""))
+
+    def _put(self, event_type: str, obj: Manifest) -> None:
+        where, owner = self._owner(obj)
+        if event_type == "DELETED":
+            self._owners.pop(where, None)
+            siblings = self.by_owner.get(owner)
+            if siblings is not None:
+                siblings.pop(where[1], None)
+                if not siblings:
+                    del self.by_owner[owner]
+        else:
+            previous = self._owners.get(where)
+            if previous is not None and previous != owner:
+                # Relabelled by hand: gone from the Model it belonged to.
+                labels = {self.owner_label: previous[1]}
+                self._put("DELETED", {"metadata": {**obj["metadata"], "labels": labels}})
+            self._owners[where] = owner
+            self.by_owner.setdefault(owner, {})[where[1]] = self.trim(obj)
+        if owner[1]:
+            self.on_change(event_type, owner, obj)
+
+    async def _relist(self) -> None:
+        """A full list; what it no longer holds is reported deleted, the rest as modified."""
+        seen: set[tuple[str, str]] = set()
+        query = {"labelSelector": self.selector, "limit": str(PAGE)}
+        while True:
+            page = await self.kube.list(self.url, query)
+            for item in page.get("items") or []:
+                # List items carry no kind of their own.
+                item.setdefault("apiVersion", page.get("apiVersion"))
+                item.setdefault("kind", str(page.get("kind", "")).removesuffix("List"))
+                seen.add(self._owner(item)[0])
+                self._put("MODIFIED", item)
+            metadata = page.get("metadata") or {}
+            if not metadata.get("continue"):
+                self._version = metadata.get("resourceVersion", "")
+                break
+            query = {**query, "continue": metadata["continue"]}
+        for where, owner in list(self._owners.items()):
+            if where not in seen:
+                gone = self.by_owner.get(owner, {}).get(where[1]) or {"metadata": {}}
+                metadata = {
+                    **(gone.get("metadata") or {}),
+                    "namespace": where[0],
+                    "name": where[1],
+                    "labels": {self.owner_label: owner[1]},
+                }
+                self._put("DELETED", {**gone, "metadata": metadata})
+
+    async def run(self) -> None:
+        """Forever: list, watch, resume; cancelled when the operator stops."""
+        failures = 0
+        must_list = True
+        while True:
+            try:
+                if must_list:
+                    await self._relist()
+                    must_list = False
+                    self.synced.set()
+                await self._watch()
+                failures = 0
+            except ApiError as problem:
+                if problem.status == 410:
+                    must_list = True  # too old to resume: start over from a list
+                    continue
+                if problem.status == 404:
+                    self.synced.set()  # nothing to wait for: the kind is not served
+                    await asyncio.sleep(ABSENT_RECHECK)
+                    must_list = True
+                    continue
+                delay = problem.retry_after or RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)]
+                failures += 1
+                logger.warning("watching %s: %s; again in %.1f s", self.url, problem, delay)
+                await asyncio.sleep(delay)
+
+    async def _watch(self) -> None:
+        query = {
+            "labelSelector": self.selector,
+            "resourceVersion": self._version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": "600",
+        }
+        async for event in self.kube.watch(self.url, query):
+            event_type, obj = event.get("type"), event.get("object") or {}
+            if event_type == "ERROR":
+                raise ApiError(
+                    int(obj.get("code") or 0), str(obj.get("reason")), str(obj.get("message"))
+                )
+            version = (obj.get("metadata") or {}).get("resourceVersion")
+            if version:
+                self._version = version
+            if event_type in ("ADDED", "MODIFIED", "DELETED"):
+                self._put(str(event_type), obj)
+
+
+class FirstOfEach(Mapping[OwnerKey, list[Manifest]]):
+    """An informer's store as the reconcilers read kopf-style indices: owner → [objects]."""
+
+    def __init__(self, informers: list[Informer]) -> None:
+        self.informers = informers
+
+    def __getitem__(self, key: OwnerKey) -> list[Manifest]:
+        for informer in self.informers:
+            found = informer.by_owner.get(key)
+            if found:
+                return list(found.values())
+        raise KeyError(key)
+
+    def __contains__(self, key: object) -> bool:
+        return any(key in informer.by_owner for informer in self.informers)
+
+    def __iter__(self) -> Iterator[OwnerKey]:
+        for informer in self.informers:
+            yield from informer.by_owner
+
+    def __len__(self) -> int:
+        return sum(len(informer.by_owner) for informer in self.informers)
+
+
+__all__ = ["FirstOfEach", "Informer", "OwnerKey"]
