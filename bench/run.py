@@ -23,8 +23,12 @@ gone): N Models are created as fast as the server takes them; measured from the 
 - after the harness plays the kubelet (every pod running and ready): until every Model is READY,
   how long the operator still writes after the last READY status (settling), and its writes per
   minute over an idle window that starts once it has made no write for 10 s;
-- its resident memory after N, and the time to Deployment of Models created one at a time into
-  an operator that already holds N.
+- its resident memory at the end of that idle window, and the time to Deployment of Models
+  created one at a time into an operator that already holds N.
+
+`--profile` samples our operator with py-spy during the burst (summary in bench/results/);
+BENCH_CONTROLLERS=a,b overrides the controller-manager's controllers, to see what their work
+costs the operators.
 
 Results go to bench/results/bench-<N>.json and the table in docs/performance.md. Figures are
 measured, never asserted: tests do not time anything.
