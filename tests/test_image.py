@@ -37,6 +37,11 @@ def test_checkout_builds_the_package_the_image_installs(tmp_path: Path) -> None:
         names = archive.namelist()
         entry_points = next(n for n in names if n.endswith("entry_points.txt"))
         assert "modelyard = modelyard.cli:main" in archive.read(entry_points).decode()
-    for module in ("modelyard/handlers/operator.py", "modelyard/kube.py", "modelyard/py.typed"):
+    for module in (
+        "modelyard/handlers/operator.py",
+        "modelyard/kube/client.py",
+        "modelyard/kube/informer.py",
+        "modelyard/py.typed",
+    ):
         assert module in names
     assert not [n for n in names if n.startswith("tests/")]
