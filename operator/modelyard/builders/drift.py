@@ -134,6 +134,3 @@ def spec_of(live: Manifest) -> Any:
         return json.loads(live[PACKED_SPEC])
     return live.get("spec")
 
-
-def needs_apply(desired: Manifest, live: Manifest | None) -> bool:
-    return why_apply(desired, live) is not None

@@ -28,11 +28,10 @@ from modelyard.builders import drift
 from modelyard.builders.labels import MANAGED_BY, MODEL_LABEL, SPEC_HASH_ANNOTATION
 from modelyard.kube import ApiError, Kube, Manifest, path
 from modelyard.kube import login as kube_login
-from modelyard.kube.informer import FirstOfEach, Informer
+from modelyard.kube.informer import AcrossScopes, Informer
 from modelyard.reconcile.runner import Indices, Runner
 
 GROUP, VERSION = "modelyard.dev", "v1alpha1"
-MANAGED = {"app.kubernetes.io/managed-by": MANAGED_BY}
 PREFIX = "modelyard.dev"
 
 logger = logging.getLogger("modelyard")
@@ -62,8 +61,8 @@ def login(**_: Any) -> kopf.ConnectionInfo:
     )
 
 
-#: The children, as the informers keep them: kind → (apiVersion, the fields kept).
-CHILD_KINDS: dict[str, str] = {
+#: The kinds of child watched by an informer each, with their apiVersion.
+WATCHED_CHILDREN: dict[str, str] = {
     "Deployment": "apps/v1",
     "Service": "v1",
     "HorizontalPodAutoscaler": "autoscaling/v2",
@@ -94,7 +93,7 @@ def _trim_pod(pod: Manifest) -> Manifest:
 def _start_informers(runner: Runner, kube: Kube, namespaces: list[str]) -> list[Informer]:
     informers: dict[str, list[Informer]] = {}
     scopes: list[str | None] = [*namespaces] if namespaces else [None]
-    for kind, api_version in CHILD_KINDS.items():
+    for kind, api_version in WATCHED_CHILDREN.items():
 
         def changed(event: str, owner: tuple[str, str], obj: Manifest, kind: str = kind) -> None:
             if event == "DELETED":
@@ -115,7 +114,7 @@ def _start_informers(runner: Runner, kube: Kube, namespaces: list[str]) -> list[
             )
             for namespace in scopes
         ]
-    runner.children = {kind: FirstOfEach(each) for kind, each in informers.items()}
+    runner.children = {kind: AcrossScopes(each) for kind, each in informers.items()}
     return [informer for each in informers.values() for informer in each]
 
 

@@ -229,6 +229,7 @@ class Kube:
         self.field_manager = field_manager
         self._timeout = timeout
         self._credentials: Credentials | None = None
+        self._login_lock = asyncio.Lock()
         self._session: aiohttp.ClientSession | None = None
         self._discovery: dict[str, _Cached] = {}
         self._gate = PriorityGate(CONCURRENCY)
@@ -244,14 +245,19 @@ class Kube:
             time.monotonic()
         )
         if renew or expired or credentials is None:
-            credentials = await asyncio.to_thread(self._login)
-            previous = self._credentials
-            if self._session is not None and (
-                previous is None or previous.tls_identity() != credentials.tls_identity()
-            ):
-                await self._session.close()
-                self._session = None
-            self._credentials = credentials
+            # One login at a time: a burst of calls that all meet a 401 (or an expired token)
+            # must not run an exec plugin once each.
+            async with self._login_lock:
+                if self._credentials is credentials:  # nobody renewed them while we waited
+                    fresh = await asyncio.to_thread(self._login)
+                    if self._session is not None and (
+                        credentials is None or credentials.tls_identity() != fresh.tls_identity()
+                    ):
+                        await self._session.close()
+                        self._session = None
+                    self._credentials = fresh
+                credentials = self._credentials
+                assert credentials is not None
         if self._session is None:
             self._session = aiohttp.ClientSession(
                 base_url=credentials.server.rstrip("/"),

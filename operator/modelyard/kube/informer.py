@@ -136,6 +136,14 @@ class Informer:
                 failures += 1
                 logger.warning("watching %s: %s; again in %.1f s", self.url, problem, delay)
                 await asyncio.sleep(delay)
+            except Exception:
+                # Anything else (a line that is not JSON, a bug): an informer that stopped would
+                # leave every Model's status frozen, so it starts over from a list instead.
+                delay = RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)]
+                failures += 1
+                logger.exception("watching %s failed; listing again in %.1f s", self.url, delay)
+                must_list = True
+                await asyncio.sleep(delay)
 
     async def _watch(self) -> None:
         query = {
@@ -157,8 +165,9 @@ class Informer:
                 self._put(str(event_type), obj)
 
 
-class FirstOfEach(Mapping[OwnerKey, list[Manifest]]):
-    """An informer's store as the reconcilers read kopf-style indices: owner → [objects]."""
+class AcrossScopes(Mapping[OwnerKey, list[Manifest]]):
+    """One kind's informers (one per namespace served, or one for the cluster) seen as one
+    store, shaped as the reconcilers read kopf's indices: owner → [objects]."""
 
     def __init__(self, informers: list[Informer]) -> None:
         self.informers = informers
@@ -181,4 +190,4 @@ class FirstOfEach(Mapping[OwnerKey, list[Manifest]]):
         return sum(len(informer.by_owner) for informer in self.informers)
 
 
-__all__ = ["FirstOfEach", "Informer", "OwnerKey"]
+__all__ = ["AcrossScopes", "Informer", "OwnerKey"]
