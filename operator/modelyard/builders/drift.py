@@ -133,4 +133,3 @@ def spec_of(live: Manifest) -> Any:
     if PACKED_SPEC in live:
         return json.loads(live[PACKED_SPEC])
     return live.get("spec")
-
