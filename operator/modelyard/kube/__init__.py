@@ -9,6 +9,7 @@ from modelyard.kube.client import (
     Kube,
     Manifest,
     Priority,
+    PriorityGate,
     path,
 )
 
@@ -20,5 +21,6 @@ __all__ = [
     "Kube",
     "Manifest",
     "Priority",
+    "PriorityGate",
     "path",
 ]

@@ -71,6 +71,8 @@ class Outcome:
     #: Objects as our writes returned them (children applied, the Model after its status
     #: write), so the next pass can use them before the watch brings them back.
     written: list[Manifest] = field(default_factory=list)
+    #: Only the Deployment was applied (`deployment_only`): the rest needs another pass.
+    unfinished: bool = False
 
 
 async def _plan(world: ModelWorld, model: Model, config: OperatorConfig, kube: Kube) -> Plan:
@@ -95,12 +97,15 @@ async def _plan(world: ModelWorld, model: Model, config: OperatorConfig, kube: K
 
 
 async def _apply_children(
-    plan: Plan, world: ModelWorld, kube: Kube, outcome: Outcome
+    plan: Plan, world: ModelWorld, kube: Kube, outcome: Outcome, deployment_only: bool = False
 ) -> Manifest | None:
     """Apply what differs, delete the autoscaler that must not exist; the live Deployment after."""
     assert plan.children is not None
     deployment = world.children.get("Deployment")
-    for manifest in plan.children.manifests:
+    manifests = plan.children.manifests
+    if deployment_only:
+        manifests = [m for m in manifests if m["kind"] == "Deployment"]
+    for manifest in manifests:
         desired = drift.stamped(manifest)
         live = world.children.get(manifest["kind"])
         why = drift.why_apply(desired, live)
@@ -119,6 +124,8 @@ async def _apply_children(
             outcome.written.append(applied)
             if manifest["kind"] == "Deployment":
                 deployment = applied
+    if deployment_only:
+        return deployment
     for api_version, kind in plan.children.unwanted_autoscalers:
         if kind in world.children:
             metadata = world.model["metadata"]
@@ -167,8 +174,15 @@ def model_status(
     return status
 
 
-async def reconcile_model(world: ModelWorld, kube: Kube, config: OperatorConfig) -> Outcome:
-    """Bring one Model's children and status in line with its spec; raises ApiError to retry."""
+async def reconcile_model(
+    world: ModelWorld, kube: Kube, config: OperatorConfig, deployment_only: bool = False
+) -> Outcome:
+    """Bring one Model's children and status in line with its spec; raises ApiError to retry.
+
+    `deployment_only` is the short first pass of a new Model: when it has a Deployment to
+    create, only that is applied (what its users wait for) and the outcome is `unfinished`;
+    the Service, autoscaler and status follow in the next pass.
+    """
     body = world.model
     previous: Manifest = dict(body.get("status") or {})
     plan: Plan | None = None
@@ -195,7 +209,11 @@ async def reconcile_model(world: ModelWorld, kube: Kube, config: OperatorConfig)
     deployment = world.children.get("Deployment")
     workload = plan.workload if plan else None
     if plan is not None and plan.children is not None:
-        deployment = await _apply_children(plan, world, kube, outcome)
+        deployment_only = deployment_only and "Deployment" not in world.children
+        deployment = await _apply_children(plan, world, kube, outcome, deployment_only)
+        if deployment_only:
+            outcome.unfinished = True
+            return outcome
     desired_hash = ""
     if plan is not None and plan.children is not None:
         pod_annotations = plan.children.deployment["spec"]["template"]["metadata"]["annotations"]

@@ -26,7 +26,7 @@ from typing import Any
 from modelyard import metrics
 from modelyard.builders import drift
 from modelyard.config import OperatorConfig
-from modelyard.kube import ApiError, Kube
+from modelyard.kube import ApiError, Kube, Priority, PriorityGate
 from modelyard.reconcile.model import ModelWorld, Outcome, reconcile_model
 from modelyard.reconcile.registry import (
     Connection,
@@ -45,6 +45,9 @@ Key = tuple[str, str]
 Indices = Mapping[str, Mapping[Any, Iterable[Any]]]
 
 MAX_BACKOFF = 60.0
+#: Model passes running at once. A waiting pass holds only its key; a running one holds its
+#: plan. Twice the API client's concurrency, so the client always has work queued.
+PASSES_IN_FLIGHT = 64
 DEBOUNCED = {"template": 0.5}
 
 #: The kinds a Model owns one of each, by its name.
@@ -166,6 +169,7 @@ class Runner:
         self._template_fingerprints: dict[Key, tuple[Any, ...]] = {}
         self.states = metrics.ReadyStates()
         self.passes = 0
+        self._model_passes = PriorityGate(PASSES_IN_FLIGHT)
 
     def remember(self, indices: Indices) -> None:
         """Keep the live index views kopf hands to every handler, for background passes."""
@@ -177,8 +181,29 @@ class Runner:
 
     # -- Models ------------------------------------------------------------------------------
 
+    def _has_deployment(self, key: Key) -> bool:
+        return (
+            _first(self.children.get("Deployment"), key) is not None
+            or ("Deployment", *key) in self._latest
+        )
+
     async def model_now(self, key: Key) -> Outcome | None:
-        """Reconcile one Model now (serialised with background passes); ApiError propagates."""
+        """Reconcile one Model (serialised with background passes); ApiError propagates.
+
+        A burst of thousands of new Models would otherwise have thousands of passes in flight,
+        each holding its plan while it waits for the API client: that backlog was most of the
+        operator's memory after a burst. Passes wait for a turn holding only their key, and a
+        new Model's turn comes first but covers only its Deployment (what its users wait for);
+        the Service, autoscaler and status come in its next turn, after the other Deployments.
+        """
+        new = not self._has_deployment(key)
+        await self._model_passes(Priority.DEPLOYMENT if new else Priority.CHILD)
+        try:
+            return await self._model_pass(key, deployment_only=new)
+        finally:
+            self._model_passes.release()
+
+    async def _model_pass(self, key: Key, deployment_only: bool) -> Outcome | None:
         async with self._slot("model", key).lock:
             world = model_world(key, self.indices, self.children)
             if world is None:
@@ -191,8 +216,11 @@ class Runner:
                 if child is not None:
                     world.children[kind] = child
             with metrics.timed("Model"):
-                outcome = await reconcile_model(world, self.kube, self.config)
+                outcome = await reconcile_model(world, self.kube, self.config, deployment_only)
             self.keep_written(*outcome.written)
+            if outcome.unfinished:
+                self.model_soon(key)
+                return outcome
             ready = outcome.state == "READY"
             self.states.record("Model", *key, str(ready), outcome.reason)
             if ready:
@@ -439,6 +467,11 @@ class Runner:
                 await asyncio.sleep(min(MAX_BACKOFF, 0.5 * 2**slot.failures))
                 slot.again = True
             if not slot.again:
+                if kind == "model" and self._slots.get((kind, key)) is slot:
+                    # Model passes run only in this task, so nothing else holds or awaits the
+                    # slot's lock: it is made again when needed, rather than kept for each of
+                    # thousands of idle Models.
+                    del self._slots[(kind, key)]
                 return
 
     def busy(self) -> bool:
