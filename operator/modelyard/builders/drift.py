@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
+import zlib
 from typing import Any
 
 APPLIED_HASH = "modelyard.dev/applied-hash"
-#: Where a kept child holds its whole spec, as compact JSON (see `packed`).
+#: Where a kept child holds its whole spec, as compressed JSON (see `packed`).
 PACKED_SPEC = "packedSpec"
 #: The few spec fields status is computed from, kept readable.
 READ_SPEC_FIELDS = ("replicas", "progressDeadlineSeconds")
@@ -113,23 +115,43 @@ def why_apply(desired: Manifest, live: Manifest | None) -> str | None:
     )
 
 
+#: Strings up to this length are shared between kept objects (see `compact`): keys, kinds,
+#: condition types and reasons, label values — not uids or messages, which are unique anyway.
+SHARED_STRING_LENGTH = 32
+
+
+def compact(value: Any) -> Any:
+    """A copy of a parsed API object whose keys and short strings are shared with every other
+    kept object. Each JSON document parses into its own copy of "metadata", "resourceVersion",
+    "app.kubernetes.io/managed-by", "True"…; with thousands of objects kept for the life of
+    the process, those copies are a third of what the operator holds."""
+    if isinstance(value, dict):
+        return {sys.intern(key): compact(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [compact(item) for item in value]
+    if isinstance(value, str) and len(value) <= SHARED_STRING_LENGTH:
+        return sys.intern(value)
+    return value
+
+
 def packed(obj: Manifest) -> Manifest:
-    """A child as the operator keeps it in memory: its spec packed as JSON, which is read only
-    by the drift check, and takes a tenth of the memory of the same spec as dicts (a Deployment's
-    is about 14 KB as dicts, thousands of them at once)."""
+    """A child as the operator keeps it in memory: its spec packed as compressed JSON, which is
+    read only by the drift check, and takes a twentieth of the memory of the same spec as dicts
+    (a Deployment's is about 14 KB as dicts, 2.5 KB as JSON, 0.7 KB compressed; thousands of
+    them at once)."""
     metadata = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
     return {
         "apiVersion": obj.get("apiVersion"),
         "kind": obj.get("kind"),
-        "metadata": {key: metadata[key] for key in KEPT_METADATA if key in metadata},
+        "metadata": compact({key: metadata[key] for key in KEPT_METADATA if key in metadata}),
         "spec": {key: spec[key] for key in READ_SPEC_FIELDS if key in spec},
-        PACKED_SPEC: json.dumps(spec, separators=(",", ":")),
-        "status": obj.get("status") or {},
+        PACKED_SPEC: zlib.compress(json.dumps(spec, separators=(",", ":")).encode(), 1),
+        "status": compact(obj.get("status") or {}),
     }
 
 
 def spec_of(live: Manifest) -> Any:
     if PACKED_SPEC in live:
-        return json.loads(live[PACKED_SPEC])
+        return json.loads(zlib.decompress(live[PACKED_SPEC]))
     return live.get("spec")

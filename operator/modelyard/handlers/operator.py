@@ -72,22 +72,49 @@ WATCHED_CHILDREN: dict[str, str] = {
 SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY}"
 
 
+#: The parts of a container's status that `modelyard.status.model` reads.
+_CONTAINER_FIELDS = ("name", "image", "ready", "started", "restartCount")
+
+
+def _trim_container(container: Manifest) -> Manifest:
+    kept = {key: container[key] for key in _CONTAINER_FIELDS if key in container}
+    waiting = (container.get("state") or {}).get("waiting")
+    if waiting:
+        kept["state"] = {"waiting": waiting}
+    terminated = (container.get("lastState") or {}).get("terminated")
+    if terminated:
+        kept["lastState"] = {
+            "terminated": {
+                k: terminated[k] for k in ("exitCode", "reason", "message") if k in terminated
+            }
+        }
+    return kept
+
+
 def _trim_pod(pod: Manifest) -> Manifest:
     """Only what decides a Model's state, to keep memory flat with thousands of pods."""
     meta = pod.get("metadata") or {}
     status = pod.get("status") or {}
     annotations = meta.get("annotations") or {}
-    return {
-        "metadata": {
-            "name": meta.get("name"),
-            "annotations": {SPEC_HASH_ANNOTATION: annotations.get(SPEC_HASH_ANNOTATION)},
-            "deletionTimestamp": meta.get("deletionTimestamp"),
-        },
-        "status": {
-            "conditions": status.get("conditions") or [],
-            "containerStatuses": status.get("containerStatuses") or [],
-        },
-    }
+    trimmed: Manifest = drift.compact(
+        {
+            "metadata": {
+                "name": meta.get("name"),
+                "annotations": {SPEC_HASH_ANNOTATION: annotations.get(SPEC_HASH_ANNOTATION)},
+                "deletionTimestamp": meta.get("deletionTimestamp"),
+            },
+            "status": {
+                "conditions": [
+                    {k: c.get(k) for k in ("type", "status", "reason", "message") if k in c}
+                    for c in status.get("conditions") or []
+                ],
+                "containerStatuses": [
+                    _trim_container(c) for c in status.get("containerStatuses") or []
+                ],
+            },
+        }
+    )
+    return trimmed
 
 
 def _start_informers(runner: Runner, kube: Kube, namespaces: list[str]) -> list[Informer]:
@@ -182,8 +209,8 @@ def _ns(namespace: str | None) -> str:
 
 def _body(body: kopf.Body) -> dict[str, Any]:
     """The object for an index, without managedFields (the largest part of a real object) nor
-    kopf's own annotations (a copy of the whole spec, left by earlier versions). Shallow: spec
-    and status are shared with the event kopf parsed, which is replaced, never changed."""
+    kopf's own annotations (a copy of the whole spec, left by earlier versions), its strings
+    shared with the other kept objects (`drift.compact`)."""
     copied = dict(body)
     metadata = dict(copied.get("metadata") or {})
     metadata.pop("managedFields", None)
@@ -193,7 +220,8 @@ def _body(body: kopf.Body) -> dict[str, Any]:
             k: v for k, v in annotations.items() if not k.startswith(f"{PREFIX}/last-handled")
         }
     copied["metadata"] = metadata
-    return copied
+    compacted: dict[str, Any] = drift.compact(copied)
+    return compacted
 
 
 # -- indices: the operator's read model -------------------------------------------------------
