@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+from collections.abc import Callable
 from typing import Any
 
 import kopf
@@ -338,6 +339,21 @@ async def registry_changed(
         raise _retry(problem) from None
 
 
+#: How often a waiting check looks at its interval again.
+INTERVAL_STEP = 5.0
+
+
+async def _interval(stopped: kopf.DaemonStopped, interval: Callable[[], float]) -> None:
+    """Wait one check interval, read again as it goes: a daemon starting before its Registry's
+    first check would otherwise wait the default 300 s, whatever checkIntervalSeconds says,
+    and an edited interval would only count from the next round."""
+    waited = 0.0
+    while not stopped and waited < interval():
+        step = min(INTERVAL_STEP, interval() - waited)
+        await stopped.wait(step)
+        waited += step
+
+
 @kopf.daemon(GROUP, VERSION, "registries", cancellation_timeout=1.0)
 async def registry_checks(
     stopped: kopf.DaemonStopped, namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any
@@ -346,7 +362,7 @@ async def registry_checks(
     runner = _runner(memo, kwargs)
     key = (_ns(namespace), name)
     while not stopped:
-        await stopped.wait(runner.check_interval(key))
+        await _interval(stopped, lambda: runner.check_interval(key))
         if not stopped:
             runner.registry_soon(key)
 
@@ -384,7 +400,7 @@ async def version_checks(
     runner = _runner(memo, kwargs)
     key = (_ns(namespace), name)
     while not stopped:
-        await stopped.wait(runner.check_interval((key[0], spec.get("registry", ""))))
+        await _interval(stopped, lambda: runner.check_interval((key[0], spec.get("registry", ""))))
         if not stopped:
             runner.version_soon(key)
 
