@@ -39,13 +39,18 @@ def test_render_examples_prints_valid_children(session: Session) -> None:
     assert ("v1", "Service") in kinds
     assert ("autoscaling/v2", "HorizontalPodAutoscaler") in kinds
     assert ("keda.sh/v1alpha1", "ScaledObject") in kinds
-    assert len([k for k in kinds if k[1] == "Deployment"]) == 3
+    assert len([k for k in kinds if k[1] == "Deployment"]) == 4
     # What `modelyard render | kubectl apply --server-side --dry-run=server -f -` would say.
     session.api.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ml-team"}})
     for document in documents:
         session.api.apply(document, "modelyard", dry_run=True)
         assert session.api.warnings == [], (document["kind"], session.api.warnings)
     assert "# Source: " in result.stdout
+    # Offline, an MLflow alias cannot be pinned: MLflow's own alias URI stands in for the number.
+    churn = next(d for d in documents if d["metadata"]["name"] == "churn")
+    env = {e["name"]: e for e in churn["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert env["MODEL_URI"]["value"] == "models:/churn-classifier@champion"
+    assert env["MLFLOW_TRACKING_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-reader"
 
 
 def test_seed_reranker_renders_as_the_guide_describes() -> None:

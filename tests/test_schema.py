@@ -141,6 +141,7 @@ REG = ("Registry", "quay")
 TPL = ("ModelTemplate", "custom-reranking-model-template")
 MV = ("ModelVersion", "awesome-llm-1.1.0")
 MDL = ("Model", "awesome-chat")
+MLV = ("ModelVersion", "churn-classifier-2-1-0")
 
 HEX64 = "0ee461a3c655470beed8493558a0bf1943d289860bfdff2114af15874e53c310"
 
@@ -299,6 +300,37 @@ CATALOGUE = [
         {"spec.description": "edited"},
         expect="immutable",
         update=True,
+    ),
+    Bad(
+        "an MLflow version is pinned by number or by alias, not both",
+        *MLV,
+        {"spec.mlflow.version": "3"},
+        expect="exactly one of mlflow.version and mlflow.alias",
+    ),
+    Bad(
+        "an MLflow version needs a number or an alias",
+        *MLV,
+        delete=("spec.mlflow.alias",),
+        expect="exactly one of mlflow.version and mlflow.alias",
+    ),
+    Bad(
+        "a version is an image or an MLflow version, not both",
+        *MLV,
+        {"spec.repository": "acme/churn", "spec.digest": "sha256:" + HEX64},
+        expect="not both",
+    ),
+    Bad(
+        "MLflow version numbers are numbers",
+        *MLV,
+        {"spec.mlflow.version": "v3"},
+        delete=("spec.mlflow.alias",),
+        expect="MLflow version number",
+    ),
+    Bad(
+        "MLflow model names cannot hold a slash",
+        *MLV,
+        {"spec.mlflow.name": "team/churn"},
+        expect="registered model name",
     ),
     # Model
     Bad("a Model needs a template", *MDL, delete=("spec.template",), expect="template"),

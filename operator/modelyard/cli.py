@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from modelyard import config as operator_config
+from modelyard import listing
 from modelyard import render as offline
 from modelyard import verify as verification
 from modelyard.api import crds
@@ -57,6 +58,19 @@ def _verify(args: argparse.Namespace) -> int:
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     return 1 if problems or any(not line.ok for line in lines) else 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    missing = [path for path in args.filename if not Path(path).exists()]
+    for path in missing:
+        print(f"error: {path}: no such file or directory", file=sys.stderr)
+    if missing:
+        return 2
+    listings, problems = asyncio.run(listing.list_registries(args.filename))
+    print(listing.as_json(listings) if args.output == "json" else listing.as_text(listings))
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    return listing.exit_code(listings, problems)
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -113,9 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
         "verify",
         help="check ModelVersions' digests against their registry, as the operator will",
         description="Reads Registry, Secret and ModelVersion manifests and verifies that each "
-        "version's digest exists and its tag points to it. Prints one line per version; exit "
-        "code 1 if any fails. Credentials: a Secret in the files, else "
-        "$MODELYARD_REGISTRY_USERNAME/$MODELYARD_REGISTRY_PASSWORD, else the Docker config.",
+        "image version's digest exists and its tag points to it, and that each MLflow version "
+        "exists and is READY. Prints one line per version; exit code 1 if any fails. "
+        "Credentials: a Secret in the files, else "
+        "$MODELYARD_REGISTRY_USERNAME/$MODELYARD_REGISTRY_PASSWORD, else the Docker config "
+        "(OCI) or $MLFLOW_TRACKING_USERNAME/$MLFLOW_TRACKING_PASSWORD or "
+        "$MLFLOW_TRACKING_TOKEN (MLflow).",
     )
     verify_cmd.add_argument(
         "-f",
@@ -125,6 +142,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="a manifest file or a directory of them; repeatable",
     )
     verify_cmd.set_defaults(func=_verify)
+
+    models_cmd = commands.add_parser(
+        "models",
+        help="list what each Registry in the files holds: image tags, or MLflow models",
+        description="For each Registry in the files: for an OCI registry, the tags (with their "
+        "digests) of the repositories the ModelVersions and ModelTemplates in the files name; "
+        "for an MLflow registry, every registered model with its aliases and versions (status, "
+        "run ID, source). Credentials as for `verify`. Exit code 1 if a registry cannot be "
+        "listed.",
+    )
+    models_cmd.add_argument(
+        "-f",
+        "--filename",
+        action="append",
+        required=True,
+        help="a manifest file or a directory of them; repeatable",
+    )
+    models_cmd.add_argument(
+        "-o", "--output", choices=("text", "json"), default="text", help="output format"
+    )
+    models_cmd.set_defaults(func=_models)
 
     run_cmd = commands.add_parser(
         "run",

@@ -21,6 +21,7 @@ from modelyard.api.errors import describe_validation_error
 from modelyard.api.types import Condition, ConditionStatus, Resource
 from modelyard.api.v1alpha1 import (
     API_VERSION,
+    MlflowResolution,
     Model,
     ModelTemplate,
     ModelVersion,
@@ -93,11 +94,25 @@ def load_documents(paths: Iterable[str], errors: list[str]) -> list[Document]:
 
 
 def _assume_verified(version: ModelVersion, registries: dict[str, Registry]) -> ModelVersion:
-    """Offline, a version's own spec digest stands in for the registry's verdict."""
+    """Offline, a version's own spec digest stands in for the registry's verdict. A version from
+    MLflow given by alias cannot be pinned offline: it renders as MLflow's own alias URI
+    (`models:/<name>@<alias>`), where the operator puts the number the alias points to."""
     registry = registries.get(version.spec.registry)
     if registry is None:
         return version
-    image = f"{image_host(registry)}/{version.spec.repository}@{version.spec.digest}"
+    image: str | None = None
+    mlflow: MlflowResolution | None = None
+    source = version.spec.mlflow
+    if source is not None:
+        number = source.version or f"@{source.alias}"
+        uri = (
+            f"models:/{source.name}/{source.version}"
+            if source.version
+            else f"models:/{source.name}@{source.alias}"
+        )
+        mlflow = MlflowResolution(version=number, model_uri=uri)
+    else:
+        image = f"{image_host(registry)}/{version.spec.repository}@{version.spec.digest}"
     status = ModelVersionStatus(
         conditions=[
             Condition(
@@ -108,6 +123,7 @@ def _assume_verified(version: ModelVersion, registries: dict[str, Registry]) -> 
             )
         ],
         image=image,
+        mlflow=mlflow,
     )
     return version.model_copy(update={"status": status})
 

@@ -4,8 +4,9 @@ Model owners run it in the pipeline that pushes an image: it reads Registry, Sec
 ModelVersion manifests from files and verifies each version with the operator's own code
 (`modelyard.registry.verify`), so "verify passed" means "the operator will find it verified".
 Credentials come from a Secret manifest in the files, else from $MODELYARD_REGISTRY_USERNAME and
-$MODELYARD_REGISTRY_PASSWORD, else from the Docker config (`docker login`); a private CA from the
-caSecret manifest or $MODELYARD_REGISTRY_CA (a file).
+$MODELYARD_REGISTRY_PASSWORD, else (OCI) from the Docker config (`docker login`) or (MLflow) from
+MLflow's own $MLFLOW_TRACKING_USERNAME / $MLFLOW_TRACKING_PASSWORD / $MLFLOW_TRACKING_TOKEN; a
+private CA from the caSecret manifest or $MODELYARD_REGISTRY_CA (a file).
 """
 
 from __future__ import annotations
@@ -20,10 +21,18 @@ from typing import Any
 from pydantic import ValidationError
 
 from modelyard.api.errors import describe_validation_error
-from modelyard.api.v1alpha1 import API_VERSION, ModelVersion, Registry, parse
+from modelyard.api.v1alpha1 import (
+    API_VERSION,
+    ModelTemplate,
+    ModelVersion,
+    Registry,
+    RegistryType,
+    parse,
+)
 from modelyard.registry import credentials as creds
+from modelyard.registry.mlflow import MlflowClient
 from modelyard.registry.oci import Credentials, Endpoint, OciClient, gather_limited
-from modelyard.registry.verify import Verification, verify
+from modelyard.registry.verify import Verification, verify, verify_mlflow
 from modelyard.render import load_documents
 
 
@@ -33,11 +42,18 @@ class Line:
     text: str
 
 
-def _env_credentials(host: str) -> Credentials:
+def _env_credentials(host: str, kind: RegistryType = RegistryType.OCI) -> Credentials:
     username = os.environ.get("MODELYARD_REGISTRY_USERNAME")
     password = os.environ.get("MODELYARD_REGISTRY_PASSWORD")
     if username or password:
         return Credentials(username, password)
+    if kind is RegistryType.MLFLOW:
+        username = os.environ.get("MLFLOW_TRACKING_USERNAME")
+        password = os.environ.get("MLFLOW_TRACKING_PASSWORD")
+        if username and password:
+            return Credentials(username, password)
+        token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+        return Credentials(token=token) if token else Credentials()
     config = Path(os.environ.get("DOCKER_CONFIG", Path.home() / ".docker")) / "config.json"
     if config.is_file():
         secret = {
@@ -74,10 +90,11 @@ class Inputs:
     registries: dict[tuple[str, str], Registry] = field(default_factory=dict)
     secrets: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
     versions: list[ModelVersion] = field(default_factory=list)
+    templates: list[ModelTemplate] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
 
 
-def read_inputs(paths: list[str]) -> Inputs:
+def read_inputs(paths: list[str], *, need_versions: bool = True) -> Inputs:
     inputs = Inputs()
     for document in load_documents(paths, inputs.errors):
         body = document.body
@@ -88,6 +105,7 @@ def read_inputs(paths: list[str]) -> Inputs:
         if body.get("apiVersion") != API_VERSION or body.get("kind") not in (
             "Registry",
             "ModelVersion",
+            "ModelTemplate",
         ):
             continue
         try:
@@ -102,28 +120,45 @@ def read_inputs(paths: list[str]) -> Inputs:
             inputs.registries[(namespace, resource.metadata.name)] = resource
         elif isinstance(resource, ModelVersion):
             inputs.versions.append(resource)
-    if not inputs.versions and not inputs.errors:
+        elif isinstance(resource, ModelTemplate):
+            inputs.templates.append(resource)
+    if need_versions and not inputs.versions and not inputs.errors:
         inputs.errors.append("no ModelVersion found in the given files")
     return inputs
 
 
-def client_for(registry: Registry, secrets: dict[tuple[str, str], dict[str, Any]]) -> OciClient:
-    """The same client the operator would build; raises SecretInvalid."""
+def connect(
+    registry: Registry, secrets: dict[tuple[str, str], dict[str, Any]]
+) -> tuple[Endpoint, Credentials]:
+    """Where and how the operator would connect; raises SecretInvalid."""
     namespace = registry.metadata.namespace or "default"
     insecure = bool(registry.spec.tls and registry.spec.tls.insecure_skip_verify)
     endpoint = Endpoint(registry.spec.url, _ca(registry, secrets), insecure)
     secret_name = registry.spec.credentials_secret
     if secret_name and (namespace, secret_name) in secrets:
-        credentials = creds.from_secret(secrets[(namespace, secret_name)], endpoint.host)
-    else:
-        credentials = _env_credentials(endpoint.host)
-    return OciClient(endpoint, credentials)
+        secret = secrets[(namespace, secret_name)]
+        if registry.spec.type is RegistryType.MLFLOW:
+            return endpoint, creds.mlflow_from_secret(secret)
+        return endpoint, creds.from_secret(secret, endpoint.host)
+    return endpoint, _env_credentials(endpoint.host, registry.spec.type)
+
+
+def client_for(registry: Registry, secrets: dict[tuple[str, str], dict[str, Any]]) -> OciClient:
+    """The same client the operator would build; raises SecretInvalid."""
+    return OciClient(*connect(registry, secrets))
+
+
+def mlflow_client_for(
+    registry: Registry, secrets: dict[tuple[str, str], dict[str, Any]]
+) -> MlflowClient:
+    return MlflowClient(*connect(registry, secrets))
 
 
 async def verify_files(paths: list[str]) -> tuple[list[Line], list[str]]:
     """One line per ModelVersion, and every input problem."""
     inputs = read_inputs(paths)
     clients: dict[tuple[str, str], OciClient] = {}
+    mlflow_clients: dict[tuple[str, str], MlflowClient] = {}
 
     async def check(version: ModelVersion) -> Line:
         namespace = version.metadata.namespace or "default"
@@ -134,13 +169,32 @@ async def verify_files(paths: list[str]) -> tuple[list[Line], list[str]]:
             return Line(
                 False, f"FAIL {label}: Registry {version.spec.registry} is not among the files"
             )
-        if key not in clients:
-            try:
+        if (registry.spec.type is RegistryType.MLFLOW) != (version.spec.mlflow is not None):
+            return Line(
+                False,
+                f"FAIL {label}: RegistryMismatch: Registry {registry.metadata.name} is of type "
+                f"{registry.spec.type.value}, which does not hold this kind of version",
+            )
+        try:
+            if version.spec.mlflow is not None and key not in mlflow_clients:
+                mlflow_clients[key] = mlflow_client_for(registry, inputs.secrets)
+            elif version.spec.mlflow is None and key not in clients:
                 clients[key] = client_for(registry, inputs.secrets)
-            except creds.SecretInvalid as error:
-                return Line(False, f"FAIL {label}: SecretInvalid: {error}")
-        client = clients[key]
+        except creds.SecretInvalid as error:
+            return Line(False, f"FAIL {label}: SecretInvalid: {error}")
         spec = version.spec
+        if spec.mlflow is not None:
+            found = await verify_mlflow(
+                mlflow_clients[key],
+                spec.mlflow.name,
+                version=spec.mlflow.version,
+                alias=spec.mlflow.alias,
+            )
+            if found.verified:
+                return Line(True, f"ok   {label}: {found.message}")
+            return Line(False, f"FAIL {label}: {found.reason}: {found.message}")
+        client = clients[key]
+        assert spec.repository is not None and spec.digest is not None
         result: Verification = await verify(client, spec.repository, spec.digest, spec.tag)
         if result.verified:
             return Line(
@@ -153,6 +207,8 @@ async def verify_files(paths: list[str]) -> tuple[list[Line], list[str]]:
     finally:
         for client in clients.values():
             await client.close()
+        for mlflow_client in mlflow_clients.values():
+            await mlflow_client.close()
     return lines, inputs.errors
 
 

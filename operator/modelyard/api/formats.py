@@ -47,6 +47,17 @@ ENV_NAME_MAX: Final = 128
 REPOSITORY: Final = r"^[a-z0-9]+([._-][a-z0-9]+)*(/[a-z0-9]+([._-][a-z0-9]+)*)*$"
 REPOSITORY_MAX: Final = 255
 
+#: An MLflow registered model name: MLflow allows almost anything but '/' and ':' (it goes into
+#: `models:/<name>/<version>` URIs); control characters and spaces at the ends are refused too.
+MLFLOW_MODEL_NAME: Final = r"^[^/:\s]([^/:]*[^/:\s])?$"
+MLFLOW_MODEL_NAME_MAX: Final = 256
+
+#: An MLflow model version number (MLflow numbers versions 1, 2, 3…).
+MLFLOW_VERSION: Final = r"^[1-9][0-9]*$"
+
+#: An MLflow alias: letters, digits, '_' and '-' (MLflow refuses `latest` and `v<number>`).
+MLFLOW_ALIAS: Final = r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,254}$"
+
 #: Tag grammar of the OCI distribution spec.
 TAG: Final = r"^[a-zA-Z0-9_][a-zA-Z0-9._-]{0,127}$"
 

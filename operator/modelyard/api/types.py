@@ -134,6 +134,15 @@ Repository = shaped(
     "must be a repository path such as 'team/reranker' (lowercase, '/'-separated)",
 )
 Tag = shaped(formats.TAG, 128, "must be an image tag: letters, digits, '_', '.' and '-'")
+MlflowModelName = shaped(
+    formats.MLFLOW_MODEL_NAME,
+    formats.MLFLOW_MODEL_NAME_MAX,
+    "must be an MLflow registered model name: no '/' or ':', no space at either end",
+)
+MlflowVersion = shaped(formats.MLFLOW_VERSION, 18, "must be an MLflow version number: 1, 2, 3…")
+MlflowAlias = shaped(
+    formats.MLFLOW_ALIAS, 255, "must be an MLflow alias: letters, digits, '_' and '-'"
+)
 Url = shaped(formats.URL, formats.URL_MAX, "must be an http:// or https:// URL")
 HttpPath = shaped(formats.HTTP_PATH, 1024, "must be an HTTP path starting with '/'")
 

@@ -21,6 +21,9 @@ from modelyard.api.types import (
     EnvName,
     HttpPath,
     KindInfo,
+    MlflowAlias,
+    MlflowModelName,
+    MlflowVersion,
     ModelName,
     ObjectName,
     Quantity,
@@ -111,9 +114,11 @@ class RegistrySpec(SpecModel):
     )
     credentials_secret: ObjectName | None = Field(
         None,
-        description="Name of a Secret in the same namespace holding the credentials: type "
-        "kubernetes.io/dockerconfigjson, kubernetes.io/basic-auth, or an Opaque Secret with a "
-        "`token` key. Omit for anonymous access.",
+        description="Name of a Secret in the same namespace holding the credentials. For `oci`: "
+        "type kubernetes.io/dockerconfigjson, kubernetes.io/basic-auth, or an Opaque Secret with "
+        "a `token` key. For `mlflow`: `username` and `password` keys (basic auth, as MLflow's "
+        "basic-auth app takes them) or a `token` key (a bearer token, such as a Databricks "
+        "personal access token). Omit for anonymous access.",
     )
     tls: RegistryTLS | None = Field(
         None, description="TLS settings, for registries with a private certificate authority."
@@ -535,8 +540,44 @@ class Link(SpecModel):
     href: Url = Field(..., description="URL of the related resource.")
 
 
+_ONE_SOURCE = (
+    "give either repository and digest (an image in an OCI registry) or mlflow (a version in "
+    "an MLflow model registry), not both"
+)
+
+
+class MlflowSource(SpecModel):
+    """A registered model version in an MLflow model registry."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            cel_rule(
+                "has(self.version) != has(self.alias)",
+                "give exactly one of mlflow.version and mlflow.alias",
+            )
+        )
+    )
+
+    name: MlflowModelName = Field(..., description="Name of the registered model in MLflow.")
+    version: MlflowVersion | None = Field(
+        None, description='MLflow version number of the registered model, e.g. "3".'
+    )
+    alias: MlflowAlias | None = Field(
+        None,
+        description="MLflow alias, e.g. champion. It is resolved once, when the operator first "
+        "verifies this ModelVersion, and the version number it pointed to is pinned: a later "
+        "move of the alias is reported (AliasMoved), never followed.",
+    )
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> MlflowSource:
+        if (self.version is None) == (self.alias is None):
+            raise ValueError("give exactly one of mlflow.version and mlflow.alias")
+        return self
+
+
 class ModelVersionSpec(SpecModel):
-    """One immutable, published image of a named model."""
+    """One immutable, published version of a named model: an image, or an MLflow version."""
 
     model_config = ConfigDict(
         json_schema_extra=cel_rules(
@@ -544,7 +585,12 @@ class ModelVersionSpec(SpecModel):
                 "self == oldSelf",
                 "a ModelVersion is immutable: publish a new version instead of editing this one",
                 reason="FieldValueForbidden",
-            )
+            ),
+            cel_rule(
+                "has(self.mlflow) ? !has(self.repository) && !has(self.digest) && "
+                "!has(self.tag) : has(self.repository) && has(self.digest)",
+                _ONE_SOURCE,
+            ),
         )
     )
 
@@ -557,22 +603,65 @@ class ModelVersionSpec(SpecModel):
         "1.0.0-initially-released-version-of-our-awesome-model.",
     )
     registry: ObjectName = Field(
-        ..., description="Name of the Registry, in the same namespace, that holds the image."
+        ...,
+        description="Name of the Registry, in the same namespace, that holds the image (an "
+        "`oci` Registry) or the registered model (an `mlflow` Registry).",
     )
-    repository: Repository = Field(..., description="Repository path inside the registry.")
+    repository: Repository | None = Field(
+        None, description="Repository path inside the registry (an image version)."
+    )
     tag: Tag | None = Field(
         None,
         description="Tag pushed with the image; when given it must resolve to digest, and a "
         "later move of the tag is reported.",
     )
-    digest: Digest = Field(
-        ..., description="Digest of the image as pushed, `sha256:` plus 64 hex digits."
+    digest: Digest | None = Field(
+        None,
+        description="Digest of the image as pushed, `sha256:` plus 64 hex digits (an image "
+        "version).",
+    )
+    mlflow: MlflowSource | None = Field(
+        None,
+        description="The registered model version in an MLflow registry (instead of an image): "
+        "Models running it use their template's image, told which model to load by "
+        "MODEL_URI=models:/<name>/<version>.",
     )
     description: str = Field("", max_length=4096, description="What the model does.")
     author: str = Field("", max_length=256, description="Who made the model.")
     license: str = Field("", max_length=256, description="The model's license.")
     url: Url | None = Field(None, description="Home page or source repository of the model.")
     links: list[Link] = Field(default_factory=list, max_length=32, description="Related resources.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ModelVersionSpec:
+        image = self.repository is not None and self.digest is not None
+        if self.mlflow is not None:
+            if self.repository is not None or self.digest is not None or self.tag is not None:
+                raise ValueError(_ONE_SOURCE)
+        elif not image:
+            raise ValueError(_ONE_SOURCE)
+        return self
+
+
+class MlflowResolution(SpecModel):
+    """What the operator found in MLflow for a version, pinned at first verification."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    version: str = Field(..., description="The MLflow version number Models run.")
+    model_uri: str = Field(..., description="`models:/<name>/<version>`, as pods receive it.")
+    run_id: str | None = Field(None, description="ID of the MLflow run that made the model.")
+    source: str | None = Field(None, description="Where MLflow says the model's files are.")
+    created_time: str | None = Field(
+        None,
+        json_schema_extra={"format": "date-time"},
+        description="When the version was registered in MLflow (RFC 3339).",
+    )
+    alias_version: str | None = Field(
+        None,
+        description="The version the alias points to now; differs from version when the alias "
+        "moved after it was pinned.",
+    )
 
 
 class ModelVersionStatus(SpecModel):
@@ -593,6 +682,9 @@ class ModelVersionStatus(SpecModel):
         None,
         json_schema_extra={"format": "date-time"},
         description="When the digest was last verified against the registry (RFC 3339).",
+    )
+    mlflow: MlflowResolution | None = Field(
+        None, description="The MLflow version found and pinned, for versions from MLflow."
     )
 
 
@@ -627,6 +719,13 @@ class ModelVersion(Resource):
                 "jsonPath": ".status.image",
                 "priority": 1,
                 "description": "Verified image reference.",
+            },
+            {
+                "name": "Model URI",
+                "type": "string",
+                "jsonPath": ".status.mlflow.modelUri",
+                "priority": 1,
+                "description": "Pinned MLflow model URI, for versions from MLflow.",
             },
         ],
     )

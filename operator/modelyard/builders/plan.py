@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 import semver
@@ -89,7 +90,11 @@ def select_version(
     candidates = [
         v for v in versions if v.spec.model == selector.model and wanted.matches(v.spec.version)
     ]
-    ready = [v for v in candidates if is_ready(v) and v.status is not None and v.status.image]
+    ready = [
+        v
+        for v in candidates
+        if is_ready(v) and v.status is not None and (v.status.image or v.status.mlflow)
+    ]
     running = model.status.resolved_version if model.status else None
     stopped = next((v for v in candidates if v.spec.version == running and v not in ready), None)
     if stopped is not None and not any(
@@ -181,6 +186,48 @@ def gpu_type(template: ModelTemplate, config: OperatorConfig) -> tuple[Check, Gp
     return passed(reasons.RESOLVED), gpu
 
 
+def mlflow_environment(registry: Registry, version: ModelVersion) -> list[dict[str, Any]]:
+    """What MLflow's own client and serving container read to load the pinned version.
+
+    The credentials go in only as references to the Registry's Secret, each optional: a Secret
+    with `username` and `password` sets those two, one with a `token` sets the token, and MLflow
+    uses whichever is there.
+    """
+    assert version.status is not None and version.status.mlflow is not None
+    env: list[dict[str, Any]] = [
+        {"name": "MLFLOW_TRACKING_URI", "value": registry.spec.url},
+        {"name": "MODEL_URI", "value": version.status.mlflow.model_uri},
+    ]
+    secret = registry.spec.credentials_secret
+    if secret:
+        for variable, key in MLFLOW_CREDENTIAL_KEYS:
+            env.append(
+                {
+                    "name": variable,
+                    "valueFrom": {"secretKeyRef": {"name": secret, "key": key, "optional": True}},
+                }
+            )
+    if registry.spec.tls and registry.spec.tls.insecure_skip_verify:
+        env.append({"name": "MLFLOW_TRACKING_INSECURE_TLS", "value": "true"})
+    return env
+
+
+MLFLOW_CREDENTIAL_KEYS = (
+    ("MLFLOW_TRACKING_USERNAME", "username"),
+    ("MLFLOW_TRACKING_PASSWORD", "password"),
+    ("MLFLOW_TRACKING_TOKEN", "token"),
+)
+
+
+@dataclass
+class _Resolved:
+    image: str | None = None
+    registry: Registry | None = None
+    version: str | None = None
+    #: Set for a version from MLflow: where the template's image finds the model.
+    env: list[dict[str, Any]] = field(default_factory=list)
+
+
 def _resolve_image(
     model: Model,
     template: ModelTemplate,
@@ -189,17 +236,35 @@ def _resolve_image(
     checks: dict[str, Check],
     *,
     allow_tag: bool,
-) -> tuple[str | None, Registry | None, str | None]:
-    """Image reference, its Registry and the chosen version; a named version wins."""
-    image: str | None = None
+) -> _Resolved:
+    """Image reference, its Registry and the chosen version; a named version wins. A version
+    from MLflow runs the template's image, told where the model is."""
+    resolved = _Resolved()
     registry_name: str | None = None
-    resolved_version: str | None = None
     if model.spec.version is not None:
         version_check, chosen = select_version(model, versions)
         checks[reasons.VERSION_RESOLVED] = version_check
-        if chosen is not None and chosen.status is not None:
-            image, registry_name = chosen.status.image, chosen.spec.registry
-            resolved_version = chosen.spec.version
+        if chosen is not None and chosen.status is not None and chosen.status.mlflow is not None:
+            resolved.version = chosen.spec.version
+            mlflow_registry = registries.get(chosen.spec.registry)
+            if mlflow_registry is None:
+                checks[reasons.VERSION_RESOLVED] = failed(
+                    reasons.REGISTRY_NOT_FOUND,
+                    f"Registry {chosen.spec.registry} does not exist in this namespace",
+                )
+                return resolved
+            if template.spec.image is None:
+                checks[reasons.VERSION_RESOLVED] = failed(
+                    reasons.IMAGE_REQUIRED,
+                    f"ModelVersion {chosen.metadata.name} comes from MLflow and runs in its "
+                    f"template's image, but template {template.metadata.name} has no image",
+                )
+                return resolved
+            resolved.env = mlflow_environment(mlflow_registry, chosen)
+            registry_name = template.spec.image.registry
+        elif chosen is not None and chosen.status is not None:
+            resolved.image, registry_name = chosen.status.image, chosen.spec.registry
+            resolved.version = chosen.spec.version
     elif template.spec.image is not None:
         registry_name = template.spec.image.registry
         checks[reasons.VERSION_RESOLVED] = passed(
@@ -212,22 +277,23 @@ def _resolve_image(
             "ModelVersion in spec.version",
         )
     registry = registries.get(registry_name) if registry_name else None
+    resolved.registry = registry
     if registry_name and registry is None:
         checks[reasons.VERSION_RESOLVED] = failed(
             reasons.REGISTRY_NOT_FOUND, f"Registry {registry_name} does not exist in this namespace"
         )
-    if image is None and registry is not None and template.spec.image is not None:
-        resolved = template.status.resolved_digest if template.status else None
-        if template.spec.image.tag and not resolved and not allow_tag:
+    if resolved.image is None and registry is not None and template.spec.image is not None:
+        digest = template.status.resolved_digest if template.status else None
+        if template.spec.image.tag and not digest and not allow_tag:
             # Never run a tag: what it points to can change under running workers.
             checks[reasons.VERSION_RESOLVED] = failed(
                 reasons.IMAGE_UNRESOLVED,
                 f"waiting for template {template.metadata.name} to pin the digest of tag "
                 f"{template.spec.image.tag}",
             )
-            return None, registry, resolved_version
-        image = template_image_reference(template.spec.image, registry, resolved)
-    return image, registry, resolved_version
+            return resolved
+        resolved.image = template_image_reference(template.spec.image, registry, digest)
+    return resolved
 
 
 def plan_model(
@@ -255,9 +321,8 @@ def plan_model(
         else passed(reasons.RESOLVED, f"ModelTemplate {template.metadata.name}")
     )
 
-    image, registry, resolved_version = _resolve_image(
-        model, template, registries, versions, checks, allow_tag=allow_tag
-    )
+    resolved = _resolve_image(model, template, registries, versions, checks, allow_tag=allow_tag)
+    image, registry, resolved_version = resolved.image, resolved.registry, resolved.version
 
     resolved_parameters = params.resolve(
         template.metadata.name, template.spec.parameters, model.spec.parameters
@@ -286,7 +351,7 @@ def plan_model(
         template_name=template.metadata.name,
         template=template.spec,
         image=image,
-        env=wl.environment(template.spec, resolved_parameters.env),
+        env=_with(wl.environment(template.spec, resolved_parameters.env), resolved.env),
         scaling=scaling,
         gpu=gpu,
         pull_secrets=pull_secrets(registry),
@@ -300,6 +365,13 @@ def plan_model(
         resolved_version=resolved_version,
         secrets=resolved_parameters.secret_names,
     )
+
+
+def _with(env: list[dict[str, Any]], pinned: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`env` with the `pinned` variables last, replacing any of the same name: a template or a
+    parameter cannot point a Model at another MLflow model than its version's."""
+    names = {item["name"] for item in pinned}
+    return [item for item in env if item["name"] not in names] + pinned
 
 
 def check_template(template: ModelTemplate, config: OperatorConfig) -> Check:

@@ -22,7 +22,8 @@ from modelyard.api.v1alpha1 import API_VERSION, Registry, RegistryType
 from modelyard.kube import Kube
 from modelyard.reconcile.common import describe, status_changed
 from modelyard.registry import credentials as creds
-from modelyard.registry.oci import Credentials, Endpoint, OciClient, RegistryError, check_mlflow
+from modelyard.registry.mlflow import MlflowClient
+from modelyard.registry.oci import Credentials, Endpoint, OciClient, RegistryError
 from modelyard.status import conditions, reasons
 
 Manifest = dict[str, Any]
@@ -32,16 +33,22 @@ COMPONENT = "modelyard"
 
 @dataclass
 class Connection:
-    """A Registry as the other reconcilers use it."""
+    """A Registry as the other reconcilers use it: an OCI client, or an MLflow one (`mlflow`)."""
 
     client: OciClient
     fingerprint: str
+    mlflow: MlflowClient | None = None
     ready: bool = False
     reason: str = ""
     message: str = ""
     check_interval: float = 300
     #: Content hash of the pull Secret last written, so it is written once, not every check.
     pull_secret_hash: str | None = None
+
+    async def close(self) -> None:
+        await self.client.close()
+        if self.mlflow is not None:
+            await self.mlflow.close()
 
 
 @dataclass
@@ -53,16 +60,24 @@ class Connections:
     def get(self, key: Key) -> Connection | None:
         return self.by_key.get(key)
 
-    async def put(self, key: Key, endpoint: Endpoint, credentials: Credentials) -> Connection:
+    async def put(
+        self, key: Key, endpoint: Endpoint, credentials: Credentials, kind: RegistryType
+    ) -> Connection:
         fingerprint = hashlib.sha256(
-            repr((endpoint, credentials.username, credentials.password)).encode()
+            repr(
+                (kind, endpoint, credentials.username, credentials.password, credentials.token)
+            ).encode()
         ).hexdigest()
         current = self.by_key.get(key)
         if current is not None and current.fingerprint == fingerprint:
             return current
         if current is not None:
-            await current.client.close()
-        connection = Connection(OciClient(endpoint, credentials), fingerprint)
+            await current.close()
+        connection = Connection(
+            OciClient(endpoint, credentials),
+            fingerprint,
+            MlflowClient(endpoint, credentials) if kind is RegistryType.MLFLOW else None,
+        )
         if current is not None:
             connection.pull_secret_hash = current.pull_secret_hash
         self.by_key[key] = connection
@@ -71,7 +86,7 @@ class Connections:
     async def drop(self, key: Key) -> None:
         current = self.by_key.pop(key, None)
         if current is not None:
-            await current.client.close()
+            await current.close()
 
     async def close(self) -> None:
         for key in list(self.by_key):
@@ -119,6 +134,8 @@ async def _credentials(
         return Credentials(), None
     secret = await _secret(kube, registry.metadata.namespace, name, "credentials")
     try:
+        if registry.spec.type is RegistryType.MLFLOW:
+            return creds.mlflow_from_secret(secret), secret
         return creds.from_secret(secret, host), secret
     except creds.SecretInvalid as error:
         raise _Problem(reasons.SECRET_INVALID, str(error)) from None
@@ -203,11 +220,11 @@ async def reconcile_registry(
             ca = await _ca(kube, registry)
             endpoint = Endpoint(registry.spec.url, ca, endpoint.insecure_skip_verify)
             credentials, secret = await _credentials(kube, registry, endpoint.host)
-            connection = await connections.put(key, endpoint, credentials)
+            connection = await connections.put(key, endpoint, credentials, registry.spec.type)
             connection.check_interval = registry.spec.check_interval_seconds
             with metrics.REGISTRY_CHECK_SECONDS.time():
-                if registry.spec.type is RegistryType.MLFLOW:
-                    await check_mlflow(endpoint, credentials, None)
+                if connection.mlflow is not None:
+                    await connection.mlflow.ping()
                 else:
                     await connection.client.ping()
             pull_secret = await _pull_secret(

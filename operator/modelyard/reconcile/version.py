@@ -6,6 +6,11 @@ disappears the version stops being Ready (Models keep what runs but roll to noth
 tag moves, that is reported — a TagCurrent=False condition and a Warning Event — and never
 followed, because the digest is what was published. A registry outage changes nothing that was
 already verified.
+
+A version from an MLflow registry follows the same rules: the registered model version must exist
+and be READY in MLflow; an alias is resolved once and the version number pinned in
+`status.mlflow`, a later move is reported (AliasCurrent=False, AliasMoved) and never followed; a
+version deleted in MLflow stops being Ready (VersionNotFound).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from modelyard.api.v1alpha1 import API_VERSION, ModelVersion
 from modelyard.kube import Kube
 from modelyard.reconcile.common import describe, status_changed
 from modelyard.reconcile.registry import Connection
-from modelyard.registry.verify import verify
+from modelyard.registry.verify import MlflowVerification, verify, verify_mlflow
 from modelyard.status import conditions, reasons
 
 Manifest = dict[str, Any]
@@ -54,106 +59,211 @@ def first_published(body: Manifest, same_version: list[Manifest]) -> Manifest | 
     )
 
 
+@dataclass
+class _Found:
+    """What one verification found, as status fields; `unchanged` keeps the status as it is
+    (an outage after a successful verification changes nothing)."""
+
+    checks: dict[str, conditions.Check]
+    image: str | None
+    tag_digest: str | None
+    mlflow: Manifest | None
+    verified_time: str | None
+    temporary: bool = False
+    unchanged: bool = False
+
+
 async def reconcile_version(
     body: Manifest, same_version: list[Manifest], connection: Connection | None, kube: Kube
 ) -> VersionOutcome:
     metadata = body.get("metadata") or {}
     previous: Manifest = dict(body.get("status") or {})
     was_verified = conditions.is_true(previous.get("conditions"), reasons.VERIFIED)
-    checks: dict[str, conditions.Check]
-    image, tag_digest = previous.get("image"), previous.get("tagDigest")
-    verified_time = previous.get("verifiedTime")
-    temporary = False
+    found = _Found(
+        {},
+        previous.get("image"),
+        previous.get("tagDigest"),
+        previous.get("mlflow"),
+        previous.get("verifiedTime"),
+    )
     try:
         version = ModelVersion.model_validate(body)
     except ValidationError as error:
         version = None
-        checks = {reasons.READY: conditions.failed(reasons.INVALID_SPEC, describe(error))}
+        found.checks = {reasons.READY: conditions.failed(reasons.INVALID_SPEC, describe(error))}
     owner = first_published(body, same_version)
     if version is None:
         pass
     elif owner is not None:
         name = owner["metadata"]["name"]
-        checks = {
+        found.checks = {
             reasons.READY: conditions.failed(
                 reasons.DUPLICATE_VERSION,
                 f"{version.spec.model} {version.spec.version} is already published "
                 f"as ModelVersion {name}",
             )
         }
-        image = None
+        found.image = None
     elif connection is None or not connection.ready:
         why = connection.message if connection else "it does not exist or was not checked yet"
         if was_verified:
             return VersionOutcome(True, reasons.DIGEST_VERIFIED, None, temporary=True)
-        checks = {
+        found.checks = {
             reasons.READY: conditions.failed(
                 reasons.REGISTRY_NOT_READY, f"Registry {version.spec.registry} is not ready: {why}"
             )
         }
+    elif version.spec.mlflow is not None:
+        await _verify_mlflow_version(version, connection, was_verified, found)
     else:
-        result = await verify(
-            connection.client, version.spec.repository, version.spec.digest, version.spec.tag
+        await _verify_image(version, connection, was_verified, found)
+    if found.unchanged:
+        ready_reason = (
+            reasons.VERSION_VERIFIED if version and version.spec.mlflow else reasons.DIGEST_VERIFIED
         )
-        metrics.VERIFICATIONS.labels(result.reason).inc()
-        host = urlsplit(connection.client.endpoint.url).netloc
-        if result.temporary:
-            if was_verified:
-                return VersionOutcome(True, reasons.DIGEST_VERIFIED, None, temporary=True)
-            checks = {reasons.READY: conditions.failed(reasons.REGISTRY_NOT_READY, result.message)}
-            temporary = True
-        elif was_verified and result.reason == reasons.DIGEST_MISMATCH:
-            # Verified before and the digest still exists: the tag moved. Report, never follow.
-            checks = {
-                reasons.VERIFIED: conditions.passed(
-                    reasons.DIGEST_VERIFIED, f"{version.spec.digest} still exists"
-                ),
-                reasons.TAG_CURRENT: conditions.failed(reasons.TAG_MOVED, result.message),
-                reasons.READY: conditions.passed(
-                    reasons.DIGEST_VERIFIED, f"runs {version.spec.digest}; {result.message}"
-                ),
-            }
-            tag_digest = result.tag_digest
-        elif result.verified:
-            checks = {
-                reasons.VERIFIED: conditions.passed(reasons.DIGEST_VERIFIED, result.message),
-                reasons.TAG_CURRENT: conditions.passed(
-                    reasons.TAG_UNCHANGED if version.spec.tag else reasons.NO_TAG,
-                    f"tag {version.spec.tag} points to the published digest"
-                    if version.spec.tag
-                    else "no tag given",
-                ),
-                reasons.READY: conditions.passed(reasons.DIGEST_VERIFIED, result.message),
-            }
-            image, tag_digest = (
-                f"{host}/{version.spec.repository}@{version.spec.digest}",
-                result.tag_digest,
-            )
-            if not was_verified:
-                verified_time = conditions.now()
-        else:
-            checks = {
-                reasons.VERIFIED: conditions.failed(result.reason, result.message),
-                reasons.READY: conditions.failed(result.reason, result.message),
-            }
-            image, tag_digest = None, result.tag_digest
+        return VersionOutcome(True, ready_reason, None, temporary=True)
+    checks = found.checks
     ready = checks[reasons.READY]
     status: Manifest = {
         "conditions": conditions.merge(
             previous.get("conditions"), checks, metadata.get("generation")
         ),
         "observedGeneration": metadata.get("generation"),
-        "image": image if ready.ok else None,
-        "tagDigest": tag_digest,
-        "verifiedTime": verified_time if ready.ok else None,
+        "image": found.image if ready.ok else None,
+        "tagDigest": found.tag_digest,
+        "verifiedTime": found.verified_time if ready.ok else None,
+        "mlflow": found.mlflow,
     }
     if not status_changed(previous, status):
-        return VersionOutcome(ready.ok, ready.reason, None, temporary)
+        return VersionOutcome(ready.ok, ready.reason, None, found.temporary)
     written = await kube.patch_status(
         API_VERSION, "ModelVersion", metadata.get("namespace"), metadata["name"], status
     )
     await _announce(body, previous, checks, kube)
-    return VersionOutcome(ready.ok, ready.reason, written, temporary)
+    return VersionOutcome(ready.ok, ready.reason, written, found.temporary)
+
+
+async def _verify_image(
+    version: ModelVersion, connection: Connection, was_verified: bool, found: _Found
+) -> None:
+    assert version.spec.repository is not None and version.spec.digest is not None
+    result = await verify(
+        connection.client, version.spec.repository, version.spec.digest, version.spec.tag
+    )
+    metrics.VERIFICATIONS.labels(result.reason).inc()
+    host = urlsplit(connection.client.endpoint.url).netloc
+    if result.temporary:
+        found.unchanged = was_verified
+        found.checks = {
+            reasons.READY: conditions.failed(reasons.REGISTRY_NOT_READY, result.message)
+        }
+        found.temporary = True
+    elif was_verified and result.reason == reasons.DIGEST_MISMATCH:
+        # Verified before and the digest still exists: the tag moved. Report, never follow.
+        found.checks = {
+            reasons.VERIFIED: conditions.passed(
+                reasons.DIGEST_VERIFIED, f"{version.spec.digest} still exists"
+            ),
+            reasons.TAG_CURRENT: conditions.failed(reasons.TAG_MOVED, result.message),
+            reasons.READY: conditions.passed(
+                reasons.DIGEST_VERIFIED, f"runs {version.spec.digest}; {result.message}"
+            ),
+        }
+        found.tag_digest = result.tag_digest
+    elif result.verified:
+        found.checks = {
+            reasons.VERIFIED: conditions.passed(reasons.DIGEST_VERIFIED, result.message),
+            reasons.TAG_CURRENT: conditions.passed(
+                reasons.TAG_UNCHANGED if version.spec.tag else reasons.NO_TAG,
+                f"tag {version.spec.tag} points to the published digest"
+                if version.spec.tag
+                else "no tag given",
+            ),
+            reasons.READY: conditions.passed(reasons.DIGEST_VERIFIED, result.message),
+        }
+        found.image = f"{host}/{version.spec.repository}@{version.spec.digest}"
+        found.tag_digest = result.tag_digest
+        if not was_verified:
+            found.verified_time = conditions.now()
+    else:
+        found.checks = {
+            reasons.VERIFIED: conditions.failed(result.reason, result.message),
+            reasons.READY: conditions.failed(result.reason, result.message),
+        }
+        found.image, found.tag_digest = None, result.tag_digest
+
+
+async def _verify_mlflow_version(
+    version: ModelVersion, connection: Connection, was_verified: bool, found: _Found
+) -> None:
+    source = version.spec.mlflow
+    assert source is not None
+    if connection.mlflow is None:
+        found.checks = {
+            reasons.READY: conditions.failed(
+                reasons.REGISTRY_MISMATCH,
+                f"Registry {version.spec.registry} is not of type mlflow, and this version "
+                "comes from MLflow",
+            )
+        }
+        return
+    pinned = (found.mlflow or {}).get("version")
+    result = await verify_mlflow(
+        connection.mlflow, source.name, version=source.version, alias=source.alias, pinned=pinned
+    )
+    metrics.VERIFICATIONS.labels(result.reason).inc()
+    found.unchanged = result.temporary and was_verified and result.reason != reasons.VERSION_PENDING
+    found.checks, found.mlflow = _mlflow_checks(source.alias, result, found.mlflow)
+    found.temporary = result.temporary
+    found.image = None
+    if result.verified and not was_verified:
+        found.verified_time = conditions.now()
+
+
+def _mlflow_checks(
+    alias: str | None, found: MlflowVerification, previous: Manifest | None
+) -> tuple[dict[str, conditions.Check], Manifest | None]:
+    """Conditions for a version from MLflow, and its `status.mlflow`: the version first found
+    stays pinned, whatever the alias does afterwards."""
+    if not found.verified or found.found is None:
+        reason = reasons.REGISTRY_NOT_READY if found.reason in _UNREACHABLE else found.reason
+        checks = {reasons.READY: conditions.failed(reason, found.message)}
+        if found.reason not in _UNREACHABLE:
+            checks[reasons.VERIFIED] = conditions.failed(found.reason, found.message)
+        return checks, previous
+    version = found.found
+    if alias is None:
+        alias_check = conditions.passed(reasons.NO_ALIAS, "a version number was given")
+    elif found.alias_version == version.version:
+        alias_check = conditions.passed(
+            reasons.ALIAS_UNCHANGED, f"alias {alias} points to the pinned version {version.version}"
+        )
+    else:
+        now = f"version {found.alias_version}" if found.alias_version else "no version"
+        alias_check = conditions.failed(
+            reasons.ALIAS_MOVED,
+            f"alias {alias} now points to {now}; version {version.version} stays pinned "
+            "(publish a new ModelVersion to run another one)",
+        )
+    ready_message = found.message
+    if not alias_check.ok:
+        ready_message += f"; {alias_check.message}"
+    status = {
+        "version": version.version,
+        "modelUri": version.model_uri,
+        "runId": version.run_id,
+        "source": version.source,
+        "createdTime": version.created_time,
+        "aliasVersion": found.alias_version,
+    }
+    return {
+        reasons.VERIFIED: conditions.passed(reasons.VERSION_VERIFIED, found.message),
+        reasons.ALIAS_CURRENT: alias_check,
+        reasons.READY: conditions.passed(reasons.VERSION_VERIFIED, ready_message),
+    }, {key: value for key, value in status.items() if value is not None}
+
+
+_UNREACHABLE = (reasons.UNREACHABLE, reasons.UNAUTHORIZED, reasons.TLS_ERROR)
 
 
 async def _announce(
@@ -165,11 +275,15 @@ async def _announce(
         await kube.post_event(
             body, "Normal" if ready.ok else "Warning", ready.reason, ready.message, COMPONENT
         )
-    moved = checks.get(reasons.TAG_CURRENT)
-    moved_before = conditions.find(previous.get("conditions"), reasons.TAG_CURRENT) or {}
-    if (
-        moved is not None
-        and moved.reason == reasons.TAG_MOVED
-        and moved_before.get("reason") != reasons.TAG_MOVED
+    for condition, reason in (
+        (reasons.TAG_CURRENT, reasons.TAG_MOVED),
+        (reasons.ALIAS_CURRENT, reasons.ALIAS_MOVED),
     ):
-        await kube.post_event(body, "Warning", reasons.TAG_MOVED, moved.message, COMPONENT)
+        moved = checks.get(condition)
+        moved_before = conditions.find(previous.get("conditions"), condition) or {}
+        if (
+            moved is not None
+            and moved.reason == reason
+            and (moved_before.get("reason"), moved_before.get("message")) != (reason, moved.message)
+        ):
+            await kube.post_event(body, "Warning", reason, moved.message, COMPONENT)

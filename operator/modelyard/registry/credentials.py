@@ -90,6 +90,23 @@ def from_secret(secret: dict[str, Any], host: str) -> Credentials:
     return Credentials(_field(secret, "username") or "token", token)
 
 
+def mlflow_from_secret(secret: dict[str, Any]) -> Credentials:
+    """Credentials for an MLflow server: `username` and `password` (basic auth, as MLflow's
+    basic-auth app and the MLFLOW_TRACKING_USERNAME/PASSWORD variables take them), or a `token`
+    (a bearer token, as MLFLOW_TRACKING_TOKEN and Databricks personal access tokens)."""
+    name = (secret.get("metadata") or {}).get("name", "?")
+    username, password = _field(secret, "username"), _field(secret, "password")
+    if username is not None and password is not None:
+        return Credentials(username, password)
+    token = _field(secret, "token")
+    if token is not None:
+        return Credentials(token=token)
+    raise SecretInvalid(
+        f"Secret {name} has neither username and password keys nor a token key, which an "
+        "MLflow registry needs"
+    )
+
+
 def docker_config(host: str, credentials: Credentials) -> str:
     """A .dockerconfigjson document that lets the kubelet pull from `host`."""
     auth = base64.b64encode(

@@ -37,6 +37,8 @@ MANIFEST_TYPES = ", ".join(
 )
 DIGEST_HEADER = "Docker-Content-Digest"
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
+_NEXT_LINK = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
+TAGS_PAGE = 100
 
 
 class Failure:
@@ -61,10 +63,13 @@ class RegistryError(Exception):
 class Credentials:
     username: str | None = None
     password: str | None = None
+    #: A bearer token presented as such (MLflow, Databricks); OCI registries take tokens as a
+    #: password instead.
+    token: str | None = None
 
     @property
     def anonymous(self) -> bool:
-        return self.username is None and self.password is None
+        return self.username is None and self.password is None and self.token is None
 
     def basic(self) -> str:
         raw = f"{self.username or ''}:{self.password or ''}".encode()
@@ -72,7 +77,8 @@ class Credentials:
 
     def __repr__(self) -> str:  # never show the secret, even in a debugger or a traceback
         return (
-            f"Credentials(username={self.username!r}, password={'***' if self.password else None})"
+            f"Credentials(username={self.username!r}, password={'***' if self.password else None}"
+            f", token={'***' if self.token else None})"
         )
 
 
@@ -148,43 +154,64 @@ class OciClient:
         """The digest a tag (or digest) points to now; None when the registry has no such thing."""
         path = f"/v2/{repository}/manifests/{reference}"
         scope = f"repository:{repository}:pull"
-        status, headers = await self._request("HEAD", path, scope=scope, ok=(200, 404))
+        status, headers, _ = await self._request("HEAD", path, scope=scope, ok=(200, 404))
         if status == 404:
             return None
         digest = headers.get(DIGEST_HEADER)
         if digest:
             return digest
         # Some registries omit the header on HEAD; the body of a GET names it or hashes to it.
-        status, headers = await self._request("GET", path, scope=scope, ok=(200, 404))
+        status, headers, _ = await self._request("GET", path, scope=scope, ok=(200, 404))
         return headers.get(DIGEST_HEADER) if status == 200 else None
+
+    async def tags(self, repository: str) -> list[str] | None:
+        """Every tag of the repository (following the registry's pages); None when the
+        repository does not exist."""
+        scope = f"repository:{repository}:pull"
+        found: list[str] = []
+        path: str | None = f"/v2/{repository}/tags/list?n={TAGS_PAGE}"
+        while path:
+            status, headers, body = await self._request("GET", path, scope=scope, ok=(200, 404))
+            if status == 404:
+                return None
+            try:
+                payload = json.loads(body or b"{}")
+            except ValueError:
+                raise RegistryError(
+                    Failure.UNREACHABLE, f"{self.endpoint.host} answered the tag list with no JSON"
+                ) from None
+            found.extend(str(tag) for tag in payload.get("tags") or [])
+            # The next page, as RFC 5988 `Link: </v2/...?last=x&n=y>; rel="next"`.
+            link = _NEXT_LINK.search(headers.get("Link", ""))
+            path = link.group(1) if link else None
+        return found
 
     async def _request(
         self, method: str, path: str, *, scope: str | None, ok: tuple[int, ...]
-    ) -> tuple[int, dict[str, str]]:
+    ) -> tuple[int, dict[str, str], bytes]:
         authorization = self._cached_token(scope)
         for _attempt in range(2):
-            status, headers = await self._send(method, path, authorization)
+            status, headers, body = await self._send(method, path, authorization)
             if status in ok:
-                return status, headers
+                return status, headers, body
             if status == 401 and _attempt == 0:
                 authorization = await self._authorize(headers.get("WWW-Authenticate", ""), scope)
                 continue
-            raise _classify(status, f"{method} {path}")
+            raise classify(status, f"{method} {path}")
         raise RegistryError(Failure.UNAUTHORIZED, "the registry refused the credentials")
 
     async def _send(
         self, method: str, path: str, authorization: str | None
-    ) -> tuple[int, dict[str, str]]:
+    ) -> tuple[int, dict[str, str], bytes]:
         headers = {"Accept": MANIFEST_TYPES}
         if authorization:
             headers["Authorization"] = authorization
-        with _transport(self.endpoint):
+        with transport(self.endpoint):
             async with self._http().request(
                 method, self.endpoint.base + path, headers=headers, allow_redirects=True
             ) as response:
-                if method == "GET":
-                    await response.read()
-                return response.status, dict(response.headers)
+                body = await response.read() if method == "GET" else b""
+                return response.status, dict(response.headers), body
 
     def _cached_token(self, scope: str | None) -> str | None:
         token = self._tokens.get(scope or "")
@@ -224,7 +251,7 @@ class OciClient:
                         Failure.UNAUTHORIZED, "the token service refused the credentials"
                     )
                 if response.status != 200:
-                    raise _classify(response.status, "token request")
+                    raise classify(response.status, "token request")
                 payload = json.loads(await response.read())
         except (aiohttp.ClientError, TimeoutError, ValueError) as error:
             raise RegistryError(
@@ -239,7 +266,7 @@ class OciClient:
 
 
 @contextlib.contextmanager
-def _transport(endpoint: Endpoint) -> Iterator[None]:
+def transport(endpoint: Endpoint) -> Iterator[None]:
     """Network failures as the reasons a status shows; the message names the host, never
     anything sent to it."""
     try:
@@ -262,7 +289,7 @@ def _transport(endpoint: Endpoint) -> Iterator[None]:
         ) from None
 
 
-def _classify(status: int, what: str) -> RegistryError:
+def classify(status: int, what: str) -> RegistryError:
     if status in (401, 403):
         return RegistryError(
             Failure.UNAUTHORIZED, f"{what}: the registry refused the credentials ({status})"
@@ -272,26 +299,6 @@ def _classify(status: int, what: str) -> RegistryError:
             Failure.UNREACHABLE, f"{what}: the registry answered {status}", temporary=True
         )
     return RegistryError(Failure.UNREACHABLE, f"{what}: unexpected answer {status}")
-
-
-async def check_mlflow(endpoint: Endpoint, credentials: Credentials, token: str | None) -> None:
-    """An MLflow tracking server answers its model-registry API with these credentials."""
-    headers = (
-        {"Authorization": f"Bearer {token}"}
-        if token
-        else ({} if credentials.anonymous else {"Authorization": credentials.basic()})
-    )
-    url = endpoint.url.rstrip("/") + "/api/2.0/mlflow/registered-models/search?max_results=1"
-    timeout = aiohttp.ClientTimeout(total=endpoint.timeout)
-    with _transport(endpoint):
-        async with (
-            aiohttp.ClientSession(
-                timeout=timeout, connector=aiohttp.TCPConnector(ssl=ssl_context(endpoint))
-            ) as session,
-            session.get(url, headers=headers) as response,
-        ):
-            if response.status != 200:
-                raise _classify(response.status, "MLflow registered-models search")
 
 
 async def gather_limited(coroutines: list[Any], limit: int = 8) -> list[Any]:

@@ -7,7 +7,7 @@ they are constants here and nowhere else spelt out.
 from typing import Final
 
 from modelyard.registry.oci import Failure
-from modelyard.registry.verify import Verdict
+from modelyard.registry.verify import MlflowVerdict, Verdict
 
 # Condition types
 READY: Final = "Ready"
@@ -25,7 +25,7 @@ TEMPLATE_NOT_FOUND: Final = "TemplateNotFound"
 TEMPLATE_NOT_READY: Final = "TemplateNotReady"
 REGISTRY_NOT_FOUND: Final = "RegistryNotFound"
 VERSION_REQUIRED: Final = "VersionRequired"
-VERSION_NOT_FOUND: Final = "VersionNotFound"
+VERSION_NOT_FOUND: Final = MlflowVerdict.NOT_FOUND
 VERSION_NOT_READY: Final = "VersionNotReady"
 PARAMETERS_INVALID: Final = "ParametersInvalid"
 UNKNOWN_GPU_TYPE: Final = "UnknownGpuType"
@@ -71,6 +71,18 @@ TAG_UNCHANGED: Final = "TagUnchanged"
 NO_TAG: Final = "NoTag"
 IMAGE_UNRESOLVED: Final = "ImageUnresolved"
 TAG_NOT_FOUND: Final = "TagNotFound"
+
+# ModelVersions from an MLflow registry
+ALIAS_CURRENT: Final = "AliasCurrent"
+VERSION_VERIFIED: Final = MlflowVerdict.VERIFIED
+VERSION_PENDING: Final = MlflowVerdict.PENDING
+VERSION_FAILED: Final = MlflowVerdict.FAILED
+ALIAS_NOT_FOUND: Final = MlflowVerdict.ALIAS_NOT_FOUND
+ALIAS_MOVED: Final = "AliasMoved"
+ALIAS_UNCHANGED: Final = "AliasUnchanged"
+NO_ALIAS: Final = "NoAlias"
+REGISTRY_MISMATCH: Final = "RegistryMismatch"
+IMAGE_REQUIRED: Final = "ImageRequired"
 
 #: Ready=False reasons that wait for something else to appear or recover: state PENDING.
 WAITING: Final = frozenset(
