@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import os
 import subprocess
 import sys
@@ -172,3 +173,48 @@ def test_invalid_manifest_is_one_line_not_a_traceback(tmp_path: Path) -> None:
     result = verify(tmp_path, documents)
     assert result.returncode == 1
     assert "semantic version" in result.stderr and "Traceback" not in result.stderr
+
+
+async def test_models_lists_tags_with_their_digests(secured: LocalRegistry, tmp_path: Path) -> None:
+    """The repositories the files name, each tag with the digest a ModelVersion would pin."""
+    first = secured.push("acme/awesome-llm", "1.0.0", "weights 1.0.0")
+    second = secured.push("acme/awesome-llm", "1.1.0", "weights 1.1.0")
+    documents = manifests(secured, [("1.1.0", second, "1.1.0")])
+    documents.append(
+        {
+            "apiVersion": "modelyard.dev/v1alpha1",
+            "kind": "ModelTemplate",
+            "metadata": {"name": "t", "namespace": "ml"},
+            "spec": {
+                "modelType": "EMBEDDING",
+                "image": {"registry": "local", "repository": "acme/absent", "tag": "1"},
+                "resources": {"cpus": 1, "memory": "1Gi"},
+            },
+        }
+    )
+    path = tmp_path / "models.yaml"
+    path.write_text(yaml.safe_dump_all(documents))
+    result = subprocess.run(
+        [sys.executable, "-m", "modelyard", "models", "-f", str(path), "-o", "json"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    (listed,) = json.loads(result.stdout)["registries"]
+    repositories = {r["repository"]: r for r in listed["repositories"]}
+    assert repositories["acme/absent"]["missing"] is True
+    assert repositories["acme/awesome-llm"]["tags"] == [
+        {"tag": "1.0.0", "digest": first},
+        {"tag": "1.1.0", "digest": second},
+    ]
+    text = subprocess.run(
+        [sys.executable, "-m", "modelyard", "models", "-f", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert f"1.0.0  {first}" in text.stdout and "acme/absent: no such repository" in text.stdout
+    assert "pa55word" not in text.stdout + text.stderr
