@@ -20,6 +20,7 @@ from modelyard.reconcile.model import model_status
 from modelyard.reconcile.registry import Connections, reconcile_registry
 from modelyard.reconcile.template import reconcile_template
 from modelyard.reconcile.version import reconcile_version
+from modelyard.status.conditions import failed
 from modelyard.status.model import observe
 from support.examples import example
 from support.registry import free_port
@@ -121,7 +122,9 @@ def model_cases() -> list[tuple[str, dict[str, Any], str]]:
     }
     bad = parse({**body, "spec": {**body["spec"], "parameters": {"TYPO": 1}}})
 
-    def status(m: Any, deploy: Any, pods: list[Any], minimum: int = 2) -> dict[str, Any]:
+    def status(
+        m: Any, deploy: Any, pods: list[Any], minimum: int = 2, refused: Any = None
+    ) -> dict[str, Any]:
         p = plan_model(m, template, registries, [], config)
         return model_status(
             m,
@@ -130,7 +133,10 @@ def model_cases() -> list[tuple[str, dict[str, Any], str]]:
             observation=observe(deploy, pods, spec_hash, minimum),
             previous={},
             workload=p.workload,
+            refused=refused,
         )
+
+    quota = failed("QuotaExceeded", "the API server refused Service docs-embedder (403): ...")
 
     return [
         ("ready", with_status(body, status(model, deployment, [pod, pod])), "Healthy"),
@@ -138,6 +144,11 @@ def model_cases() -> list[tuple[str, dict[str, Any], str]]:
         ("crash-looping", with_status(body, status(model, deployment, [crash, pod])), "Degraded"),
         ("scaled to zero", with_status(body, status(model, zero, [], 0)), "Suspended"),
         ("invalid parameters", with_status(body, status(bad, None, [])), "Degraded"),
+        (
+            "a child refused by a quota",
+            with_status(body, status(model, deployment, [pod, pod], refused=quota)),
+            "Degraded",
+        ),
         (
             "template missing",
             with_status(
@@ -251,3 +262,17 @@ async def test_registry_and_version_health(fake_registry: dict[str, str]) -> Non
     await reconcile_version(fresh, [], outcome.connection, kube)  # type: ignore[arg-type]
     assert health("ModelVersion", with_status(fresh, kube.statuses[-1]))[0] == "Degraded"
     await connections.close()
+
+
+def test_a_moved_mlflow_alias_is_healthy_and_says_so() -> None:
+    version = example("ModelVersion", "churn-classifier-2-1-0")
+    moved = "alias champion now points to version 4; version 3 stays pinned"
+    status = {
+        "observedGeneration": 1,
+        "conditions": [
+            {"type": "AliasCurrent", "status": "False", "reason": "AliasMoved", "message": moved},
+            {"type": "Ready", "status": "True", "reason": "VersionVerified", "message": "ok"},
+        ],
+    }
+    state, message = health("ModelVersion", with_status(version, status))
+    assert state == "Healthy" and message == f"AliasMoved: {moved}"

@@ -141,8 +141,10 @@ class Session:
     numbers: itertools.count[int] = field(default_factory=itertools.count)
 
     @classmethod
-    def start(cls, tmp: Path) -> Session:
-        plane = control_plane.start(tmp / "cluster")
+    def start(cls, tmp: Path, args: list[str] | None = None) -> Session:
+        """A control plane with the CRDs and the operator's identity; `args` go to
+        tests/cluster (a second, differently configured server for one test)."""
+        plane = control_plane.start(tmp / "cluster", args)
         try:
             api = Api(plane.server, plane.pki)
             install_crds(api)

@@ -875,6 +875,12 @@ class Model(Resource):
                 "description": "Workers ready for requests.",
             },
             {
+                "name": "Autoscaling",
+                "type": "string",
+                "jsonPath": '.status.conditions[?(@.type=="Autoscaling")].reason',
+                "description": "How it scales, or why it cannot (MetricsUnavailable, ...).",
+            },
+            {
                 "name": "Endpoint",
                 "type": "string",
                 "jsonPath": ".status.endpoint",

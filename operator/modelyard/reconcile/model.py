@@ -39,7 +39,7 @@ from modelyard.reconcile.common import (
     status_changed,
 )
 from modelyard.status import conditions, reasons
-from modelyard.status.model import Observation, observe
+from modelyard.status.model import Observation, autoscaling, observe
 
 logger = logging.getLogger(__name__)
 
@@ -73,6 +73,11 @@ class Outcome:
     written: list[Manifest] = field(default_factory=list)
     #: Only the Deployment was applied (`deployment_only`): the rest needs another pass.
     unfinished: bool = False
+    #: A child the API server refused (quota, policy, invalid, server error): the status says
+    #: so, and the pass is retried with backoff until the cause is lifted.
+    refused: conditions.Check | None = None
+    #: The Autoscaling condition's (status, reason), for the metrics.
+    autoscaling: tuple[str, str] | None = None
 
 
 async def _plan(world: ModelWorld, model: Model, config: OperatorConfig, kube: Kube) -> Plan:
@@ -96,8 +101,36 @@ async def _plan(world: ModelWorld, model: Model, config: OperatorConfig, kube: K
     return plan
 
 
+def refusal(manifest: Manifest, error: ApiError) -> conditions.Check:
+    """Why the API server would not store a child, in the server's own words."""
+    text = error.message.lower()
+    if error.status == 403 and "exceeded quota" in text:
+        reason = reasons.QUOTA_EXCEEDED
+    elif error.status in (400, 403, 422) and (
+        "denied" in text
+        or (error.status == 403 and "is forbidden:" in text and "cannot " not in text)
+    ):
+        # An admission webhook (Kyverno, Gatekeeper), a ValidatingAdmissionPolicy, a LimitRange.
+        reason = reasons.POLICY_DENIED
+    elif error.status in (400, 422):
+        reason = reasons.CHILD_INVALID
+    else:
+        reason = reasons.CHILD_REJECTED
+    name = manifest["metadata"]["name"]
+    return conditions.failed(
+        reason,
+        f"the API server refused {manifest['kind']} {name} ({error.status}): {error.message}",
+    )
+
+
 async def _apply_children(
-    plan: Plan, world: ModelWorld, kube: Kube, outcome: Outcome, deployment_only: bool = False
+    plan: Plan,
+    world: ModelWorld,
+    kube: Kube,
+    outcome: Outcome,
+    *,
+    deployment_only: bool = False,
+    persistent: bool = False,
 ) -> Manifest | None:
     """Apply what differs, delete the autoscaler that must not exist; the live Deployment after."""
     assert plan.children is not None
@@ -119,7 +152,14 @@ async def _apply_children(
                     metadata["name"],
                     why,
                 )
-            applied = await kube.apply(desired)
+            try:
+                applied = await kube.apply(desired)
+            except ApiError as error:
+                if error.temporary and not (persistent and error.status >= 500):
+                    raise
+                # Refused: the other children are still applied; the status will say why.
+                outcome.refused = outcome.refused or refusal(manifest, error)
+                continue
             outcome.applied += 1
             outcome.written.append(applied)
             if manifest["kind"] == "Deployment":
@@ -142,9 +182,19 @@ def model_status(
     observation: Observation,
     previous: Manifest,
     workload: wl.Workload | None,
+    refused: conditions.Check | None = None,
+    autoscaler: Manifest | None = None,
 ) -> Manifest:
     checks: dict[str, conditions.Check] = dict(plan.checks) if plan else {}
+    if reasons.AUTOSCALING in checks:
+        checks[reasons.AUTOSCALING] = autoscaling(checks[reasons.AUTOSCALING], autoscaler)
+    if plan is not None and plan.children is not None:
+        checks[reasons.CHILDREN_APPLIED] = refused or conditions.passed(
+            reasons.APPLIED, "the API server stored every child"
+        )
     checks[reasons.AVAILABLE] = observation.available
+    if blocking is None and refused is not None:
+        blocking = refused
     if blocking is not None:
         ready, state = (
             blocking,
@@ -175,13 +225,22 @@ def model_status(
 
 
 async def reconcile_model(
-    world: ModelWorld, kube: Kube, config: OperatorConfig, deployment_only: bool = False
+    world: ModelWorld,
+    kube: Kube,
+    config: OperatorConfig,
+    deployment_only: bool = False,
+    persistent: bool = False,
 ) -> Outcome:
     """Bring one Model's children and status in line with its spec; raises ApiError to retry.
 
     `deployment_only` is the short first pass of a new Model: when it has a Deployment to
     create, only that is applied (what its users wait for) and the outcome is `unfinished`;
     the Service, autoscaler and status follow in the next pass.
+
+    A child the server refuses becomes the status (`ChildrenApplied=False` and Ready with the
+    cause) and `outcome.refused`, which the runner retries with backoff. A server error (5xx)
+    is retried quietly first and only reported once it persists (`persistent`): a passing
+    blip must not flip a serving Model to FAILED.
     """
     body = world.model
     previous: Manifest = dict(body.get("status") or {})
@@ -210,8 +269,10 @@ async def reconcile_model(
     workload = plan.workload if plan else None
     if plan is not None and plan.children is not None:
         deployment_only = deployment_only and "Deployment" not in world.children
-        deployment = await _apply_children(plan, world, kube, outcome, deployment_only)
-        if deployment_only:
+        deployment = await _apply_children(
+            plan, world, kube, outcome, deployment_only=deployment_only, persistent=persistent
+        )
+        if deployment_only and outcome.refused is None:
             outcome.unfinished = True
             return outcome
     desired_hash = ""
@@ -222,6 +283,7 @@ async def reconcile_model(
     observation = observe(deployment, world.pods, desired_hash, min_workers)
     if model is None:
         return await _write_broken(body, previous, blocking, kube, outcome)
+    autoscaler = world.children.get("ScaledObject") or world.children.get("HorizontalPodAutoscaler")
     status = model_status(
         model,
         plan=plan,
@@ -229,8 +291,13 @@ async def reconcile_model(
         observation=observation,
         previous=previous,
         workload=workload,
+        refused=outcome.refused,
+        autoscaler=autoscaler,
     )
     outcome.state, outcome.reason = status["state"], status["conditions"][-1]["reason"]
+    scaling = conditions.find(status["conditions"], reasons.AUTOSCALING)
+    if scaling is not None:
+        outcome.autoscaling = (str(scaling.get("status") == "True"), str(scaling.get("reason")))
     return await _publish(body, previous, status, kube, outcome)
 
 

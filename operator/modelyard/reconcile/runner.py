@@ -45,6 +45,11 @@ Key = tuple[str, str]
 Indices = Mapping[str, Mapping[Any, Iterable[Any]]]
 
 MAX_BACKOFF = 60.0
+#: A child refused by the server is tried again at most this far apart: a raised quota or a
+#: removed policy sends no event the operator watches, so this is how soon it recovers.
+MAX_REFUSED_BACKOFF = 20.0
+#: Failed passes in a row after which a server error applying a child is reported in status.
+PERSISTENT_AFTER = 2
 #: Model passes running at once. A waiting pass holds only its key; a running one holds its
 #: plan. Twice the API client's concurrency, so the client always has work queued.
 PASSES_IN_FLIGHT = 64
@@ -196,7 +201,8 @@ class Runner:
         new Model's turn comes first but covers only its Deployment (what its users wait for);
         the Service, autoscaler and status come in its next turn, after the other Deployments.
         """
-        new = not self._has_deployment(key)
+        # A retry (a refused child) is a whole pass: what can be made is made.
+        new = not self._has_deployment(key) and self._slot("model", key).failures == 0
         await self._model_passes(Priority.DEPLOYMENT if new else Priority.CHILD)
         try:
             return await self._model_pass(key, deployment_only=new)
@@ -204,11 +210,13 @@ class Runner:
             self._model_passes.release()
 
     async def _model_pass(self, key: Key, deployment_only: bool) -> Outcome | None:
-        async with self._slot("model", key).lock:
+        slot = self._slot("model", key)
+        async with slot.lock:
             world = model_world(key, self.indices, self.children)
             if world is None:
                 self.forget("Model", key)
                 self.states.forget("Model", *key)
+                self.states.forget("ModelAutoscaling", *key)
                 return None
             world.model = self.fresh("Model", key, world.model) or world.model
             for kind in CHILD_KINDS:
@@ -216,13 +224,23 @@ class Runner:
                 if child is not None:
                     world.children[kind] = child
             with metrics.timed("Model"):
-                outcome = await reconcile_model(world, self.kube, self.config, deployment_only)
+                outcome = await reconcile_model(
+                    world,
+                    self.kube,
+                    self.config,
+                    deployment_only,
+                    persistent=slot.failures >= PERSISTENT_AFTER,
+                )
             self.keep_written(*outcome.written)
             if outcome.unfinished:
                 self.model_soon(key)
                 return outcome
             ready = outcome.state == "READY"
             self.states.record("Model", *key, str(ready), outcome.reason)
+            if outcome.autoscaling is not None:
+                # modelyard_resources{kind="ModelAutoscaling",ready="False"} counts the Models
+                # that cannot scale, whatever their Ready says.
+                self.states.record("ModelAutoscaling", *key, *outcome.autoscaling)
             if ready:
                 metadata = world.model.get("metadata") or {}
                 self.states.first_ready(
@@ -449,8 +467,16 @@ class Runner:
             slot.again = False
             self.passes += 1
             try:
-                await run(key)
-                slot.failures = 0
+                outcome = await run(key)
+                refused = getattr(outcome, "refused", None)
+                if refused is None:
+                    slot.failures = 0
+                else:
+                    slot.failures += 1
+                    if slot.failures == 1:
+                        logger.warning("%s %s/%s: %s", kind, *key, refused.message)
+                    await asyncio.sleep(min(MAX_REFUSED_BACKOFF, 0.5 * 2**slot.failures))
+                    slot.again = True
             except ApiError as problem:
                 if not problem.temporary:
                     logger.error("%s %s/%s: %s", kind, *key, problem)

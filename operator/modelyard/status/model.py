@@ -117,6 +117,17 @@ def observe(
         and not (pod.get("metadata") or {}).get("deletionTimestamp")
     ]
     failures = [f for f in (_pod_failure(pod) for pod in current) if f is not None]
+    replica_failure = _deployment_condition(deployment, "ReplicaFailure")
+    if replica_failure and replica_failure.get("status") == "True":
+        # A pod quota, a policy on pods, a LimitRange: the ReplicaSet controller cannot create
+        # the workers, and says why only here (and in its FailedCreate Events).
+        return result(
+            failed(
+                reasons.PODS_REJECTED,
+                f"workers cannot be created: {replica_failure.get('message', '')}".strip(),
+            ),
+            ModelState.FAILED,
+        )
     progressing = _deployment_condition(deployment, "Progressing")
     if progressing and progressing.get("reason") == "ProgressDeadlineExceeded":
         cause = f"; {failures[0].message}" if failures else ""
@@ -176,3 +187,38 @@ def observe(
         ),
         ModelState.DEPLOYING,
     )
+
+
+def autoscaling(planned: Check, autoscaler: Manifest | None) -> Check:
+    """The Autoscaling condition: what the plan chose, unless the autoscaler itself says it
+    cannot scale (no metrics API, a metric that does not exist, a ScaledObject not Ready).
+
+    The Model stays Ready while its workers serve, but `minWorkers forever` is never silent.
+    """
+    if not planned.ok or autoscaler is None:
+        return planned
+    found = {c.get("type"): c for c in (autoscaler.get("status") or {}).get("conditions") or []}
+    kind = autoscaler.get("kind", "")
+    if kind == "HorizontalPodAutoscaler":
+        active, able = found.get("ScalingActive"), found.get("AbleToScale")
+        if active and active.get("status") == "False":
+            return failed(
+                reasons.METRICS_UNAVAILABLE,
+                f"the HorizontalPodAutoscaler cannot scale ({active.get('reason', '')}): "
+                f"{active.get('message', '')}",
+            )
+        if able and able.get("status") == "False":
+            return failed(
+                reasons.AUTOSCALER_UNABLE,
+                f"the HorizontalPodAutoscaler cannot scale ({able.get('reason', '')}): "
+                f"{able.get('message', '')}",
+            )
+    elif kind == "ScaledObject":
+        ready = found.get("Ready")
+        if ready and ready.get("status") == "False":
+            return failed(
+                reasons.SCALER_NOT_READY,
+                f"the KEDA ScaledObject is not Ready ({ready.get('reason', '')}): "
+                f"{ready.get('message', '')}",
+            )
+    return planned

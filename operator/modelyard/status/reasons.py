@@ -45,6 +45,20 @@ UNSCHEDULABLE: Final = "Unschedulable"
 PROGRESS_DEADLINE_EXCEEDED: Final = "ProgressDeadlineExceeded"
 STARTUP_TIMEOUT: Final = "StartupTimeout"
 API_ERROR: Final = "ApiError"
+PODS_REJECTED: Final = "PodsRejected"
+
+# A child the API server refused to store (condition ChildrenApplied).
+CHILDREN_APPLIED: Final = "ChildrenApplied"
+APPLIED: Final = "Applied"
+QUOTA_EXCEEDED: Final = "QuotaExceeded"
+POLICY_DENIED: Final = "PolicyDenied"
+CHILD_INVALID: Final = "ChildInvalid"
+CHILD_REJECTED: Final = "ChildRejected"
+
+# The autoscaler's own view (condition Autoscaling), mirrored.
+METRICS_UNAVAILABLE: Final = "MetricsUnavailable"
+AUTOSCALER_UNABLE: Final = "AutoscalerUnableToScale"
+SCALER_NOT_READY: Final = "ScaledObjectNotReady"
 
 # ModelTemplate
 INVALID_SPEC: Final = "InvalidSpec"
