@@ -16,6 +16,7 @@ from support.operator_process import OperatorProcess, eventually
 from test_operator import embedding_documents, quiet
 
 QUOTAS = "v1/resourcequotas"
+SCALED_OBJECTS = "keda.sh/v1alpha1/scaledobjects"
 POLICIES = "admissionregistration.k8s.io/v1/validatingadmissionpolicies"
 BINDINGS = "admissionregistration.k8s.io/v1/validatingadmissionpolicybindings"
 MODEL = "docs-embedder"
@@ -89,12 +90,15 @@ async def test_a_quota_on_pods_shows_as_pods_rejected(
     await apply_documents(cluster, embedding_documents())
     await eventually(
         lambda: reason_of(cluster) == "PodsRejected",
-        20,
+        10,
         lambda: f"PodsRejected (now {reason_of(cluster)}: {message_of(cluster)})",
         operator,
     )
     assert "exceeded quota" in message_of(cluster)
     await eventually(lambda: len(warnings(cluster, "PodsRejected")) == 1, 10, "one Warning")
+    status_writes = await writes_while_it_lasts(cluster, 10, f"/models/{MODEL}/status")
+    assert status_writes <= 1, f"{status_writes} status writes in 10 s while nothing changed"
+    assert len(warnings(cluster, "PodsRejected")) == 1
     await cluster.patch(QUOTAS, cluster.namespace, "team-quota", {"spec": {"hard": {"pods": "9"}}})
     await eventually(
         lambda: reason_of(cluster) != "PodsRejected", 40, "recovery once pods may be created"
@@ -161,6 +165,9 @@ async def test_a_validating_admission_policy_denial_is_policy_denied(
         assert "every Deployment needs a team label" in message_of(cluster)
         assert f"Deployment {MODEL}" in message_of(cluster)
         await eventually(lambda: len(warnings(cluster, "PolicyDenied")) == 1, 10, "one Warning")
+        attempts = await writes_while_it_lasts(cluster, 10, "/deployments/")
+        assert attempts <= 4, f"{attempts} Deployment writes in 10 s while the policy denies them"
+        assert len(warnings(cluster, "PolicyDenied")) == 1
         assert (cluster.get(MODELS, cluster.namespace, MODEL) or {})["status"]["state"] == "FAILED"
     finally:
         await cluster.remove(BINDINGS, None, policy)
@@ -206,7 +213,7 @@ async def test_an_hpa_that_cannot_scale_is_shown_while_the_model_serves(
     await apply_documents(cluster, embedding_documents())
     await eventually(
         lambda: reason_of(cluster, "Autoscaling") == "MetricsUnavailable",
-        30,
+        10,
         lambda: f"MetricsUnavailable (now {reason_of(cluster, 'Autoscaling')})",
         operator,
     )
@@ -261,7 +268,64 @@ async def test_a_full_service_ip_range_is_child_rejected_not_silence(tmp_path: P
             assert f"Service {model['metadata']['name']}" in message
             assert "range is full" in message or "allocate" in message
             assert model["status"]["state"] == "FAILED"
+            events = [
+                e
+                for e in view.list("v1/events", view.namespace)
+                if e["involvedObject"]["name"] == model["metadata"]["name"]
+                and e["reason"] == "ChildRejected"
+            ]
+            assert len(events) == 1 and events[0]["type"] == "Warning"
     finally:
         await operator.stop()
         view.close()
         small.stop()
+
+
+async def test_a_scaled_object_that_is_not_ready_is_shown(
+    cluster: Cluster, operator: OperatorProcess
+) -> None:
+    """KEDA's controller is not installed here; the test writes what it would write."""
+    registry = embedding_documents()[0]
+    await apply_documents(
+        cluster,
+        [
+            registry,
+            example("ModelTemplate", "custom-reranking-model-template"),
+            example("Model", "my-reranking-model"),
+        ],
+    )
+    name = "my-reranking-model"
+    scaled = await eventually(
+        lambda: cluster.get(SCALED_OBJECTS, cluster.namespace, name), 10, "a ScaledObject"
+    )
+    assert scaled is not None
+    await cluster.patch(
+        SCALED_OBJECTS,
+        cluster.namespace,
+        name,
+        {
+            "status": {
+                "conditions": [
+                    {
+                        "type": "Ready",
+                        "status": "False",
+                        "reason": "ScaledObjectCheckFailed",
+                        "message": "prometheus query failed: connection refused",
+                    }
+                ]
+            }
+        },
+        subresource="status",
+        merge=True,
+    )
+
+    def autoscaling() -> dict[str, Any]:
+        return condition(cluster.get(MODELS, cluster.namespace, name), "Autoscaling")
+
+    await eventually(
+        lambda: autoscaling().get("reason") == "ScaledObjectNotReady",
+        10,
+        lambda: f"ScaledObjectNotReady (now {autoscaling()})",
+        operator,
+    )
+    assert "prometheus query failed" in autoscaling()["message"]

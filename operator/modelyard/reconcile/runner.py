@@ -159,6 +159,8 @@ class _Slot:
     again: bool = False
     task: asyncio.Task[None] | None = None
     failures: int = 0
+    #: The message of the refusal last logged (see `_drain`).
+    refused: str | None = None
 
 
 class Runner:
@@ -470,12 +472,15 @@ class Runner:
                 outcome = await run(key)
                 refused = getattr(outcome, "refused", None)
                 if refused is None:
-                    slot.failures = 0
+                    slot.failures, slot.refused = 0, None
                 else:
                     slot.failures += 1
-                    if slot.failures == 1:
-                        logger.warning("%s %s/%s: %s", kind, *key, refused.message)
-                    await asyncio.sleep(min(MAX_REFUSED_BACKOFF, 0.5 * 2**slot.failures))
+                    delay = min(MAX_REFUSED_BACKOFF, 0.5 * 2**slot.failures)
+                    # Logged once per cause, not once per retry.
+                    log = logger.warning if refused.message != slot.refused else logger.debug
+                    log("%s %s/%s: %s; trying again in %.1f s", kind, *key, refused.message, delay)
+                    slot.refused = refused.message
+                    await asyncio.sleep(delay)
                     slot.again = True
             except ApiError as problem:
                 if not problem.temporary:
