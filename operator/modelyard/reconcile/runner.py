@@ -469,8 +469,10 @@ class Runner:
             slot.again = False
             self.passes += 1
             try:
-                outcome = await run(key)
-                refused = getattr(outcome, "refused", None)
+                # Only the verdict is kept: this task may wait a long time for its next turn,
+                # and the outcome holds what the writes answered: in a burst, every new Model's
+                # Deployment as the server returned it, kept alive while it waits.
+                refused = getattr(await run(key), "refused", None)
                 if refused is None:
                     slot.failures, slot.refused = 0, None
                 else:
