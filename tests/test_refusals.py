@@ -39,9 +39,9 @@ def message_of(cluster: Cluster, kind: str = "Ready") -> str:
     return str(condition(cluster.get(MODELS, cluster.namespace, MODEL), kind).get("message", ""))
 
 
-def warnings(cluster: Cluster, reason: str) -> list[dict[str, Any]]:
+def warnings(cluster: Cluster, reason: str, name: str = MODEL) -> list[dict[str, Any]]:
     return [
-        e for e in events_for(cluster, MODEL) if e["reason"] == reason and e["type"] == "Warning"
+        e for e in events_for(cluster, name) if e["reason"] == reason and e["type"] == "Warning"
     ]
 
 
@@ -221,7 +221,9 @@ async def test_an_hpa_that_cannot_scale_is_shown_while_the_model_serves(
     assert autoscaling["status"] == "False" and "HorizontalPodAutoscaler" in autoscaling["message"]
     # The Model's own Ready is about serving, not scaling.
     assert reason_of(cluster) != "MetricsUnavailable"
+    await eventually(lambda: len(warnings(cluster, "MetricsUnavailable")) == 1, 10, "one Warning")
     await quiet(cluster, operator)
+    assert len(warnings(cluster, "MetricsUnavailable")) == 1
 
 
 async def test_a_full_service_ip_range_is_child_rejected_not_silence(tmp_path: Path) -> None:
@@ -329,3 +331,6 @@ async def test_a_scaled_object_that_is_not_ready_is_shown(
         operator,
     )
     assert "prometheus query failed" in autoscaling()["message"]
+    await eventually(
+        lambda: len(warnings(cluster, "ScaledObjectNotReady", name)) == 1, 10, "one Warning"
+    )

@@ -317,7 +317,14 @@ async def _publish(
 
 
 async def _announce(body: Manifest, previous: Manifest, status: Manifest, kube: Kube) -> None:
-    """An Event when the state or the Ready reason changes, never on a mere re-write."""
+    """An Event when the state or the Ready reason changes, or when the autoscaler stops being
+    able to scale; never on a mere re-write."""
+    scaling = conditions.find(status["conditions"], reasons.AUTOSCALING) or {}
+    scaling_before = conditions.find(previous.get("conditions"), reasons.AUTOSCALING) or {}
+    if scaling.get("status") == "False" and scaling.get("reason") != scaling_before.get("reason"):
+        await kube.post_event(
+            body, "Warning", str(scaling.get("reason")), str(scaling.get("message", "")), COMPONENT
+        )
     ready = conditions.find(status["conditions"], reasons.READY) or {}
     before = conditions.find(previous.get("conditions"), reasons.READY) or {}
     if previous.get("state") == status["state"] and before.get("reason") == ready.get("reason"):
