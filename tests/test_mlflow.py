@@ -349,3 +349,20 @@ async def test_operator_pins_serves_and_reports_an_mlflow_version(
         assert all(word not in str(e) for e in cluster.list("v1/events"))
         for resource in (REGISTRIES, VERSIONS, MODELS):
             assert all(word not in str(r.get("status")) for r in cluster.list(resource))
+
+
+def test_credentials_secret_shapes_become_the_header_mlflow_takes() -> None:
+    """Databricks-style tokens have no server here (MLflow's own server only has basic auth):
+    what the operator sends for each Secret shape is checked directly."""
+    from modelyard.registry.credentials import SecretInvalid, mlflow_from_secret  # noqa: PLC0415
+    from modelyard.registry.mlflow import authorization  # noqa: PLC0415
+
+    token = mlflow_from_secret(secret("pat", "Opaque", token="dapi-123"))
+    assert authorization(token) == "Bearer dapi-123" and "dapi-123" not in repr(token)
+    basic = mlflow_from_secret(secret("reader", username="u", password="p"))
+    assert authorization(basic) == "Basic " + base64.b64encode(b"u:p").decode()
+    assert authorization(
+        mlflow_from_secret(secret("both", "Opaque", username="u", password="p", token="t"))
+    ).startswith("Basic ")
+    with pytest.raises(SecretInvalid, match="username and password"):
+        mlflow_from_secret(secret("empty", "Opaque", other="x"))

@@ -110,7 +110,8 @@ def refusal(manifest: Manifest, error: ApiError) -> conditions.Check:
         "denied" in text
         or (error.status == 403 and "is forbidden:" in text and "cannot " not in text)
     ):
-        # An admission webhook (Kyverno, Gatekeeper), a ValidatingAdmissionPolicy, a LimitRange.
+        # An admission webhook (Kyverno, Gatekeeper) or a ValidatingAdmissionPolicy. (A LimitRange
+        # acts on pods, and shows as PodsRejected.)
         reason = reasons.POLICY_DENIED
     elif error.status in (400, 422):
         reason = reasons.CHILD_INVALID
