@@ -46,11 +46,16 @@ def _render(args: argparse.Namespace) -> int:
     return 1 if rendered.errors else 0
 
 
-def _verify(args: argparse.Namespace) -> int:
-    missing = [path for path in args.filename if not Path(path).exists()]
+def _missing(paths: list[str]) -> bool:
+    """Say which of `paths` do not exist (before anything is read or contacted)."""
+    missing = [path for path in paths if not Path(path).exists()]
     for path in missing:
         print(f"error: {path}: no such file or directory", file=sys.stderr)
-    if missing:
+    return bool(missing)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    if _missing(args.filename):
         return 2
     lines, problems = asyncio.run(verification.verify_files(args.filename))
     for line in lines:
@@ -61,10 +66,7 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    missing = [path for path in args.filename if not Path(path).exists()]
-    for path in missing:
-        print(f"error: {path}: no such file or directory", file=sys.stderr)
-    if missing:
+    if _missing(args.filename):
         return 2
     listings, problems = asyncio.run(listing.list_registries(args.filename))
     print(listing.as_json(listings) if args.output == "json" else listing.as_text(listings))

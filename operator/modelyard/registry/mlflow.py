@@ -18,15 +18,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
-import aiohttp
-
 from modelyard.registry.oci import (
     Credentials,
-    Endpoint,
     Failure,
+    HttpClient,
     RegistryError,
     classify,
-    ssl_context,
     transport,
 )
 
@@ -99,31 +96,8 @@ def authorization(credentials: Credentials) -> str | None:
 
 
 @dataclass
-class MlflowClient:
+class MlflowClient(HttpClient):
     """One MLflow server, one set of credentials; reuse it (it keeps its connections)."""
-
-    endpoint: Endpoint
-    credentials: Credentials = field(default_factory=Credentials)
-    _session: aiohttp.ClientSession | None = None
-
-    async def __aenter__(self) -> MlflowClient:
-        return self
-
-    async def __aexit__(self, *_: Any) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    def _http(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.endpoint.timeout),
-                connector=aiohttp.TCPConnector(ssl=ssl_context(self.endpoint)),
-            )
-        return self._session
 
     async def _get(self, path: str, query: dict[str, str]) -> dict[str, Any] | None:
         """The answer's JSON; None when MLflow says the thing asked for does not exist."""

@@ -20,7 +20,7 @@ import ssl
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -119,15 +119,15 @@ class _Token:
 
 
 @dataclass
-class OciClient:
-    """One registry, one set of credentials; reuse it, it caches bearer tokens per scope."""
+class HttpClient:
+    """One endpoint, one set of credentials, one connection pool opened on first use; the OCI
+    and MLflow clients share this."""
 
     endpoint: Endpoint
     credentials: Credentials = field(default_factory=Credentials)
     _session: aiohttp.ClientSession | None = None
-    _tokens: dict[str, _Token] = field(default_factory=dict)
 
-    async def __aenter__(self) -> OciClient:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(self, *_: Any) -> None:
@@ -145,6 +145,13 @@ class OciClient:
                 connector=aiohttp.TCPConnector(ssl=ssl_context(self.endpoint)),
             )
         return self._session
+
+
+@dataclass
+class OciClient(HttpClient):
+    """One registry, one set of credentials; reuse it, it caches bearer tokens per scope."""
+
+    _tokens: dict[str, _Token] = field(default_factory=dict)
 
     async def ping(self) -> None:
         """Reachable, TLS trusted, and the credentials accepted (`GET /v2/`)."""
