@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from modelyard import config as operator_config
 from modelyard import listing
 from modelyard import render as offline
 from modelyard import verify as verification
-from modelyard.api import crds
+from modelyard.api import contracts, crds
+from modelyard.api.v1alpha1 import API_VERSION, Model, ModelTemplate, ModelType, parse
 
 
 def _crds(args: argparse.Namespace) -> int:
@@ -73,6 +76,129 @@ def _models(args: argparse.Namespace) -> int:
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     return listing.exit_code(listings, problems)
+
+
+MODEL_TYPES = [t.value for t in ModelType]
+
+
+def _model_type(name: str) -> str | None:
+    wanted = name.upper().replace("-", "_")
+    if wanted not in MODEL_TYPES:
+        print(
+            f"error: unknown model type {name!r}; the types are {', '.join(MODEL_TYPES)}",
+            file=sys.stderr,
+        )
+        return None
+    return wanted
+
+
+def _schemas(args: argparse.Namespace) -> int:
+    types = [_model_type(args.type)] if args.type else MODEL_TYPES
+    if None in types:
+        return 2
+    if args.output == "json":
+        schemas = {t: contracts.json_schemas(str(t)) for t in types}
+        print(json.dumps(schemas[str(args.type and types[0])] if args.type else schemas, indent=2))
+    else:
+        print("\n\n".join("\n".join(contracts.describe(str(t))) for t in types))
+    return 0
+
+
+def _type_from_files(paths: list[str], model_name: str | None) -> tuple[str | None, str]:
+    """The model type the manifests give a request: a Model's (external, or its template's
+    from the same files), or the only template's. Second: what it was read from, or why not."""
+    errors: list[str] = []
+    documents = offline.load_documents(paths, errors)
+    models: list[Model] = []
+    templates: dict[tuple[str, str], ModelTemplate] = {}
+    for document in documents:
+        if document.body.get("apiVersion") != API_VERSION:
+            continue
+        try:
+            resource = parse(document.body)
+        except ValueError as error:
+            errors.append(f"{document.label}: {error}")
+            continue
+        namespace = resource.metadata.namespace or "default"
+        if isinstance(resource, Model):
+            models.append(resource)
+        elif isinstance(resource, ModelTemplate):
+            templates[(namespace, resource.metadata.name)] = resource
+    if errors:
+        return None, "; ".join(errors)
+    if model_name:
+        models = [m for m in models if m.metadata.name == model_name]
+        if not models:
+            return None, f"no Model {model_name} in the files"
+    if len(models) > 1:
+        names = ", ".join(m.metadata.name for m in models)
+        return None, f"the files hold several Models ({names}): choose one with --model"
+    if models:
+        model = models[0]
+        if model.spec.external is not None:
+            return model.spec.external.model_type.value, f"Model {model.metadata.name}"
+        template = templates.get((model.metadata.namespace or "default", model.spec.template or ""))
+        if template is None:
+            return None, (
+                f"Model {model.metadata.name} is made from ModelTemplate {model.spec.template}, "
+                "which is not in the files; add it with another -f"
+            )
+        return template.spec.model_type.value, f"Model {model.metadata.name}"
+    if len(templates) == 1:
+        template = next(iter(templates.values()))
+        return template.spec.model_type.value, f"ModelTemplate {template.metadata.name}"
+    return None, "the files hold no Model, and not exactly one ModelTemplate"
+
+
+def _read_request(path: str) -> tuple[Any, str | None]:
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        return None, f"cannot read: {error}"
+    try:
+        return json.loads(text), None
+    except json.JSONDecodeError as error:
+        return None, f"not JSON: {error}"
+
+
+def _validate_request(args: argparse.Namespace) -> int:
+    given = list(args.arguments)
+    if args.filename:
+        if len(given) != 1:
+            print("error: with -f, give only the request file", file=sys.stderr)
+            return 2
+        if _missing([*args.filename, *(p for p in given if p != "-")]):
+            return 2
+        model_type, source = _type_from_files(args.filename, args.model)
+        if model_type is None:
+            print(f"error: {source}", file=sys.stderr)
+            return 2
+        request_path = given[0]
+    else:
+        if len(given) != 2:
+            print(
+                "error: give a model type and a request file, or -f and a request file",
+                file=sys.stderr,
+            )
+            return 2
+        model_type, request_path = _model_type(given[0]), given[1]
+        if model_type is None:
+            return 2
+        source = model_type
+        if _missing([request_path] if request_path != "-" else []):
+            return 2
+    request, unreadable = _read_request(request_path)
+    if unreadable is not None:
+        print(f"error: {request_path}: {unreadable}", file=sys.stderr)
+        return 1
+    found = contracts.check_request(model_type, request)
+    for problem in found:
+        print(f"error: {request_path}: {problem}", file=sys.stderr)
+    if found:
+        print(f"{request_path}: not a valid {model_type} request ({source})", file=sys.stderr)
+        return 1
+    print(f"{request_path}: a valid {model_type} request ({source})")
+    return 0
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -165,6 +291,40 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", choices=("text", "json"), default="text", help="output format"
     )
     models_cmd.set_defaults(func=_models)
+
+    schemas_cmd = commands.add_parser(
+        "schemas",
+        help="show the request and response schemas of each model type",
+        description="The request a model of each type is sent and the response it must "
+        "answer, field by field (text), or as JSON Schema (--output json). Types: "
+        + ", ".join(MODEL_TYPES)
+        + ".",
+    )
+    schemas_cmd.add_argument("type", nargs="?", help="one model type, e.g. RERANKING")
+    schemas_cmd.add_argument(
+        "-o", "--output", choices=("text", "json"), default="text", help="output format"
+    )
+    schemas_cmd.set_defaults(func=_schemas)
+
+    validate_cmd = commands.add_parser(
+        "validate-request",
+        help="check a request against its model type's schema, offline, before sending it",
+        description="`modelyard validate-request TYPE request.json`, or `-f model.yaml "
+        "request.json` to take the type from a Model (external, or with its ModelTemplate in "
+        "the files) or a ModelTemplate. Names each wrong field on stderr; exit code 1 when "
+        "the request is invalid, 2 when the input cannot be read. `-` reads stdin.",
+    )
+    validate_cmd.add_argument(
+        "arguments", nargs="+", metavar="[TYPE] REQUEST", help="model type and request file"
+    )
+    validate_cmd.add_argument(
+        "-f",
+        "--filename",
+        action="append",
+        help="manifests to take the model type from (files or directories); repeatable",
+    )
+    validate_cmd.add_argument("--model", help="the Model to take the type from, when several")
+    validate_cmd.set_defaults(func=_validate_request)
 
     run_cmd = commands.add_parser(
         "run",

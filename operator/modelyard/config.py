@@ -93,6 +93,23 @@ class Autoscaling(_Config):
     keda: KedaTrigger = Field(default_factory=KedaTrigger)
 
 
+class Probes(_Config):
+    """How often the operator asks Models whether they answer, and where it finds them.
+
+    `serviceAddress` is where a Model's Service is reached from the operator: in the cluster,
+    its DNS name. An operator run outside the cluster (`make run` against a remote cluster
+    with a port-forward, or the tests, whose model servers listen on loopback) sets it to
+    what it can reach; `{name}`, `{namespace}` and `{port}` are filled in.
+    """
+
+    interval_seconds: int = Field(60, alias="intervalSeconds", ge=1, le=86400)
+    #: How soon a Model whose last answer failed is asked again.
+    retry_seconds: int = Field(10, alias="retrySeconds", ge=1, le=3600)
+    service_address: str = Field("{name}.{namespace}.svc:{port}", alias="serviceAddress")
+    #: Probes in flight at once, across all Models.
+    concurrency: int = Field(16, ge=1, le=1024)
+
+
 class OperatorConfig(_Config):
     """Everything the operator needs to know about the cluster it serves models on."""
 
@@ -106,6 +123,7 @@ class OperatorConfig(_Config):
     metrics_port: int = Field(8000, alias="metricsPort", ge=0, le=65535)
     #: Extra seconds a Deployment may make no progress after the startup budget is spent.
     progress_margin_seconds: int = Field(120, alias="progressMarginSeconds", ge=0)
+    probes: Probes = Field(default_factory=Probes)
 
 
 class ConfigError(Exception):

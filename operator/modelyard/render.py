@@ -29,6 +29,7 @@ from modelyard.api.v1alpha1 import (
     Registry,
     parse,
 )
+from modelyard.builders import external as external_children
 from modelyard.builders.plan import check_template, image_host, plan_model
 from modelyard.config import OperatorConfig
 from modelyard.status import reasons
@@ -160,6 +161,18 @@ def render(paths: Iterable[str], config: OperatorConfig) -> Rendered:
 
     for document, model in ((d, r) for d, r in typed if isinstance(r, Model)):
         namespace = model.metadata.namespace or "default"
+        source = f"{document.source} (Model {namespace}/{model.metadata.name})"
+        if model.spec.external is not None:
+            service = external_children.service(model)
+            if service is None:
+                result.notes.append(
+                    f"{document.label}: external model at an IP address: no Service, clients "
+                    f"use {model.spec.external.url}"
+                )
+            else:
+                result.manifests.append((source, service))
+            continue
+        assert model.spec.template is not None
         local_registries = {n: r for (ns, n), r in registries.items() if ns == namespace}
         versions = [
             _assume_verified(r, local_registries)
@@ -179,7 +192,6 @@ def render(paths: Iterable[str], config: OperatorConfig) -> Rendered:
             detail = f"{blocking.reason}: {blocking.message}" if blocking else "nothing to render"
             result.errors.append(f"{document.label}: {detail}")
             continue
-        source = f"{document.source} (Model {namespace}/{model.metadata.name})"
         result.manifests.extend((source, manifest) for manifest in plan.children.manifests)
     return result
 

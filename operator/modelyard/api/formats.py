@@ -70,6 +70,10 @@ QUANTITY: Final = r"^([0-9]+(\.[0-9]+)?|\.[0-9]+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|E
 
 #: An HTTP path for probes.
 HTTP_PATH: Final = r"^/[^\s]*$"
+#: An HTTP header name: letters, digits, "-" and "_" (what real header names use).
+HEADER_NAME: Final = r"^[A-Za-z0-9_-]+$"
+#: A key of a Secret's data.
+SECRET_KEY: Final = r"^[-._a-zA-Z0-9]+$"
 
 #: Condition reasons are CamelCase words, as in metav1.Condition.
 REASON: Final = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"

@@ -10,15 +10,16 @@ and `tests/test_schema.py` runs the same bad manifests through both.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import ConfigDict, Field, WithJsonSchema, model_validator
 
-from modelyard.api import formats
+from modelyard.api import contracts, formats
 from modelyard.api.types import (
     Condition,
     Digest,
     EnvName,
+    HeaderName,
     HttpPath,
     KindInfo,
     MlflowAlias,
@@ -30,6 +31,7 @@ from modelyard.api.types import (
     Repository,
     Resource,
     ScalarValue,
+    SecretKey,
     SemVer,
     SpecModel,
     StrEnum,
@@ -375,8 +377,67 @@ class Parameter(SpecModel):
         return self
 
 
+#: A probe's sample request: any JSON object to pydantic; to the API server, the union of the
+#: request fields of every model type (see `contracts.structural_request_schema`).
+ProbeRequest = Annotated[dict[str, Any], WithJsonSchema(contracts.structural_request_schema())]
+
+
+class Probe(SpecModel):
+    """A sample request the operator sends once workers are ready, and whose answer must
+    conform to the model type's response schema before the Model is READY."""
+
+    path: HttpPath = Field(
+        "/predict",
+        description="HTTP path the request is POSTed to, as JSON. Default /predict.",
+    )
+    request: ProbeRequest = Field(
+        ...,
+        description="The sample request, in the model type's request schema (`modelyard "
+        "schemas TYPE` shows it), e.g. {query: ..., chunks: [...]} for RERANKING. It is "
+        "validated against that schema when the template is applied.",
+    )
+    timeout_seconds: int = Field(
+        10,
+        ge=1,
+        le=300,
+        description="Seconds to wait for the answer before the endpoint counts as "
+        "unreachable. Default 10.",
+    )
+
+
+def probe_rules(type_field: str) -> list[dict[str, str]]:
+    """CEL: a probe's request has every field its model type's request schema requires."""
+    rules = []
+    for model_type, _contract in contracts.CONTRACTS.items():
+        required = contracts.required_request_fields(model_type)
+        needs = " && ".join(f"has(self.probe.request.{name})" for name in required)
+        rules.append(
+            cel_rule(
+                f"!has(self.probe) || self.{type_field} != '{model_type}' || ({needs})",
+                f"probe.request must be a request of type {model_type}: it needs "
+                + " and ".join(required),
+                field_path=".probe.request",
+            )
+        )
+    return rules
+
+
+def probe_problems(model_type: str, probe: Probe | None) -> None:
+    """Raise when the probe's request does not conform to its type's request schema."""
+    if probe is None:
+        return
+    found = contracts.check_request(model_type, probe.request)
+    if found:
+        raise ValueError(
+            f"probe.request is not a valid {getattr(model_type, 'value', model_type)} request: "
+            + "; ".join(found)
+        )
+
+
 class ModelTemplateSpec(SpecModel):
     """How a kind of model runs: image, resources, scaling and the parameters Models supply."""
+
+    model_config = ConfigDict(json_schema_extra=cel_rules(*probe_rules("modelType")))
 
     model_type: ModelType = Field(
         ...,
@@ -455,6 +516,17 @@ class ModelTemplateSpec(SpecModel):
         },
         description="Typed parameters every Model of this template must satisfy.",
     )
+    probe: Probe | None = Field(
+        None,
+        description="A sample request sent to each Model once its workers are ready, and again "
+        "after every rollout and periodically: the Model is READY only while the answer "
+        "conforms to the modelType's response schema (condition Conformant).",
+    )
+
+    @model_validator(mode="after")
+    def _probe_conforms(self) -> ModelTemplateSpec:
+        probe_problems(self.model_type, self.probe)
+        return self
 
     @model_validator(mode="after")
     def _unique_parameters(self) -> ModelTemplateSpec:
@@ -788,11 +860,98 @@ class ScalingOverride(SpecModel):
         return self
 
 
-class ModelSpec(SpecModel):
-    """A running model: a template, optionally a version, and the template's parameters."""
+class EndpointCredentials(SpecModel):
+    """A header carrying a secret value, taken from a Secret in the Model's namespace."""
 
-    template: ObjectName = Field(
-        ..., description="Name of the ModelTemplate, in the same namespace, to run."
+    secret_name: ObjectName = Field(
+        ..., description="Name of the Secret, in the Model's namespace, holding the value."
+    )
+    key: SecretKey = Field("token", description="Key of the Secret's data. Default token.")
+    header: HeaderName = Field(
+        "Authorization",
+        description="HTTP header the value is sent in, e.g. X-Api-Key. Default Authorization.",
+    )
+    scheme: str | None = Field(
+        None,
+        max_length=64,
+        description="Word put before the value, e.g. Bearer. Default: Bearer for the "
+        "Authorization header, nothing for any other header.",
+    )
+
+
+_EXTERNAL_ALONE = "an external model takes no version, parameters or scaling: it runs elsewhere"
+_ONE_KIND = (
+    "give exactly one of template (a model run in this cluster) and external (a model served "
+    "elsewhere, by URL)"
+)
+
+
+class ExternalModel(SpecModel):
+    """A model served outside the cluster, registered by URL once it answers."""
+
+    model_config = ConfigDict(json_schema_extra=cel_rules(*probe_rules("modelType")))
+
+    url: Url = Field(
+        ...,
+        description="Base URL of the model server, e.g. https://reranker.example.com. A host "
+        "name also becomes a Service of type ExternalName named after the Model.",
+    )
+    model_type: ModelType = Field(
+        ...,
+        description="What the model answers: EMBEDDING, RERANKING, COMPLETION, "
+        "CHAT_COMPLETION, AGENT or CUSTOM; decides the probe's schemas.",
+    )
+    health_path: HttpPath | None = Field(
+        None,
+        description="Path that answers GET with 2xx while the server is up, e.g. /health. "
+        "Without it (and without a probe), any answer of the server counts as up.",
+    )
+    credentials: EndpointCredentials | None = Field(
+        None, description="A Secret whose value is sent in a header with every request."
+    )
+    tls: RegistryTLS | None = Field(
+        None, description="TLS settings, for a server with a private certificate authority."
+    )
+    classes: list[str] = Field(
+        default_factory=list,
+        max_length=1000,
+        description="The classes the model predicts, as registered (e.g. cat, dog).",
+    )
+    probe: Probe | None = Field(
+        None,
+        description="A sample request: the Model is READY only while the answer conforms to "
+        "the modelType's response schema.",
+    )
+
+    @model_validator(mode="after")
+    def _probe_conforms(self) -> ExternalModel:
+        probe_problems(self.model_type, self.probe)
+        return self
+
+
+class ModelSpec(SpecModel):
+    """A running model: a template, optionally a version, and the template's parameters; or
+    an external model served elsewhere."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            cel_rule("has(self.template) != has(self.external)", _ONE_KIND),
+            cel_rule(
+                "!has(self.external) || (!has(self.version) && !has(self.scaling))",
+                _EXTERNAL_ALONE,
+            ),
+        )
+    )
+
+    template: ObjectName | None = Field(
+        None,
+        description="Name of the ModelTemplate, in the same namespace, to run. Exactly one of "
+        "template and external.",
+    )
+    external: ExternalModel | None = Field(
+        None,
+        description="A model served outside the cluster, by URL: no Deployment; READY while it "
+        "answers (and conforms, with a probe). Exactly one of template and external.",
     )
     version: VersionSelector | None = Field(
         None,
@@ -811,6 +970,16 @@ class ModelSpec(SpecModel):
     scaling: ScalingOverride | None = Field(
         None, description="Changes to the template's scaling for this Model only."
     )
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> ModelSpec:
+        if (self.template is None) == (self.external is None):
+            raise ValueError(_ONE_KIND)
+        if self.external is not None and (
+            self.version is not None or self.scaling is not None or self.parameters
+        ):
+            raise ValueError(_EXTERNAL_ALONE)
+        return self
 
 
 class ModelStatus(SpecModel):
@@ -833,7 +1002,9 @@ class ModelStatus(SpecModel):
     replicas: int | None = Field(None, ge=0, description="Workers that exist.")
     ready_replicas: int | None = Field(None, ge=0, description="Workers ready for requests.")
     endpoint: str | None = Field(
-        None, description="In-cluster URL of the model, e.g. http://name.namespace.svc:8080."
+        None,
+        description="URL of the model: in-cluster, e.g. http://name.namespace.svc:8080, or an "
+        "external model's own URL.",
     )
 
 

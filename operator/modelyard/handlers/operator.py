@@ -167,6 +167,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     informers = _start_informers(runner, kube, NAMESPACES)
     memo.informer_tasks = [asyncio.create_task(informer.run()) for informer in informers]
     memo.informer_tasks.append(asyncio.create_task(runner.release_memory()))
+    memo.informer_tasks.append(asyncio.create_task(runner.prober.run()))
     # Models resume as soon as this returns: they must see the children that already exist,
     # or a restart would re-apply every child.
     await asyncio.wait_for(
@@ -369,10 +370,13 @@ async def registry_checks(
 
 @kopf.on.event("", "v1", "secrets")
 async def secret_changed(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
-    """An edited credentials or CA Secret is picked up by the Registries that name it."""
+    """An edited credentials or CA Secret is picked up by the Registries and the external
+    Models that name it."""
     runner = _runner(memo, kwargs)
     for registry in runner.registries_using_secret(_ns(namespace), name):
         runner.registry_soon((_ns(namespace), registry))
+    for model in runner.external_models_using_secret(_ns(namespace), name):
+        runner.prober.ask_again((_ns(namespace), model))
 
 
 # -- ModelVersions ----------------------------------------------------------------------------

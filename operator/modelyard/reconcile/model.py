@@ -27,6 +27,7 @@ from modelyard.api.v1alpha1 import (
     parse,
 )
 from modelyard.builders import drift
+from modelyard.builders import external as external_children
 from modelyard.builders import workload as wl
 from modelyard.builders.plan import Plan, plan_model
 from modelyard.config import OperatorConfig
@@ -38,6 +39,7 @@ from modelyard.reconcile.common import (
     parse_cached,
     status_changed,
 )
+from modelyard.reconcile.conformance import Prober, external_target, service_target
 from modelyard.status import conditions, reasons
 from modelyard.status.model import Observation, autoscaling, observe
 
@@ -46,6 +48,12 @@ logger = logging.getLogger(__name__)
 Manifest = dict[str, Any]
 COMPONENT = "modelyard"
 KEDA_GROUP_VERSION, KEDA_PLURAL = "keda.sh/v1alpha1", "scaledobjects"
+#: What an external Model must not have (it ran here before its spec changed).
+WORKLOAD_KINDS = (
+    ("apps/v1", "Deployment"),
+    ("autoscaling/v2", "HorizontalPodAutoscaler"),
+    (KEDA_GROUP_VERSION, "ScaledObject"),
+)
 
 
 @dataclass
@@ -185,6 +193,7 @@ def model_status(
     workload: wl.Workload | None,
     refused: conditions.Check | None = None,
     autoscaler: Manifest | None = None,
+    conformant: conditions.Check | None = None,
 ) -> Manifest:
     checks: dict[str, conditions.Check] = dict(plan.checks) if plan else {}
     if reasons.AUTOSCALING in checks:
@@ -194,6 +203,8 @@ def model_status(
             reasons.APPLIED, "the API server stored every child"
         )
     checks[reasons.AVAILABLE] = observation.available
+    if conformant is not None:
+        checks[reasons.CONFORMANT] = conformant
     if blocking is None and refused is not None:
         blocking = refused
     if blocking is not None:
@@ -203,6 +214,15 @@ def model_status(
         )
     else:
         ready, state = observation.available, observation.state
+        if state is ModelState.READY and conformant is not None and not conformant.ok:
+            # Workers are up; whether the model answers correctly decides.
+            if conformant.status == conditions.UNKNOWN:
+                ready, state = (
+                    conditions.failed(conformant.reason, conformant.message),
+                    (ModelState.DEPLOYING),
+                )
+            else:
+                ready, state = conformant, ModelState.FAILED
     checks[reasons.READY] = ready
     generation = model.metadata.generation
     status: Manifest = {
@@ -225,12 +245,47 @@ def model_status(
     return status
 
 
+def _conformance(
+    workload: wl.Workload | None,
+    observation: Observation,
+    desired_hash: str,
+    prober: Prober | None,
+    config: OperatorConfig,
+) -> conditions.Check | None:
+    """The Conformant condition of a Model whose template declares a probe (else None)."""
+    if prober is None or workload is None or workload.template.probe is None:
+        return None
+    key = (workload.namespace or "default", workload.name)
+    probe = workload.template.probe
+    if observation.state is not ModelState.READY:
+        prober.forget(key)
+        return conditions.unknown(
+            reasons.AWAITING_WORKERS, f"POST {probe.path} is sent once the workers are ready"
+        )
+    target = service_target(
+        *key,
+        port=workload.template.port,
+        model_type=workload.template.model_type.value,
+        probe=probe,
+        revision=desired_hash,
+        config=config.probes,
+    )
+    verdict = prober.verdict(key, target)
+    if verdict is None or verdict.conformant is None:
+        return conditions.unknown(
+            reasons.PROBING, f"the workers are ready; waiting for the answer to POST {probe.path}"
+        )
+    return verdict.conformant
+
+
 async def reconcile_model(
     world: ModelWorld,
     kube: Kube,
     config: OperatorConfig,
     deployment_only: bool = False,
     persistent: bool = False,
+    *,
+    prober: Prober | None = None,
 ) -> Outcome:
     """Bring one Model's children and status in line with its spec; raises ApiError to retry.
 
@@ -259,6 +314,10 @@ async def reconcile_model(
     except ValueError as error:
         model = None
         blocking = conditions.failed(reasons.INVALID_SPEC, str(error))
+    if model is not None and model.spec.external is not None:
+        return await _reconcile_external(
+            world, model, kube, prober, previous=previous, persistent=persistent
+        )
     if model is not None:
         try:
             plan = await _plan(world, model, config, kube)
@@ -294,12 +353,85 @@ async def reconcile_model(
         workload=workload,
         refused=outcome.refused,
         autoscaler=autoscaler,
+        conformant=_conformance(workload, observation, desired_hash, prober, config),
     )
     outcome.state, outcome.reason = status["state"], status["conditions"][-1]["reason"]
     scaling = conditions.find(status["conditions"], reasons.AUTOSCALING)
     if scaling is not None:
         outcome.autoscaling = (str(scaling.get("status") == "True"), str(scaling.get("reason")))
     return await _publish(body, previous, status, kube, outcome)
+
+
+async def _reconcile_external(
+    world: ModelWorld,
+    model: Model,
+    kube: Kube,
+    prober: Prober | None,
+    *,
+    previous: Manifest,
+    persistent: bool,
+) -> Outcome:
+    """An external Model: its ExternalName Service, and whether its server answers (and
+    conforms): that is all there is of it here."""
+    external = model.spec.external
+    assert external is not None
+    outcome = Outcome(state=None, reason="")
+    namespace, name = model.metadata.namespace or "default", model.metadata.name
+    for api_version, kind in WORKLOAD_KINDS:
+        if kind in world.children and await kube.delete(api_version, kind, namespace, name):
+            outcome.deleted += 1
+    checks: dict[str, conditions.Check] = {
+        reasons.TEMPLATE_RESOLVED: conditions.passed(
+            reasons.EXTERNAL, f"served outside the cluster at {external.url}"
+        )
+    }
+    service = external_children.service(model)
+    live = world.children.get("Service")
+    if service is not None:
+        desired = drift.stamped(service)
+        if drift.why_apply(desired, live) is not None:
+            try:
+                outcome.written.append(await kube.apply(desired))
+                outcome.applied += 1
+            except ApiError as error:
+                if error.temporary and not (persistent and error.status >= 500):
+                    raise
+                outcome.refused = refusal(service, error)
+        checks[reasons.CHILDREN_APPLIED] = outcome.refused or conditions.passed(
+            reasons.APPLIED,
+            f"Service {name} is an ExternalName for {service['spec']['externalName']}",
+        )
+    elif live is not None and await kube.delete("v1", "Service", namespace, name):
+        outcome.deleted += 1
+    verdict = (
+        prober.verdict((namespace, name), external_target(namespace, external)) if prober else None
+    )
+    waiting = conditions.unknown(reasons.PROBING, f"asking {external.url}")
+    checks[reasons.AVAILABLE] = verdict.available if verdict else waiting
+    if external.probe is not None:
+        checks[reasons.CONFORMANT] = (verdict.conformant if verdict else None) or waiting
+    if outcome.refused is not None:
+        ready, state = outcome.refused, ModelState.FAILED
+    elif verdict is None:
+        ready, state = conditions.failed(waiting.reason, waiting.message), ModelState.PENDING
+    elif not verdict.ok:
+        failing = [c for c in (verdict.available, verdict.conformant) if c is not None and not c.ok]
+        ready, state = failing[0], ModelState.FAILED
+    else:
+        ready = conditions.passed(
+            reasons.ANSWERING, (verdict.conformant or verdict.available).message
+        )
+        state = ModelState.READY
+    checks[reasons.READY] = ready
+    generation = model.metadata.generation
+    status: Manifest = {
+        "state": state.value,
+        "conditions": conditions.merge(previous.get("conditions"), checks, generation),
+        "observedGeneration": generation,
+        "endpoint": external.url,
+    }
+    outcome.state, outcome.reason = state.value, ready.reason
+    return await _publish(world.model, previous, status, kube, outcome)
 
 
 async def _publish(

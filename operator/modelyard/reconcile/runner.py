@@ -27,6 +27,7 @@ from modelyard import metrics
 from modelyard.builders import drift
 from modelyard.config import OperatorConfig
 from modelyard.kube import ApiError, Kube, Priority, PriorityGate
+from modelyard.reconcile.conformance import Prober
 from modelyard.reconcile.model import ModelWorld, Outcome, reconcile_model
 from modelyard.reconcile.registry import (
     Connection,
@@ -177,6 +178,9 @@ class Runner:
         self.states = metrics.ReadyStates()
         self.passes = 0
         self._model_passes = PriorityGate(PASSES_IN_FLIGHT)
+        #: Asks Models with a probe (and external Models) whether they answer; a changed
+        #: verdict asks for a pass.
+        self.prober = Prober(kube, config.probes, self.model_soon)
 
     def remember(self, indices: Indices) -> None:
         """Keep the live index views kopf hands to every handler, for background passes."""
@@ -217,6 +221,7 @@ class Runner:
             world = model_world(key, self.indices, self.children)
             if world is None:
                 self.forget("Model", key)
+                self.prober.forget(key)
                 self.states.forget("Model", *key)
                 self.states.forget("ModelAutoscaling", *key)
                 return None
@@ -232,6 +237,7 @@ class Runner:
                     self.config,
                     deployment_only,
                     persistent=slot.failures >= PERSISTENT_AFTER,
+                    prober=self.prober,
                 )
             self.keep_written(*outcome.written)
             if outcome.unfinished:
@@ -278,6 +284,20 @@ class Runner:
 
     def models_using_template(self, namespace: str, template: str) -> list[str]:
         return sorted(set(_all(self.indices.get("models_by_template"), (namespace, template))))
+
+    def external_models_using_secret(self, namespace: str, secret: str) -> list[str]:
+        """External Models whose credentials or CA are in `secret`."""
+        index = self.indices.get("model_bodies") or {}
+        names = []
+        for ns, name in [k for k in list(index) if k[0] == namespace]:
+            external = ((_first(index, (ns, name)) or {}).get("spec") or {}).get("external") or {}
+            used = (
+                (external.get("credentials") or {}).get("secretName"),
+                (external.get("tls") or {}).get("caSecret"),
+            )
+            if secret in used:
+                names.append(name)
+        return names
 
     def models_in_namespace(self, namespace: str) -> list[str]:
         index = self.indices.get("model_bodies") or {}

@@ -60,6 +60,16 @@ METRICS_UNAVAILABLE: Final = "MetricsUnavailable"
 AUTOSCALER_UNABLE: Final = "AutoscalerUnableToScale"
 SCALER_NOT_READY: Final = "ScaledObjectNotReady"
 
+# A Model's answers (condition Conformant) and an external model's endpoint (Available).
+CONFORMANT: Final = "Conformant"
+SCHEMA_MISMATCH: Final = "SchemaMismatch"
+ENDPOINT_ERROR: Final = "EndpointError"
+ENDPOINT_UNREACHABLE: Final = "EndpointUnreachable"
+PROBING: Final = "Probing"
+AWAITING_WORKERS: Final = "AwaitingWorkers"
+ANSWERING: Final = "Answering"
+EXTERNAL: Final = "External"
+
 # ModelTemplate
 INVALID_SPEC: Final = "InvalidSpec"
 IN_USE: Final = "InUse"

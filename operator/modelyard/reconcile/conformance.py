@@ -1,0 +1,354 @@
+"""Does the model answer, and answer in its type's schema? Asked in the background.
+
+Ready pods only say that a health endpoint answers; a model that loaded the wrong weights or
+speaks another schema passes that too. A template (or an external Model) may declare a probe —
+a sample request — and the Model is READY only while the answer conforms to its type's
+response schema (`modelyard.api.contracts`). An external Model has no pods at all: whether its
+server answers is the only availability there is.
+
+A probe may take its whole timeout, so it never runs inside a reconcile pass: the pass asks the
+`Prober` for the verdict on what it wants asked (a `Target`), the Prober asks in the background,
+and when the verdict changes it asks for another pass of that Model. A verdict is for one
+target: a rollout, an edited probe or another URL makes it stale, and the Model waits for a
+fresh one. Targets are asked again every `probes.intervalSeconds` (`retrySeconds` while
+failing); a verdict that did not change costs no pass and no write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hashlib
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from modelyard.api import contracts
+from modelyard.api.v1alpha1 import ExternalModel, Probe
+from modelyard.config import Probes
+from modelyard.kube import ApiError, Kube
+from modelyard.registry.endpoint import Answer, Endpoint, ModelEndpoint
+from modelyard.registry.oci import Failure, RegistryError
+from modelyard.status import reasons
+from modelyard.status.conditions import Check, failed, passed
+
+logger = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+#: How often the Prober looks for targets that are due.
+TICK = 0.5
+
+
+@dataclass(frozen=True)
+class Credential:
+    """Where a header's value is kept; the value itself is read only when asking."""
+
+    secret: str
+    key: str
+    header: str
+    scheme: str | None
+
+
+@dataclass(frozen=True)
+class Target:
+    """What to ask one Model, and how."""
+
+    namespace: str
+    url: str
+    model_type: str
+    #: The probe's path and request (as JSON text, so the target is hashable); None: no probe.
+    probe_path: str | None = None
+    probe_request: str | None = None
+    timeout: float = 10.0
+    #: External models only: GET this path for health; without it, any answer counts.
+    health_path: str | None = None
+    external: bool = False
+    credential: Credential | None = None
+    ca_secret: str | None = None
+    insecure_skip_verify: bool = False
+    #: The workers' pod-template hash: a rollout makes the last verdict stale.
+    revision: str = ""
+
+    @property
+    def fingerprint(self) -> str:
+        text = json.dumps(self.__dict__, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def service_target(
+    namespace: str,
+    name: str,
+    *,
+    port: int,
+    model_type: str,
+    probe: Probe,
+    revision: str,
+    config: Probes,
+) -> Target:
+    address = config.service_address.format(name=name, namespace=namespace, port=port)
+    return Target(
+        namespace=namespace,
+        url=f"http://{address}",
+        model_type=model_type,
+        probe_path=probe.path,
+        probe_request=json.dumps(probe.request, sort_keys=True),
+        timeout=float(probe.timeout_seconds),
+        revision=revision,
+    )
+
+
+def external_target(namespace: str, external: ExternalModel) -> Target:
+    credentials = external.credentials
+    tls = external.tls
+    probe = external.probe
+    return Target(
+        namespace=namespace,
+        url=external.url,
+        model_type=external.model_type.value,
+        probe_path=probe.path if probe else None,
+        probe_request=json.dumps(probe.request, sort_keys=True) if probe else None,
+        timeout=float(probe.timeout_seconds) if probe else 10.0,
+        health_path=external.health_path,
+        external=True,
+        credential=Credential(
+            credentials.secret_name, credentials.key, credentials.header, credentials.scheme
+        )
+        if credentials
+        else None,
+        ca_secret=tls.ca_secret if tls else None,
+        insecure_skip_verify=bool(tls and tls.insecure_skip_verify),
+    )
+
+
+@dataclass(frozen=True)
+class Verdict:
+    fingerprint: str
+    #: Whether the server answers at all (external Models: their Available condition).
+    available: Check
+    #: Whether the probe's answer conforms; None without a probe.
+    conformant: Check | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.available.ok and (self.conformant is None or self.conformant.ok)
+
+
+class _Unanswered(Exception):  # noqa: N818 -- a verdict, carried to the status
+    def __init__(self, check: Check) -> None:
+        super().__init__(check.message)
+        self.check = check
+
+
+def _field(secret: dict[str, Any], key: str) -> str | None:
+    raw = (secret.get("data") or {}).get(key)
+    if raw is None:
+        return None
+    try:
+        return base64.b64decode(raw).decode().strip()
+    except (binascii.Error, UnicodeDecodeError):
+        return None
+
+
+async def _secret_value(kube: Kube, namespace: str, name: str, key: str, purpose: str) -> str:
+    secret = await kube.get("v1", "Secret", namespace, name)
+    if secret is None:
+        raise _Unanswered(
+            failed(
+                reasons.SECRET_NOT_FOUND,
+                f"Secret {name} ({purpose}) does not exist in this namespace",
+            )
+        )
+    value = _field(secret, key)
+    if not value:
+        raise _Unanswered(
+            failed(reasons.SECRET_INVALID, f"Secret {name} has no readable {key} key")
+        )
+    return value
+
+
+async def _client(kube: Kube, target: Target) -> ModelEndpoint:
+    headers = {}
+    if target.credential is not None:
+        credential = target.credential
+        value = await _secret_value(
+            kube, target.namespace, credential.secret, credential.key, "credentials"
+        )
+        scheme = credential.scheme
+        if scheme is None and credential.header.lower() == "authorization":
+            scheme = "Bearer"
+        headers[credential.header] = f"{scheme} {value}" if scheme else value
+    ca_pem = None
+    if target.ca_secret:
+        ca_pem = await _secret_value(
+            kube, target.namespace, target.ca_secret, "ca.crt", "certificate authority"
+        )
+    endpoint = Endpoint(
+        target.url,
+        ca_pem=ca_pem,
+        insecure_skip_verify=target.insecure_skip_verify,
+        timeout=target.timeout,
+    )
+    return ModelEndpoint(endpoint, headers=headers)
+
+
+def _unreachable(error: RegistryError) -> Check:
+    reason = {
+        Failure.TLS_ERROR: reasons.TLS_ERROR,
+        Failure.UNAUTHORIZED: reasons.UNAUTHORIZED,
+    }.get(error.reason, reasons.ENDPOINT_UNREACHABLE)
+    return failed(reason, error.message)
+
+
+def _refused(method: str, url: str, answer: Answer) -> Check | None:
+    """The answer's status as a verdict: None when it is a success."""
+    if answer.status in (401, 403):
+        return failed(
+            reasons.UNAUTHORIZED,
+            f"{method} {url} answered {answer.status}: the server refused the credentials",
+        )
+    if not 200 <= answer.status < 300:
+        return failed(reasons.ENDPOINT_ERROR, f"{method} {url} answered HTTP {answer.status}")
+    return None
+
+
+async def _health(client: ModelEndpoint, target: Target) -> Check:
+    """An external server's health: its health path's 2xx, or any answer at all."""
+    path = target.health_path or ""
+    url = client.url(path)
+    answer = await client.get(path)
+    if target.health_path is None:
+        if answer.status in (401, 403) or answer.status >= 500:
+            return _refused("GET", url, answer) or failed(reasons.ENDPOINT_ERROR, url)
+        return passed(reasons.ANSWERING, f"{url} answers")
+    return _refused("GET", url, answer) or passed(reasons.ANSWERING, f"GET {url} answered 2xx")
+
+
+async def _conformance(client: ModelEndpoint, target: Target) -> Check:
+    assert target.probe_path is not None and target.probe_request is not None
+    request = json.loads(target.probe_request)
+    url = client.url(target.probe_path)
+    answer = await client.post(target.probe_path, request)
+    refused = _refused("POST", url, answer)
+    if refused is not None:
+        return refused
+    if answer.not_json is not None:
+        return failed(
+            reasons.SCHEMA_MISMATCH, f"POST {url}: the answer is not JSON ({answer.not_json})"
+        )
+    found = contracts.check_answer(target.model_type, request, answer.body)
+    if found:
+        return failed(
+            reasons.SCHEMA_MISMATCH,
+            f"POST {url}: the answer is not a {target.model_type} response: " + "; ".join(found),
+        )
+    return passed(reasons.CONFORMANT, f"POST {url} answered a valid {target.model_type} response")
+
+
+async def ask(kube: Kube, target: Target) -> Verdict:
+    """Ask the model once; every failure becomes a verdict, none is raised."""
+    fingerprint = target.fingerprint
+    try:
+        async with await _client(kube, target) as client:
+            if target.external and (target.health_path or target.probe_path is None):
+                available = await _health(client, target)
+                if not available.ok or target.probe_path is None:
+                    return Verdict(fingerprint, available)
+            conformant = await _conformance(client, target)
+    except _Unanswered as problem:
+        return Verdict(fingerprint, problem.check)
+    except RegistryError as error:
+        return Verdict(fingerprint, _unreachable(error))
+    except ApiError as error:
+        # The Secret could not be read now (the API server): asked again soon.
+        return Verdict(fingerprint, failed(reasons.API_ERROR, f"reading the Secret: {error}"))
+    # The server answered the probe: it is up, whatever the answer's shape.
+    answered = conformant.reason in (reasons.CONFORMANT, reasons.SCHEMA_MISMATCH)
+    available = (
+        passed(reasons.ANSWERING, f"{client.url(target.probe_path or '')} answers")
+        if answered
+        else conformant
+    )
+    return Verdict(fingerprint, available, conformant)
+
+
+@dataclass
+class _Entry:
+    target: Target
+    verdict: Verdict | None = None
+    due: float = 0.0
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+class Prober:
+    """The verdicts of every Model with something to ask, kept fresh in the background."""
+
+    def __init__(self, kube: Kube, config: Probes, changed: Callable[[Key], None]) -> None:
+        self.kube = kube
+        self.config = config
+        self.changed = changed
+        self._entries: dict[Key, _Entry] = {}
+        self._slots = asyncio.Semaphore(config.concurrency)
+
+    def verdict(self, key: Key, target: Target) -> Verdict | None:
+        """The verdict on `target`, or None while it is being asked (a pass follows)."""
+        entry = self._entries.get(key)
+        if entry is None or entry.target != target:
+            if entry is not None and entry.task is not None:
+                entry.task.cancel()
+            entry = self._entries[key] = _Entry(target)
+        if entry.verdict is None and entry.task is None:
+            self._start(key, entry)
+        return entry.verdict
+
+    def forget(self, key: Key) -> None:
+        """Nothing to ask any more (deleted, not serving): a later target starts afresh."""
+        entry = self._entries.pop(key, None)
+        if entry is not None and entry.task is not None:
+            entry.task.cancel()
+
+    def ask_again(self, key: Key) -> None:
+        """Ask before the interval is up (its credentials Secret changed)."""
+        entry = self._entries.get(key)
+        if entry is not None:
+            entry.due = 0.0
+
+    def _start(self, key: Key, entry: _Entry) -> None:
+        entry.task = asyncio.get_running_loop().create_task(self._ask(key, entry))
+
+    async def _ask(self, key: Key, entry: _Entry) -> None:
+        try:
+            async with self._slots:
+                verdict = await ask(self.kube, entry.target)
+        except Exception:
+            logger.exception("Model %s/%s: probe failed", *key)
+            verdict = Verdict(
+                entry.target.fingerprint,
+                failed(reasons.ENDPOINT_UNREACHABLE, "the probe failed unexpectedly"),
+            )
+        finally:
+            entry.task = None
+        if self._entries.get(key) is not entry:
+            return
+        before, entry.verdict = entry.verdict, verdict
+        wait = self.config.interval_seconds if verdict.ok else self.config.retry_seconds
+        entry.due = time.monotonic() + wait
+        if before != verdict:
+            failing = [c for c in (verdict.available, verdict.conformant) if c and not c.ok]
+            if failing:
+                logger.info("Model %s/%s: %s: %s", *key, failing[0].reason, failing[0].message)
+            elif before is not None:
+                logger.info("Model %s/%s: answers again", *key)
+            self.changed(key)
+
+    async def run(self) -> None:
+        """Ask again whatever is due, until cancelled."""
+        while True:
+            await asyncio.sleep(TICK)
+            now = time.monotonic()
+            for key, entry in list(self._entries.items()):
+                if entry.task is None and entry.verdict is not None and entry.due <= now:
+                    self._start(key, entry)
