@@ -416,6 +416,61 @@ CATALOGUE: list[tuple[str, list[dict[str, Any]], tuple[str, str], str]] = [
         ("Registry", "r-tls"),
         "InvalidSpec",
     ),
+    # Probes and external models
+    (
+        "a probe request in another type's shape",
+        [template("t-probe-shape", probe={"request": {"query": "q", "chunks": ["a"]}})],
+        ("ModelTemplate", "t-probe-shape"),
+        "InvalidSpec",
+    ),
+    (
+        "a chat probe with a message of no known role",
+        [
+            template(
+                "t-probe-role",
+                modelType="CHAT_COMPLETION",
+                probe={"request": {"messages": [{"role": "robot", "content": "hi"}]}},
+            )
+        ],
+        ("ModelTemplate", "t-probe-role"),
+        "InvalidSpec",
+    ),
+    (
+        "a Model both run here and external",
+        [model("m-both", external={"url": "http://127.0.0.1:9", "modelType": "CUSTOM"})],
+        ("Model", "m-both"),
+        "InvalidSpec",
+    ),
+    (
+        "an external model whose credentials Secret is missing",
+        [
+            model(
+                "m-ext-secret",
+                template=None,
+                parameters=None,
+                external={
+                    "url": "http://127.0.0.1:9",
+                    "modelType": "CUSTOM",
+                    "credentials": {"secretName": "ghost-key"},
+                },
+            )
+        ],
+        ("Model", "m-ext-secret"),
+        "SecretNotFound",
+    ),
+    (
+        "an external model nobody answers at",
+        [
+            model(
+                "m-ext-closed",
+                template=None,
+                parameters=None,
+                external={"url": "http://127.0.0.1:9", "modelType": "CUSTOM"},
+            )
+        ],
+        ("Model", "m-ext-closed"),
+        "EndpointUnreachable",
+    ),
     (
         "credentials Secret missing",
         [registry("r-no-secret", credentialsSecret="ghost")],

@@ -142,6 +142,7 @@ TPL = ("ModelTemplate", "custom-reranking-model-template")
 MV = ("ModelVersion", "awesome-llm-1.1.0")
 MDL = ("Model", "awesome-chat")
 MLV = ("ModelVersion", "churn-classifier-2-1-0")
+EXT = ("Model", "hosted-reranker")
 
 HEX64 = "0ee461a3c655470beed8493558a0bf1943d289860bfdff2114af15874e53c310"
 
@@ -331,6 +332,85 @@ CATALOGUE = [
         *MLV,
         {"spec.mlflow.name": "team/churn"},
         expect="registered model name",
+    ),
+    # Probes
+    Bad(
+        "a reranking probe needs chunks",
+        *TPL,
+        delete=("spec.probe.request.chunks",),
+        expect="chunks",
+    ),
+    Bad(
+        "a probe's chunks are a list of strings",
+        *TPL,
+        {"spec.probe.request.chunks": "Asia is the largest continent."},
+        expect="chunks",
+    ),
+    Bad(
+        "a probe is a request",
+        *TPL,
+        delete=("spec.probe.request",),
+        expect="request",
+    ),
+    Bad(
+        "a probe waits at least a second",
+        *TPL,
+        {"spec.probe.timeoutSeconds": 0},
+        expect="timeoutSeconds",
+    ),
+    Bad(
+        "a chat probe's temperature is between 0 and 1",
+        *TPL,
+        {
+            "spec.modelType": "CHAT_COMPLETION",
+            "spec.probe.request": {
+                "messages": [{"role": "user", "content": "hi"}],
+                "temperature": 7,
+            },
+        },
+        expect="temperature",
+    ),
+    Bad(
+        "a chat probe's messages have a known role",
+        *TPL,
+        {
+            "spec.modelType": "CHAT_COMPLETION",
+            "spec.probe.request": {"messages": [{"role": "robot", "content": "hi"}]},
+        },
+        expect="role",
+        by_operator=True,
+    ),
+    # External models
+    Bad(
+        "a Model is run here or external, not both",
+        *EXT,
+        {"spec.template": "custom-reranking-model-template"},
+        expect="exactly one of template",
+    ),
+    Bad(
+        "an external model takes no version",
+        *EXT,
+        {"spec.version": {"model": "awesome-llm", "version": "1.1.0"}},
+        expect="no version",
+    ),
+    Bad("an external model needs a URL", *EXT, delete=("spec.external.url",), expect="url"),
+    Bad(
+        "an external model's URL has a scheme",
+        *EXT,
+        {"spec.external.url": "rerank.example.com"},
+        expect="URL",
+    ),
+    Bad(
+        "an external reranker's probe needs a query",
+        *EXT,
+        delete=("spec.external.probe.request.query",),
+        expect="query",
+    ),
+    Bad(
+        "a credentials header is a header name",
+        *EXT,
+        {"spec.external.credentials.header": "X Api Key"},
+        expect="header name",
     ),
     # Model
     Bad("a Model needs a template", *MDL, delete=("spec.template",), expect="template"),

@@ -248,6 +248,14 @@ async def _conformance(client: ModelEndpoint, target: Target) -> Check:
     return passed(reasons.CONFORMANT, f"POST {url} answered a valid {target.model_type} response")
 
 
+def _unanswered(target: Target, check: Check) -> Verdict:
+    """No answer to judge: a Model run here has only its probe to fail, an external one is
+    simply not available (its probe waits for the server)."""
+    if target.external:
+        return Verdict(target.fingerprint, check)
+    return Verdict(target.fingerprint, check, check)
+
+
 async def ask(kube: Kube, target: Target) -> Verdict:
     """Ask the model once; every failure becomes a verdict, none is raised."""
     fingerprint = target.fingerprint
@@ -259,12 +267,12 @@ async def ask(kube: Kube, target: Target) -> Verdict:
                     return Verdict(fingerprint, available)
             conformant = await _conformance(client, target)
     except _Unanswered as problem:
-        return Verdict(fingerprint, problem.check)
+        return _unanswered(target, problem.check)
     except RegistryError as error:
-        return Verdict(fingerprint, _unreachable(error))
+        return _unanswered(target, _unreachable(error))
     except ApiError as error:
         # The Secret could not be read now (the API server): asked again soon.
-        return Verdict(fingerprint, failed(reasons.API_ERROR, f"reading the Secret: {error}"))
+        return _unanswered(target, failed(reasons.API_ERROR, f"reading the Secret: {error}"))
     # The server answered the probe: it is up, whatever the answer's shape.
     answered = conformant.reason in (reasons.CONFORMANT, reasons.SCHEMA_MISMATCH)
     available = (

@@ -409,7 +409,13 @@ async def _reconcile_external(
     waiting = conditions.unknown(reasons.PROBING, f"asking {external.url}")
     checks[reasons.AVAILABLE] = verdict.available if verdict else waiting
     if external.probe is not None:
-        checks[reasons.CONFORMANT] = (verdict.conformant if verdict else None) or waiting
+        if verdict is None:
+            checks[reasons.CONFORMANT] = waiting
+        else:
+            checks[reasons.CONFORMANT] = verdict.conformant or conditions.unknown(
+                reasons.AWAITING_ENDPOINT,
+                f"POST {external.probe.path} is sent once the server answers",
+            )
     if outcome.refused is not None:
         ready, state = outcome.refused, ModelState.FAILED
     elif verdict is None:

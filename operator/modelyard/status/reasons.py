@@ -67,6 +67,7 @@ ENDPOINT_ERROR: Final = "EndpointError"
 ENDPOINT_UNREACHABLE: Final = "EndpointUnreachable"
 PROBING: Final = "Probing"
 AWAITING_WORKERS: Final = "AwaitingWorkers"
+AWAITING_ENDPOINT: Final = "AwaitingEndpoint"
 ANSWERING: Final = "Answering"
 EXTERNAL: Final = "External"
 

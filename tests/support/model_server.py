@@ -1,0 +1,129 @@
+"""A real HTTP model server on loopback, whose behaviour a test changes while it runs.
+
+It speaks the RERANKING contract when it behaves (one score per chunk), and can be told to
+answer the wrong shape, to answer slower than a probe waits, to fail with 500, or to demand a
+token. Every request it receives is recorded, so a test can see what the operator sent. It is a
+`ThreadingHTTPServer` in a thread of the test process: a real socket, real HTTP, no mock.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from support.operator_process import free_port
+
+
+@dataclass
+class Received:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class Behaviour:
+    #: "conforming", "wrong-shape", "error" (500) or "not-json".
+    answer: str = "conforming"
+    #: Seconds to wait before answering.
+    delay: float = 0.0
+    #: When set, requests without `Authorization: Bearer <token>` get 401.
+    token: str | None = None
+    #: When set, the token is expected in this header instead, without a scheme.
+    token_header: str | None = None
+
+
+@dataclass
+class ModelServer:
+    """`start()` it (it may start late: the port is chosen up front); `stop()` it."""
+
+    port: int = field(default_factory=free_port)
+    behaviour: Behaviour = field(default_factory=Behaviour)
+    received: list[Received] = field(default_factory=list)
+    _server: ThreadingHTTPServer | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ModelServer:
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *_: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                server._handle(self, None)
+
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length)
+                try:
+                    body = json.loads(raw) if raw else None
+                except ValueError:
+                    body = raw.decode(errors="replace")
+                server._handle(self, body)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def _authorized(self, handler: BaseHTTPRequestHandler) -> bool:
+        wanted = self.behaviour.token
+        if wanted is None:
+            return True
+        if self.behaviour.token_header:
+            return handler.headers.get(self.behaviour.token_header) == wanted
+        return handler.headers.get("Authorization") == f"Bearer {wanted}"
+
+    def _handle(self, handler: BaseHTTPRequestHandler, body: Any) -> None:
+        self.received.append(
+            Received(handler.command, handler.path, dict(handler.headers.items()), body)
+        )
+        behaviour = self.behaviour
+        if behaviour.delay:
+            time.sleep(behaviour.delay)
+        if not self._authorized(handler):
+            self._send(handler, 401, {"detail": "missing or wrong token"})
+        elif handler.command == "GET":
+            self._send(handler, 200, {"status": "ok"})
+        elif behaviour.answer == "error":
+            self._send(handler, 500, {"detail": "CUDA out of memory"})
+        elif behaviour.answer == "not-json":
+            self._send(handler, 200, "<html>maintenance</html>")
+        elif behaviour.answer == "wrong-shape":
+            self._send(handler, 200, {"scores": [0.1, 0.9]})
+        else:
+            chunks = (body or {}).get("chunks") or [] if isinstance(body, dict) else []
+            scores = [round(1.0 / (1 + i), 3) for i in range(len(chunks))]
+            self._send(handler, 200, {"chunk_scores": scores, "tokens_used": 42})
+
+    @staticmethod
+    def _send(handler: BaseHTTPRequestHandler, status: int, payload: Any) -> None:
+        raw = payload.encode() if isinstance(payload, str) else json.dumps(payload).encode()
+        try:
+            handler.send_response(status)
+            handler.send_header(
+                "Content-Type", "text/html" if isinstance(payload, str) else "application/json"
+            )
+            handler.send_header("Content-Length", str(len(raw)))
+            handler.end_headers()
+            handler.wfile.write(raw)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client gave up waiting (a probe's timeout): nothing to answer
+
+    def posts(self) -> list[Received]:
+        return [r for r in self.received if r.method == "POST"]
