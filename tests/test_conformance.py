@@ -250,3 +250,38 @@ async def test_an_external_model_whose_server_starts_late_becomes_ready(
         assert late.posts()[0].body == documents[1]["spec"]["external"]["probe"]["request"]
     finally:
         late.stop()
+
+
+async def test_an_external_model_with_a_private_ca_is_tls_error_until_trusted(
+    cluster: Cluster, prober: OperatorProcess, tmp_path: Path
+) -> None:
+    server = ModelServer(tls_directory=tmp_path).start()
+    try:
+        url = f"https://localhost:{server.port}/v1"
+        documents = external_documents(url, "t")
+        documents[1]["spec"]["external"].pop("credentials")
+        await apply_documents(cluster, documents[1:])
+        await wait_for(cluster, prober, ("FAILED", "TLSError", "AwaitingEndpoint"), name=EXTERNAL)
+        assert server.posts() == []
+        ca = base64.b64encode(server.ca_pem.encode()).decode()
+        await apply_documents(
+            cluster,
+            [
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {"name": "reranker-ca"},
+                    "data": {"ca.crt": ca},
+                },
+            ],
+        )
+        await cluster.patch(
+            MODELS,
+            cluster.namespace,
+            EXTERNAL,
+            {"spec": {"external": {"tls": {"caSecret": "reranker-ca"}}}},
+            manager="kubectl",
+        )
+        await wait_for(cluster, prober, ("READY", "Answering", "Conformant"), name=EXTERNAL)
+    finally:
+        server.stop()

@@ -9,10 +9,13 @@ token. Every request it receives is recorded, so a test can see what the operato
 from __future__ import annotations
 
 import json
+import ssl
+import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from support.operator_process import free_port
@@ -45,11 +48,47 @@ class ModelServer:
     port: int = field(default_factory=free_port)
     behaviour: Behaviour = field(default_factory=Behaviour)
     received: list[Received] = field(default_factory=list)
+    #: Serve HTTPS with a self-signed certificate (for localhost and 127.0.0.1) made here.
+    tls_directory: Path | None = None
     _server: ThreadingHTTPServer | None = None
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if self.tls_directory else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
+
+    @property
+    def ca_pem(self) -> str:
+        assert self.tls_directory is not None
+        return (self.tls_directory / "tls.crt").read_text()
+
+    def _certificate(self) -> tuple[Path, Path]:
+        assert self.tls_directory is not None
+        cert, key = self.tls_directory / "tls.crt", self.tls_directory / "tls.key"
+        if not cert.exists():
+            subprocess.run(
+                [
+                    "openssl",
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "rsa:2048",
+                    "-nodes",
+                    "-days",
+                    "2",
+                    "-subj",
+                    "/CN=modelyard-test-model",
+                    "-addext",
+                    "subjectAltName=IP:127.0.0.1,DNS:localhost",
+                    "-keyout",
+                    str(key),
+                    "-out",
+                    str(cert),
+                ],
+                check=True,
+                capture_output=True,
+            )
+        return cert, key
 
     def start(self) -> ModelServer:
         server = self
@@ -72,6 +111,10 @@ class ModelServer:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._server.daemon_threads = True
+        if self.tls_directory is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self._certificate())
+            self._server.socket = context.wrap_socket(self._server.socket, server_side=True)
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
