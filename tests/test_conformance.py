@@ -285,3 +285,44 @@ async def test_an_external_model_with_a_private_ca_is_tls_error_until_trusted(
         await wait_for(cluster, prober, ("READY", "Answering", "Conformant"), name=EXTERNAL)
     finally:
         server.stop()
+
+
+async def test_a_model_moved_out_of_the_cluster_loses_its_workers_and_keeps_its_name(
+    cluster: Cluster, prober: OperatorProcess, server: ModelServer
+) -> None:
+    """A Model edited from a template to `external`: its Deployment goes, its ClusterIP Service
+    becomes an ExternalName of the same name, and it is READY on the external server."""
+    documents = reranker_documents(server.port)
+    await apply_documents(cluster, documents)
+    await eventually(
+        lambda: cluster.get(SERVICES, cluster.namespace, MODEL), 20, "the Service", prober
+    )
+    await run_pods(cluster, cluster.namespace, MODEL)
+    await wait_for(cluster, prober, ("READY", "Available", "Conformant"))
+
+    moved = example("Model", MODEL)
+    del moved["spec"]["template"], moved["spec"]["parameters"]
+    moved["spec"]["external"] = {
+        "url": f"http://localhost:{server.port}",
+        "modelType": "RERANKING",
+        "probe": documents[1]["spec"]["probe"],
+    }
+    await apply_documents(cluster, [moved])
+    await eventually(
+        lambda: cluster.get(DEPLOYMENTS, cluster.namespace, MODEL) is None,
+        20,
+        "the Deployment deleted",
+        prober,
+    )
+    await eventually(
+        lambda: (
+            (cluster.get(SERVICES, cluster.namespace, MODEL) or {}).get("spec", {}).get("type")
+            == "ExternalName"
+        ),
+        20,
+        "the Service replaced by an ExternalName",
+        prober,
+    )
+    await wait_for(cluster, prober, ("READY", "Answering", "Conformant"))
+    model = cluster.get(MODELS, cluster.namespace, MODEL) or {}
+    assert model["status"]["endpoint"] == f"http://localhost:{server.port}"

@@ -24,6 +24,7 @@ from support.controllers import (
     HPAS,
     MODELS,
     SCALED_OBJECTS,
+    SERVICES,
     TEMPLATES,
     apply_documents,
     condition,
@@ -185,6 +186,23 @@ async def test_operator_rules_are_exactly_the_calls_it_makes(
             ),
             20,
             "fixed size",
+            operator,
+        )
+        # Moved out of the cluster: its Deployment and ClusterIP Service are deleted.
+        moved = example("Model", "docs-embedder")
+        del moved["spec"]["template"], moved["spec"]["parameters"]
+        moved["spec"]["external"] = {"url": "http://localhost:9", "modelType": "EMBEDDING"}
+        await apply_documents(cluster, [moved])
+        await eventually(
+            lambda: (
+                (cluster.get(SERVICES, cluster.namespace, "docs-embedder") or {})
+                .get("spec", {})
+                .get("type")
+                == "ExternalName"
+                and cluster.get(DEPLOYMENTS, cluster.namespace, "docs-embedder") is None
+            ),
+            20,
+            "moved out of the cluster",
             operator,
         )
         # The template's finalizer goes once its last Model is gone.

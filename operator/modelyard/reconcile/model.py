@@ -387,6 +387,16 @@ async def _reconcile_external(
     }
     service = external_children.service(model)
     live = world.children.get("Service")
+    if (
+        service is not None
+        and live is not None
+        and (drift.spec_of(live) or {}).get("type") != "ExternalName"
+        and await kube.delete("v1", "Service", namespace, name)
+    ):
+        # The Model ran here before: its ClusterIP Service cannot be turned into an alias in
+        # place (the API server keeps its cluster IP), so it is replaced.
+        outcome.deleted += 1
+        live = None
     if service is not None:
         desired = drift.stamped(service)
         if drift.why_apply(desired, live) is not None:
