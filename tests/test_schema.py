@@ -395,6 +395,12 @@ CATALOGUE = [
     ),
     Bad("an external model needs a URL", *EXT, delete=("spec.external.url",), expect="url"),
     Bad(
+        "an external model's URL carries no password (status shows the URL)",
+        *EXT,
+        {"spec.external.url": "https://bot:hunter2@rerank.example.com/v1"},
+        expect="not in the URL",
+    ),
+    Bad(
         "an external model's URL has a scheme",
         *EXT,
         {"spec.external.url": "rerank.example.com"},

@@ -886,10 +886,21 @@ _ONE_KIND = (
 )
 
 
+_NO_USERINFO = (
+    "put credentials in a Secret (external.credentials), not in the URL: the URL is shown in "
+    "the Model's status"
+)
+
+
 class ExternalModel(SpecModel):
     """A model served outside the cluster, registered by URL once it answers."""
 
-    model_config = ConfigDict(json_schema_extra=cel_rules(*probe_rules("modelType")))
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            cel_rule(r"!self.url.matches('^https?://[^/?#]*@')", _NO_USERINFO, field_path=".url"),
+            *probe_rules("modelType"),
+        )
+    )
 
     url: Url = Field(
         ...,
@@ -925,6 +936,8 @@ class ExternalModel(SpecModel):
 
     @model_validator(mode="after")
     def _probe_conforms(self) -> ExternalModel:
+        if formats.matches(r"^https?://[^/?#]*@", self.url):
+            raise ValueError(_NO_USERINFO)
         probe_problems(self.model_type, self.probe)
         return self
 
