@@ -22,6 +22,7 @@ from support.controllers import (
     DEPLOYMENTS,
     MODELS,
     SERVICES,
+    TEMPLATES,
     apply_documents,
     condition,
     events_for,
@@ -130,6 +131,20 @@ async def test_ready_needs_a_conforming_answer_to_the_templates_probe(
     assert status_writes == len(
         [w for w in cluster.writes() if f"/models/{MODEL}/status" in w.path]
     ), "an unchanged verdict rewrote the status"
+
+    # A rollout: the answer of the old workers does not vouch for the new ones.
+    await cluster.patch(
+        TEMPLATES,
+        cluster.namespace,
+        documents[1]["metadata"]["name"],
+        {"spec": {"env": {"DEVICE": "cpu"}}},
+        manager="kubectl",
+    )
+    await wait_for(cluster, prober, ("DEPLOYING", "Deploying", "AwaitingWorkers"))
+    asked = len(server.posts())
+    await run_pods(cluster, cluster.namespace, MODEL)
+    await wait_for(cluster, prober, ("READY", "Available", "Conformant"))
+    assert len(server.posts()) > asked
 
 
 async def test_an_answer_in_the_wrong_shape_is_schema_mismatch_until_it_is_fixed(
