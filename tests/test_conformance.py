@@ -69,6 +69,17 @@ def reranker_documents(port: int, timeout: int = 5) -> list[dict[str, Any]]:
     return [offline_registry(), template, example("Model", MODEL)]
 
 
+async def workers_ready(
+    cluster: Cluster, operator: OperatorProcess, documents: list[dict[str, Any]]
+) -> None:
+    """Apply the documents, and play the kubelet for the Model's workers once they exist."""
+    await apply_documents(cluster, documents)
+    await eventually(
+        lambda: cluster.get(DEPLOYMENTS, cluster.namespace, MODEL), 20, "Deployment", operator
+    )
+    await run_pods(cluster, cluster.namespace, MODEL)
+
+
 def state(cluster: Cluster, name: str = MODEL) -> tuple[str | None, str | None, str | None]:
     """(state, Ready reason, Conformant reason)."""
     model = cluster.get(MODELS, cluster.namespace, name) or {}
@@ -151,11 +162,7 @@ async def test_an_answer_in_the_wrong_shape_is_schema_mismatch_until_it_is_fixed
     cluster: Cluster, prober: OperatorProcess, server: ModelServer
 ) -> None:
     server.behaviour = Behaviour(answer="wrong-shape")
-    await apply_documents(cluster, reranker_documents(server.port))
-    await eventually(
-        lambda: cluster.get(DEPLOYMENTS, cluster.namespace, MODEL), 20, "Deployment", prober
-    )
-    await run_pods(cluster, cluster.namespace, MODEL)
+    await workers_ready(cluster, prober, reranker_documents(server.port))
     await wait_for(cluster, prober, ("FAILED", "SchemaMismatch", "SchemaMismatch"))
     text = message(cluster)
     assert "chunk_scores: required field is missing" in text, text
@@ -170,11 +177,7 @@ async def test_a_model_slower_than_the_probe_timeout_is_unreachable(
     cluster: Cluster, prober: OperatorProcess, server: ModelServer
 ) -> None:
     server.behaviour = Behaviour(delay=3)
-    await apply_documents(cluster, reranker_documents(server.port, timeout=1))
-    await eventually(
-        lambda: cluster.get(DEPLOYMENTS, cluster.namespace, MODEL), 20, "Deployment", prober
-    )
-    await run_pods(cluster, cluster.namespace, MODEL)
+    await workers_ready(cluster, prober, reranker_documents(server.port, timeout=1))
     await wait_for(cluster, prober, ("FAILED", "EndpointUnreachable", "EndpointUnreachable"))
     assert "did not answer within 1 s" in message(cluster)
 
@@ -183,11 +186,7 @@ async def test_a_model_answering_500_is_endpoint_error(
     cluster: Cluster, prober: OperatorProcess, server: ModelServer
 ) -> None:
     server.behaviour = Behaviour(answer="error")
-    await apply_documents(cluster, reranker_documents(server.port))
-    await eventually(
-        lambda: cluster.get(DEPLOYMENTS, cluster.namespace, MODEL), 20, "Deployment", prober
-    )
-    await run_pods(cluster, cluster.namespace, MODEL)
+    await workers_ready(cluster, prober, reranker_documents(server.port))
     await wait_for(cluster, prober, ("FAILED", "EndpointError", "EndpointError"))
     assert "answered HTTP 500" in message(cluster)
 

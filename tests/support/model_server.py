@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import ssl
-import subprocess
 import threading
 import time
 from dataclasses import dataclass, field
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from support.operator_process import free_port
+from support.registry import self_signed
 
 
 @dataclass
@@ -65,29 +65,7 @@ class ModelServer:
     def _certificate(self) -> tuple[Path, Path]:
         assert self.tls_directory is not None
         cert, key = self.tls_directory / "tls.crt", self.tls_directory / "tls.key"
-        if not cert.exists():
-            subprocess.run(
-                [
-                    "openssl",
-                    "req",
-                    "-x509",
-                    "-newkey",
-                    "rsa:2048",
-                    "-nodes",
-                    "-days",
-                    "2",
-                    "-subj",
-                    "/CN=modelyard-test-model",
-                    "-addext",
-                    "subjectAltName=IP:127.0.0.1,DNS:localhost",
-                    "-keyout",
-                    str(key),
-                    "-out",
-                    str(cert),
-                ],
-                check=True,
-                capture_output=True,
-            )
+        self_signed(cert, key, "modelyard-test-model")
         return cert, key
 
     def start(self) -> ModelServer:

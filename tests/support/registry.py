@@ -54,6 +54,30 @@ def run(*command: str, cwd: Path | None = None) -> str:
     return result.stdout.strip()
 
 
+def self_signed(cert: Path, key: Path, name: str) -> None:
+    """A self-signed certificate for localhost and 127.0.0.1, made once (its own CA)."""
+    if cert.exists():
+        return
+    run(
+        "openssl",
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-days",
+        "2",
+        "-subj",
+        f"/CN={name}",
+        "-addext",
+        "subjectAltName=IP:127.0.0.1,DNS:localhost",
+        "-keyout",
+        str(key),
+        "-out",
+        str(cert),
+    )
+
+
 @dataclass
 class LocalRegistry:
     """One registry process; `tls` and `auth` make it behave like quay.io or Harbor."""
@@ -91,25 +115,7 @@ class LocalRegistry:
             certs, private = self.directory / "certs", self.directory / "private"
             certs.mkdir(exist_ok=True)
             private.mkdir(exist_ok=True)
-            if not (certs / "ca.crt").exists():
-                run(
-                    "openssl",
-                    "req",
-                    "-x509",
-                    "-newkey",
-                    "rsa:2048",
-                    "-nodes",
-                    "-days",
-                    "2",
-                    "-subj",
-                    "/CN=modelyard-test-registry",
-                    "-addext",
-                    "subjectAltName=IP:127.0.0.1,DNS:localhost",
-                    "-keyout",
-                    str(private / "tls.key"),
-                    "-out",
-                    str(certs / "ca.crt"),
-                )
+            self_signed(certs / "ca.crt", private / "tls.key", "modelyard-test-registry")
             config["http"] = {
                 "addr": self.host,
                 "tls": {"certificate": str(certs / "ca.crt"), "key": str(private / "tls.key")},

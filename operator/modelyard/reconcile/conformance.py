@@ -17,20 +17,18 @@ failing); a verdict that did not change costs no pass and no write.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import hashlib
 import json
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 from modelyard.api import contracts
 from modelyard.api.v1alpha1 import ExternalModel, Probe
 from modelyard.config import Probes
 from modelyard.kube import ApiError, Kube
+from modelyard.registry import credentials
 from modelyard.registry.endpoint import Answer, Endpoint, ModelEndpoint
 from modelyard.registry.oci import Failure, RegistryError
 from modelyard.status import reasons
@@ -143,16 +141,6 @@ class _Unanswered(Exception):  # noqa: N818 -- a verdict, carried to the status
         self.check = check
 
 
-def _field(secret: dict[str, Any], key: str) -> str | None:
-    raw = (secret.get("data") or {}).get(key)
-    if raw is None:
-        return None
-    try:
-        return base64.b64decode(raw).decode().strip()
-    except (binascii.Error, UnicodeDecodeError):
-        return None
-
-
 async def _secret_value(kube: Kube, namespace: str, name: str, key: str, purpose: str) -> str:
     secret = await kube.get("v1", "Secret", namespace, name)
     if secret is None:
@@ -162,7 +150,10 @@ async def _secret_value(kube: Kube, namespace: str, name: str, key: str, purpose
                 f"Secret {name} ({purpose}) does not exist in this namespace",
             )
         )
-    value = _field(secret, key)
+    try:
+        value = (credentials.secret_text(secret, key) or "").strip()
+    except credentials.SecretInvalid:
+        value = ""
     if not value:
         raise _Unanswered(
             failed(reasons.SECRET_INVALID, f"Secret {name} has no readable {key} key")

@@ -25,7 +25,8 @@ class SecretInvalid(Exception):  # noqa: N818 -- a verdict on user input, shown 
     """The Secret exists but does not hold credentials in a shape we understand."""
 
 
-def _field(secret: dict[str, Any], key: str) -> str | None:
+def secret_text(secret: dict[str, Any], key: str) -> str | None:
+    """The text under `key` (stringData or base64 data); None when absent."""
     string_data = secret.get("stringData") or {}
     if key in string_data:
         return str(string_data[key])
@@ -68,26 +69,26 @@ def from_secret(secret: dict[str, Any], host: str) -> Credentials:
     name = (secret.get("metadata") or {}).get("name", "?")
     kind = secret.get("type", "Opaque")
     if kind == DOCKER_CONFIG:
-        raw = _field(secret, ".dockerconfigjson")
+        raw = secret_text(secret, ".dockerconfigjson")
         if raw is None:
             raise SecretInvalid(
                 f"Secret {name} of type {DOCKER_CONFIG} has no .dockerconfigjson key"
             )
         return _from_docker_config(name, raw, host)
     if kind == BASIC_AUTH:
-        username, password = _field(secret, "username"), _field(secret, "password")
+        username, password = secret_text(secret, "username"), secret_text(secret, "password")
         if username is None or password is None:
             raise SecretInvalid(
                 f"Secret {name} of type {BASIC_AUTH} needs username and password keys"
             )
         return Credentials(username, password)
-    token = _field(secret, "token")
+    token = secret_text(secret, "token")
     if token is None:
         raise SecretInvalid(
             f"Secret {name} has none of the expected keys: "
             ".dockerconfigjson, username and password, or token"
         )
-    return Credentials(_field(secret, "username") or "token", token)
+    return Credentials(secret_text(secret, "username") or "token", token)
 
 
 def mlflow_from_secret(secret: dict[str, Any]) -> Credentials:
@@ -95,10 +96,10 @@ def mlflow_from_secret(secret: dict[str, Any]) -> Credentials:
     basic-auth app and the MLFLOW_TRACKING_USERNAME/PASSWORD variables take them), or a `token`
     (a bearer token, as MLFLOW_TRACKING_TOKEN and Databricks personal access tokens)."""
     name = (secret.get("metadata") or {}).get("name", "?")
-    username, password = _field(secret, "username"), _field(secret, "password")
+    username, password = secret_text(secret, "username"), secret_text(secret, "password")
     if username is not None and password is not None:
         return Credentials(username, password)
-    token = _field(secret, "token")
+    token = secret_text(secret, "token")
     if token is not None:
         return Credentials(token=token)
     raise SecretInvalid(
