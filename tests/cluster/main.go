@@ -40,6 +40,8 @@ import (
 	apiserveroptions "k8s.io/kubernetes/cmd/kube-apiserver/app/options"
 	kcmapp "k8s.io/kubernetes/cmd/kube-controller-manager/app"
 	kcmoptions "k8s.io/kubernetes/cmd/kube-controller-manager/app/options"
+	schedulerapp "k8s.io/kubernetes/cmd/kube-scheduler/app"
+	scheduleroptions "k8s.io/kubernetes/cmd/kube-scheduler/app/options"
 )
 
 // defaultControllers are the controllers a test of an operator relies on: Deployments become
@@ -54,6 +56,12 @@ var defaultControllers = []string{
 	"serviceaccount-controller",
 	"resourcequota-controller",
 	"horizontal-pod-autoscaler-controller",
+	// For a node: kube-proxy routes a Service to the pods its EndpointSlices list; a new node's
+	// not-ready taint is lifted once it is Ready; pods mount the cluster's CA from each
+	// namespace's kube-root-ca.crt ConfigMap.
+	"endpointslice-controller",
+	"node-lifecycle-controller",
+	"root-ca-certificate-publisher-controller",
 }
 
 type settings struct {
@@ -67,6 +75,8 @@ type settings struct {
 	apiserverExtra    multiFlag
 	controllerExtra   multiFlag
 	kubeconfigContext string
+	scheduler         bool
+	nodeName          string
 }
 
 // errorOutput is where our own failures go: the real stderr, once klog's output is redirected.
@@ -79,17 +89,26 @@ func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 
 type readyLine struct {
 	Kubeconfig string `json:"kubeconfig"`
-	Server     string `json:"server"`
-	Version    string `json:"version"`
-	Dir        string `json:"dir"`
-	PID        int    `json:"pid"`
+	// Kubeconfigs of the node's components, each with its own identity.
+	NodeKubeconfig  string `json:"nodeKubeconfig"`
+	ProxyKubeconfig string `json:"proxyKubeconfig"`
+	NodeName        string `json:"nodeName"`
+	Server          string `json:"server"`
+	Version         string `json:"version"`
+	Dir             string `json:"dir"`
+	PID             int    `json:"pid"`
 }
 
 func main() {
+	if component, args, ok := nodeComponent(os.Args); ok {
+		os.Exit(runComponent(component, args))
+	}
 	var s settings
 	flag.StringVar(&s.dir, "dir", "", "state directory (PKI, etcd data, kubeconfigs, log); a new temporary one when empty")
 	flag.IntVar(&s.port, "port", 0, "API server port on 127.0.0.1; 0 picks a free one")
-	flag.StringVar(&s.serviceIPRange, "service-cluster-ip-range", "10.96.0.0/16", "Service IP range")
+	// Inside 198.18.0.0/15 (RFC 2544's benchmarking range), like the node's pods: a ClusterIP is
+	// then never an address anywhere else (tests/support/node.py routes it on this machine).
+	flag.StringVar(&s.serviceIPRange, "service-cluster-ip-range", "198.19.0.0/16", "Service IP range")
 	flag.StringVar(&s.controllers, "controllers", strings.Join(defaultControllers, ","), "kube-controller-manager controllers to run")
 	flag.BoolVar(&s.etcdFsync, "etcd-fsync", false, "fsync etcd writes (off: a test cluster needs no durability and a slow disk would dominate every figure)")
 	flag.StringVar(&s.logFile, "log-file", "", "where the components log; default DIR/cluster.log")
@@ -97,6 +116,8 @@ func main() {
 	flag.Var(&s.apiserverExtra, "apiserver-arg", "extra kube-apiserver flag, e.g. --apiserver-arg=--v=2 (repeatable)")
 	flag.Var(&s.controllerExtra, "controller-manager-arg", "extra kube-controller-manager flag (repeatable)")
 	flag.StringVar(&s.kubeconfigContext, "context", "modelyard-test", "context name in the written kubeconfig")
+	flag.BoolVar(&s.scheduler, "scheduler", false, "also run kube-scheduler (only with a node: without one it marks every pod Unschedulable)")
+	flag.StringVar(&s.nodeName, "node-name", "modelyard-node", "name of the node whose kubelet identity (system:node:NAME) is issued")
 	flag.Parse()
 
 	if s.dir == "" {
@@ -136,7 +157,7 @@ func run(s settings) error {
 			return err
 		}
 	}
-	pki, err := ensurePKI(filepath.Join(s.dir, "pki"), s.serviceIPRange)
+	pki, err := ensurePKI(filepath.Join(s.dir, "pki"), s.serviceIPRange, s.nodeName)
 	if err != nil {
 		return fmt.Errorf("certificates: %w", err)
 	}
@@ -157,6 +178,19 @@ func run(s settings) error {
 		return err
 	}
 
+	nodeKubeconfig := filepath.Join(s.dir, "node.kubeconfig")
+	if err := writeKubeconfig(nodeKubeconfig, "kubelet", server, pki.caCert, pki.nodeCert, pki.nodeKey); err != nil {
+		return err
+	}
+	proxyKubeconfig := filepath.Join(s.dir, "kube-proxy.kubeconfig")
+	if err := writeKubeconfig(proxyKubeconfig, "kube-proxy", server, pki.caCert, pki.proxyCert, pki.proxyKey); err != nil {
+		return err
+	}
+	schedulerKubeconfig := filepath.Join(s.dir, "scheduler.kubeconfig")
+	if err := writeKubeconfig(schedulerKubeconfig, "kube-scheduler", server, pki.caCert, pki.schedulerCert, pki.schedulerKey); err != nil {
+		return err
+	}
+
 	apiserverErr := make(chan error, 1)
 	go func() { apiserverErr <- runAPIServer(ctx, s, port, etcdURL, pki) }()
 
@@ -170,13 +204,20 @@ func run(s settings) error {
 
 	controllerErr := make(chan error, 1)
 	go func() { controllerErr <- runControllerManager(ctx, s, controllerKubeconfig, pki) }()
+	schedulerErr := make(chan error, 1)
+	if s.scheduler {
+		go func() { schedulerErr <- runScheduler(ctx, schedulerKubeconfig) }()
+	}
 
 	line, _ := json.Marshal(readyLine{
-		Kubeconfig: adminKubeconfig,
-		Server:     server,
-		Version:    version.Get().GitVersion,
-		Dir:        s.dir,
-		PID:        os.Getpid(),
+		Kubeconfig:      adminKubeconfig,
+		NodeKubeconfig:  nodeKubeconfig,
+		ProxyKubeconfig: proxyKubeconfig,
+		NodeName:        s.nodeName,
+		Server:          server,
+		Version:         version.Get().GitVersion,
+		Dir:             s.dir,
+		PID:             os.Getpid(),
 	})
 	fmt.Println(string(line))
 
@@ -187,6 +228,8 @@ func run(s settings) error {
 		return fmt.Errorf("kube-apiserver stopped: %w", err)
 	case err := <-controllerErr:
 		return fmt.Errorf("kube-controller-manager stopped: %w", err)
+	case err := <-schedulerErr:
+		return fmt.Errorf("kube-scheduler stopped: %w", err)
 	}
 }
 
@@ -231,8 +274,13 @@ func runAPIServer(ctx context.Context, s settings, port int, etcdURL string, pki
 		"--service-account-key-file=" + pki.serviceAccountPublic,
 		"--service-account-signing-key-file=" + pki.serviceAccountKey,
 		"--service-cluster-ip-range=" + s.serviceIPRange,
-		// RBAC as in every production cluster: an operator that lacks a verb gets a 403 here.
-		"--authorization-mode=RBAC",
+		// As in every production cluster: the Node authorizer for kubelets (a node reads only the
+		// Secrets of its own pods), RBAC for everyone else, so an operator that lacks a verb
+		// gets a 403 here.
+		"--authorization-mode=Node,RBAC",
+		// The kubelet is reached (logs, exec) at the node's address; its serving certificate is
+		// its own self-signed one, as on a node without TLS bootstrapping.
+		"--kubelet-preferred-address-types=InternalIP",
 		"--allow-privileged=true",
 	}
 	args = append(args, s.apiserverExtra...)
@@ -290,6 +338,34 @@ func runControllerManager(ctx context.Context, s settings, kubeconfig string, pk
 		return err
 	}
 	return kcmapp.Run(ctx, config.Complete())
+}
+
+// runScheduler runs kube-scheduler as the identity its built-in RBAC role is bound to.
+func runScheduler(ctx context.Context, kubeconfig string) error {
+	opts := scheduleroptions.NewOptions()
+	fs := pflag.NewFlagSet("kube-scheduler", pflag.ContinueOnError)
+	for _, set := range opts.Flags.FlagSets {
+		fs.AddFlagSet(set)
+	}
+	args := []string{
+		"--kubeconfig=" + kubeconfig,
+		"--authentication-kubeconfig=" + kubeconfig,
+		"--authorization-kubeconfig=" + kubeconfig,
+		"--leader-elect=false",
+		// Its health and metrics endpoint would need a port nothing reads.
+		"--secure-port=0",
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := opts.ComponentGlobalsRegistry.Set(); err != nil {
+		return err
+	}
+	completed, scheduler, err := schedulerapp.Setup(ctx, opts)
+	if err != nil {
+		return err
+	}
+	return schedulerapp.Run(ctx, completed, scheduler)
 }
 
 // waitReady waits for /readyz and for the default namespace, which is what a client first needs.

@@ -43,11 +43,15 @@ type pkiFiles struct {
 	adminCert, adminKey  string
 	controllerCert       string
 	controllerKey        string
+	schedulerCert        string
+	schedulerKey         string
+	nodeCert, nodeKey    string
+	proxyCert, proxyKey  string
 	serviceAccountKey    string
 	serviceAccountPublic string
 }
 
-func ensurePKI(dir, serviceIPRange string) (*pkiFiles, error) {
+func ensurePKI(dir, serviceIPRange, nodeName string) (*pkiFiles, error) {
 	files := &pkiFiles{
 		dir:                  dir,
 		caCert:               filepath.Join(dir, "ca.crt"),
@@ -58,6 +62,12 @@ func ensurePKI(dir, serviceIPRange string) (*pkiFiles, error) {
 		adminKey:             filepath.Join(dir, "admin.key"),
 		controllerCert:       filepath.Join(dir, "controller-manager.crt"),
 		controllerKey:        filepath.Join(dir, "controller-manager.key"),
+		schedulerCert:        filepath.Join(dir, "scheduler.crt"),
+		schedulerKey:         filepath.Join(dir, "scheduler.key"),
+		nodeCert:             filepath.Join(dir, "node.crt"),
+		nodeKey:              filepath.Join(dir, "node.key"),
+		proxyCert:            filepath.Join(dir, "kube-proxy.crt"),
+		proxyKey:             filepath.Join(dir, "kube-proxy.key"),
 		serviceAccountKey:    filepath.Join(dir, "sa.key"),
 		serviceAccountPublic: filepath.Join(dir, "sa.pub"),
 	}
@@ -132,6 +142,25 @@ func ensurePKI(dir, serviceIPRange string) (*pkiFiles, error) {
 	}
 	if err := issue(files.controllerCert, files.controllerKey, controller, ca, caKey, 4); err != nil {
 		return nil, err
+	}
+
+	// The scheduler, the kubelet and kube-proxy too, each as the user the built-in policy
+	// binds its role to (the kubelet is authorised by the Node authorizer as its node).
+	components := []*x509.Certificate{
+		{Subject: pkix.Name{CommonName: "system:kube-scheduler"}},
+		{Subject: pkix.Name{CommonName: "system:node:" + nodeName, Organization: []string{"system:nodes"}}},
+		{Subject: pkix.Name{CommonName: "system:kube-proxy"}},
+	}
+	paths := [][2]string{
+		{files.schedulerCert, files.schedulerKey},
+		{files.nodeCert, files.nodeKey},
+		{files.proxyCert, files.proxyKey},
+	}
+	for i, template := range components {
+		template.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
+		if err := issue(paths[i][0], paths[i][1], template, ca, caKey, int64(5+i)); err != nil {
+			return nil, err
+		}
 	}
 
 	serviceAccountKey, err := newKey()
