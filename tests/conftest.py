@@ -1,8 +1,10 @@
-"""Fixtures: one real control plane per session, a namespace and a fault proxy per test."""
+"""Fixtures: one real control plane (and real node) per session, a namespace and a fault proxy
+per test."""
 
 from __future__ import annotations
 
 import collections
+import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -11,8 +13,16 @@ from typing import Any
 import pytest
 
 from support import control_plane
-from support.cluster import KEDA_CRD, Cluster, Session, install_crds, install_relaxed_crds
+from support.cluster import (
+    KEDA_CRD,
+    Cluster,
+    RealNode,
+    Session,
+    install_crds,
+    install_relaxed_crds,
+)
 from support.operator_process import OperatorProcess
+from support.workloads import NODE_OPERATOR_CONFIG
 
 #: Filled by the session fixture; read by the summary at the end of the run.
 SERVER: dict[str, str] = {}
@@ -31,11 +41,26 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 @pytest.fixture(scope="session")
 def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
-    """The control plane of tests/cluster, started once; CRDs and the operator's RBAC in place."""
-    started = Session.start(tmp_path_factory.mktemp("kubernetes"))
+    """The control plane of tests/cluster, started once; CRDs and the operator's RBAC in place;
+    a real node joined to it where the machine can run containers."""
+    started = Session.start(tmp_path_factory.mktemp("kubernetes"), with_node=True)
     SERVER.update(version=started.plane.version, server=started.plane.server)
+    if started.real_node is not None:
+        SERVER.update(node=started.real_node.name)
     yield started
     started.stop()
+
+
+@pytest.fixture
+def real_node(session: Session) -> RealNode:
+    """The session's real node; without one (not root, no containerd) the test is skipped
+    with the reason, and in CI it fails: CI installs everything a node needs."""
+    if session.real_node is None:
+        message = f"no real node: {session.no_node}"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return session.real_node
 
 
 @pytest.fixture
@@ -57,6 +82,19 @@ def cluster(session: Session, request: pytest.FixtureRequest) -> Iterator[Cluste
 async def operator(cluster: Cluster, tmp_path: Path) -> AsyncIterator[OperatorProcess]:
     """`modelyard run` under the chart's RBAC, through the proxy; SIGTERM after the test."""
     process = OperatorProcess(cluster.operator_kubeconfig(tmp_path), tmp_path).start()
+    yield process
+    await process.stop()
+
+
+@pytest.fixture
+async def node_operator(
+    real_node: RealNode, cluster: Cluster, tmp_path: Path
+) -> AsyncIterator[OperatorProcess]:
+    """`modelyard run` as `operator`, probing Models through their ClusterIPs, which the real
+    node's kube-proxy routes from this machine (a DNS name of the cluster would not resolve)."""
+    process = OperatorProcess(
+        cluster.operator_kubeconfig(tmp_path), tmp_path, config=NODE_OPERATOR_CONFIG
+    ).start()
     yield process
     await process.stop()
 
@@ -99,13 +137,26 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     )
     for path, count in sorted(per_file.items()):
         terminalreporter.write_line(f"  {path}: {count}")
+    on_node = [report for report in on_server if "real_node" in report.keywords]
+    if on_node:
+        terminalreporter.write_line(
+            f"{len(on_node)} of them ran pods on the real node {SERVER.get('node')} "
+            "(kube-scheduler, kubelet, containerd + runc, CNI bridge, kube-proxy):"
+        )
+        for path, count in sorted(
+            collections.Counter(r.nodeid.split("::")[0] for r in on_node).items()
+        ):
+            terminalreporter.write_line(f"  {path}: {count}")
     if BUILD:
         how = "reused from .cache/testcluster" if BUILD["cached"] else "built from Go modules"
         terminalreporter.write_line(f"control plane binary: {how} in {BUILD['seconds']:.1f} s")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Mark every test that uses the real control plane, for the summary above."""
+    """Mark every test that uses the real control plane (and the real node), for the summary
+    above."""
     for item in items:
         if "session" in getattr(item, "fixturenames", ()):
             item.add_marker("real_server")
+        if "real_node" in getattr(item, "fixturenames", ()):
+            item.add_marker("real_node")

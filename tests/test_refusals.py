@@ -231,7 +231,7 @@ async def test_a_full_service_ip_range_is_child_rejected_not_silence(tmp_path: P
     Service finds no address each say ChildRejected with the server's words; the others are
     Applied."""
     small = await asyncio.to_thread(
-        Session.start, tmp_path, ["--service-cluster-ip-range=10.97.0.0/29"]
+        Session.start, tmp_path, ["--service-cluster-ip-range=198.19.255.0/29"]
     )
     view = Cluster(small, "ip-range")
     operator = OperatorProcess(view.operator_kubeconfig(tmp_path), tmp_path).start()

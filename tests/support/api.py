@@ -148,6 +148,13 @@ class Api:
             )
         return payload
 
+    def text(self, path: str) -> str:
+        """A plain-text answer, such as a pod's log (`kubectl logs`)."""
+        response = self._pool.request("GET", self.server + path, timeout=30)
+        if response.status >= 400:
+            raise ApiRefusal(response.status, str(response.reason), response.data.decode()[:500])
+        return str(response.data.decode(errors="replace"))
+
     # -- reads --------------------------------------------------------------------------------
 
     def get(self, resource: str, namespace: str | None, name: str) -> Obj | None:

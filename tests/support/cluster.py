@@ -5,6 +5,9 @@ KEDA's ScaledObject CRD: KEDA itself does not run here, the tests play it), and 
 operator's identity exactly as the Helm chart does: a ServiceAccount bound to the ClusterRole
 that `helm template` renders. The operator runs with that service account's token, through a
 fault proxy, so every call it makes is authorised by the real server under the chart's RBAC.
+Where the machine can run containers, a real node joins the cluster (kube-scheduler, a kubelet
+on containerd, kube-proxy; `support.node`) with a local registry behind basic auth holding the
+model server's image (`support.images`): pods run for real.
 
 Each test gets a fresh namespace and its own proxy (its own request log and faults). At the
 end its objects are removed — finalizers the operator would have cleared included — so the next
@@ -27,10 +30,12 @@ from typing import Any
 import urllib3
 import yaml
 
-from support import control_plane
+from support import control_plane, images
 from support.api import Api, ApiRefusal, Obj, resource_path
 from support.fault_proxy import Fault, FaultProxy, Served
 from support.helm import Helm, helm_binary
+from support.node import Node, unavailable
+from support.registry import LocalRegistry
 
 ROOT = Path(__file__).resolve().parents[2]
 SUPPORT = Path(__file__).resolve().parent
@@ -131,30 +136,116 @@ def operator_identity(api: Api, tmp: Path, account: str = OPERATOR_ACCOUNT, *val
 
 
 @dataclass
+class RealNode:
+    """The session's node, and the registry its pods pull the model server from."""
+
+    node: Node
+    registry: LocalRegistry
+    images: images.Images
+    #: The model server as pushed: `registry.host/repository@digest`, tag 1.0.0.
+    digest: str
+
+    @property
+    def name(self) -> str:
+        return self.node.name
+
+    @property
+    def credentials(self) -> tuple[str, str]:
+        assert self.registry.auth is not None
+        return self.registry.auth
+
+    @property
+    def repository(self) -> str:
+        return images.MODEL_SERVER_REPOSITORY
+
+    def push(self, tag: str, variant: str | None = None) -> str:
+        """The model server pushed as `tag` (another `variant`: another digest); its digest."""
+        return self.images.push_model_server(self.registry.host, self.credentials, tag, variant)
+
+    @classmethod
+    def start(cls, plane: control_plane.ControlPlane, api: Api, tmp: Path) -> RealNode:
+        registry = LocalRegistry(tmp / "node-registry", auth=("modelyard-puller", "n0de-pull"))
+        asyncio.run(registry.start())
+        try:
+            built = images.build()
+            digest = built.push_model_server(registry.host, registry.auth or ("", ""), "1.0.0")
+            started = Node(
+                directory=tmp / "node",
+                binary=control_plane.build(),
+                kubeconfig=plane.node_kubeconfig,
+                proxy_kubeconfig=plane.proxy_kubeconfig,
+                name=plane.node_name,
+                registry=registry.host,
+                pause_archive=built.pause_archive(),
+            ).start()
+        except BaseException:
+            asyncio.run(registry.stop())
+            raise
+        real = cls(started, registry, built, digest)
+        try:
+            real.wait_ready(api)
+        except BaseException:
+            real.stop()
+            raise
+        return real
+
+    def wait_ready(self, api: Api, timeout: float = 60) -> None:
+        """Until the Node is Ready and the node lifecycle controller has lifted its not-ready
+        taint (the scheduler places nothing before)."""
+        deadline = time.monotonic() + timeout
+        last: Obj | None = None
+        while time.monotonic() < deadline:
+            self.node.check()
+            last = api.get("v1/nodes", None, self.name)
+            status, spec = (last or {}).get("status", {}), (last or {}).get("spec", {})
+            conditions = {c["type"]: c["status"] for c in status.get("conditions", [])}
+            if conditions.get("Ready") == "True" and not spec.get("taints"):
+                return
+            time.sleep(0.2)
+        raise RuntimeError(f"node {self.name} not ready: {last and last.get('status')}")
+
+    def stop(self) -> None:
+        self.node.stop()
+        asyncio.run(self.registry.stop())
+
+
+@dataclass
 class Session:
-    """What every test of the session shares: the control plane and the operator's identity."""
+    """What every test of the session shares: the control plane and the operator's identity,
+    and the real node when this machine can run one."""
 
     plane: control_plane.ControlPlane
     api: Api
     token: str
     tmp: Path
     numbers: itertools.count[int] = field(default_factory=itertools.count)
+    real_node: RealNode | None = None
+    #: Why there is no node (None when there is one, or none was asked for).
+    no_node: str | None = None
 
     @classmethod
-    def start(cls, tmp: Path, args: list[str] | None = None) -> Session:
+    def start(cls, tmp: Path, args: list[str] | None = None, with_node: bool = False) -> Session:
         """A control plane with the CRDs and the operator's identity; `args` go to
-        tests/cluster (a second, differently configured server for one test)."""
+        tests/cluster (a second, differently configured server for one test). `with_node`:
+        a real node too, where the machine can run containers."""
+        no_node = unavailable() if with_node else None
+        args = list(args or [])
+        if with_node and no_node is None:
+            args.append("--scheduler")
         plane = control_plane.start(tmp / "cluster", args)
         try:
             api = Api(plane.server, plane.pki)
             install_crds(api)
             token = operator_identity(api, tmp)
+            real_node = RealNode.start(plane, api, tmp) if with_node and no_node is None else None
         except BaseException:
             plane.stop()
             raise
-        return cls(plane, api, token, tmp)
+        return cls(plane, api, token, tmp, real_node=real_node, no_node=no_node)
 
     def stop(self) -> None:
+        if self.real_node is not None:
+            self.real_node.stop()
         self.plane.stop(grace=1)
 
     def namespace_name(self, test_name: str) -> str:

@@ -112,6 +112,10 @@ class ControlPlane:
     server: str
     version: str
     directory: Path
+    #: The node's components' kubeconfigs (the kubelet as system:node:NAME, kube-proxy).
+    node_kubeconfig: Path
+    proxy_kubeconfig: Path
+    node_name: str
 
     @property
     def pki(self) -> Path:
@@ -165,6 +169,9 @@ def start(
         server=ready["server"],
         version=ready["version"],
         directory=directory,
+        node_kubeconfig=Path(ready["nodeKubeconfig"]),
+        proxy_kubeconfig=Path(ready["proxyKubeconfig"]),
+        node_name=ready["nodeName"],
     )
 
 
