@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from modelyard.api.v1alpha1 import Model, ModelTemplate, Registry, parse
+from modelyard.api.v1alpha1 import Model, ModelTemplate, Registry, RegistryStatus, parse
 from modelyard.builders import drift
 from modelyard.builders import workload as wl
 from modelyard.builders.plan import check_template, plan_model
@@ -35,9 +35,12 @@ def typed(kind: str, name: str, **changes: Any) -> Any:
 
 
 def registries() -> dict[str, Registry]:
+    """The examples' registries as the operator leaves them once checked: quay's pull Secret
+    (the robot account's dockerconfigjson) published."""
+    quay = typed("Registry", "quay")
     return {
         "dockerhub": typed("Registry", "dockerhub"),
-        "quay": typed("Registry", "quay"),
+        "quay": quay.model_copy(update={"status": RegistryStatus(pull_secret="quay-robot")}),
     }
 
 
@@ -263,8 +266,12 @@ def test_keda_missing_is_an_error_not_a_silent_one() -> None:
 def test_startup_probe_is_sized_to_the_startup_timeout() -> None:
     template = typed(*RERANKER, spec__startupTimeoutSeconds=600)
     probe = container(plan(typed("Model", "my-reranking-model"), template).children)["startupProbe"]
-    # 600 s from container start, the first 120 s of which are the readiness delay.
-    assert probe["initialDelaySeconds"] + probe["periodSeconds"] * probe["failureThreshold"] == 600
+    # 600 s from container start, the first 120 s of which are the readiness delay: the
+    # kubelet's last check, whose failure restarts the container, comes at 600 s.
+    last_check = probe["initialDelaySeconds"] + probe["periodSeconds"] * (
+        probe["failureThreshold"] - 1
+    )
+    assert last_check == 600
     children = plan(typed("Model", "my-reranking-model"), template).children
     assert children is not None
     assert children.deployment["spec"]["progressDeadlineSeconds"] > 600

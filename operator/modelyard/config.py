@@ -97,9 +97,10 @@ class Probes(_Config):
     """How often the operator asks Models whether they answer, and where it finds them.
 
     `serviceAddress` is where a Model's Service is reached from the operator: in the cluster,
-    its DNS name. An operator run outside the cluster (`make run` against a remote cluster
-    with a port-forward, or the tests, whose model servers listen on loopback) sets it to
-    what it can reach; `{name}`, `{namespace}` and `{port}` are filled in.
+    its DNS name. An operator run outside the cluster sets it to what it can reach:
+    `{clusterIP}:{port}` on a machine whose kube-proxy routes Services (a node, or the tests'
+    cluster), or an address behind a port-forward; `{name}`, `{namespace}`, `{port}` and
+    `{clusterIP}` (the Service's) are filled in.
     """
 
     interval_seconds: int = Field(60, alias="intervalSeconds", ge=1, le=86400)

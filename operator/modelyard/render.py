@@ -27,10 +27,11 @@ from modelyard.api.v1alpha1 import (
     ModelVersion,
     ModelVersionStatus,
     Registry,
+    RegistryStatus,
     parse,
 )
 from modelyard.builders import external as external_children
-from modelyard.builders.plan import check_template, image_host, plan_model
+from modelyard.builders.plan import check_template, image_host, plan_model, pull_secret_name
 from modelyard.config import OperatorConfig
 from modelyard.status import reasons
 from modelyard.status.conditions import now
@@ -129,11 +130,27 @@ def _assume_verified(version: ModelVersion, registries: dict[str, Registry]) -> 
     return version.model_copy(update={"status": status})
 
 
+def _assume_checked(registry: Registry, secret_types: dict[tuple[str, str], str]) -> Registry:
+    """Offline, a Registry publishes the pull Secret the operator would: decided by its
+    credentials Secret's type when that Secret is among the files, else the operator's own."""
+    namespace = registry.metadata.namespace or "default"
+    secret_type = secret_types.get((namespace, registry.spec.credentials_secret or ""))
+    name = pull_secret_name(registry, secret_type)
+    if name is None:
+        return registry
+    return registry.model_copy(update={"status": RegistryStatus(pull_secret=name)})
+
+
 def render(paths: Iterable[str], config: OperatorConfig) -> Rendered:
     result = Rendered()
     typed: list[tuple[Document, Resource]] = []
+    secret_types: dict[tuple[str, str], str] = {}
     for document in load_documents(paths, result.errors):
         body = document.body
+        if body.get("apiVersion") == "v1" and body.get("kind") == "Secret":
+            metadata = body.get("metadata") or {}
+            key = (str(metadata.get("namespace") or "default"), str(metadata.get("name")))
+            secret_types[key] = str(body.get("type") or "Opaque")
         if body.get("apiVersion") != API_VERSION:
             continue  # Secrets and other kinds ride along in the same files
         try:
@@ -146,7 +163,9 @@ def render(paths: Iterable[str], config: OperatorConfig) -> Rendered:
     def namespaced(resource: Resource) -> tuple[str, str]:
         return resource.metadata.namespace or "default", resource.metadata.name
 
-    registries = {namespaced(r): r for _, r in typed if isinstance(r, Registry)}
+    registries = {
+        namespaced(r): _assume_checked(r, secret_types) for _, r in typed if isinstance(r, Registry)
+    }
     templates = {namespaced(r): r for _, r in typed if isinstance(r, ModelTemplate)}
     for document, template in ((d, r) for d, r in typed if isinstance(r, ModelTemplate)):
         verdict = check_template(template, config)

@@ -17,6 +17,8 @@ from pydantic import (
     ConfigDict,
     Field,
     GetJsonSchemaHandler,
+    StrictBool,
+    StrictInt,
     StringConstraints,
 )
 from pydantic.json_schema import JsonSchemaValue
@@ -199,7 +201,11 @@ class _ScalarValue:
         return {"x-kubernetes-preserve-unknown-fields": True}
 
 
-ScalarValue = Annotated[str | bool | int | float, Field(union_mode="left_to_right"), _ScalarValue]
+#: Strict booleans and integers: in lax mode pydantic reads 0 and 1 as booleans, and a float
+#: parameter's default of 0 would become `false`.
+ScalarValue = Annotated[
+    str | StrictBool | StrictInt | float, Field(union_mode="left_to_right"), _ScalarValue
+]
 
 
 class ConditionStatus(StrEnum):

@@ -18,8 +18,9 @@ from typing import Any
 APPLIED_HASH = "modelyard.dev/applied-hash"
 #: Where a kept child holds its whole spec, as compressed JSON (see `packed`).
 PACKED_SPEC = "packedSpec"
-#: The few spec fields status is computed from, kept readable.
-READ_SPEC_FIELDS = ("replicas", "progressDeadlineSeconds")
+#: The few spec fields status is computed from (and a Service's address, where the probe
+#: reaches it), kept readable.
+READ_SPEC_FIELDS = ("replicas", "progressDeadlineSeconds", "clusterIP")
 KEPT_METADATA = (
     "name",
     "namespace",

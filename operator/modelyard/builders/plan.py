@@ -19,6 +19,7 @@ from modelyard.api.v1alpha1 import (
     ModelTemplate,
     ModelVersion,
     Registry,
+    RegistryType,
     TemplateImage,
 )
 from modelyard.builders import parameters as params
@@ -50,11 +51,39 @@ def image_host(registry: Registry) -> str:
     return str(urlsplit(registry.spec.url).netloc)
 
 
-def pull_secrets(registry: Registry) -> list[str]:
-    """The Secret pods use to pull from `registry`, as the Registry reconcile published it."""
+#: The Secret type pods pull with (`kubectl create secret docker-registry`).
+DOCKER_CONFIG_SECRET = "kubernetes.io/dockerconfigjson"
+
+
+def pull_secret_name(registry: Registry, secret_type: str | None) -> str | None:
+    """The Secret pods pull from `registry` with, given its credentials Secret's type: the
+    user's own when it is a dockerconfigjson, else one the operator writes from it. A
+    function of the spec and the Secret, never of whether the registry answered lately."""
+    if registry.spec.type is not RegistryType.OCI or not registry.spec.credentials_secret:
+        return None
+    if secret_type == DOCKER_CONFIG_SECRET:
+        return str(registry.spec.credentials_secret)
+    return f"{registry.metadata.name}-pull"
+
+
+def pull_secrets(registry: Registry) -> list[str] | None:
+    """The Secret pods use to pull from `registry`, as the Registry reconcile published it;
+    None while a Registry with credentials has not published one yet.
+
+    Never the credentials Secret itself in its place: a basic-auth or token Secret is not a
+    pull Secret (the kubelet ignores it and the pull fails with 401), and a Deployment made
+    with it would roll again the moment the real one is published."""
     if registry.status and registry.status.pull_secret:
         return [registry.status.pull_secret]
-    return [registry.spec.credentials_secret] if registry.spec.credentials_secret else []
+    return None if registry.spec.credentials_secret else []
+
+
+def registry_reason(registry: Registry) -> str:
+    """What the Registry's Ready condition says, for a message that depends on it."""
+    for condition in (registry.status.conditions if registry.status else None) or []:
+        if condition.type == "Ready":
+            return f"{condition.reason}: {condition.message}"
+    return "not checked yet"
 
 
 def template_image_reference(
@@ -342,8 +371,21 @@ def plan_model(
         )
     checks[reasons.AUTOSCALING] = scaling_check
 
+    pulling = pull_secrets(registry) if registry is not None else []
+    if pulling is None and registry is not None and reasons.VERSION_RESOLVED not in checks:
+        checks[reasons.VERSION_RESOLVED] = failed(
+            reasons.REGISTRY_NOT_READY,
+            f"Registry {registry.metadata.name} has not published the pull Secret for its "
+            f"credentials yet ({registry_reason(registry)})",
+        )
     plan = Plan(checks, resolved_version=resolved_version, secrets=resolved_parameters.secret_names)
-    if plan.blocking is not None or image is None or scaling is None or registry is None:
+    if (
+        plan.blocking is not None
+        or image is None
+        or scaling is None
+        or registry is None
+        or pulling is None
+    ):
         return plan
     workload = wl.Workload(
         name=name,
@@ -354,7 +396,7 @@ def plan_model(
         env=_with(wl.environment(template.spec, resolved_parameters.env), resolved.env),
         scaling=scaling,
         gpu=gpu,
-        pull_secrets=pull_secrets(registry),
+        pull_secrets=pulling,
         owner_uid=model.metadata.uid,
         version=resolved_version,
     )

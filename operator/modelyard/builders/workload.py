@@ -111,11 +111,14 @@ def _probes(template: ModelTemplateSpec) -> Manifest:
             template.startup_timeout_seconds - readiness.initial_delay_seconds,
             STARTUP_PROBE_PERIOD,
         )
+        # The kubelet checks at the delay and every period after it; the threshold-th failed
+        # check (at delay + period * (threshold - 1)) restarts the container: that one must
+        # not come before the budget is spent.
         probes["startupProbe"] = {
             "httpGet": dict(http_get),
             "initialDelaySeconds": readiness.initial_delay_seconds,
             "periodSeconds": STARTUP_PROBE_PERIOD,
-            "failureThreshold": math.ceil(budget / STARTUP_PROBE_PERIOD),
+            "failureThreshold": math.ceil(budget / STARTUP_PROBE_PERIOD) + 1,
         }
     return probes
 

@@ -86,7 +86,9 @@ def _trim_container(container: Manifest) -> Manifest:
     if terminated:
         kept["lastState"] = {
             "terminated": {
-                k: terminated[k] for k in ("exitCode", "reason", "message") if k in terminated
+                k: terminated[k]
+                for k in ("exitCode", "reason", "message", "startedAt", "finishedAt")
+                if k in terminated
             }
         }
     return kept

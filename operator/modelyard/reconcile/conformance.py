@@ -86,8 +86,11 @@ def service_target(
     probe: Probe,
     revision: str,
     config: Probes,
+    cluster_ip: str = "",
 ) -> Target:
-    address = config.service_address.format(name=name, namespace=namespace, port=port)
+    address = config.service_address.format(
+        name=name, namespace=namespace, port=port, clusterIP=cluster_ip
+    )
     return Target(
         namespace=namespace,
         url=f"http://{address}",

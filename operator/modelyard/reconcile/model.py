@@ -251,6 +251,8 @@ def _conformance(
     desired_hash: str,
     prober: Prober | None,
     config: OperatorConfig,
+    *,
+    service: Manifest | None,
 ) -> conditions.Check | None:
     """The Conformant condition of a Model whose template declares a probe (else None)."""
     if prober is None or workload is None or workload.template.probe is None:
@@ -269,6 +271,7 @@ def _conformance(
         probe=probe,
         revision=desired_hash,
         config=config.probes,
+        cluster_ip=str(((service or {}).get("spec") or {}).get("clusterIP") or ""),
     )
     verdict = prober.verdict(key, target)
     if verdict is None or verdict.conformant is None:
@@ -340,7 +343,13 @@ async def reconcile_model(
         pod_annotations = plan.children.deployment["spec"]["template"]["metadata"]["annotations"]
         desired_hash = pod_annotations["modelyard.dev/spec-hash"]
     min_workers = workload.scaling.min_workers if workload else 1
-    observation = observe(deployment, world.pods, desired_hash, min_workers)
+    observation = observe(
+        deployment,
+        world.pods,
+        desired_hash,
+        min_workers,
+        workload.template.startup_timeout_seconds if workload else None,
+    )
     if model is None:
         return await _write_broken(body, previous, blocking, kube, outcome)
     autoscaler = world.children.get("ScaledObject") or world.children.get("HorizontalPodAutoscaler")
@@ -353,7 +362,14 @@ async def reconcile_model(
         workload=workload,
         refused=outcome.refused,
         autoscaler=autoscaler,
-        conformant=_conformance(workload, observation, desired_hash, prober, config),
+        conformant=_conformance(
+            workload,
+            observation,
+            desired_hash,
+            prober,
+            config,
+            service=world.children.get("Service"),
+        ),
     )
     outcome.state, outcome.reason = status["state"], status["conditions"][-1]["reason"]
     scaling = conditions.find(status["conditions"], reasons.AUTOSCALING)

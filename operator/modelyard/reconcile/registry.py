@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from modelyard import metrics
 from modelyard.api.v1alpha1 import API_VERSION, Registry, RegistryType
+from modelyard.builders.plan import pull_secret_name
 from modelyard.kube import Kube
 from modelyard.reconcile.common import describe, status_changed
 from modelyard.registry import credentials as creds
@@ -150,12 +151,12 @@ async def _pull_secret(
     credentials: Credentials,
     secret: Manifest | None,
 ) -> str | None:
-    """The Secret pods pull with: the user's own when it is a dockerconfigjson, else one we own."""
-    if secret is None or registry.spec.type is not RegistryType.OCI:
+    """The Secret pods pull with (`pull_secret_name`), written when it is ours."""
+    if secret is None:
         return None
-    if secret.get("type") == creds.DOCKER_CONFIG:
-        return registry.spec.credentials_secret
-    name = f"{registry.metadata.name}-pull"
+    name = pull_secret_name(registry, secret.get("type"))
+    if name is None or name == registry.spec.credentials_secret:
+        return name
     document = creds.docker_config(connection.client.endpoint.host, credentials)
     digest = hashlib.sha256(document.encode()).hexdigest()
     if connection.pull_secret_hash != digest:
@@ -222,11 +223,9 @@ async def reconcile_registry(
             credentials, secret = await _credentials(kube, registry, endpoint.host)
             connection = await connections.put(key, endpoint, credentials, registry.spec.type)
             connection.check_interval = registry.spec.check_interval_seconds
-            with metrics.REGISTRY_CHECK_SECONDS.time():
-                if connection.mlflow is not None:
-                    await connection.mlflow.ping()
-                else:
-                    await connection.client.ping()
+            # Before the ping: the pull Secret follows from the credentials, not from whether
+            # the registry answered just now. An outage must not change what pods pull with
+            # (every Model on the registry would roll).
             pull_secret = await _pull_secret(
                 kube,
                 registry,
@@ -235,6 +234,11 @@ async def reconcile_registry(
                 credentials=credentials,
                 secret=secret,
             )
+            with metrics.REGISTRY_CHECK_SECONDS.time():
+                if connection.mlflow is not None:
+                    await connection.mlflow.ping()
+                else:
+                    await connection.client.ping()
             verdict = conditions.passed(
                 reasons.REACHABLE, f"{endpoint.host} answers with the given credentials"
             )

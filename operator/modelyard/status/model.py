@@ -9,6 +9,7 @@ model that never passed its startup probe, a GPU the scheduler cannot find.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from modelyard.api.v1alpha1 import ModelState
@@ -32,7 +33,36 @@ class Observation:
     ready_replicas: int
 
 
-def _pod_failure(pod: Manifest) -> Check | None:
+def _seconds_between(start: str | None, end: str | None) -> float | None:
+    if not start or not end:
+        return None
+    try:
+        return (
+            datetime.fromisoformat(end.replace("Z", "+00:00"))
+            - datetime.fromisoformat(start.replace("Z", "+00:00"))
+        ).total_seconds()
+    except ValueError:
+        return None
+
+
+def _timed_out(container: Manifest, startup_timeout: int | None) -> bool:
+    """Whether the kubelet killed the container for failing its startup probe, rather than
+    the container exiting by itself.
+
+    The exit code cannot tell: a server that handles SIGTERM exits 0 or 2, and PID 1 in a
+    container ignores a signal it has no handler for. What tells is how long it ran: a
+    container restarted by the startup probe ran its whole budget without ever passing it."""
+    if container.get("started") is not False:
+        return False
+    last = (container.get("lastState") or {}).get("terminated") or {}
+    ran = _seconds_between(last.get("startedAt"), last.get("finishedAt"))
+    if ran is not None and startup_timeout:
+        # Timestamps have whole seconds.
+        return ran >= startup_timeout - 1
+    return last.get("exitCode") in (137, 143)
+
+
+def _pod_failure(pod: Manifest, startup_timeout: int | None = None) -> Check | None:
     """The first reason this pod cannot serve that is the user's to fix, if any."""
     status = pod.get("status") or {}
     name = (pod.get("metadata") or {}).get("name", "?")
@@ -54,15 +84,18 @@ def _pod_failure(pod: Manifest) -> Check | None:
                 reasons.IMAGE_PULL_BACK_OFF,
                 f"pod {name} cannot pull {container.get('image', 'its image')}: {message}".strip(),
             )
+        restarted = int(container.get("restartCount") or 0) > 0
+        if (reason == "CrashLoopBackOff" or restarted) and _timed_out(container, startup_timeout):
+            # Running again or waiting to: the kubelet restarts a container its startup probe
+            # gave up on, often at once, so the loop shows in the last run, not the state.
+            return failed(
+                reasons.STARTUP_TIMEOUT,
+                f"pod {name}: the model did not pass its startup probe in time and was "
+                f"restarted {container.get('restartCount', 0)} times; raise "
+                "startupTimeoutSeconds if it loads slowly",
+            )
         if reason == "CrashLoopBackOff":
             last = (container.get("lastState") or {}).get("terminated") or {}
-            if container.get("started") is False and last.get("exitCode") in (137, 143):
-                return failed(
-                    reasons.STARTUP_TIMEOUT,
-                    f"pod {name}: the model did not pass its startup probe in time and was "
-                    f"restarted {container.get('restartCount', 0)} times; raise "
-                    "startupTimeoutSeconds if it loads slowly",
-                )
             exit_code = last.get("exitCode")
             detail = (
                 f" (exit code {exit_code}: {last.get('reason', '')})"
@@ -89,8 +122,10 @@ def observe(
     pods: list[Manifest],
     desired_hash: str,
     min_workers: int,
+    startup_timeout: int | None = None,
 ) -> Observation:
-    """Decide the workload's state from the Deployment and the Model's pods."""
+    """Decide the workload's state from the Deployment and the Model's pods (whose startup
+    budget is `startup_timeout` seconds)."""
     if deployment is None:
         return Observation(
             failed(reasons.DEPLOYING, "waiting for the Deployment to be created"),
@@ -116,7 +151,7 @@ def observe(
         == desired_hash
         and not (pod.get("metadata") or {}).get("deletionTimestamp")
     ]
-    failures = [f for f in (_pod_failure(pod) for pod in current) if f is not None]
+    failures = [f for f in (_pod_failure(pod, startup_timeout) for pod in current) if f is not None]
     replica_failure = _deployment_condition(deployment, "ReplicaFailure")
     if replica_failure and replica_failure.get("status") == "True":
         # A pod quota, a policy on pods, a LimitRange: the ReplicaSet controller cannot create
@@ -178,6 +213,17 @@ def observe(
     ):
         return result(
             passed(reasons.AVAILABLE_REASON, f"{available} of {desired} workers ready"),
+            ModelState.READY,
+        )
+    if replicas == updated and available >= max(min_workers, 1):
+        # Every worker is of the current revision and at least the minimum serve: the
+        # autoscaler is adding (or removing) workers. That is not a rollout, and a Model that
+        # serves must not flap out of READY each time its autoscaler acts.
+        return result(
+            passed(
+                reasons.AVAILABLE_REASON,
+                f"{available} of {desired} workers ready, {desired - available} starting",
+            ),
             ModelState.READY,
         )
     return result(
