@@ -44,7 +44,7 @@ run: $(PACKAGE_STAMP) ## Run the operator against the cluster of your current ku
 	$(BIN)/modelyard run $(if $(NAMESPACE),--namespace $(NAMESPACE)) $(if $(CONFIG),--config $(CONFIG))
 
 .PHONY: cluster
-cluster: $(PACKAGE_STAMP) ## A real control plane on loopback (tests/cluster) with the CRDs; prints its kubeconfig.
+cluster: $(STAMP) ## A real cluster on this machine: control plane, one node (as root), a registry, the CRDs; prints what to run.
 	cd tests && ../$(BIN)/python -m support.control_plane
 
 .PHONY: crds

@@ -41,31 +41,47 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 @pytest.fixture(scope="session")
 def session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
-    """The control plane of tests/cluster, started once; CRDs and the operator's RBAC in place;
-    a real node joined to it where the machine can run containers."""
-    started = Session.start(tmp_path_factory.mktemp("kubernetes"), with_node=True)
+    """The control plane of tests/cluster, started once; CRDs and the operator's RBAC in place.
+    It has no node: tests whose subject is not a pod (schemas, RBAC, API faults, bad input)
+    run here, where a pod stays Pending unless the test plays its kubelet."""
+    started = Session.start(tmp_path_factory.mktemp("kubernetes"))
     SERVER.update(version=started.plane.version, server=started.plane.server)
+    yield started
+    started.stop()
+
+
+@pytest.fixture(scope="session")
+def node_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
+    """A second control plane, with kube-scheduler and a real node joined to it, started the
+    first time a test asks for the node: there every pod runs for real, and nothing plays the
+    kubelet."""
+    started = Session.start(tmp_path_factory.mktemp("kubernetes-node"), with_node=True)
+    SERVER.setdefault("version", started.plane.version)
+    SERVER.setdefault("server", started.plane.server)
     if started.real_node is not None:
-        SERVER.update(node=started.real_node.name)
+        SERVER.update(node=started.real_node.name, node_server=started.plane.server)
     yield started
     started.stop()
 
 
 @pytest.fixture
-def real_node(session: Session) -> RealNode:
-    """The session's real node; without one (not root, no containerd) the test is skipped
-    with the reason, and in CI it fails: CI installs everything a node needs."""
-    if session.real_node is None:
-        message = f"no real node: {session.no_node}"
+def real_node(node_session: Session) -> RealNode:
+    """The real node; without one (not root, no containerd) the test is skipped with the
+    reason, and in CI it fails: CI installs everything a node needs."""
+    if node_session.real_node is None:
+        message = f"no real node: {node_session.no_node}"
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
-    return session.real_node
+    return node_session.real_node
 
 
 @pytest.fixture
-def cluster(session: Session, request: pytest.FixtureRequest) -> Iterator[Cluster]:
-    """This test's namespace on the real API server, and its own fault proxy."""
+def cluster(request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """This test's namespace on the real API server (the one with the node when the test uses
+    `real_node`), and its own fault proxy."""
+    on_node = "real_node" in request.fixturenames
+    session: Session = request.getfixturevalue("node_session" if on_node else "session")
     view = Cluster(session, session.namespace_name(request.node.name))
     yield view
     view.close()
@@ -141,7 +157,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if on_node:
         terminalreporter.write_line(
             f"{len(on_node)} of them ran pods on the real node {SERVER.get('node')} "
-            "(kube-scheduler, kubelet, containerd + runc, CNI bridge, kube-proxy):"
+            "(kube-scheduler, kubelet, containerd + runc, CNI bridge, kube-proxy) of the "
+            f"control plane at {SERVER.get('node_server')}:"
         )
         for path, count in sorted(
             collections.Counter(r.nodeid.split("::")[0] for r in on_node).items()
@@ -156,7 +173,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark every test that uses the real control plane (and the real node), for the summary
     above."""
     for item in items:
-        if "session" in getattr(item, "fixturenames", ()):
+        names = getattr(item, "fixturenames", ())
+        if "session" in names or "cluster" in names or "real_node" in names:
             item.add_marker("real_server")
         if "real_node" in getattr(item, "fixturenames", ()):
             item.add_marker("real_node")

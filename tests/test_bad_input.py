@@ -531,6 +531,7 @@ async def test_every_bad_object_gets_its_own_reason_and_nothing_good_is_lost(
             f"Deployment {name}",
             operator,
         )
+        # Played kubelet: the subject is bad input; good Models only need to be READY.
         await run_pods(cluster, cluster.namespace, name)
     survivor_before = cluster.get(DEPLOYMENTS, cluster.namespace, "survivor")
 

@@ -77,6 +77,8 @@ async def workers_ready(
     await eventually(
         lambda: cluster.get(DEPLOYMENTS, cluster.namespace, MODEL), 20, "Deployment", operator
     )
+    # Played kubelet: the answer comes from a loopback server the test reconfigures as it
+    # runs (slow, 500, off-contract); a real pod's answer is judged in test_node.
     await run_pods(cluster, cluster.namespace, MODEL)
 
 
@@ -127,6 +129,8 @@ async def test_ready_needs_a_conforming_answer_to_the_templates_probe(
     await wait_for(cluster, prober, ("DEPLOYING", "Deploying", "AwaitingWorkers"))
     assert server.posts() == []
 
+    # Played kubelet: the answer comes from a loopback server the test reconfigures as it
+    # runs (slow, 500, off-contract); a real pod's answer is judged in test_node.
     await run_pods(cluster, cluster.namespace, MODEL)
     await wait_for(cluster, prober, ("READY", "Available", "Conformant"))
     sent = server.posts()[0]
@@ -153,6 +157,8 @@ async def test_ready_needs_a_conforming_answer_to_the_templates_probe(
     )
     await wait_for(cluster, prober, ("DEPLOYING", "Deploying", "AwaitingWorkers"))
     asked = len(server.posts())
+    # Played kubelet: the answer comes from a loopback server the test reconfigures as it
+    # runs (slow, 500, off-contract); a real pod's answer is judged in test_node.
     await run_pods(cluster, cluster.namespace, MODEL)
     await wait_for(cluster, prober, ("READY", "Available", "Conformant"))
     assert len(server.posts()) > asked
@@ -311,6 +317,8 @@ async def test_a_model_moved_out_of_the_cluster_loses_its_workers_and_keeps_its_
     await eventually(
         lambda: cluster.get(SERVICES, cluster.namespace, MODEL), 20, "the Service", prober
     )
+    # Played kubelet: the answer comes from a loopback server the test reconfigures as it
+    # runs (slow, 500, off-contract); a real pod's answer is judged in test_node.
     await run_pods(cluster, cluster.namespace, MODEL)
     await wait_for(cluster, prober, ("READY", "Available", "Conformant"))
 

@@ -57,6 +57,7 @@ async def converge(cluster: Cluster, operator: OperatorProcess, names: list[str]
         operator,
     )
     for name in names:
+        # Played kubelet: the subject is API faults across many Models, not their pods.
         await run_pods(cluster, cluster.namespace, name)
 
     def ready() -> bool:

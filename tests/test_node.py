@@ -355,8 +355,8 @@ async def test_an_autoscaler_scale_up_starts_real_workers_and_the_model_stays_re
     documents = served_documents(real_node, max_workers=3)
     documents[-1] = model("served-model", READY_AFTER_SECONDS=3)
     await apply_documents(cluster, documents)
-    await reaches(cluster, node_operator, "served-model", ("READY", "Available"))
-    since = len(cluster.log)
+    serving = await reaches(cluster, node_operator, "served-model", ("READY", "Available"))
+    since = int(serving["metadata"]["resourceVersion"])
 
     await cluster.patch(
         DEPLOYMENTS,
@@ -385,7 +385,9 @@ async def test_an_autoscaler_scale_up_starts_real_workers_and_the_model_stays_re
     )
     assert scaled["status"]["state"] == "READY"
     states = [
-        (event["object"].get("status") or {}).get("state") for _, _, event in cluster.log[since:]
+        (event["object"].get("status") or {}).get("state")
+        for version, _, event in cluster.log
+        if version > since
     ]
     assert set(states) <= {"READY"}, f"the Model left READY while its first worker served: {states}"
 

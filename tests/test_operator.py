@@ -1,8 +1,11 @@
 """The real operator process against a real API server and controller-manager.
 
-Each test starts `modelyard run` as a child process under the chart's RBAC, talks to it only
-through the API (as users and other controllers do), and plays the kubelet: the Deployment,
-ReplicaSet, HPA and garbage-collector controllers are the real ones.
+Each test starts `modelyard run` as a child process under the chart's RBAC and talks to it only
+through the API (as users and other controllers do); the Deployment, ReplicaSet, HPA and
+garbage-collector controllers are the real ones. Where workers' readiness is the subject, they
+run on the real node (`real_node`; the pod failures themselves are in test_node.py). The
+others run on the control plane without a node and play the kubelet for a serving baseline,
+each saying why.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from support.cluster import Cluster
+from support.cluster import Cluster, RealNode
 from support.controllers import (
     DEPLOYMENTS,
     HPAS,
@@ -29,6 +32,7 @@ from support.controllers import (
 )
 from support.examples import example
 from support.operator_process import OperatorProcess, eventually
+from support.workloads import served_documents
 
 
 def offline_registry() -> dict[str, Any]:
@@ -91,149 +95,64 @@ async def wait_state(
 
 
 async def test_model_becomes_ready_only_when_its_workers_serve(
-    cluster: Cluster, operator: OperatorProcess
+    cluster: Cluster, real_node: RealNode, node_operator: OperatorProcess
 ) -> None:
+    """On the real node: two workers that the kubelet reports ready after their readiness
+    delay, behind an HPA; every child owned by the Model and named after it."""
     ns = cluster.namespace
-    await apply_documents(cluster, embedding_documents())
-    deployment = await eventually(
-        lambda: cluster.get(DEPLOYMENTS, ns, "docs-embedder"), 20, "Deployment", operator
+    await apply_documents(
+        cluster, served_documents(real_node, min_workers=2, max_workers=3, initial_delay=3)
     )
-    model = cluster.get(MODELS, ns, "docs-embedder")
+    deployment = await eventually(
+        lambda: cluster.get(DEPLOYMENTS, ns, "served-model"), 20, "Deployment", node_operator
+    )
+    model = cluster.get(MODELS, ns, "served-model")
     assert model is not None
     for resource in (DEPLOYMENTS, SERVICES, HPAS):
         child = await eventually(
-            lambda r=resource: cluster.get(r, ns, "docs-embedder"), 10, resource, operator
+            lambda r=resource: cluster.get(r, ns, "served-model"), 10, resource, node_operator
         )
         assert child["metadata"]["ownerReferences"][0]["uid"] == model["metadata"]["uid"]
         assert child["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "modelyard"
-    assert cluster.get(SCALED_OBJECTS, ns, "docs-embedder") is None
+    assert cluster.get(SCALED_OBJECTS, ns, "served-model") is None
     # The apiserver defaults replicas to 1, but the operator never claims the field: the HPA
     # owns it, and a GitOps tool sees no drift.
     owned = [f for f in deployment["metadata"]["managedFields"] if f["manager"] == "modelyard"]
     assert owned and all("f:replicas" not in f["fieldsV1"]["f:spec"] for f in owned)
-    # Created, not yet running: DEPLOYING, and not Ready.
-    await wait_state(cluster, operator, "docs-embedder", "DEPLOYING", "Deploying")
+    # Created, pods starting: DEPLOYING, and not Ready.
+    await wait_state(cluster, node_operator, "served-model", "DEPLOYING", "Deploying")
 
-    await run_pods(cluster, ns, "docs-embedder", count=2)
-    model = await wait_state(cluster, operator, "docs-embedder", "READY", "Available")
+    model = await wait_state(
+        cluster, node_operator, "served-model", "READY", "Available", timeout=60
+    )
     status = model["status"]
     assert condition(model)["status"] == "True"
     assert status["observedGeneration"] == model["metadata"]["generation"]
     assert status["readyReplicas"] == 2
-    assert status["endpoint"] == f"http://docs-embedder.{ns}.svc:8000"
-    assert status["image"] == "127.0.0.1:9/acme/sentence-embedder@" + (
-        "sha256:6fadf78c658641cf96f5e7e3095aeb2c362eb26f517add982a6f1b3d067a9a76"
+    assert status["endpoint"] == f"http://served-model.{ns}.svc:8080"
+    assert status["image"] == (
+        f"{real_node.registry.host}/{real_node.repository}@{real_node.digest}"
     )
-    reasons = [e["reason"] for e in events_for(cluster, "docs-embedder")]
+    running = cluster.list(PODS, ns, "modelyard.dev/model=served-model")
+    assert len(running) == 2
+    assert all(p["status"]["containerStatuses"][0]["ready"] for p in running)
+    reasons = [e["reason"] for e in events_for(cluster, "served-model")]
     assert "Available" in reasons
     template = await eventually(
         lambda: (
-            (t := cluster.get(TEMPLATES, ns, "cpu-embedding"))
+            (t := cluster.get(TEMPLATES, ns, "served"))
             and (t.get("status") or {}).get("models")
             and t
         ),
         10,
         "template status",
-        operator,
+        node_operator,
     )
-    assert template["status"]["models"] == ["docs-embedder"]
+    assert template["status"]["models"] == ["served-model"]
     assert condition(template)["reason"] == "Valid"
     # Each record is logged once, in kopf's format (not a second time as `LEVEL:logger:...`).
-    assert "Handler 'template_changed' succeeded" in operator.output
-    assert not re.search(r"^(DEBUG|INFO|WARNING|ERROR):", operator.output, re.M)
-
-
-POD_FAILURES = [
-    (
-        "ImagePullBackOff",
-        {
-            "containerStatuses": [
-                {
-                    "name": "model",
-                    "image": "x",
-                    "ready": False,
-                    "restartCount": 0,
-                    "state": {
-                        "waiting": {"reason": "ImagePullBackOff", "message": "manifest unknown"}
-                    },
-                }
-            ]
-        },
-        "FAILED",
-        "manifest unknown",
-    ),
-    (
-        "CrashLoopBackOff",
-        {
-            "containerStatuses": [
-                {
-                    "name": "model",
-                    "ready": False,
-                    "started": True,
-                    "restartCount": 5,
-                    "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}},
-                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
-                }
-            ]
-        },
-        "FAILED",
-        "exit code 1",
-    ),
-    (
-        "StartupTimeout",
-        {
-            "containerStatuses": [
-                {
-                    "name": "model",
-                    "ready": False,
-                    "started": False,
-                    "restartCount": 3,
-                    "lastState": {"terminated": {"exitCode": 137}},
-                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
-                }
-            ]
-        },
-        "FAILED",
-        "startupTimeoutSeconds",
-    ),
-    (
-        "Unschedulable",
-        {
-            "phase": "Pending",
-            "conditions": [
-                {
-                    "type": "PodScheduled",
-                    "status": "False",
-                    "reason": "Unschedulable",
-                    "message": "0/4 nodes are available: 4 Insufficient nvidia.com/gpu.",
-                }
-            ],
-        },
-        "DEPLOYING",
-        "Insufficient nvidia.com/gpu",
-    ),
-]
-
-
-async def test_pod_failures_are_reported_by_their_real_cause(
-    cluster: Cluster, operator: OperatorProcess
-) -> None:
-    ns = cluster.namespace
-    await apply_documents(cluster, embedding_documents())
-    await eventually(
-        lambda: cluster.get(DEPLOYMENTS, ns, "docs-embedder"), 20, "Deployment", operator
-    )
-    for reason, pod_status, state, fragment in POD_FAILURES:
-        # The Deployment's counts claim all is well; the pods say otherwise.
-        await run_pods(cluster, ns, "docs-embedder", status=pod_status, count=2)
-        model = await wait_state(cluster, operator, "docs-embedder", state, reason)
-        assert condition(model)["status"] == "False", f"Ready while {reason}"
-        assert fragment in condition(model)["message"]
-    warnings = {e["reason"] for e in events_for(cluster, "docs-embedder") if e["type"] == "Warning"}
-    assert {"ImagePullBackOff", "CrashLoopBackOff", "StartupTimeout"} <= warnings
-    # Healthy pods again: Ready comes back.
-    await run_pods(cluster, ns, "docs-embedder", count=2)
-    await wait_state(cluster, operator, "docs-embedder", "READY", "Available")
+    assert "Handler 'template_changed' succeeded" in node_operator.output
+    assert not re.search(r"^(DEBUG|INFO|WARNING|ERROR):", node_operator.output, re.M)
 
 
 async def test_invalid_parameters_and_missing_template_are_explained_then_recover(
@@ -411,6 +330,7 @@ async def test_template_change_fans_out_and_drift_is_repaired(
     )
     writes_before = len(cluster.writes())
     deployment = cluster.get(DEPLOYMENTS, ns, "docs-embedder")
+    # Played kubelet: the subject is fan-out and drift repair (real pods roll in test_node).
     await run_pods(cluster, ns, "faq-embedder", count=2)
     await wait_state(cluster, operator, "faq-embedder", "READY", "Available")
     deployment = cluster.get(DEPLOYMENTS, ns, "docs-embedder")
@@ -496,6 +416,7 @@ async def test_restart_in_the_middle_of_work_converges_without_duplicates(
             second,
         )
         for name in names:
+            # Played kubelet: the subject is a restart in a burst of Models, not their pods.
             await run_pods(cluster, ns, name)
         await eventually(
             lambda: all(model_state(cluster, n) == ("READY", "Available") for n in names),
@@ -533,6 +454,7 @@ async def test_metrics_are_scraped_over_http_with_bounded_labels(
     await eventually(
         lambda: cluster.get(DEPLOYMENTS, ns, "docs-embedder"), 20, "Deployment", operator
     )
+    # Played kubelet: the subject is the metrics endpoint; it only needs a READY Model.
     await run_pods(cluster, ns, "docs-embedder", count=2)
     await wait_state(cluster, operator, "docs-embedder", "READY", "Available")
 

@@ -86,3 +86,11 @@ def test_a_pasted_secret_value_is_never_echoed() -> None:
     leaked = "hf_SuperSecretTokenValue123"
     problems = resolve("t", SCHEMA, {"MODEL_PATH": "a", "TOKEN": leaked}).problems
     assert problems and all(leaked not in p for p in problems)
+
+
+def test_a_zero_default_keeps_its_type() -> None:
+    """0 and 1 are numbers, not booleans: a float parameter defaulting to 0 is valid."""
+    schema = [Parameter.model_validate({"name": "DELAY", "type": "float", "default": 0})]
+    assert resolve("t", schema, {}).env == [{"name": "DELAY", "value": "0"}]
+    flag = [Parameter.model_validate({"name": "ON", "type": "bool", "default": 1})]
+    assert resolve("t", flag, {}).problems == ["parameter ON must be bool, not int 1"]

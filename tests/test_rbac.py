@@ -250,6 +250,7 @@ async def test_watch_namespaces_mode_works_under_its_roles_alone(
         elsewhere["metadata"]["namespace"] = other
         await cluster.apply(elsewhere)
         await eventually(lambda: cluster.get(HPAS, ns, "docs-embedder"), 20, "HPA", operator)
+        # Played kubelet: the subject is the operator's permissions, not the pods.
         await run_pods(cluster, ns, "docs-embedder")
         await eventually(
             lambda: (

@@ -39,9 +39,13 @@ def test_render_examples_prints_valid_children(session: Session) -> None:
     assert ("v1", "Service") in kinds
     assert ("autoscaling/v2", "HorizontalPodAutoscaler") in kinds
     assert ("keda.sh/v1alpha1", "ScaledObject") in kinds
-    assert len([k for k in kinds if k[1] == "Deployment"]) == 4
+    # Reranker, embedder, chat, MLflow churn classifier, and the quickstart's sample embedder.
+    assert len([k for k in kinds if k[1] == "Deployment"]) == 5
     # What `modelyard render | kubectl apply --server-side --dry-run=server -f -` would say.
-    session.api.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "ml-team"}})
+    for namespace in ("ml-team", "quickstart"):
+        session.api.apply(
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+        )
     for document in documents:
         session.api.apply(document, "modelyard", dry_run=True)
         assert session.api.warnings == [], (document["kind"], session.api.warnings)

@@ -179,6 +179,94 @@ CASES = [
 ]
 
 
+SCALING_UP = {"replicas": 3, "readyReplicas": 1, "availableReplicas": 1, "updatedReplicas": 3}
+CASES += [
+    (
+        "an autoscaler adds workers while the first serves",
+        deployment(desired=3, **SCALING_UP),
+        [pod("m-1"), pod("m-2"), pod("m-3")],
+        1,
+        ModelState.READY,
+        reasons.AVAILABLE_REASON,
+    ),
+    (
+        "fewer than minWorkers serve while scaling",
+        deployment(desired=3, **SCALING_UP),
+        [pod("m-1"), pod("m-2"), pod("m-3")],
+        2,
+        ModelState.DEPLOYING,
+        reasons.DEPLOYING,
+    ),
+    (
+        "the autoscaler's new scale, not yet seen by the Deployment controller",
+        {
+            **deployment(desired=3, **READY_COUNTS),
+            "metadata": {"name": "m", "generation": 3},
+        },
+        [pod("m-1", conditions=[{"type": "Ready", "status": "True"}])],
+        1,
+        ModelState.READY,
+        reasons.AVAILABLE_REASON,
+    ),
+    (
+        "a rollout: the old revision serves, the new one starts",
+        deployment(desired=1, replicas=2, readyReplicas=1, availableReplicas=1, updatedReplicas=1),
+        [pod("m-new"), pod("m-old", spec_hash="old")],
+        1,
+        ModelState.DEPLOYING,
+        reasons.DEPLOYING,
+    ),
+]
+
+
+def restarted(ran_seconds: int, exit_code: int = 2, state: str = "running") -> dict[str, Any]:
+    """A container's status after its last run lasted `ran_seconds`, now `state` again."""
+    terminated = {
+        "exitCode": exit_code,
+        "reason": "Error",
+        "startedAt": "2026-11-30T20:25:29Z",
+        "finishedAt": f"2026-11-30T20:25:{29 + ran_seconds:02d}Z",
+    }
+    now = {"running": {}} if state == "running" else {"waiting": {"reason": state}}
+    return {
+        "containerStatuses": [
+            {
+                "name": "model",
+                "started": False,
+                "restartCount": 3,
+                "state": now,
+                "lastState": {"terminated": terminated},
+            }
+        ]
+    }
+
+
+@pytest.mark.parametrize(
+    ("why", "status", "reason"),
+    [
+        # The kubelet restarts a container its startup probe gave up on, often at once: running
+        # again, and its exit code its own (2: a Go server as PID 1 on SIGTERM).
+        ("killed by the startup probe, running again", restarted(20), reasons.STARTUP_TIMEOUT),
+        (
+            "killed by the startup probe, backing off",
+            restarted(20, state="CrashLoopBackOff"),
+            reasons.STARTUP_TIMEOUT,
+        ),
+        (
+            "exited by itself early",
+            restarted(1, exit_code=1, state="CrashLoopBackOff"),
+            reasons.CRASH_LOOP_BACK_OFF,
+        ),
+    ],
+)
+def test_startup_timeout_is_told_by_how_long_the_last_run_lasted(
+    why: str, status: dict[str, Any], reason: str
+) -> None:
+    observation = observe(deployment(), [pod(**status)], HASH, 1, startup_timeout=10)
+    assert observation.available.reason == reason, why
+    assert observation.state is ModelState.FAILED
+
+
 @pytest.mark.parametrize(
     ("why", "deploy", "pods", "min_workers", "state", "reason"), CASES, ids=[c[0] for c in CASES]
 )

@@ -163,8 +163,18 @@ class RealNode:
         return self.images.push_model_server(self.registry.host, self.credentials, tag, variant)
 
     @classmethod
-    def start(cls, plane: control_plane.ControlPlane, api: Api, tmp: Path) -> RealNode:
-        registry = LocalRegistry(tmp / "node-registry", auth=("modelyard-puller", "n0de-pull"))
+    def start(
+        cls,
+        plane: control_plane.ControlPlane,
+        api: Api,
+        tmp: Path,
+        *,
+        registry_port: int | None = None,
+        credentials: tuple[str, str] = ("modelyard-puller", "n0de-pull"),
+    ) -> RealNode:
+        registry = LocalRegistry(tmp / "node-registry", auth=credentials)
+        if registry_port is not None:
+            registry.port = registry_port
         asyncio.run(registry.start())
         try:
             built = images.build()

@@ -175,36 +175,84 @@ def start(
     )
 
 
+#: Where `make cluster`'s registry listens and what it takes: fixed, so that
+#: examples/00-quickstart.yaml can name them. Loopback only; the password is no secret.
+QUICKSTART_REGISTRY_PORT = 5555
+QUICKSTART_CREDENTIALS = ("quickstart", "quickstart-local-only")
+
+
 def main() -> None:
-    """Start a control plane for a person (`make cluster`) and keep it until Ctrl-C.
+    """Start a cluster for a person (`make cluster`) and keep it until Ctrl-C.
 
     The project's CRDs are installed before the kubeconfig is handed out, so
     `kubectl apply --server-side -f crds/ -f examples/` works in one go (on an empty cluster
-    kubectl cannot map kinds whose CRDs the same command creates)."""
-    from support.api import Api  # noqa: PLC0415 -- only this entry point needs a client
+    kubectl cannot map kinds whose CRDs the same command creates). Where this machine can run
+    containers, a real node joins, with a local registry holding the sample model server that
+    examples/00-quickstart.yaml runs."""
+    # Only this entry point needs these; the tests import them on their own.
+    from support.api import Api  # noqa: PLC0415
+    from support.cluster import RealNode  # noqa: PLC0415
+    from support.node import unavailable  # noqa: PLC0415
 
     state = Path(os.environ.get("CLUSTER_DIR") or ROOT / ".cache" / "cluster")
     state.mkdir(parents=True, exist_ok=True)
-    plane = start(state)
-    api = Api(plane.server, plane.pki)
-    for path in sorted((ROOT / "crds").glob("*.yaml")):
-        crd = yaml.safe_load(path.read_text())
-        api.apply(crd, "make-cluster")
-        api.wait_established(crd["metadata"]["name"])
-    print(
-        f"Kubernetes {plane.version} at {plane.server}, modelyard's CRDs installed "
-        f"(log: {plane.log})\n\n"
-        f"  export KUBECONFIG={plane.kubeconfig}\n"
-        "  kubectl apply --server-side -f crds/ -f examples/\n"
-        "  make run\n\n"
-        "No scheduler or kubelet: pods stay Pending. Ctrl-C stops it; objects are kept in "
-        f"{state} for the next start (delete it for a fresh cluster).",
-        flush=True,
-    )
+    no_node = unavailable()
+    plane = start(state, ["--scheduler"] if no_node is None else [])
+    real_node = None
     try:
+        api = Api(plane.server, plane.pki)
+        for path in sorted((ROOT / "crds").glob("*.yaml")):
+            crd = yaml.safe_load(path.read_text())
+            api.apply(crd, "make-cluster")
+            api.wait_established(crd["metadata"]["name"])
+        if no_node is None:
+            real_node = RealNode.start(
+                plane,
+                api,
+                state,
+                registry_port=QUICKSTART_REGISTRY_PORT,
+                credentials=QUICKSTART_CREDENTIALS,
+            )
+        print(_instructions(plane, state, real_node is not None, no_node), flush=True)
         signal.sigwait({signal.SIGINT, signal.SIGTERM})
     finally:
+        if real_node is not None:
+            real_node.stop()
         plane.stop()
+
+
+def _instructions(plane: ControlPlane, state: Path, with_node: bool, no_node: str | None) -> str:
+    """What a person runs next, with a kubectl of the server's own release on PATH."""
+    tools = state / "bin"
+    tools.mkdir(exist_ok=True)
+    kubectl = tools / "kubectl"
+    kubectl.unlink(missing_ok=True)
+    kubectl.symlink_to(build())
+    # The operator runs on this machine, outside the cluster: it reaches a Model's Service
+    # by its ClusterIP, which the node's kube-proxy routes here.
+    config = state / "operator-config.yaml"
+    config.write_text(yaml.safe_dump({"probes": {"serviceAddress": "{clusterIP}:{port}"}}))
+    exports = f"  export KUBECONFIG={plane.kubeconfig} PATH={tools}:$PATH"
+    if with_node:
+        return (
+            f"Kubernetes {plane.version} at {plane.server} with one node (kubelet, containerd, "
+            f"kube-proxy), a registry on 127.0.0.1:{QUICKSTART_REGISTRY_PORT} holding "
+            "modelyard/model-server:1.0.0, and modelyard's CRDs (log: "
+            f"{plane.log}).\n\n{exports} MODELYARD_CONFIG={config}\n"
+            "  kubectl apply --server-side -f examples/00-quickstart.yaml\n"
+            "  make run\n\n"
+            "Then `kubectl get modelyard -n quickstart` shows the Model READY with a running "
+            "pod. Ctrl-C stops everything and cleans up; objects are kept in "
+            f"{state} for the next start (delete it for a fresh cluster)."
+        )
+    return (
+        f"Kubernetes {plane.version} at {plane.server}, modelyard's CRDs installed (log: "
+        f"{plane.log})\n\n{exports}\n"
+        "  kubectl apply --server-side -f crds/ -f examples/\n"
+        "  make run\n\n"
+        f"No node ({no_node}): pods stay Pending. Ctrl-C stops it; objects are kept in "
+        f"{state} for the next start (delete it for a fresh cluster)."
+    )
 
 
 if __name__ == "__main__":

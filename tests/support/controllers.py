@@ -1,9 +1,10 @@
-"""The test plays the kubelet (and, where asked, KEDA); the real controllers do the rest.
+"""Helpers for tests on the real control plane; on the one without a node, a played kubelet.
 
-On the test control plane the Deployment and ReplicaSet controllers create real pods, the HPA
-controller scales, and the garbage collector deletes; but no scheduler or kubelet runs, so pods
-stay Pending until a test writes their status, as a kubelet would. The Deployment's status is
-then recomputed by its controller from those pods: nothing here writes it.
+The Deployment and ReplicaSet controllers create real pods, the HPA controller scales, and the
+garbage collector deletes. On the session's control plane without a node no scheduler or
+kubelet runs, so pods stay Pending until a test writes their status (`run_pods`), as a kubelet
+would; tests do that only where the pod is not their subject and say why. Where it is, they run
+on the real node (`real_node`) and nothing here writes a pod's status.
 """
 
 from __future__ import annotations

@@ -148,7 +148,9 @@ class Node:
     def start(self) -> Node:
         self.directory.mkdir(parents=True, exist_ok=True)
         clean_up_after_an_earlier_run(self.name)
-        MARKER.write_text(json.dumps({"directory": str(self.directory), "name": self.name}))
+        MARKER.write_text(
+            json.dumps({"directory": str(self.directory), "name": self.name, "owner": os.getpid()})
+        )
         try:
             self._network()
             self._containerd()
@@ -542,6 +544,10 @@ def _read(path: Path) -> str:
         return ""
 
 
+class NodeBusyError(RuntimeError):
+    pass
+
+
 def clean_up_after_an_earlier_run(name: str) -> None:
     """A test run that was killed leaves its node behind (containers, mounts, the bridge);
     the next run removes it before it starts its own."""
@@ -549,6 +555,13 @@ def clean_up_after_an_earlier_run(name: str) -> None:
         return
     with contextlib.suppress(ValueError, KeyError, OSError):
         left = json.loads(MARKER.read_text())
+        owner = int(left.get("owner") or 0)
+        if owner and owner != os.getpid() and Path(f"/proc/{owner}").exists():
+            # Its address, bridge and chains are this machine's only ones: one node at a time.
+            raise NodeBusyError(
+                f"a real node already runs on this machine (process {owner}: `make cluster` "
+                "or a test run); stop it first"
+            )
         marker = str(Path(left["directory"]) / "containerd").encode()
         for proc in Path("/proc").iterdir():
             with contextlib.suppress(OSError):

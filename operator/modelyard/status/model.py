@@ -110,6 +110,13 @@ def _pod_failure(pod: Manifest, startup_timeout: int | None = None) -> Check | N
     return None
 
 
+def _pod_ready(pod: Manifest) -> bool:
+    return any(
+        condition.get("type") == "Ready" and condition.get("status") == "True"
+        for condition in (pod.get("status") or {}).get("conditions") or []
+    )
+
+
 def _deployment_condition(deployment: Manifest, kind: str) -> Manifest | None:
     for condition in (deployment.get("status") or {}).get("conditions") or []:
         if condition.get("type") == kind:
@@ -184,7 +191,18 @@ def observe(
 
     generation = (deployment.get("metadata") or {}).get("generation")
     observed = status.get("observedGeneration")
+    serving = sum(1 for pod in current if _pod_ready(pod))
     if generation is not None and (observed is None or observed < generation):
+        if desired > 0 and serving >= max(min_workers, 1):
+            # A new generation whose pods are already the current revision: the autoscaler
+            # changed the scale. The workers serve through it.
+            return result(
+                passed(
+                    reasons.AVAILABLE_REASON,
+                    f"{serving} workers ready; scaling to {desired}",
+                ),
+                ModelState.READY,
+            )
         return result(
             failed(reasons.DEPLOYING, "the Deployment controller has not seen the change yet"),
             ModelState.DEPLOYING,
