@@ -137,6 +137,13 @@ class ControlPlane:
                 self.process.wait(5)
 
 
+def die_with_parent(command: list[str]) -> list[str]:
+    """`command`, made to get SIGTERM when the process that started it dies, even by SIGKILL
+    (util-linux's setpriv, in every Debian): no component outlives a killed test run or
+    `make cluster` and holds its ports, its etcd directory or the node's bridge."""
+    return ["setpriv", "--pdeathsig", "TERM", "--", *command]
+
+
 def start(
     directory: Path | None = None, args: list[str] | None = None, timeout: float = 180
 ) -> ControlPlane:
@@ -144,7 +151,7 @@ def start(
     binary = build()
     directory = directory or Path(tempfile.mkdtemp(prefix="modelyard-cluster-"))
     process = subprocess.Popen(
-        [str(binary), "--dir", str(directory), *(args or [])],
+        die_with_parent([str(binary), "--dir", str(directory), *(args or [])]),
         stdout=subprocess.PIPE,
         stderr=None,
         start_new_session=True,
@@ -214,7 +221,10 @@ def main() -> None:
                 credentials=QUICKSTART_CREDENTIALS,
             )
         print(_instructions(plane, state, real_node is not None, no_node), flush=True)
-        signal.sigwait({signal.SIGINT, signal.SIGTERM})
+        # Blocked first: sigwait only takes a signal no handler takes before it.
+        stopping = {signal.SIGINT, signal.SIGTERM}
+        signal.pthread_sigmask(signal.SIG_BLOCK, stopping)
+        signal.sigwait(stopping)
     finally:
         if real_node is not None:
             real_node.stop()

@@ -43,6 +43,8 @@ from typing import Any
 
 import yaml
 
+from support.control_plane import die_with_parent
+
 #: The whole test network; nothing outside it is ever a destination.
 TEST_NETWORK = "198.18.0.0/15"
 NODE_IP = "198.18.0.1"
@@ -367,7 +369,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
     ) -> None:
         with self.log(component).open("ab") as log:
             self.processes[component] = subprocess.Popen(
-                command,
+                die_with_parent(command),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,

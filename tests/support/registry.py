@@ -23,6 +23,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from support.control_plane import die_with_parent
+
 TOOLS = ("docker-registry", "skopeo", "umoci", "htpasswd", "openssl")
 
 
@@ -131,7 +133,7 @@ class LocalRegistry:
     async def start(self) -> LocalRegistry:
         config = self._configure()
         self.process = subprocess.Popen(
-            ["docker-registry", "serve", str(config)],
+            die_with_parent(["docker-registry", "serve", str(config)]),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

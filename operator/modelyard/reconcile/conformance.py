@@ -39,6 +39,10 @@ logger = logging.getLogger(__name__)
 Key = tuple[str, str]
 #: How often the Prober looks for targets that are due.
 TICK = 0.5
+#: How long a Model's Service may refuse connections before that is its verdict: a new
+#: worker's address reaches the Service's endpoints, and kube-proxy (or DNS) on the way,
+#: a moment after the Deployment counts the worker ready. Meanwhile it is asked every second.
+SETTLING_SECONDS = 10.0
 
 
 @dataclass(frozen=True)
@@ -282,6 +286,8 @@ class _Entry:
     target: Target
     verdict: Verdict | None = None
     due: float = 0.0
+    #: When this target was first asked (None: not yet).
+    first_asked: float | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
@@ -335,6 +341,18 @@ class Prober:
             entry.task = None
         if self._entries.get(key) is not entry:
             return
+        now = time.monotonic()
+        entry.first_asked = entry.first_asked or now
+        if (
+            entry.verdict is None
+            and not entry.target.external
+            and verdict.conformant is not None
+            and verdict.conformant.reason == reasons.ENDPOINT_UNREACHABLE
+            and now - entry.first_asked < SETTLING_SECONDS
+        ):
+            # Still Probing: the Service has not caught up with the new workers yet.
+            entry.due = now + 1.0
+            return
         before, entry.verdict = entry.verdict, verdict
         wait = self.config.interval_seconds if verdict.ok else self.config.retry_seconds
         entry.due = time.monotonic() + wait
@@ -352,5 +370,6 @@ class Prober:
             await asyncio.sleep(TICK)
             now = time.monotonic()
             for key, entry in list(self._entries.items()):
-                if entry.task is None and entry.verdict is not None and entry.due <= now:
+                asked = entry.verdict is not None or entry.first_asked is not None
+                if entry.task is None and asked and entry.due <= now:
                     self._start(key, entry)
