@@ -20,16 +20,12 @@ from support.controllers import (
     apply_documents,
     condition,
     events_for,
+    model_state,
 )
 from support.operator_process import OperatorProcess, eventually
 from support.workloads import model, registry_documents, served_documents, template
 
 Obj = dict[str, Any]
-
-
-def state(cluster: Cluster, name: str) -> tuple[str | None, str | None]:
-    found = cluster.get(MODELS, cluster.namespace, name) or {}
-    return (found.get("status") or {}).get("state"), condition(found).get("reason")
 
 
 async def reaches(
@@ -40,10 +36,10 @@ async def reaches(
     timeout: float = 60,
 ) -> Obj:
     await eventually(
-        lambda: state(cluster, name) == wanted,
+        lambda: model_state(cluster, name) == wanted,
         timeout,
         lambda: (
-            f"Model {name} {wanted} (now {state(cluster, name)}, after {history(cluster)}; "
+            f"Model {name} {wanted} (now {model_state(cluster, name)}, after {history(cluster)}; "
             f"pods: {pod_summary(cluster, name)})"
         ),
         operator,
@@ -113,7 +109,7 @@ async def test_ready_only_after_the_real_readiness_probe_passes_and_the_pod_answ
     await eventually(
         lambda: pods_of(cluster, "served-model"),
         30,
-        lambda: f"a pod (Model: {state(cluster, 'served-model')})",
+        lambda: f"a pod (Model: {model_state(cluster, 'served-model')})",
         node_operator,
     )
     # Running but not yet ready: the kubelet's first readiness check waits 4 s.

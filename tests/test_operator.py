@@ -28,6 +28,7 @@ from support.controllers import (
     apply_documents,
     condition,
     events_for,
+    model_state,
     run_pods,
 )
 from support.examples import example
@@ -68,11 +69,6 @@ async def quiet(
         assert operator.process is not None and operator.process.poll() is None, operator.output[
             -3000:
         ]
-
-
-def model_state(cluster: Cluster, name: str) -> tuple[str | None, str | None]:
-    model = cluster.get(MODELS, cluster.namespace, name) or {}
-    return (model.get("status") or {}).get("state"), condition(model).get("reason")
 
 
 async def wait_state(

@@ -175,6 +175,12 @@ def condition(obj: dict[str, Any] | None, kind: str = "Ready") -> dict[str, Any]
     return {}
 
 
+def model_state(cluster: Cluster, name: str) -> tuple[str | None, str | None]:
+    """What `kubectl get model` shows in STATE and REASON."""
+    model = cluster.get(MODELS, cluster.namespace, name) or {}
+    return (model.get("status") or {}).get("state"), condition(model).get("reason")
+
+
 def events_for(cluster: Cluster, name: str) -> list[dict[str, Any]]:
     return [
         e

@@ -423,46 +423,23 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         """Kill every task containerd runs for this node, so no pod outlives the test run."""
         if not self._ctr_answers():
             return
+
+        def each(*listing: str) -> list[str]:
+            return self.ctr(*listing, "ls", "-q").split()
+
         with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
-            for line in self.ctr("tasks", "ls", "-q").split():
-                quietly(
-                    "ctr",
-                    "--address",
-                    str(self.socket),
-                    "-n",
-                    "k8s.io",
-                    "tasks",
-                    "kill",
-                    "-s",
-                    "SIGKILL",
-                    line,
-                )
+            for task in each("tasks"):
+                self._ctr_quietly("tasks", "kill", "-s", "SIGKILL", task)
             deadline = time.monotonic() + 10
-            while self.ctr("tasks", "ls", "-q").split() and time.monotonic() < deadline:
-                for line in self.ctr("tasks", "ls", "-q").split():
-                    quietly(
-                        "ctr",
-                        "--address",
-                        str(self.socket),
-                        "-n",
-                        "k8s.io",
-                        "tasks",
-                        "delete",
-                        "-f",
-                        line,
-                    )
+            while each("tasks") and time.monotonic() < deadline:
+                for task in each("tasks"):
+                    self._ctr_quietly("tasks", "delete", "-f", task)
                 time.sleep(0.2)
-            for line in self.ctr("containers", "ls", "-q").split():
-                quietly(
-                    "ctr",
-                    "--address",
-                    str(self.socket),
-                    "-n",
-                    "k8s.io",
-                    "containers",
-                    "delete",
-                    line,
-                )
+            for container in each("containers"):
+                self._ctr_quietly("containers", "delete", container)
+
+    def _ctr_quietly(self, *args: str) -> None:
+        quietly("ctr", "--address", str(self.socket), "--namespace", "k8s.io", *args)
 
     def _kill_shims(self) -> None:
         """containerd leaves its shims running by design (they outlive restarts); ours go."""
