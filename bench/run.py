@@ -288,7 +288,9 @@ def create_burst(api: Api, ns: str, first_index: int, n: int) -> None:
 
 
 class Kubelet:
-    """Reports every pod of the namespace running and ready, as kubelets would; not counted."""
+    """Reports every pod of the namespace running and ready, as kubelets would; not counted.
+
+    Played, not real: thousands of pods are more than one test node can run on 2 cores."""
 
     def __init__(self, api: Api, ns: str) -> None:
         self.api, self.ns = api, ns
