@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import collections
 import os
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -21,6 +22,7 @@ from support.cluster import (
     install_crds,
     install_relaxed_crds,
 )
+from support.node import leftovers
 from support.operator_process import OperatorProcess
 from support.workloads import NODE_OPERATOR_CONFIG
 
@@ -28,6 +30,8 @@ from support.workloads import NODE_OPERATOR_CONFIG
 SERVER: dict[str, str] = {}
 #: How the control plane's binary came to be: built now (and in how long) or reused.
 BUILD: dict[str, Any] = {}
+#: What the real node left on the machine after it stopped (nothing, or the run fails).
+LEFT_BEHIND: list[str] = []
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
@@ -62,6 +66,8 @@ def node_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Session]:
         SERVER.update(node=started.real_node.name, node_server=started.plane.server)
     yield started
     started.stop()
+    if started.real_node is not None:
+        LEFT_BEHIND.extend(leftovers(started.real_node.node))
 
 
 @pytest.fixture
@@ -167,6 +173,14 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if BUILD:
         how = "reused from .cache/testcluster" if BUILD["cached"] else "built from Go modules"
         terminalreporter.write_line(f"control plane binary: {how} in {BUILD['seconds']:.1f} s")
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The node must leave nothing behind: no process, mount, cgroup, bridge, address or
+    iptables chain. Anything left fails the run, whatever the tests said."""
+    if LEFT_BEHIND:
+        print(f"\nthe real node left these behind: {LEFT_BEHIND}", file=sys.stderr)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -516,6 +516,47 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 remove_chains(family)
 
 
+def leftovers(node: Node) -> list[str]:
+    """What a stopped node left on this machine: empty when its stop() cleaned up."""
+    found: list[str] = []
+    marker = str(node.directory).encode()
+    for proc in Path("/proc").iterdir():
+        with contextlib.suppress(OSError):
+            if (
+                proc.name.isdigit()
+                and int(proc.name) != os.getpid()
+                and marker in (proc / "cmdline").read_bytes()
+            ):
+                found.append(f"process {proc.name}: {(proc / 'comm').read_text().strip()}")
+    if Path(f"/sys/class/net/{BRIDGE}").exists():
+        found.append(f"the bridge {BRIDGE}")
+    if f"inet {NODE_IP}/32" in run("ip", "addr", "show", "dev", "lo", check=False):
+        found.append(f"the address {NODE_IP} on lo")
+    for family in ("iptables", "ip6tables"):
+        if shutil.which(family):
+            for table in ("filter", "nat", "mangle"):
+                saved = run(f"{family}-save", "-t", table, check=False)
+                chains = [
+                    line[1:].split()[0]
+                    for line in saved.splitlines()
+                    if line.startswith(":")
+                    and line[1:].startswith(("KUBE-", "CNI-", FORWARD_CHAIN))
+                ]
+                found.extend(f"{family} {table} chain {chain}" for chain in chains)
+    for hierarchy in cgroup_roots():
+        if (hierarchy / node.cgroup_parent.lstrip("/")).exists():
+            found.append(f"cgroup {hierarchy / node.cgroup_parent.lstrip('/')}")
+    prefix = str(node.directory)
+    found.extend(
+        f"mount {line.split()[1]}"
+        for line in Path("/proc/self/mounts").read_text().splitlines()
+        if line.split()[1].startswith(prefix)
+    )
+    if MARKER.exists():
+        found.append(f"the marker {MARKER}")
+    return found
+
+
 def _read(path: Path) -> str:
     try:
         return path.read_text()
