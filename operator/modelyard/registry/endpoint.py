@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiohttp
+
 from modelyard.registry.oci import Endpoint, HttpClient, transport
 
 #: Bytes of an answer read at most: a probe's answer is small, a runaway server's is not.
@@ -47,12 +49,35 @@ class ModelEndpoint(HttpClient):
             async with self._http().request(
                 method, self.url(path), json=payload, headers=headers, allow_redirects=True
             ) as response:
-                raw = await response.content.read(MAX_ANSWER)
+                raw = await _read_answer(response.content)
                 status = response.status
+        if len(raw) > MAX_ANSWER:
+            return Answer(
+                status,
+                None,
+                f"the answer is larger than {MAX_ANSWER // (1024 * 1024)} MiB, the most a probe "
+                "reads",
+            )
         try:
             return Answer(status, json.loads(raw))
         except (ValueError, UnicodeDecodeError) as error:
             return Answer(status, None, f"{type(error).__name__}: {str(error)[:200]}")
+
+
+async def _read_answer(content: aiohttp.StreamReader) -> bytes:
+    """The whole answer, up to one byte past the limit (so that a larger one is told apart).
+
+    `read(n)` returns what has arrived so far, not n bytes: one read of a large answer, or
+    of one sent in pieces, would judge a correct answer "not JSON" at random."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= MAX_ANSWER:
+        chunk = await content.read(MAX_ANSWER + 1 - size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 __all__ = ["Answer", "Endpoint", "ModelEndpoint"]
