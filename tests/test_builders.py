@@ -408,3 +408,16 @@ def test_pods_pull_with_the_registrys_pull_secret() -> None:
     assert result.children is not None
     pod = result.children.deployment["spec"]["template"]["spec"]
     assert pod["imagePullSecrets"] == [{"name": "quay-pull"}]
+
+
+def test_a_template_the_operator_marks_invalid_makes_no_workers() -> None:
+    """startupTimeoutSeconds shorter than the readiness delay: every worker would be killed
+    before its first readiness check, so the Model gets no Deployment and says why."""
+    template = typed(
+        *RERANKER, spec__startupTimeoutSeconds=60, spec__readiness__initialDelaySeconds=120
+    )
+    result = plan(typed("Model", "my-reranking-model"), template)
+    assert result.children is None
+    assert result.blocking is not None
+    assert result.blocking.reason == reasons.TEMPLATE_NOT_READY
+    assert "startupTimeoutSeconds (60) is shorter than" in result.blocking.message

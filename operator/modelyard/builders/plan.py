@@ -344,9 +344,16 @@ def plan_model(
         )
         return Plan(checks)
     gpu_check, gpu = gpu_type(template, config)
+    usable = check_template(template, config) if gpu_check.ok else gpu_check
     checks[reasons.TEMPLATE_RESOLVED] = (
         gpu_check
         if not gpu_check.ok
+        # A template the operator marks InvalidSpec makes no workers: they would all fail.
+        else failed(
+            reasons.TEMPLATE_NOT_READY,
+            f"ModelTemplate {template.metadata.name} is invalid: {usable.message}",
+        )
+        if not usable.ok
         else passed(reasons.RESOLVED, f"ModelTemplate {template.metadata.name}")
     )
 
