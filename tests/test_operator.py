@@ -230,6 +230,46 @@ async def test_scale_to_zero_without_keda_is_an_error_not_a_silent_one(
     )
 
 
+async def test_a_fixed_size_model_handed_to_an_autoscaler_keeps_its_workers(
+    cluster: Cluster, operator: OperatorProcess
+) -> None:
+    """Three fixed workers; the template then asks for 2 to 4 (an HPA): the Deployment's
+    replicas stay 3 throughout, never the one a Deployment without replicas defaults to."""
+    ns = cluster.namespace
+    documents = embedding_documents()
+    documents[1]["spec"]["scaling"] = {"minWorkers": 3, "maxWorkers": 3, "perWorker": 32}
+    await apply_documents(cluster, documents)
+    await eventually(
+        lambda: (
+            (cluster.get(DEPLOYMENTS, ns, "docs-embedder") or {}).get("spec", {}).get("replicas")
+            == 3
+        ),
+        20,
+        "3 fixed replicas",
+        operator,
+    )
+    documents[1]["spec"]["scaling"] = {"minWorkers": 2, "maxWorkers": 4, "perWorker": 32}
+    await apply_documents(cluster, [documents[1]])
+    seen: set[int] = set()
+
+    def handed_over() -> bool:
+        deployment = cluster.get(DEPLOYMENTS, ns, "docs-embedder") or {}
+        seen.add(deployment["spec"]["replicas"])
+        return cluster.get(HPAS, ns, "docs-embedder") is not None
+
+    await eventually(handed_over, 20, "the HPA", operator)
+    for _ in range(40):  # and for two seconds after
+        handed_over()
+        await asyncio.sleep(0.05)
+    assert seen == {3}, f"the Deployment's replicas went through {sorted(seen)}"
+    owners = [
+        f["manager"]
+        for f in (cluster.get(DEPLOYMENTS, ns, "docs-embedder") or {})["metadata"]["managedFields"]
+        if "f:replicas" in f.get("fieldsV1", {}).get("f:spec", {})
+    ]
+    assert "modelyard" not in owners, owners
+
+
 async def test_template_change_fans_out_and_drift_is_repaired(
     cluster: Cluster, operator: OperatorProcess
 ) -> None:

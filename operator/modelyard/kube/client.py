@@ -318,8 +318,9 @@ class Kube:
         finally:
             self._gate.release()
 
-    async def apply(self, manifest: Manifest) -> Manifest:
-        """Server-side apply under the operator's field manager; the manifest is the whole intent.
+    async def apply(self, manifest: Manifest, field_manager: str | None = None) -> Manifest:
+        """Server-side apply under the operator's field manager (or `field_manager`); the
+        manifest is the whole intent.
 
         `force` takes fields over from hand edits (`kubectl edit`), which is what restores drift;
         fields the manifest does not mention (the HPA's replicas, injected sidecars) stay with
@@ -329,7 +330,7 @@ class Kube:
         url = path(
             manifest["apiVersion"], manifest["kind"], metadata.get("namespace"), metadata["name"]
         )
-        query = {"fieldManager": self.field_manager, "force": "true"}
+        query = {"fieldManager": field_manager or self.field_manager, "force": "true"}
         priority = Priority.DEPLOYMENT if manifest["kind"] == "Deployment" else Priority.CHILD
         return await self._call(
             "PATCH",

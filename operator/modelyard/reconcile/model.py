@@ -162,6 +162,9 @@ async def _apply_children(
                     why,
                 )
             try:
+                autoscaled = bool({"HorizontalPodAutoscaler", "ScaledObject"} & set(world.children))
+                if manifest["kind"] == "Deployment" and not autoscaled:
+                    await _hand_replicas_over(desired, live, kube)
                 applied = await kube.apply(desired)
             except ApiError as error:
                 if error.temporary and not (persistent and error.status >= 500):
@@ -181,6 +184,35 @@ async def _apply_children(
             if await kube.delete(api_version, kind, metadata.get("namespace"), metadata["name"]):
                 outcome.deleted += 1
     return deployment
+
+
+#: The field manager that holds a Deployment's replicas while an autoscaler takes them over.
+REPLICAS_HANDOVER = "modelyard-replicas-handover"
+
+
+async def _hand_replicas_over(desired: Manifest, live: Manifest | None, kube: Kube) -> None:
+    """Keep the live replica count when the operator stops setting it (a fixed-size Model now
+    has an autoscaler, which does not exist yet).
+
+    A field the operator's apply no longer names is removed if the operator alone owned it,
+    and a Deployment without replicas has one: the Model would drop to one worker until the
+    autoscaler first acts. Applied once under another manager, the count stays owned by
+    someone, and the autoscaler takes it from there."""
+    if live is None or "replicas" in desired["spec"]:
+        return
+    replicas = (live.get("spec") or {}).get("replicas")
+    if replicas is None:
+        return
+    metadata = desired["metadata"]
+    await kube.apply(
+        {
+            "apiVersion": desired["apiVersion"],
+            "kind": desired["kind"],
+            "metadata": {"name": metadata["name"], "namespace": metadata.get("namespace")},
+            "spec": {"replicas": replicas},
+        },
+        field_manager=REPLICAS_HANDOVER,
+    )
 
 
 def model_status(
