@@ -348,3 +348,6 @@ async def test_a_model_moved_out_of_the_cluster_loses_its_workers_and_keeps_its_
     await wait_for(cluster, prober, ("READY", "Answering", "Conformant"))
     model = cluster.get(MODELS, cluster.namespace, MODEL) or {}
     assert model["status"]["endpoint"] == f"http://localhost:{server.port}"
+    # Nothing of its life in the cluster stays in its status.
+    for gone in ("image", "replicas", "readyReplicas"):
+        assert gone not in model["status"], model["status"]

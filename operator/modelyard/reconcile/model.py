@@ -501,11 +501,19 @@ async def _reconcile_external(
 async def _publish(
     body: Manifest, previous: Manifest, status: Manifest, kube: Kube, outcome: Outcome
 ) -> Outcome:
-    """Write status when it differs from what is there, and announce what changed."""
+    """Write status when it differs from what is there, and announce what changed.
+
+    Status is exactly what is true now: a field the new status leaves out (the image and
+    replicas of a Model moved out of the cluster) is removed, not kept by the merge patch."""
     if status_changed(previous, status):
         metadata = body["metadata"]
+        dropped = {key: None for key in previous if key not in status}
         written = await kube.patch_status(
-            API_VERSION, "Model", metadata.get("namespace"), metadata["name"], status
+            API_VERSION,
+            "Model",
+            metadata.get("namespace"),
+            metadata["name"],
+            {**dropped, **status},
         )
         outcome.status_written = True
         outcome.written.append(written)
