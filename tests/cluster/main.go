@@ -169,26 +169,22 @@ func run(s settings) error {
 	defer etcd.Close()
 
 	server := fmt.Sprintf("https://127.0.0.1:%d", port)
+	// One kubeconfig per identity: the admin, and each component as its own user.
 	adminKubeconfig := filepath.Join(s.dir, "admin.kubeconfig")
-	if err := writeKubeconfig(adminKubeconfig, s.kubeconfigContext, server, pki.caCert, pki.adminCert, pki.adminKey); err != nil {
-		return err
-	}
 	controllerKubeconfig := filepath.Join(s.dir, "controller-manager.kubeconfig")
-	if err := writeKubeconfig(controllerKubeconfig, "kube-controller-manager", server, pki.caCert, pki.controllerCert, pki.controllerKey); err != nil {
-		return err
-	}
-
 	nodeKubeconfig := filepath.Join(s.dir, "node.kubeconfig")
-	if err := writeKubeconfig(nodeKubeconfig, "kubelet", server, pki.caCert, pki.nodeCert, pki.nodeKey); err != nil {
-		return err
-	}
 	proxyKubeconfig := filepath.Join(s.dir, "kube-proxy.kubeconfig")
-	if err := writeKubeconfig(proxyKubeconfig, "kube-proxy", server, pki.caCert, pki.proxyCert, pki.proxyKey); err != nil {
-		return err
-	}
 	schedulerKubeconfig := filepath.Join(s.dir, "scheduler.kubeconfig")
-	if err := writeKubeconfig(schedulerKubeconfig, "kube-scheduler", server, pki.caCert, pki.schedulerCert, pki.schedulerKey); err != nil {
-		return err
+	for _, identity := range []struct{ path, context, cert, key string }{
+		{adminKubeconfig, s.kubeconfigContext, pki.adminCert, pki.adminKey},
+		{controllerKubeconfig, "kube-controller-manager", pki.controllerCert, pki.controllerKey},
+		{nodeKubeconfig, "kubelet", pki.nodeCert, pki.nodeKey},
+		{proxyKubeconfig, "kube-proxy", pki.proxyCert, pki.proxyKey},
+		{schedulerKubeconfig, "kube-scheduler", pki.schedulerCert, pki.schedulerKey},
+	} {
+		if err := writeKubeconfig(identity.path, identity.context, server, pki.caCert, identity.cert, identity.key); err != nil {
+			return err
+		}
 	}
 
 	apiserverErr := make(chan error, 1)
