@@ -21,7 +21,7 @@ import (
 // nodeComponent says which component a call of the binary is for: its first argument, or the
 // name it was called by (a link named kubectl).
 func nodeComponent(argv []string) (string, []string, bool) {
-	known := map[string]bool{"kubelet": true, "kube-proxy": true, "kubectl": true}
+	known := map[string]bool{"kubelet": true, "kube-proxy": true, "kubectl": true, "kstatus": true}
 	if name := filepath.Base(argv[0]); known[name] {
 		return name, argv[1:], true
 	}
@@ -39,6 +39,8 @@ func runComponent(component string, args []string) int {
 		command = kubeletapp.NewKubeletCommand(context.Background())
 	case "kube-proxy":
 		command = proxyapp.NewProxyCommand()
+	case "kstatus":
+		return runKstatus(os.Stdin, os.Stdout)
 	case "kubectl":
 		logs.GlogSetter(kubectlcmd.GetLogVerbosity(append([]string{"kubectl"}, args...))) //nolint:errcheck
 		command = kubectlcmd.NewDefaultKubectlCommand()

@@ -274,6 +274,9 @@ func runAPIServer(ctx context.Context, s settings, port int, etcdURL string, pki
 		// Secrets of its own pods), RBAC for everyone else, so an operator that lacks a verb
 		// gets a 403 here.
 		"--authorization-mode=Node,RBAC",
+		// As on OpenShift and other hardened clusters: setting blockOwnerDeletion on a child
+		// needs update on the owner's finalizers subresource.
+		"--enable-admission-plugins=OwnerReferencesPermissionEnforcement",
 		// The kubelet is reached (logs, exec) at the node's address; its serving certificate is
 		// its own self-signed one, as on a node without TLS bootstrapping.
 		"--kubelet-preferred-address-types=InternalIP",
