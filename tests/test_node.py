@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from support import kstatus
 from support.cluster import Cluster, RealNode
 from support.controllers import (
     DEPLOYMENTS,
@@ -303,12 +304,34 @@ async def test_an_answer_off_contract_from_a_real_pod_is_schema_mismatch_until_f
     assert condition(ready, "Conformant")["reason"] == "Conformant"
 
 
+def states_since(cluster: Cluster, resource_version: int, name: str = "served-model") -> list[Obj]:
+    """The Model as every watch event after `resource_version` showed it."""
+    return [
+        event["object"]
+        for version, _, event in cluster.log
+        if version > resource_version and event["object"]["metadata"]["name"] == name
+    ]
+
+
+def stayed_ready(seen: list[Obj]) -> None:
+    states = [(o.get("status") or {}).get("state") for o in seen]
+    assert set(states) <= {"READY"}, f"the Model left READY while workers served: {states}"
+    assert all(condition(o)["status"] == "True" for o in seen), [condition(o) for o in seen]
+
+
 async def test_a_template_change_rolls_the_real_pods_and_deleting_the_model_removes_them(
     cluster: Cluster, real_node: RealNode, node_operator: OperatorProcess
 ) -> None:
+    """The new worker takes 3 s to get ready; the old one serves until it is, and the Model
+    stays READY through the rollout, Reconciling while it runs (Flux: InProgress), Current
+    after."""
     ns = cluster.namespace
-    await apply_documents(cluster, served_documents(real_node))
-    await reaches(cluster, node_operator, "served-model", ("READY", "Available"))
+    documents = served_documents(real_node)
+    documents[-1] = model("served-model", READY_AFTER_SECONDS=3)
+    await apply_documents(cluster, documents)
+    serving = await reaches(cluster, node_operator, "served-model", ("READY", "Available"))
+    assert kstatus.compute(serving)[0] == "Current"
+    since = int(serving["metadata"]["resourceVersion"])
     (before,) = pods_of(cluster, "served-model")
 
     await apply_documents(cluster, [template(real_node, env={"BATCH_SIZE": "64"})])
@@ -325,7 +348,23 @@ async def test_a_template_change_rolls_the_real_pods_and_deleting_the_model_remo
         after["status"]["containerStatuses"][0]["containerID"]
         != (before["status"]["containerStatuses"][0]["containerID"])
     )
-    await reaches(cluster, node_operator, "served-model", ("READY", "Available"))
+    settled = await eventually(
+        lambda: (
+            (m := cluster.get(MODELS, ns, "served-model"))
+            and not condition(m, "Reconciling")
+            and m["status"]["state"] == "READY"
+            and m
+        ),
+        30,
+        "the rollout finished",
+        node_operator,
+    )
+    assert kstatus.compute(settled)[0] == "Current"
+    seen = states_since(cluster, since)
+    stayed_ready(seen)
+    rolling = [o for o in seen if condition(o, "Reconciling").get("reason") == "Progressing"]
+    assert rolling, "no status showed the rollout under way"
+    assert kstatus.compute(rolling[0])[0] == "InProgress"
 
     await cluster.remove(MODELS, ns, "served-model")
     await cluster.gone(DEPLOYMENTS, ns, "served-model")
@@ -380,12 +419,123 @@ async def test_an_autoscaler_scale_up_starts_real_workers_and_the_model_stays_re
         node_operator,
     )
     assert scaled["status"]["state"] == "READY"
-    states = [
-        (event["object"].get("status") or {}).get("state")
-        for version, _, event in cluster.log
-        if version > since
+
+    # And back down: the workers taken away stop; the one left serves throughout.
+    await cluster.patch(
+        DEPLOYMENTS,
+        ns,
+        "served-model",
+        {"spec": {"replicas": 1}},
+        subresource="scale",
+        manager="horizontal-pod-autoscaler",
+        merge=True,
+    )
+    await eventually(
+        lambda: (
+            (m := cluster.get(MODELS, ns, "served-model"))
+            and m["status"].get("readyReplicas") == 1
+            and m["status"].get("replicas") == 1
+        ),
+        60,
+        "status.replicas back to 1",
+        node_operator,
+    )
+    seen = states_since(cluster, since)
+    stayed_ready(seen)
+    assert any(condition(o, "Reconciling") for o in seen), "the scale was not shown under way"
+
+
+async def test_a_rollout_whose_new_worker_crashes_keeps_the_old_one_serving_and_says_stalled(
+    cluster: Cluster, real_node: RealNode, node_operator: OperatorProcess
+) -> None:
+    """A parameter change makes the new worker exit at start. The Deployment keeps the old
+    worker, which serves: READY stays, and Stalled says why the change cannot go through
+    (Flux: Failed, at once, not at its timeout). Fixed, the rollout finishes."""
+    ns = cluster.namespace
+    await apply_documents(cluster, served_documents(real_node))
+    serving = await reaches(cluster, node_operator, "served-model", ("READY", "Available"))
+    since = int(serving["metadata"]["resourceVersion"])
+    (old,) = pods_of(cluster, "served-model")
+
+    await apply_documents(cluster, [model("served-model", CRASH=True)])
+    stalled = await eventually(
+        lambda: (
+            (m := cluster.get(MODELS, ns, "served-model"))
+            and condition(m, "Stalled").get("reason") == "CrashLoopBackOff"
+            and m
+        ),
+        90,
+        "Stalled: CrashLoopBackOff",
+        node_operator,
+    )
+    assert condition(stalled)["status"] == "True", condition(stalled)
+    assert stalled["status"]["state"] == "READY"
+    status, message = kstatus.compute(stalled)
+    assert status == "Failed" and "keeps crashing" in message, (status, message)
+    assert any(
+        p["metadata"]["uid"] == old["metadata"]["uid"] for p in pods_of(cluster, "served-model")
+    )
+    stayed_ready(states_since(cluster, since))
+
+    await apply_documents(cluster, [model("served-model", CRASH=False, ANSWER="conforming")])
+    fixed = await eventually(
+        lambda: (
+            (m := cluster.get(MODELS, ns, "served-model"))
+            and not condition(m, "Stalled")
+            and not condition(m, "Reconciling")
+            and m["status"]["state"] == "READY"
+            and m
+        ),
+        90,
+        "the fixed rollout finished",
+        node_operator,
+    )
+    assert kstatus.compute(fixed)[0] == "Current"
+
+
+async def test_a_registry_outage_and_a_deleted_secret_leave_serving_models_alone(
+    cluster: Cluster, real_node: RealNode, node_operator: OperatorProcess
+) -> None:
+    """The Registry says what is wrong; the Model, its Deployment (same generation: no
+    rollout), its pull Secret and its pod do not change."""
+    ns = cluster.namespace
+    await apply_documents(cluster, served_documents(real_node))
+    serving = await reaches(cluster, node_operator, "served-model", ("READY", "Available"))
+    since = int(serving["metadata"]["resourceVersion"])
+    deployment = cluster.get(DEPLOYMENTS, ns, "served-model")
+    assert deployment is not None
+    (pod,) = pods_of(cluster, "served-model")
+    registry = cluster.get(REGISTRIES, ns, "local")
+    assert registry is not None
+    pull_secret = registry["status"]["pullSecret"]
+
+    def registry_reason() -> str | None:
+        return condition(cluster.get(REGISTRIES, ns, "local")).get("reason")
+
+    await real_node.registry.stop()
+    try:
+        await eventually(
+            lambda: registry_reason() == "Unreachable", 40, "Unreachable", node_operator
+        )
+        await cluster.remove("v1/secrets", ns, "local-registry-credentials")
+        await eventually(
+            lambda: registry_reason() == "SecretNotFound", 40, "SecretNotFound", node_operator
+        )
+    finally:
+        await real_node.registry.start()
+    gone = cluster.get(REGISTRIES, ns, "local")
+    assert gone is not None and gone["status"]["pullSecret"] == pull_secret, gone["status"]
+
+    await apply_documents(cluster, registry_documents(real_node))
+    await eventually(lambda: registry_reason() == "Reachable", 40, "Reachable again", node_operator)
+    after = cluster.get(DEPLOYMENTS, ns, "served-model")
+    assert after is not None
+    assert after["metadata"]["generation"] == deployment["metadata"]["generation"]
+    assert after["spec"]["template"] == deployment["spec"]["template"]
+    assert [p["metadata"]["uid"] for p in pods_of(cluster, "served-model")] == [
+        pod["metadata"]["uid"]
     ]
-    assert set(states) <= {"READY"}, f"the Model left READY while its first worker served: {states}"
+    stayed_ready(states_since(cluster, since))
 
 
 async def test_the_operators_pull_secret_is_refused_by_nothing_else(

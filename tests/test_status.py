@@ -145,20 +145,28 @@ CASES = [
         reasons.SCALED_TO_ZERO,
     ),
     (
-        "rollout in progress",
+        "rollout in progress, the old workers serve",
         deployment(desired=2, replicas=3, updatedReplicas=1, availableReplicas=2),
-        [pod()],
+        [pod(), pod("m-old-1", spec_hash="old"), pod("m-old-2", spec_hash="old")],
         1,
+        ModelState.READY,
+        reasons.AVAILABLE_REASON,
+    ),
+    (
+        "rollout in progress, fewer than minWorkers serve",
+        deployment(desired=3, replicas=4, updatedReplicas=1, availableReplicas=2),
+        [pod(), pod("m-old-1", spec_hash="old"), pod("m-old-2", spec_hash="old")],
+        3,
         ModelState.DEPLOYING,
         reasons.DEPLOYING,
     ),
     (
-        "Deployment controller has not seen the change",
+        "Deployment controller has not seen the change: the workers serve through it",
         {**deployment(**READY_COUNTS), "status": {**READY_COUNTS, "observedGeneration": 1}},
         [pod()],
         1,
-        ModelState.DEPLOYING,
-        reasons.DEPLOYING,
+        ModelState.READY,
+        reasons.AVAILABLE_REASON,
     ),
     (
         "a crashing pod of the old revision does not count",
@@ -213,8 +221,24 @@ CASES += [
         deployment(desired=1, replicas=2, readyReplicas=1, availableReplicas=1, updatedReplicas=1),
         [pod("m-new"), pod("m-old", spec_hash="old")],
         1,
+        ModelState.READY,
+        reasons.AVAILABLE_REASON,
+    ),
+    (
+        "a rollout with nothing serving yet",
+        deployment(desired=1, replicas=2, readyReplicas=0, availableReplicas=0, updatedReplicas=1),
+        [pod("m-new"), pod("m-old", spec_hash="old")],
+        1,
         ModelState.DEPLOYING,
         reasons.DEPLOYING,
+    ),
+    (
+        "a rollout whose new worker crash-loops while the old one serves",
+        deployment(desired=1, replicas=2, readyReplicas=1, availableReplicas=1, updatedReplicas=1),
+        [pod("m-new", **waiting("CrashLoopBackOff")), pod("m-old", spec_hash="old")],
+        1,
+        ModelState.READY,
+        reasons.AVAILABLE_REASON,
     ),
 ]
 
@@ -318,3 +342,20 @@ def test_last_transition_time_moves_only_on_a_flip() -> None:
         )
         == flipped
     )
+
+
+def test_a_rollout_that_cannot_finish_is_stalled_while_the_old_workers_serve() -> None:
+    rolling = deployment(
+        desired=1, replicas=2, readyReplicas=1, availableReplicas=1, updatedReplicas=1
+    )
+    starting = observe(rolling, [pod("m-new"), pod("m-old", spec_hash="old")], HASH, 1)
+    assert starting.stalled is None
+    assert starting.progress == "rolling out: 1 of 1 workers updated"
+    crashing = observe(
+        rolling,
+        [pod("m-new", **waiting("CrashLoopBackOff")), pod("m-old", spec_hash="old")],
+        HASH,
+        1,
+    )
+    assert crashing.state is ModelState.READY
+    assert crashing.stalled is not None and crashing.stalled.reason == reasons.CRASH_LOOP_BACK_OFF

@@ -17,6 +17,7 @@ failing); a verdict that did not change costs no pass and no write.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
@@ -29,6 +30,7 @@ from modelyard.api.v1alpha1 import ExternalModel, Probe
 from modelyard.config import Probes
 from modelyard.kube import ApiError, Kube
 from modelyard.registry import credentials
+from modelyard.registry.egress import EgressPolicy, NotPermitted
 from modelyard.registry.endpoint import Answer, Endpoint, ModelEndpoint
 from modelyard.registry.oci import Failure, RegistryError
 from modelyard.status import reasons
@@ -157,6 +159,8 @@ async def _secret_value(kube: Kube, namespace: str, name: str, key: str, purpose
                 f"Secret {name} ({purpose}) does not exist in this namespace",
             )
         )
+    if not credentials.consents(secret):
+        raise _Unanswered(failed(reasons.SECRET_NOT_PERMITTED, credentials.refusal(name, purpose)))
     try:
         value = (credentials.secret_text(secret, key) or "").strip()
     except credentials.SecretInvalid:
@@ -168,7 +172,7 @@ async def _secret_value(kube: Kube, namespace: str, name: str, key: str, purpose
     return value
 
 
-async def _client(kube: Kube, target: Target) -> ModelEndpoint:
+async def _client(kube: Kube, target: Target, policy: EgressPolicy | None) -> ModelEndpoint:
     headers = {}
     if target.credential is not None:
         credential = target.credential
@@ -190,13 +194,15 @@ async def _client(kube: Kube, target: Target) -> ModelEndpoint:
         insecure_skip_verify=target.insecure_skip_verify,
         timeout=target.timeout,
     )
-    return ModelEndpoint(endpoint, headers=headers)
+    resolver = policy.resolver() if policy is not None and target.external else None
+    return ModelEndpoint(endpoint, headers=headers, resolver=resolver)
 
 
 def _unreachable(error: RegistryError) -> Check:
     reason = {
         Failure.TLS_ERROR: reasons.TLS_ERROR,
         Failure.UNAUTHORIZED: reasons.UNAUTHORIZED,
+        Failure.REDIRECTED: reasons.ENDPOINT_NOT_PERMITTED,
     }.get(error.reason, reasons.ENDPOINT_UNREACHABLE)
     return failed(reason, error.message)
 
@@ -254,11 +260,26 @@ def _unanswered(target: Target, check: Check) -> Verdict:
     return Verdict(target.fingerprint, check, check)
 
 
-async def ask(kube: Kube, target: Target) -> Verdict:
-    """Ask the model once; every failure becomes a verdict, none is raised."""
+async def ask(kube: Kube, target: Target, policy: EgressPolicy | None = None) -> Verdict:
+    """Ask the model once; every failure becomes a verdict, none is raised.
+
+    An external target is checked against the egress `policy` first: a URL it refuses is
+    never asked, and the Model says why (no answer, status or timing leaks back)."""
     fingerprint = target.fingerprint
     try:
-        async with await _client(kube, target) as client:
+        if policy is not None and target.external:
+            try:
+                await policy.check(target.url)
+            except NotPermitted as refusal:
+                return _unanswered(
+                    target,
+                    failed(
+                        reasons.ENDPOINT_NOT_PERMITTED,
+                        f"{target.url} is not asked: {refusal}; the operator's externalModels "
+                        "policy decides where external Models may point",
+                    ),
+                )
+        async with await _client(kube, target, policy) as client:
             if target.external and (target.health_path or target.probe_path is None):
                 available = await _health(client, target)
                 if not available.ok or target.probe_path is None:
@@ -294,9 +315,16 @@ class _Entry:
 class Prober:
     """The verdicts of every Model with something to ask, kept fresh in the background."""
 
-    def __init__(self, kube: Kube, config: Probes, changed: Callable[[Key], None]) -> None:
+    def __init__(
+        self,
+        kube: Kube,
+        config: Probes,
+        changed: Callable[[Key], None],
+        policy: EgressPolicy | None = None,
+    ) -> None:
         self.kube = kube
         self.config = config
+        self.policy = policy
         self.changed = changed
         self._entries: dict[Key, _Entry] = {}
         self._slots = asyncio.Semaphore(config.concurrency)
@@ -307,7 +335,17 @@ class Prober:
         if entry is None or entry.target != target:
             if entry is not None and entry.task is not None:
                 entry.task.cancel()
-            entry = self._entries[key] = _Entry(target)
+            kept = None
+            if entry is not None and dataclasses.replace(entry.target, revision="") == (
+                dataclasses.replace(target, revision="")
+            ):
+                # A rollout or a scale: the same question to the same Service. The last
+                # answer stands until the new workers answer (asked at once), or a Model
+                # that serves would flap to Probing with every rollout.
+                kept = entry.verdict
+            entry = self._entries[key] = _Entry(target, verdict=kept)
+            if kept is not None:
+                self._start(key, entry)
         if entry.verdict is None and entry.task is None:
             self._start(key, entry)
         return entry.verdict
@@ -330,7 +368,7 @@ class Prober:
     async def _ask(self, key: Key, entry: _Entry) -> None:
         try:
             async with self._slots:
-                verdict = await ask(self.kube, entry.target)
+                verdict = await ask(self.kube, entry.target, self.policy)
         except Exception:
             logger.exception("Model %s/%s: probe failed", *key)
             verdict = Verdict(

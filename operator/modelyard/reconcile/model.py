@@ -67,6 +67,8 @@ class ModelWorld:
     #: Live children by kind ("Deployment", "Service", "HorizontalPodAutoscaler", "ScaledObject").
     children: dict[str, Manifest] = field(default_factory=dict)
     pods: list[Manifest] = field(default_factory=list)
+    #: The namespace's Secrets that consent to modelyard's use; None: not checked.
+    permitted_secrets: frozenset[str] | None = None
 
 
 @dataclass
@@ -100,12 +102,21 @@ async def _plan(world: ModelWorld, model: Model, config: OperatorConfig, kube: K
             ) from None
     registries = {r.metadata.name: r for r in parse_all(Registry, world.registries)}
     versions = parse_all(ModelVersion, world.versions)
-    plan = plan_model(model, template, registries, versions, config)
+    permitted = world.permitted_secrets
+    plan = plan_model(model, template, registries, versions, config, permitted_secrets=permitted)
     needs_keda = (
         plan.workload is not None and plan.workload.scaling.autoscaler is wl.AutoscalerKind.KEDA
     )
     if needs_keda and not await kube.serves(KEDA_GROUP_VERSION, KEDA_PLURAL):
-        plan = plan_model(model, template, registries, versions, config, keda_available=False)
+        plan = plan_model(
+            model,
+            template,
+            registries,
+            versions,
+            config,
+            keda_available=False,
+            permitted_secrets=permitted,
+        )
     return plan
 
 
@@ -215,6 +226,26 @@ async def _hand_replicas_over(desired: Manifest, live: Manifest | None, kube: Ku
     )
 
 
+def kstatus(
+    ready: conditions.Check, state: ModelState, observation: Observation | None = None
+) -> dict[str, conditions.Check]:
+    """Reconciling and Stalled, as kstatus (Flux's health checks, cli-utils) reads them: a
+    FAILED Model is Stalled, so a health check fails at once instead of waiting for its
+    timeout; a Model on its way (deploying, probing, rolling out, scaling) is Reconciling.
+    Each is present only while True: the conventions say so, and it keeps them out of the
+    way of `kubectl describe` the rest of the time."""
+    if state is ModelState.FAILED:
+        return {reasons.STALLED: conditions.passed(ready.reason, ready.message)}
+    stalled = observation.stalled if observation else None
+    if stalled is not None:
+        return {reasons.STALLED: conditions.passed(stalled.reason, stalled.message)}
+    if state in (ModelState.DEPLOYING, ModelState.PENDING):
+        return {reasons.RECONCILING: conditions.passed(ready.reason, ready.message)}
+    if observation is not None and observation.progress is not None:
+        return {reasons.RECONCILING: conditions.passed(reasons.PROGRESSING, observation.progress)}
+    return {}
+
+
 def model_status(
     model: Model,
     *,
@@ -255,6 +286,7 @@ def model_status(
                 )
             else:
                 ready, state = conformant, ModelState.FAILED
+    checks.update(kstatus(ready, state, observation))
     checks[reasons.READY] = ready
     generation = model.metadata.generation
     status: Manifest = {
@@ -486,6 +518,7 @@ async def _reconcile_external(
             reasons.ANSWERING, (verdict.conformant or verdict.available).message
         )
         state = ModelState.READY
+    checks.update(kstatus(ready, state))
     checks[reasons.READY] = ready
     generation = model.metadata.generation
     status: Manifest = {
@@ -564,7 +597,9 @@ async def _write_broken(
         **previous,
         "state": ModelState.FAILED.value,
         "conditions": conditions.merge(
-            previous.get("conditions"), {reasons.READY: blocking}, generation
+            previous.get("conditions"),
+            {**kstatus(blocking, ModelState.FAILED), reasons.READY: blocking},
+            generation,
         ),
         "observedGeneration": generation,
     }

@@ -43,8 +43,13 @@ async def write_template_status(
     models: list[str],
     kube: Kube,
     resolved_digest: str | None = None,
+    *,
+    pinning: bool = False,
 ) -> Manifest | None:
-    """Write the template's status if it changed; the object as written, or None."""
+    """Write the template's status if it changed; the object as written, or None.
+
+    `pinning`: this pass decided the pinned digest, so `resolved_digest` replaces it, None
+    included — a digest pinned for an earlier tag must never outlive the tag."""
     previous: Manifest = dict(body.get("status") or {})
     generation = (body.get("metadata") or {}).get("generation")
     status: Manifest = {
@@ -55,7 +60,7 @@ async def write_template_status(
         "observedGeneration": generation,
         "models": sorted(models),
     }
-    if resolved_digest is not None:
+    if pinning or resolved_digest is not None:
         status["resolvedDigest"] = resolved_digest
     if not status_changed(previous, status):
         return None
@@ -155,5 +160,7 @@ async def reconcile_template(
         tag_check, resolved = await _resolve_tag(body, connection)
         if not tag_check.ok:
             verdict = tag_check
-    written = await write_template_status(body, verdict, models, kube, resolved)
+    # An edited template (its tag, or anything else) runs nothing pinned for the old spec:
+    # its Models wait for the new digest (TemplateNotReady) and keep what already runs.
+    written = await write_template_status(body, verdict, models, kube, resolved, pinning=True)
     return TemplateOutcome(verdict.ok, verdict.reason, written)

@@ -1,9 +1,14 @@
 """A Model's state, read from its Deployment and pods, rolled up into Ready.
 
-The rule is: Ready is True only when the current revision's workers are all up and none of them
-is failing. Available replica counts alone are not enough (KServe's Ready-while-crash-looping bug):
-the pods themselves are read for the real cause — an image that cannot be pulled, a crash loop, a
-model that never passed its startup probe, a GPU the scheduler cannot find.
+The rule is: Ready is about serving. A Model is Ready while at least its minimum of workers serve
+(one when the minimum is 0), whatever else is going on: an autoscaler adding or removing workers,
+a rollout whose new workers are still starting (the Deployment keeps the old ones serving until
+they are), even a rollout whose new workers fail. What is under way shows beside it (`progress`,
+the Reconciling condition), and a rollout that cannot finish says why (`stalled`), without taking
+Ready away from workers that serve. A Model none of whose workers serve is not Ready, and its pods
+are read for the real cause (replica counts alone say nothing: KServe's Ready-while-crash-looping
+bug) — an image that cannot be pulled, a crash loop, a model that never passed its startup probe, a
+GPU the scheduler cannot find.
 """
 
 from __future__ import annotations
@@ -31,6 +36,12 @@ class Observation:
     state: ModelState
     replicas: int
     ready_replicas: int
+    #: Work under way while the Model serves (a rollout, a scale): what it is, for the
+    #: Reconciling condition. None when the Deployment is where its spec says.
+    progress: str | None = None
+    #: Why the new revision cannot serve while the previous one still does (a crash loop, a
+    #: pull that fails): the Model serves, but only a change can finish the rollout.
+    stalled: Check | None = None
 
 
 def _seconds_between(start: str | None, end: str | None) -> float | None:
@@ -147,9 +158,19 @@ def observe(
     ready = int(status.get("readyReplicas", 0))
     available = int(status.get("availableReplicas", 0))
     updated = int(status.get("updatedReplicas", 0))
+    enough = max(min_workers, 1)
 
-    def result(check: Check, state: ModelState) -> Observation:
-        return Observation(check, state, replicas, ready)
+    def result(
+        check: Check, state: ModelState, progress: str | None = None, stalled: Check | None = None
+    ) -> Observation:
+        return Observation(check, state, replicas, ready, progress, stalled)
+
+    def serving(progress: str, stalled: Check | None = None) -> Observation:
+        """Ready: enough workers serve while something is under way."""
+        message = f"{available} of {desired} workers ready; {progress}"
+        return result(
+            passed(reasons.AVAILABLE_REASON, message), ModelState.READY, progress, stalled
+        )
 
     current = [
         pod
@@ -159,50 +180,51 @@ def observe(
         and not (pod.get("metadata") or {}).get("deletionTimestamp")
     ]
     failures = [f for f in (_pod_failure(pod, startup_timeout) for pod in current) if f is not None]
+    # Counts lag the pods (a crash-looping container flips in and out of ready): a worker
+    # whose pod shows a failure does not count as serving, whatever the counts say.
+    alive = sum(1 for pod in pods if not (pod.get("metadata") or {}).get("deletionTimestamp"))
+    available = min(available, alive - len(failures))
     replica_failure = _deployment_condition(deployment, "ReplicaFailure")
     if replica_failure and replica_failure.get("status") == "True":
         # A pod quota, a policy on pods, a LimitRange: the ReplicaSet controller cannot create
         # the workers, and says why only here (and in its FailedCreate Events).
-        return result(
+        failures.insert(
+            0,
             failed(
                 reasons.PODS_REJECTED,
                 f"workers cannot be created: {replica_failure.get('message', '')}".strip(),
             ),
-            ModelState.FAILED,
         )
     progressing = _deployment_condition(deployment, "Progressing")
     if progressing and progressing.get("reason") == "ProgressDeadlineExceeded":
         cause = f"; {failures[0].message}" if failures else ""
-        return result(
+        failures.insert(
+            0,
             failed(
                 reasons.PROGRESS_DEADLINE_EXCEEDED,
                 f"the rollout made no progress in {spec.get('progressDeadlineSeconds', '?')} s"
                 f"{cause}",
             ),
-            ModelState.FAILED,
         )
     if failures:
         failure = failures[0]
         # A pod waiting for a GPU may still get one (cluster autoscaler): still deploying.
-        state = (
-            ModelState.DEPLOYING if failure.reason == reasons.UNSCHEDULABLE else ModelState.FAILED
-        )
-        return result(failure, state)
+        waiting = failure.reason == reasons.UNSCHEDULABLE
+        if desired > 0 and available >= enough:
+            # The new workers fail, the others still serve: the Model serves, the change
+            # does not go through.
+            if waiting:
+                return serving(f"waiting for capacity: {failure.message}")
+            return serving(f"the new workers fail: {failure.message}", stalled=failure)
+        return result(failure, ModelState.DEPLOYING if waiting else ModelState.FAILED)
 
     generation = (deployment.get("metadata") or {}).get("generation")
     observed = status.get("observedGeneration")
-    serving = sum(1 for pod in current if _pod_ready(pod))
     if generation is not None and (observed is None or observed < generation):
-        if desired > 0 and serving >= max(min_workers, 1):
-            # A new generation whose pods are already the current revision: the autoscaler
-            # changed the scale. The workers serve through it.
-            return result(
-                passed(
-                    reasons.AVAILABLE_REASON,
-                    f"{serving} workers ready; scaling to {desired}",
-                ),
-                ModelState.READY,
-            )
+        if desired > 0 and available >= enough:
+            # A new generation: a scale by the autoscaler, or a rollout about to start.
+            # The workers serve through it.
+            return serving("the Deployment controller has not seen the change yet")
         return result(
             failed(reasons.DEPLOYING, "the Deployment controller has not seen the change yet"),
             ModelState.DEPLOYING,
@@ -221,6 +243,7 @@ def observe(
         return result(
             failed(reasons.DEPLOYING, f"scaling down to 0 from {replicas} workers"),
             ModelState.DEPLOYING,
+            f"scaling down to 0 from {replicas} workers",
         )
 
     if (
@@ -233,23 +256,19 @@ def observe(
             passed(reasons.AVAILABLE_REASON, f"{available} of {desired} workers ready"),
             ModelState.READY,
         )
-    if replicas == updated and available >= max(min_workers, 1):
-        # Every worker is of the current revision and at least the minimum serve: the
-        # autoscaler is adding (or removing) workers. That is not a rollout, and a Model that
-        # serves must not flap out of READY each time its autoscaler acts.
-        return result(
-            passed(
-                reasons.AVAILABLE_REASON,
-                f"{available} of {desired} workers ready, {desired - available} starting",
-            ),
-            ModelState.READY,
-        )
+    if available >= enough:
+        # An autoscaler adding or removing workers, or a rollout whose new workers are
+        # starting while the old ones serve: a Model that serves must not flap out of READY.
+        if replicas == updated:
+            return serving(f"scaling from {replicas} to {desired} workers")
+        return serving(f"rolling out: {updated} of {desired} workers updated")
     return result(
         failed(
             reasons.DEPLOYING,
             f"{updated} of {desired} workers updated, {available} available",
         ),
         ModelState.DEPLOYING,
+        f"{updated} of {desired} workers updated, {available} available",
     )
 
 

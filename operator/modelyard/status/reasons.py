@@ -17,6 +17,10 @@ PARAMETERS_VALID: Final = "ParametersValid"
 AVAILABLE: Final = "Available"
 AUTOSCALING: Final = "Autoscaling"
 VALID: Final = "Valid"
+#: kstatus's conditions (what Flux and cli-utils read), present only while True: work under
+#: way, and a Model that only a change of its spec or of what it uses can help.
+RECONCILING: Final = "Reconciling"
+STALLED: Final = "Stalled"
 
 # Model: inputs
 RESOLVED: Final = "Resolved"
@@ -37,6 +41,7 @@ KEDA: Final = "KedaScaledObject"
 
 # Model: workload
 DEPLOYING: Final = "Deploying"
+PROGRESSING: Final = "Progressing"
 AVAILABLE_REASON: Final = "Available"
 SCALED_TO_ZERO: Final = "ScaledToZero"
 IMAGE_PULL_BACK_OFF: Final = "ImagePullBackOff"
@@ -65,6 +70,8 @@ CONFORMANT: Final = "Conformant"
 SCHEMA_MISMATCH: Final = "SchemaMismatch"
 ENDPOINT_ERROR: Final = "EndpointError"
 ENDPOINT_UNREACHABLE: Final = "EndpointUnreachable"
+#: The egress policy refuses the URL, or the server redirected to another origin.
+ENDPOINT_NOT_PERMITTED: Final = "EndpointNotPermitted"
 PROBING: Final = "Probing"
 AWAITING_WORKERS: Final = "AwaitingWorkers"
 AWAITING_ENDPOINT: Final = "AwaitingEndpoint"
@@ -82,6 +89,7 @@ UNREACHABLE: Final = Failure.UNREACHABLE
 TLS_ERROR: Final = Failure.TLS_ERROR
 SECRET_NOT_FOUND: Final = "SecretNotFound"
 SECRET_INVALID: Final = "SecretInvalid"
+SECRET_NOT_PERMITTED: Final = "SecretNotPermitted"
 
 # ModelVersion (and template images given by tag)
 VERIFIED: Final = "Verified"
