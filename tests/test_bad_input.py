@@ -17,6 +17,7 @@ from typing import Any
 
 from support.cluster import Cluster
 from support.controllers import (
+    CONSENT,
     DEPLOYMENTS,
     MODELS,
     PLURALS,
@@ -73,7 +74,7 @@ def secret(name: str, kind: str, **data: str) -> dict[str, Any]:
         "apiVersion": "v1",
         "kind": "Secret",
         "type": kind,
-        "metadata": {"name": name, "namespace": NS},
+        "metadata": {"name": name, "namespace": NS, "labels": CONSENT},
         "data": {
             k.replace("_", "."): base64.b64encode(v.encode()).decode() for k, v in data.items()
         },

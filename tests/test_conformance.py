@@ -19,6 +19,7 @@ import pytest
 
 from support.cluster import Cluster
 from support.controllers import (
+    CONSENT,
     DEPLOYMENTS,
     MODELS,
     SERVICES,
@@ -201,7 +202,7 @@ def external_documents(url: str, token: str) -> list[dict[str, Any]]:
     secret = {
         "apiVersion": "v1",
         "kind": "Secret",
-        "metadata": {"name": "reranker-api-key"},
+        "metadata": {"name": "reranker-api-key", "labels": CONSENT},
         "type": "Opaque",
         "data": {"token": base64.b64encode(token.encode()).decode()},
     }
@@ -290,7 +291,7 @@ async def test_an_external_model_with_a_private_ca_is_tls_error_until_trusted(
                 {
                     "apiVersion": "v1",
                     "kind": "Secret",
-                    "metadata": {"name": "reranker-ca"},
+                    "metadata": {"name": "reranker-ca", "labels": CONSENT},
                     "data": {"ca.crt": ca},
                 },
             ],

@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from support.cluster import Cluster
-from support.controllers import DEPLOYMENTS, apply_documents, condition, events_for
+from support.controllers import CONSENT, DEPLOYMENTS, apply_documents, condition, events_for
 from support.mlflow_server import ADMIN, MlflowServer
 from support.operator_process import OperatorProcess, eventually
 
@@ -56,7 +56,7 @@ def registry(url: str, name: str = "mlflow", **spec: Any) -> dict[str, Any]:
     return {
         "apiVersion": "modelyard.dev/v1alpha1",
         "kind": "Registry",
-        "metadata": {"name": name, "namespace": NS},
+        "metadata": {"name": name, "namespace": NS, "labels": CONSENT},
         "spec": {"type": "mlflow", "url": url, **spec},
     }
 
@@ -66,7 +66,7 @@ def secret(name: str, kind: str = "kubernetes.io/basic-auth", **data: str) -> di
         "apiVersion": "v1",
         "kind": "Secret",
         "type": kind,
-        "metadata": {"name": name, "namespace": NS},
+        "metadata": {"name": name, "namespace": NS, "labels": CONSENT},
         "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
     }
 
@@ -75,7 +75,7 @@ def version(name: str, number: str, registry_name: str = "mlflow", **mlflow: str
     return {
         "apiVersion": "modelyard.dev/v1alpha1",
         "kind": "ModelVersion",
-        "metadata": {"name": name, "namespace": NS},
+        "metadata": {"name": name, "namespace": NS, "labels": CONSENT},
         "spec": {
             "model": "churn",
             "version": number,

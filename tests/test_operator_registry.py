@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from support.cluster import Cluster
-from support.controllers import DEPLOYMENTS, MODELS, apply_documents, condition, events_for
+from support.controllers import CONSENT, DEPLOYMENTS, MODELS, apply_documents, condition, events_for
 from support.operator_process import OperatorProcess, eventually
 from support.registry import LocalRegistry, require_tools
 
@@ -26,7 +26,7 @@ def registry(name: str, url: str, **spec: Any) -> dict[str, Any]:
     return {
         "apiVersion": "modelyard.dev/v1alpha1",
         "kind": "Registry",
-        "metadata": {"name": name, "namespace": NS},
+        "metadata": {"name": name, "namespace": NS, "labels": CONSENT},
         "spec": {"url": url, **spec},
     }
 
@@ -36,7 +36,7 @@ def secret(name: str, kind: str = "Opaque", **data: str) -> dict[str, Any]:
         "apiVersion": "v1",
         "kind": "Secret",
         "type": kind,
-        "metadata": {"name": name, "namespace": NS},
+        "metadata": {"name": name, "namespace": NS, "labels": CONSENT},
         "data": {
             k.replace("_", "."): base64.b64encode(v.encode()).decode() for k, v in data.items()
         },
@@ -58,7 +58,7 @@ def version(
     return {
         "apiVersion": "modelyard.dev/v1alpha1",
         "kind": "ModelVersion",
-        "metadata": {"name": name, "namespace": NS},
+        "metadata": {"name": name, "namespace": NS, "labels": CONSENT},
         "spec": spec,
     }
 
@@ -74,7 +74,7 @@ def template(name: str, image: dict[str, Any] | None = None) -> dict[str, Any]:
     return {
         "apiVersion": "modelyard.dev/v1alpha1",
         "kind": "ModelTemplate",
-        "metadata": {"name": name, "namespace": NS},
+        "metadata": {"name": name, "namespace": NS, "labels": CONSENT},
         "spec": spec,
     }
 
@@ -86,7 +86,7 @@ def model(name: str, template_name: str, selector: str | None = None) -> dict[st
     return {
         "apiVersion": "modelyard.dev/v1alpha1",
         "kind": "Model",
-        "metadata": {"name": name, "namespace": NS},
+        "metadata": {"name": name, "namespace": NS, "labels": CONSENT},
         "spec": spec,
     }
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from support.cluster import Cluster
-from support.controllers import DEPLOYMENTS, MODELS, PLURALS, apply_documents, condition
+from support.controllers import CONSENT, DEPLOYMENTS, MODELS, PLURALS, apply_documents, condition
 from support.examples import example
 from support.operator_process import OperatorProcess, eventually
 from support.registry import LocalRegistry, require_tools
@@ -34,7 +34,7 @@ def secret(name: str, kind: str, data: dict[str, str]) -> dict[str, Any]:
         "apiVersion": "v1",
         "kind": "Secret",
         "type": kind,
-        "metadata": {"name": name, "namespace": NS},
+        "metadata": {"name": name, "namespace": NS, "labels": CONSENT},
         "data": {k: base64.b64encode(v.encode()).decode() for k, v in data.items()},
     }
 

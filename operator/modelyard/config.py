@@ -111,6 +111,47 @@ class Probes(_Config):
     concurrency: int = Field(16, ge=1, le=1024)
 
 
+#: Where no external Model may point the operator, whoever writes it: the cloud metadata
+#: services (instance credentials), link-local addresses, and the operator's own pod
+#: (loopback). The cluster's API server is refused besides, whatever this list says.
+DEFAULT_DENIED_CIDRS = [
+    "169.254.0.0/16",
+    "fe80::/10",
+    "fd00:ec2::/32",
+    "100.100.100.200/32",
+    "127.0.0.0/8",
+    "::1/128",
+    "0.0.0.0/8",
+    "::/128",
+]
+DEFAULT_DENIED_HOSTS = ["metadata.google.internal", "metadata", "metadata.azure.internal"]
+
+
+class ExternalModels(_Config):
+    """Where a Model's `external.url` may send the operator's requests.
+
+    Anyone who may write a Model may point it at a URL; the operator then sends GETs and POSTs
+    there from its own network position and reports what came back. This policy keeps that
+    from reaching what a Model writer could not reach themselves. Empty allow lists allow
+    any host or address not denied; every address a host resolves to is checked, at the
+    moment of connecting.
+    """
+
+    allowed_schemes: list[str] = Field(
+        default_factory=lambda: ["https", "http"], alias="allowedSchemes"
+    )
+    #: Host name patterns (`*.models.example.com`); empty: any.
+    allowed_hosts: list[str] = Field(default_factory=list, alias="allowedHosts")
+    #: Address ranges the host must resolve into; empty: any not denied.
+    allowed_cidrs: list[str] = Field(default_factory=list, alias="allowedCIDRs")
+    denied_cidrs: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_DENIED_CIDRS), alias="deniedCIDRs"
+    )
+    denied_hosts: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_DENIED_HOSTS), alias="deniedHosts"
+    )
+
+
 class OperatorConfig(_Config):
     """Everything the operator needs to know about the cluster it serves models on."""
 
@@ -125,6 +166,7 @@ class OperatorConfig(_Config):
     #: Extra seconds a Deployment may make no progress after the startup budget is spent.
     progress_margin_seconds: int = Field(120, alias="progressMarginSeconds", ge=0)
     probes: Probes = Field(default_factory=Probes)
+    external_models: ExternalModels = Field(default_factory=ExternalModels, alias="externalModels")
 
 
 class ConfigError(Exception):

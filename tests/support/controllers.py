@@ -24,8 +24,11 @@ HPAS = "autoscaling/v2/horizontalpodautoscalers"
 SCALED_OBJECTS = "keda.sh/v1alpha1/scaledobjects"
 EVENTS = "v1/events"
 SECRETS = "v1/secrets"
+#: The label by which a Secret's owner lets modelyard use it.
+CONSENT = {"modelyard.dev/use": "true"}
 
 __all__ = [
+    "CONSENT",
     "DEPLOYMENTS",
     "EVENTS",
     "HPAS",

@@ -39,6 +39,8 @@ class Behaviour:
     token: str | None = None
     #: When set, the token is expected in this header instead, without a scheme.
     token_header: str | None = None
+    #: When set, every request is answered 307 with this base URL (plus the path) as Location.
+    redirect_to: str | None = None
 
 
 @dataclass
@@ -117,7 +119,12 @@ class ModelServer:
         behaviour = self.behaviour
         if behaviour.delay:
             time.sleep(behaviour.delay)
-        if not self._authorized(handler):
+        if behaviour.redirect_to is not None:
+            handler.send_response(307)
+            handler.send_header("Location", behaviour.redirect_to + handler.path)
+            handler.send_header("Content-Length", "0")
+            handler.end_headers()
+        elif not self._authorized(handler):
             self._send(handler, 401, {"detail": "missing or wrong token"})
         elif handler.command == "GET":
             self._send(handler, 200, {"status": "ok"})

@@ -26,6 +26,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+#: The tests' model servers listen on this machine's loopback, which the default egress policy
+#: refuses (in a pod it is the operator itself); the rest of the default stands.
+LOOPBACK_ALLOWED: dict[str, Any] = {
+    "deniedCIDRs": ["169.254.0.0/16", "fe80::/10", "fd00:ec2::/32", "100.100.100.200/32"]
+}
+
+
 class OperatorProcess:
     """`modelyard run` in a child process; `output` holds everything it logged."""
 
@@ -48,7 +55,15 @@ class OperatorProcess:
         # Each operator gets its own metrics port, so parallel or successive runs never clash.
         self.metrics_port = free_port()
         config_path = directory / f"operator-config-{self.metrics_port}.yaml"
-        config_path.write_text(yaml.safe_dump({"metricsPort": self.metrics_port, **(config or {})}))
+        config_path.write_text(
+            yaml.safe_dump(
+                {
+                    "metricsPort": self.metrics_port,
+                    "externalModels": LOOPBACK_ALLOWED,
+                    **(config or {}),
+                }
+            )
+        )
         self.env["MODELYARD_CONFIG"] = str(config_path)
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from support.cluster import RealNode
+from support.controllers import CONSENT
 
 Obj = dict[str, Any]
 
@@ -40,7 +41,7 @@ def registry_documents(node: RealNode, password: str | None = None) -> list[Obj]
         {
             "apiVersion": "v1",
             "kind": "Secret",
-            "metadata": {"name": "local-registry-credentials"},
+            "metadata": {"name": "local-registry-credentials", "labels": CONSENT},
             "type": "kubernetes.io/basic-auth",
             "stringData": {"username": username, "password": password or right},
         },

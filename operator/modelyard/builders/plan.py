@@ -6,7 +6,7 @@ render` hands it what it read from files, and both get the same children and the
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -26,6 +26,7 @@ from modelyard.builders import parameters as params
 from modelyard.builders import versions as ranges
 from modelyard.builders import workload as wl
 from modelyard.config import GpuType, OperatorConfig
+from modelyard.registry import credentials as creds
 from modelyard.status import reasons
 from modelyard.status.conditions import Check, failed, passed
 
@@ -334,7 +335,10 @@ def plan_model(
     *,
     keda_available: bool = True,
     allow_tag: bool = False,
+    permitted_secrets: Collection[str] | None = None,
 ) -> Plan:
+    """`permitted_secrets`: the Secrets of the namespace that consent to modelyard's use
+    (`credentials.CONSENT_LABEL`); None where nothing reaches a cluster (`modelyard render`)."""
     checks: dict[str, Check] = {}
     name = model.metadata.name
     if template is None:
@@ -368,6 +372,18 @@ def plan_model(
         if resolved_parameters.problems
         else passed(reasons.VALID, f"{len(resolved_parameters.env)} parameters set")
     )
+    refused = [
+        secret
+        for secret in dict.fromkeys(resolved_parameters.secret_names)
+        if permitted_secrets is not None and secret not in permitted_secrets
+    ]
+    if refused and not resolved_parameters.problems:
+        # The pod would get the value (a secretKeyRef), and the Model's writer controls what
+        # the pod does with it: a Secret they cannot read must not get there through us.
+        checks[reasons.PARAMETERS_VALID] = failed(
+            reasons.SECRET_NOT_PERMITTED,
+            "; ".join(creds.refusal(secret, "a secret parameter") for secret in refused),
+        )
 
     scaling_check, scaling = effective_scaling(model, template)
     if scaling is not None and scaling.autoscaler is wl.AutoscalerKind.KEDA and not keda_available:

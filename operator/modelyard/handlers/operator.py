@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 from collections.abc import Callable
 from typing import Any
@@ -31,6 +32,8 @@ from modelyard.kube import ApiError, Kube, Manifest, path
 from modelyard.kube import login as kube_login
 from modelyard.kube.informer import AcrossScopes, Informer
 from modelyard.reconcile.runner import Indices, Runner
+from modelyard.registry.credentials import CONSENT_LABEL, CONSENT_VALUE
+from modelyard.registry.egress import EgressPolicy, api_server_endpoints
 
 GROUP, VERSION = "modelyard.dev", "v1alpha1"
 PREFIX = "modelyard.dev"
@@ -145,7 +148,31 @@ def _start_informers(runner: Runner, kube: Kube, namespaces: list[str]) -> list[
             for namespace in scopes
         ]
     runner.children = {kind: AcrossScopes(each) for kind, each in informers.items()}
-    return [informer for each in informers.values() for informer in each]
+
+    def secret_changed(event: str, owner: tuple[str, str], obj: Manifest) -> None:
+        runner.secret_changed(owner[0], (obj.get("metadata") or {}).get("name", ""), event)
+
+    # Only the Secrets whose owners let modelyard use them, and of those only their names:
+    # the thousands of other Secrets of a cluster (Helm releases, service account tokens)
+    # cost the operator no memory and no passes. Their data is read when used.
+    secrets = [
+        Informer(
+            kube,
+            path("v1", "Secret", namespace),
+            f"{CONSENT_LABEL}={CONSENT_VALUE}",
+            owner_label=CONSENT_LABEL,
+            trim=_trim_secret,
+            on_change=secret_changed,
+        )
+        for namespace in scopes
+    ]
+    runner.consenting = AcrossScopes(secrets)
+    return [informer for each in [*informers.values(), secrets] for informer in each]
+
+
+def _trim_secret(secret: Manifest) -> Manifest:
+    metadata = secret.get("metadata") or {}
+    return {"metadata": {"name": metadata.get("name"), "namespace": metadata.get("namespace")}}
 
 
 @kopf.on.startup()
@@ -164,7 +191,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.watching.server_timeout = 600
     settings.watching.client_timeout = 660
     kube = Kube(kube_login.login, config.field_manager)
-    runner = Runner(kube, config)
+    egress = EgressPolicy(
+        config.external_models, api_server_endpoints(kube_login.login().server, dict(os.environ))
+    )
+    runner = Runner(kube, config, egress)
     memo.runner = runner
     informers = _start_informers(runner, kube, NAMESPACES)
     memo.informer_tasks = [asyncio.create_task(informer.run()) for informer in informers]
@@ -368,17 +398,6 @@ async def registry_checks(
         await _interval(stopped, lambda: runner.check_interval(key))
         if not stopped:
             runner.registry_soon(key)
-
-
-@kopf.on.event("", "v1", "secrets")
-async def secret_changed(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
-    """An edited credentials or CA Secret is picked up by the Registries and the external
-    Models that name it."""
-    runner = _runner(memo, kwargs)
-    for registry in runner.registries_using_secret(_ns(namespace), name):
-        runner.registry_soon((_ns(namespace), registry))
-    for model in runner.external_models_using_secret(_ns(namespace), name):
-        runner.prober.ask_again((_ns(namespace), model))
 
 
 # -- ModelVersions ----------------------------------------------------------------------------

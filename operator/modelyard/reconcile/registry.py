@@ -106,6 +106,8 @@ async def _secret(kube: Kube, namespace: str | None, name: str, purpose: str) ->
         raise _Problem(
             reasons.SECRET_NOT_FOUND, f"Secret {name} ({purpose}) does not exist in this namespace"
         )
+    if not creds.consents(secret):
+        raise _Problem(reasons.SECRET_NOT_PERMITTED, creds.refusal(name, purpose))
     return secret
 
 
@@ -244,6 +246,11 @@ async def reconcile_registry(
             )
         except _Problem as problem:
             verdict = conditions.failed(problem.reason, problem.message)
+            # Nothing verifies with credentials that are gone or refused; what pods pull with
+            # stays as it was, so the Models that run are not rolled for it.
+            await connections.drop(key)
+            connection = None
+            pull_secret = previous.get("pullSecret")
         except RegistryError as error:
             verdict = conditions.failed(error.reason, error.message)
         if not verdict.ok:

@@ -37,6 +37,8 @@ from modelyard.reconcile.registry import (
 )
 from modelyard.reconcile.template import TemplateOutcome, reconcile_template
 from modelyard.reconcile.version import VersionOutcome, reconcile_version
+from modelyard.registry.credentials import CONSENT_VALUE
+from modelyard.registry.egress import EgressPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +84,12 @@ def _epoch(timestamp: Any) -> float:
         return time.time()
 
 
-def model_world(key: Key, indices: Indices, children: Children) -> ModelWorld | None:
+def model_world(
+    key: Key,
+    indices: Indices,
+    children: Children,
+    consenting: Mapping[Key, Iterable[Manifest]] | None = None,
+) -> ModelWorld | None:
     """Everything about one Model, from the indices; None when the Model is gone."""
     namespace = key[0]
     body = _first(indices.get("model_bodies"), key)
@@ -101,6 +108,12 @@ def model_world(key: Key, indices: Indices, children: Children) -> ModelWorld | 
         versions=_all(indices.get("version_bodies"), namespace),
         children=owned,
         pods=_all(children.get("Pod"), key),
+        permitted_secrets=None
+        if consenting is None
+        else frozenset(
+            (secret.get("metadata") or {}).get("name", "")
+            for secret in _all(consenting, (namespace, CONSENT_VALUE))
+        ),
     )
 
 
@@ -165,11 +178,16 @@ class _Slot:
 
 
 class Runner:
-    def __init__(self, kube: Kube, config: OperatorConfig) -> None:
+    def __init__(
+        self, kube: Kube, config: OperatorConfig, egress: EgressPolicy | None = None
+    ) -> None:
         self.kube = kube
         self.config = config
         self.indices: Indices = {}
         self.children: Children = {}
+        #: Secrets labelled for modelyard's use, by (namespace, label value); None until the
+        #: informer runs (a Runner without one checks nothing: tests of single passes).
+        self.consenting: Mapping[Key, Iterable[Manifest]] | None = None
         self._slots: dict[tuple[str, Key], _Slot] = {}
         #: What our own writes returned, by (kind, namespace, name); see `newest`.
         self._latest: dict[tuple[str, str, str], Manifest] = {}
@@ -180,7 +198,7 @@ class Runner:
         self._model_passes = PriorityGate(PASSES_IN_FLIGHT)
         #: Asks Models with a probe (and external Models) whether they answer; a changed
         #: verdict asks for a pass.
-        self.prober = Prober(kube, config.probes, self.model_soon)
+        self.prober = Prober(kube, config.probes, self.model_soon, egress)
 
     def remember(self, indices: Indices) -> None:
         """Keep the live index views kopf hands to every handler, for background passes."""
@@ -218,7 +236,7 @@ class Runner:
     async def _model_pass(self, key: Key, deployment_only: bool) -> Outcome | None:
         slot = self._slot("model", key)
         async with slot.lock:
-            world = model_world(key, self.indices, self.children)
+            world = model_world(key, self.indices, self.children, self.consenting)
             if world is None:
                 self.forget("Model", key)
                 self.prober.forget(key)
@@ -298,6 +316,24 @@ class Runner:
             if secret in used:
                 names.append(name)
         return names
+
+    def secret_changed(self, namespace: str, secret: str, event: str) -> None:
+        """A consenting Secret appeared, changed, or stopped consenting (or is gone): whatever
+        names it looks again — Registries, external Models, Models with secret parameters."""
+        for registry in self.registries_using_secret(namespace, secret):
+            self.registry_soon((namespace, registry))
+        for model in self.external_models_using_secret(namespace, secret):
+            self.prober.ask_again((namespace, model))
+        if event in ("ADDED", "DELETED"):
+            index = self.indices.get("model_bodies") or {}
+            for ns, name in [k for k in list(index) if k[0] == namespace]:
+                parameters = ((_first(index, (ns, name)) or {}).get("spec") or {}).get(
+                    "parameters"
+                ) or {}
+                if any(
+                    isinstance(v, str) and v.startswith(f"{secret}/") for v in parameters.values()
+                ):
+                    self.model_soon((ns, name))
 
     def models_in_namespace(self, namespace: str) -> list[str]:
         index = self.indices.get("model_bodies") or {}

@@ -21,6 +21,29 @@ BASIC_AUTH = "kubernetes.io/basic-auth"
 DOCKER_HUB_HOSTS = ("docker.io", "index.docker.io", "registry-1.docker.io")
 
 
+#: A Secret the operator may use must say so. Anyone who may write a Model or a Registry in a
+#: namespace may name a Secret there, including one they cannot read themselves; the operator
+#: can read them all. Without consent it would be a confused deputy: sending another team's
+#: token to a server of the writer's choosing, or mounting it into a pod the writer controls.
+CONSENT_LABEL = "modelyard.dev/use"
+CONSENT_VALUE = "true"
+
+
+def consents(secret: dict[str, Any]) -> bool:
+    """Whether the Secret's owner agreed to its use by modelyard (`CONSENT_LABEL`)."""
+    labels = (secret.get("metadata") or {}).get("labels") or {}
+    return labels.get(CONSENT_LABEL) == CONSENT_VALUE
+
+
+def refusal(name: str, purpose: str) -> str:
+    """What to say about a Secret that does not consent: what is missing, and who can fix it."""
+    return (
+        f"Secret {name} ({purpose}) is not labelled {CONSENT_LABEL}={CONSENT_VALUE}: modelyard "
+        "uses a Secret only when its owner labels it so (kubectl label secret "
+        f"{name} {CONSENT_LABEL}={CONSENT_VALUE})"
+    )
+
+
 class SecretInvalid(Exception):  # noqa: N818 -- a verdict on user input, shown as a reason
     """The Secret exists but does not hold credentials in a shape we understand."""
 

@@ -11,11 +11,15 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
+import yarl
 
-from modelyard.registry.oci import Endpoint, HttpClient, transport
+from modelyard.registry.oci import Endpoint, Failure, HttpClient, RegistryError, transport
 
+MAX_REDIRECTS = 5
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
 #: Bytes of an answer read at most: a probe's answer is small, a runaway server's is not.
 MAX_ANSWER = 4 * 1024 * 1024
 
@@ -45,12 +49,23 @@ class ModelEndpoint(HttpClient):
 
     async def _send(self, method: str, path: str, payload: Any) -> Answer:
         headers = {"Accept": "application/json", **self.headers}
+        url = self.url(path)
         with transport(self.endpoint):
-            async with self._http().request(
-                method, self.url(path), json=payload, headers=headers, allow_redirects=True
-            ) as response:
-                raw = await _read_answer(response.content)
-                status = response.status
+            for _ in range(MAX_REDIRECTS + 1):
+                async with self._http().request(
+                    method, url, json=payload, headers=headers, allow_redirects=False
+                ) as response:
+                    location = response.headers.get("Location")
+                    if response.status in REDIRECTS and location:
+                        url = _same_origin(url, str(response.url.join(yarl.URL(location))))
+                        continue
+                    raw = await _read_answer(response.content)
+                    status = response.status
+                    break
+            else:
+                raise RegistryError(
+                    Failure.UNREACHABLE, f"{self.url(path)}: more than {MAX_REDIRECTS} redirects"
+                )
         if len(raw) > MAX_ANSWER:
             return Answer(
                 status,
@@ -62,6 +77,25 @@ class ModelEndpoint(HttpClient):
             return Answer(status, json.loads(raw))
         except (ValueError, UnicodeDecodeError) as error:
             return Answer(status, None, f"{type(error).__name__}: {str(error)[:200]}")
+
+
+def _same_origin(current: str, target: str) -> str:
+    """Follow a redirect only within the origin asked: the credentials in the headers are for
+    that server, and a redirect elsewhere must not carry them (nor send the operator to an
+    address the egress policy was never asked about)."""
+    before, after = urlsplit(current), urlsplit(target)
+    if (before.scheme, before.hostname, before.port) != (after.scheme, after.hostname, after.port):
+        raise RedirectRefused(
+            f"{current} redirected to another origin ({after.scheme}://{after.netloc}); "
+            "the operator follows redirects only within the same origin, so credentials never "
+            "leave for another server"
+        )
+    return target
+
+
+class RedirectRefused(RegistryError):  # noqa: N818 -- a verdict, carried to the status
+    def __init__(self, message: str) -> None:
+        super().__init__(Failure.REDIRECTED, message)
 
 
 async def _read_answer(content: aiohttp.StreamReader) -> bytes:

@@ -24,6 +24,7 @@ from typing import Any, Self
 from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
 
 #: Everything a registry may answer a manifest request with: OCI index and manifest, Docker v2
 #: manifest list and manifest. Without them a registry may convert, and the digest changes.
@@ -47,6 +48,8 @@ class Failure:
     UNAUTHORIZED = "Unauthorized"
     TLS_ERROR = "TLSError"
     UNREACHABLE = "Unreachable"
+    #: A model server sent the operator to another origin, which it does not follow.
+    REDIRECTED = "RedirectRefused"
 
 
 class RegistryError(Exception):
@@ -125,6 +128,8 @@ class HttpClient:
 
     endpoint: Endpoint
     credentials: Credentials = field(default_factory=Credentials)
+    #: Checks each address before connecting (`modelyard.registry.egress`); None: any.
+    resolver: AbstractResolver | None = None
     _session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Self:
@@ -142,7 +147,9 @@ class HttpClient:
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.endpoint.timeout),
-                connector=aiohttp.TCPConnector(ssl=ssl_context(self.endpoint)),
+                connector=aiohttp.TCPConnector(
+                    ssl=ssl_context(self.endpoint), resolver=self.resolver
+                ),
             )
         return self._session
 

@@ -1,0 +1,174 @@
+"""Where the operator may send a request a Model writer chose: an external Model's URL.
+
+The operator sits inside the cluster with its own network position and credentials; a Model
+writer who could make it ask any URL and report reachability, status and the answer's shape
+would have an oracle into everything the operator reaches (cloud metadata, the API server, the
+operator's own pod). Every external request is checked here twice: the URL before it is asked
+(a clear reason on the Model), and each address at the moment of connecting (an aiohttp
+resolver), so a name that resolves elsewhere later (DNS rebinding) gets nowhere either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import ipaddress
+import socket
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from aiohttp.abc import AbstractResolver, ResolveResult
+from aiohttp.resolver import DefaultResolver
+
+from modelyard.config import ExternalModels
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class NotPermitted(Exception):  # noqa: N818 -- a verdict, carried to the status
+    """The URL or an address it resolves to is outside the operator's egress policy."""
+
+
+def _networks(cidrs: Iterable[str]) -> list[Network]:
+    return [ipaddress.ip_network(cidr, strict=False) for cidr in cidrs]
+
+
+def _address(host: str) -> Address | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+@dataclass
+class EgressPolicy:
+    """The configured policy plus the API server's own endpoints, which are never allowed."""
+
+    config: ExternalModels = field(default_factory=ExternalModels)
+    #: (host, port) pairs of the cluster's API server: its URL from the operator's login,
+    #: and the `kubernetes` Service as pods see it.
+    api_servers: set[tuple[str, int]] = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        self._allowed = _networks(self.config.allowed_cidrs)
+        self._denied = _networks(self.config.denied_cidrs)
+        self._denied_hosts = {h.lower().rstrip(".") for h in self.config.denied_hosts}
+        self._denied_hosts |= {
+            "kubernetes",
+            "kubernetes.default",
+            "kubernetes.default.svc",
+            "kubernetes.default.svc.cluster.local",
+        }
+
+    def check_url(self, url: str) -> None:
+        """Everything decidable without resolving: scheme, host name, a literal address."""
+        parts = urlsplit(url)
+        scheme = parts.scheme.lower()
+        if scheme not in [s.lower() for s in self.config.allowed_schemes]:
+            raise NotPermitted(
+                f"scheme {scheme or '(none)'} is not among the allowed schemes "
+                f"({', '.join(self.config.allowed_schemes)})"
+            )
+        host = (parts.hostname or "").lower().rstrip(".")
+        port = parts.port or (443 if scheme == "https" else 80)
+        if not host:
+            raise NotPermitted("the URL has no host")
+        if host in self._denied_hosts:
+            raise NotPermitted(f"host {host} is denied (cloud metadata or the cluster's API)")
+        if (host, port) in self.api_servers:
+            raise NotPermitted(f"{host}:{port} is the cluster's API server")
+        literal = _address(host)
+        if (
+            literal is None
+            and self.config.allowed_hosts
+            and not any(fnmatch.fnmatch(host, p.lower()) for p in self.config.allowed_hosts)
+        ):
+            raise NotPermitted(
+                f"host {host} matches none of the allowed hosts "
+                f"({', '.join(self.config.allowed_hosts)})"
+            )
+        if literal is not None:
+            self.check_address(literal, port, host)
+
+    def check_address(self, address: Address, port: int, host: str) -> None:
+        if (str(address), port) in self.api_servers:
+            raise NotPermitted(f"{host}:{port} is the cluster's API server")
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        for network in self._denied:
+            if address.version == network.version and address in network:
+                raise NotPermitted(f"{host} is {address}, in denied range {network}")
+        if self._allowed and not any(
+            address.version == n.version and address in n for n in self._allowed
+        ):
+            raise NotPermitted(
+                f"{host} is {address}, outside the allowed ranges "
+                f"({', '.join(self.config.allowed_cidrs)})"
+            )
+
+    async def check(self, url: str) -> None:
+        """The URL and every address its host resolves to now."""
+        self.check_url(url)
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+        if _address(host) is not None:
+            return
+        try:
+            found = await asyncio.get_running_loop().getaddrinfo(
+                host, port, type=socket.SOCK_STREAM
+            )
+        except OSError:
+            return  # unresolvable: the request itself will say Unreachable
+        for *_, sockaddr in found:
+            address = _address(str(sockaddr[0]))
+            if address is not None:
+                self.check_address(address, port, host)
+
+    def resolver(self) -> AbstractResolver:
+        return _CheckingResolver(self)
+
+
+class _CheckingResolver(AbstractResolver):
+    """The default resolver, refusing every address the policy denies."""
+
+    def __init__(self, policy: EgressPolicy) -> None:
+        self.policy = policy
+        self.inner = DefaultResolver()
+
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
+        found = await self.inner.resolve(host, port, family)
+        for entry in found:
+            address = _address(str(entry["host"]))
+            if address is not None:
+                try:
+                    self.policy.check_address(address, port, host)
+                except NotPermitted as refusal:
+                    raise OSError(str(refusal)) from None
+        return found
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+def api_server_endpoints(
+    server_url: str | None, environment: dict[str, Any]
+) -> set[tuple[str, int]]:
+    """The API server as the operator reaches it and as pods see it (`kubernetes` Service)."""
+    found: set[tuple[str, int]] = set()
+    if server_url:
+        parts = urlsplit(server_url)
+        if parts.hostname:
+            found.add((parts.hostname.lower(), parts.port or 443))
+    host = environment.get("KUBERNETES_SERVICE_HOST")
+    if host:
+        found.add((str(host).lower(), int(environment.get("KUBERNETES_SERVICE_PORT") or 443)))
+    return found
+
+
+__all__ = ["EgressPolicy", "NotPermitted", "api_server_endpoints"]

@@ -1,0 +1,60 @@
+"""The egress policy for external Models, as a cluster admin configures it."""
+
+from __future__ import annotations
+
+import pytest
+
+from modelyard.config import ExternalModels
+from modelyard.registry.egress import EgressPolicy, NotPermitted, api_server_endpoints
+
+API = api_server_endpoints(
+    "https://10.0.0.1:6443",
+    {"KUBERNETES_SERVICE_HOST": "10.96.0.1", "KUBERNETES_SERVICE_PORT": "443"},
+)
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("http://169.254.169.254/latest/meta-data/", "169.254.0.0/16"),
+        ("http://[::ffff:169.254.169.254]/", "169.254.0.0/16"),
+        ("http://127.0.0.1:8000/metrics", "127.0.0.0/8"),
+        ("http://metadata.google.internal/", "cloud metadata"),
+        ("https://kubernetes.default.svc/api", "cluster's API"),
+        ("https://10.96.0.1/api", "API server"),
+        ("https://10.0.0.1:6443/api", "API server"),
+        ("gopher://models.example.com/", "scheme gopher"),
+    ],
+)
+async def test_the_default_policy_refuses(url: str, why: str) -> None:
+    with pytest.raises(NotPermitted, match=why.replace(".", r"\.").replace("(", r"\(")):
+        await EgressPolicy(ExternalModels(), API).check(url)
+
+
+async def test_a_name_is_judged_by_what_it_resolves_to() -> None:
+    with pytest.raises(NotPermitted, match="localhost is 127.0.0.1"):
+        await EgressPolicy(ExternalModels(), API).check("http://localhost:9/")
+
+
+async def test_the_default_policy_allows_a_public_model_server() -> None:
+    await EgressPolicy(ExternalModels(), API).check("https://203.0.113.7/v1")
+    # The API server's address on another port is another service.
+    await EgressPolicy(ExternalModels(), API).check("https://10.0.0.1:8443/v1")
+
+
+async def test_allow_lists_narrow_it() -> None:
+    policy = EgressPolicy(
+        ExternalModels(
+            allowedSchemes=["https"],
+            allowedHosts=["*.models.example.com"],
+            allowedCIDRs=["203.0.113.0/24"],
+        ),
+        API,
+    )
+    await policy.check("https://203.0.113.7/v1")
+    with pytest.raises(NotPermitted, match="scheme http "):
+        await policy.check("http://203.0.113.7/v1")
+    with pytest.raises(NotPermitted, match="outside the allowed ranges"):
+        await policy.check("https://198.51.100.1/v1")
+    with pytest.raises(NotPermitted, match="matches none of the allowed hosts"):
+        await policy.check("https://api.elsewhere.example.org/v1")
