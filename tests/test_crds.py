@@ -130,3 +130,16 @@ def test_crd_files_parse_as_single_documents() -> None:
         documents = list(yaml.safe_load_all(text))
         assert len(documents) == 1, name
         assert documents[0]["kind"] == "CustomResourceDefinition"
+
+
+def test_a_registry_without_type_shows_oci(session: Session) -> None:
+    """The server applies the default, so the TYPE column of `kubectl get registries` says
+    what the operator assumes."""
+    registry = {
+        "apiVersion": "modelyard.dev/v1alpha1",
+        "kind": "Registry",
+        "metadata": {"name": "untyped", "namespace": "default"},
+        "spec": {"url": "https://quay.io"},
+    }
+    stored = session.api.apply(registry, "modelyard-tests", dry_run=True)
+    assert stored["spec"]["type"] == "oci"

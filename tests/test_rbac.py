@@ -291,3 +291,123 @@ async def test_watch_namespaces_mode_works_under_its_roles_alone(
     )
     made = calls(cluster.served)
     assert made - allowed == set(), f"calls the chart would refuse: {sorted(made - allowed)}"
+
+
+#: (user, ClusterRole bound in the namespace, [(verb, resource, allowed)]): what each role of
+#: the chart grants, asked of the real authorizer (SubjectAccessReview, `kubectl auth can-i`).
+#: view, edit and admin are Kubernetes' own roles: the chart's rules reach them only through the
+#: clusterrole-aggregation controller, which the test control plane runs like every cluster.
+ROLE_CASES = [
+    (
+        "viewer",
+        "view",
+        [
+            ("list", "models", True),
+            ("get", "modelversions", True),
+            ("create", "models", False),
+            ("delete", "registries", False),
+        ],
+    ),
+    (
+        "editor",
+        "edit",
+        [
+            ("create", "models", True),
+            ("delete", "models", True),
+            ("get", "modeltemplates", True),
+            ("create", "modeltemplates", False),
+            ("create", "registries", False),
+        ],
+    ),
+    (
+        "namespace-admin",
+        "admin",
+        [
+            (verb, kind, True)
+            for verb in ("create", "delete")
+            for kind in ("models", "modeltemplates", "modelversions", "registries")
+        ],
+    ),
+    (
+        "model-owner",
+        "modelyard-model-manager",
+        [
+            ("create", "modelversions", True),
+            ("get", "modeltemplates", True),
+            ("create", "models", False),
+            ("create", "registries", False),
+            ("get", "secrets", False),
+        ],
+    ),
+]
+
+
+async def test_user_roles_grant_what_they_say_through_aggregation(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    roles = [
+        d
+        for d in render_chart(tmp_path)
+        if d["kind"] == "ClusterRole"
+        and d["metadata"]["name"].startswith("modelyard-")
+        and not d["metadata"]["name"].endswith("-operator")
+    ]
+    assert {r["metadata"]["name"] for r in roles} >= {
+        "modelyard-view",
+        "modelyard-edit",
+        "modelyard-admin",
+        "modelyard-model-manager",
+    }
+    for role in roles:
+        await cluster.apply(role)
+    for user, role_name, _ in ROLE_CASES:
+        await cluster.apply(
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": {"name": user, "namespace": cluster.namespace},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "ClusterRole",
+                    "name": role_name,
+                },
+                "subjects": [
+                    {"apiGroup": "rbac.authorization.k8s.io", "kind": "User", "name": user}
+                ],
+            }
+        )
+
+    def allowed(user: str, verb: str, resource: str) -> bool:
+        review = cluster.api.request(
+            "POST",
+            "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+            {
+                "apiVersion": "authorization.k8s.io/v1",
+                "kind": "SubjectAccessReview",
+                "spec": {
+                    "user": user,
+                    "resourceAttributes": {
+                        "namespace": cluster.namespace,
+                        "verb": verb,
+                        "group": "" if resource == "secrets" else "modelyard.dev",
+                        "resource": resource,
+                    },
+                },
+            },
+        )
+        return bool(review["status"].get("allowed"))
+
+    def answers() -> list[tuple[str, str, str, bool]]:
+        return [
+            (user, verb, resource, allowed(user, verb, resource))
+            for user, _, cases in ROLE_CASES
+            for verb, resource, _ in cases
+        ]
+
+    wanted = [
+        (user, verb, resource, expected)
+        for user, _, cases in ROLE_CASES
+        for verb, resource, expected in cases
+    ]
+    # The aggregation controller copies the rules in shortly after the roles appear.
+    await eventually(lambda: answers() == wanted, 30, f"the roles to grant {wanted}")

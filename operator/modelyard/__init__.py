@@ -1,7 +1,8 @@
 """modelyard: a Kubernetes operator that serves custom ML models.
 
-Layers (DESIGN.md §3), each importing only those below it, enforced by import-linter:
-handlers → reconcile → builders → status → registry → kube → api → config.
+Layers (docs/design.md), each importing only those below it, enforced by import-linter:
+cli → handlers, listing → reconcile, verify → render → builders → status → registry → kube →
+api → config, metrics.
 """
 
 __version__ = "0.1.0"

@@ -8,12 +8,13 @@ resource names are facts about the cluster, not about a model.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 CONFIG_ENV = "MODELYARD_CONFIG"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
@@ -150,6 +151,13 @@ class ExternalModels(_Config):
     denied_hosts: list[str] = Field(
         default_factory=lambda: list(DEFAULT_DENIED_HOSTS), alias="deniedHosts"
     )
+
+    @field_validator("allowed_cidrs", "denied_cidrs")
+    @classmethod
+    def _networks(cls, cidrs: list[str]) -> list[str]:
+        for cidr in cidrs:
+            ipaddress.ip_network(cidr, strict=False)  # ValueError names the bad one
+        return cidrs
 
 
 class OperatorConfig(_Config):

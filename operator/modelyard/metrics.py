@@ -52,6 +52,13 @@ REGISTRY_CHECK_FAILURES = Counter(
     ["reason"],
     registry=REGISTRY,
 )
+TRACKED = Gauge(
+    "modelyard_tracked_objects",
+    "Objects the operator keeps per-object state for (reconcile slots by kind, registry "
+    "connections): follows what exists, so it falls back when objects are deleted.",
+    ["kind"],
+    registry=REGISTRY,
+)
 API_REQUESTS = Counter(
     "modelyard_api_requests_total",
     "Kubernetes API requests made by the operator's own client, by HTTP method.",

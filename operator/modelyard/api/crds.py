@@ -6,6 +6,8 @@ schema forbids or what makes `kubectl explain` less useful:
 
 - `anyOf: [X, {type: null}]` from optional fields becomes plain X: an omitted field is how
   Kubernetes spells "unset", and `nullable` would let `null` through to the operator;
+- defaults are dropped (pydantic applies them where the operator reads), except the few in
+  `SERVER_DEFAULTS`, which `kubectl get` should show;
 - `additionalProperties: false` is dropped (structural schemas refuse it; the apiserver prunes);
 - apiVersion, kind and metadata leave the root schema (the apiserver supplies them);
 - the object-level CEL rules that only the root can carry are added.
@@ -26,7 +28,7 @@ from kube_custom_resource.registry import (
 )
 
 from modelyard.api.types import Resource
-from modelyard.api.v1alpha1 import CATEGORY, GROUP, KINDS, VERSION, root_rules
+from modelyard.api.v1alpha1 import CATEGORY, GROUP, KINDS, VERSION, RegistryType, root_rules
 
 Schema = dict[str, Any]
 
@@ -64,6 +66,21 @@ def _tidy(node: Any) -> Any:
         else:
             tidied[key] = value
     return tidied
+
+
+#: Defaults the API server applies too, by kind and path in the spec: those `kubectl get` shows
+#: in a column. Every other default stays in pydantic, where the operator reads it.
+SERVER_DEFAULTS: dict[str, dict[tuple[str, ...], Any]] = {
+    "Registry": {("spec", "type"): RegistryType.OCI.value},
+}
+
+
+def _server_defaults(schema: Schema, kind: str) -> None:
+    for path, value in SERVER_DEFAULTS.get(kind, {}).items():
+        node = schema
+        for part in path:
+            node = node["properties"][part]
+        node["default"] = value
 
 
 AGE_COLUMN = {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}
@@ -104,6 +121,7 @@ def generate() -> list[dict[str, Any]]:
             schema["required"] = [
                 r for r in schema.get("required", []) if r in schema["properties"]
             ]
+            _server_defaults(schema, kind.info.kind)
             rules = root_rules(kind.info.kind)
             if rules:
                 schema["x-kubernetes-validations"] = rules

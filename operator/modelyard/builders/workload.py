@@ -1,4 +1,4 @@
-"""What a Model becomes: a Deployment, a Service and at most one autoscaler (DESIGN.md §2).
+"""What a Model becomes: a Deployment, a Service and at most one autoscaler (docs/design.md).
 
 `Workload` is everything already resolved (template, image by digest, env, scaling, GPU type);
 the functions here only arrange it into manifests. They are the whole desired state on every

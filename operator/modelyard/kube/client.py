@@ -1,6 +1,6 @@
 """The one client of the Kubernetes API: asynchronous, on the operator's own event loop.
 
-One `Kube` per process: building an API client per call doubles reaction time (DESIGN.md §3).
+One `Kube` per process: building an API client per call doubles reaction time (docs/design.md).
 Calls use explicit paths, so any kind — ours, KEDA's, built-in — is reached the same way without
 per-kind client classes or discovery round-trips. They run on kopf's event loop through aiohttp
 (already there for kopf): the official synchronous client needed a worker thread per call in

@@ -567,6 +567,16 @@ async def _announce(body: Manifest, previous: Manifest, status: Manifest, kube: 
     before = conditions.find(previous.get("conditions"), reasons.READY) or {}
     if previous.get("state") == status["state"] and before.get("reason") == ready.get("reason"):
         return
+    metadata = body.get("metadata") or {}
+    # The operator's log at its default level: one line per change a person would want told.
+    (logger.warning if status["state"] == ModelState.FAILED.value else logger.info)(
+        "Model %s/%s: %s (%s): %s",
+        metadata.get("namespace"),
+        metadata.get("name"),
+        status["state"],
+        ready.get("reason"),
+        ready.get("message", ""),
+    )
     if not previous.get("state") and status["state"] in (
         ModelState.DEPLOYING.value,
         ModelState.PENDING.value,

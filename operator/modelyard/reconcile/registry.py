@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +28,7 @@ from modelyard.registry.mlflow import MlflowClient
 from modelyard.registry.oci import Credentials, Endpoint, OciClient, RegistryError
 from modelyard.status import conditions, reasons
 
+logger = logging.getLogger(__name__)
 Manifest = dict[str, Any]
 Key = tuple[str, str]
 COMPONENT = "modelyard"
@@ -277,6 +279,9 @@ async def reconcile_registry(
         )
         before = conditions.find(previous.get("conditions"), reasons.READY) or {}
         if before.get("reason") != verdict.reason:
+            (logger.info if verdict.ok else logger.warning)(
+                "Registry %s/%s: %s: %s", *key, verdict.reason, verdict.message
+            )
             await kube.post_event(
                 body,
                 "Normal" if verdict.ok else "Warning",

@@ -48,9 +48,10 @@ Key = tuple[str, str]
 Indices = Mapping[str, Mapping[Any, Iterable[Any]]]
 
 MAX_BACKOFF = 60.0
-#: A child refused by the server is tried again at most this far apart: a raised quota or a
-#: removed policy sends no event the operator watches, so this is how soon it recovers.
-MAX_REFUSED_BACKOFF = 20.0
+#: A child refused by the server is tried again, backing off, at most this far apart: a raised
+#: quota or a removed policy sends no event the operator watches, so this is how soon at most it
+#: recovers (an edit of the Model or its template is seen at once).
+MAX_REFUSED_BACKOFF = 120.0
 #: Failed passes in a row after which a server error applying a child is reported in status.
 PERSISTENT_AFTER = 2
 #: Model passes running at once. A waiting pass holds only its key; a running one holds its
@@ -175,6 +176,8 @@ class _Slot:
     failures: int = 0
     #: The message of the refusal last logged (see `_drain`).
     refused: str | None = None
+    #: The error last logged (see `_drain`): logged again only when it changes.
+    cause: str | None = None
 
 
 class Runner:
@@ -345,7 +348,7 @@ class Runner:
         async with self._slot("template", key).lock:
             body = _first(self.indices.get("template_bodies"), key)
             if body is None:
-                self.forget("ModelTemplate", key)
+                self._gone("template", "ModelTemplate", key)
                 return None
             body = self.fresh("ModelTemplate", key, body) or body
             models = self.models_using_template(*key)
@@ -384,6 +387,7 @@ class Runner:
             body = self._named("registry_bodies", key)
             if body is None:
                 await self.connections.drop(key)
+                self._gone("registry", "Registry", key)
                 return None
             before = self.connections.get(key)
             was_ready = before.ready if before else None
@@ -449,6 +453,7 @@ class Runner:
         async with self._slot("version", key).lock:
             body = self._named("version_bodies", key)
             if body is None:
+                self._gone("version", "ModelVersion", key)
                 return None
             registry = (body.get("spec") or {}).get("registry", "")
             connection = await self._connection(key[0], registry)
@@ -505,6 +510,26 @@ class Runner:
         """The object is gone: a remembered copy must not resurrect it."""
         self._latest.pop((kind, *key), None)
 
+    def _gone(self, slot_kind: str, kind: str, key: Key) -> None:
+        """Everything kept for an object that no longer exists: thousands of templates,
+        registries or versions created and deleted must leave nothing behind."""
+        self.forget(kind, key)
+        self.states.forget(kind, *key)
+        if kind == "ModelTemplate":
+            self._template_fingerprints.pop(key, None)
+        slot = self._slots.get((slot_kind, key))
+        if slot is not None and (slot.task is None or slot.task is asyncio.current_task()):
+            del self._slots[(slot_kind, key)]
+
+    def tracked(self) -> dict[str, int]:
+        """How many objects the runner keeps state for, by kind (for tests and debugging)."""
+        counts: dict[str, int] = {}
+        for kind, _ in self._slots:
+            counts[kind] = counts.get(kind, 0) + 1
+        counts["connections"] = len(self.connections.by_key)
+        counts["templateFingerprints"] = len(self._template_fingerprints)
+        return counts
+
     # -- scheduling --------------------------------------------------------------------------
 
     def _soon(self, kind: str, key: Key, run: Callable[[Key], Awaitable[Any]]) -> None:
@@ -541,20 +566,34 @@ class Runner:
                     await asyncio.sleep(delay)
                     slot.again = True
             except ApiError as problem:
+                cause = str(problem)
                 if not problem.temporary:
-                    logger.error("%s %s/%s: %s", kind, *key, problem)
-                    slot.failures = 0
+                    # Waits for the next change (an edit, a periodic check): said once.
+                    log = logger.error if cause != slot.cause else logger.debug
+                    log("%s %s/%s: %s", kind, *key, problem)
+                    slot.failures, slot.cause = 0, cause
                 else:
                     slot.failures += 1
                     delay = problem.retry_after or min(MAX_BACKOFF, 0.5 * 2**slot.failures)
-                    logger.warning("%s %s/%s: %s; retrying in %.1f s", kind, *key, problem, delay)
+                    log = logger.warning if cause != slot.cause else logger.debug
+                    log("%s %s/%s: %s; retrying in %.1f s", kind, *key, problem, delay)
+                    slot.cause = cause
                     await asyncio.sleep(delay)
                     slot.again = True
-            except Exception:
+            except Exception as error:
+                # A bug: the traceback once per cause, then one line per retry at debug
+                # level, backing off to MAX_BACKOFF.
                 slot.failures += 1
-                logger.exception("%s %s/%s: reconcile failed", kind, *key)
+                cause = f"{type(error).__name__}: {error}"
+                if cause != slot.cause:
+                    logger.exception("%s %s/%s: reconcile failed", kind, *key)
+                else:
+                    logger.debug("%s %s/%s: reconcile failed again: %s", kind, *key, cause)
+                slot.cause = cause
                 await asyncio.sleep(min(MAX_BACKOFF, 0.5 * 2**slot.failures))
                 slot.again = True
+            else:
+                slot.cause = None
             if not slot.again:
                 if kind == "model" and self._slots.get((kind, key)) is slot:
                     # Model passes run only in this task, so nothing else holds or awaits the
@@ -579,6 +618,9 @@ class Runner:
         seen = self.passes
         while True:
             await asyncio.sleep(every)
+            tracked = self.tracked()
+            for kind in ("model", "template", "registry", "version", "connections"):
+                metrics.TRACKED.labels(kind).set(tracked.get(kind, 0))
             if self.passes != seen and not self.busy():
                 seen = self.passes
                 gc.collect()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,6 +17,7 @@ from modelyard.reconcile.registry import Connection
 from modelyard.registry.oci import RegistryError
 from modelyard.status import conditions, reasons
 
+logger = logging.getLogger(__name__)
 Manifest = dict[str, Any]
 COMPONENT = "modelyard"
 #: Held on every template so one that Models still use is not deleted from under them.
@@ -70,6 +72,13 @@ async def write_template_status(
     )
     before = conditions.find(previous.get("conditions"), reasons.READY) or {}
     if before.get("reason") != verdict.reason:
+        (logger.info if verdict.ok else logger.warning)(
+            "ModelTemplate %s/%s: %s: %s",
+            metadata.get("namespace"),
+            metadata["name"],
+            verdict.reason,
+            verdict.message,
+        )
         await kube.post_event(
             body, "Normal" if verdict.ok else "Warning", verdict.reason, verdict.message, COMPONENT
         )

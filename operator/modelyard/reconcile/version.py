@@ -15,6 +15,7 @@ version deleted in MLflow stops being Ready (VersionNotFound).
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,6 +30,7 @@ from modelyard.reconcile.registry import Connection
 from modelyard.registry.verify import MlflowVerification, verify, verify_mlflow
 from modelyard.status import conditions, reasons
 
+logger = logging.getLogger(__name__)
 Manifest = dict[str, Any]
 COMPONENT = "modelyard"
 
@@ -272,6 +274,14 @@ async def _announce(
     before = conditions.find(previous.get("conditions"), reasons.READY) or {}
     ready = checks[reasons.READY]
     if before.get("reason") != ready.reason or before.get("status") != ready.status:
+        metadata = body.get("metadata") or {}
+        (logger.info if ready.ok else logger.warning)(
+            "ModelVersion %s/%s: %s: %s",
+            metadata.get("namespace"),
+            metadata.get("name"),
+            ready.reason,
+            ready.message,
+        )
         await kube.post_event(
             body, "Normal" if ready.ok else "Warning", ready.reason, ready.message, COMPONENT
         )

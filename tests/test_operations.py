@@ -1,0 +1,160 @@
+"""What the person running the operator sees over time: a log they can read, and memory that
+follows what exists.
+
+The operator runs as `modelyard run` against the real API server, at its default log level.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from support.cluster import Cluster
+from support.controllers import (
+    DEPLOYMENTS,
+    REGISTRIES,
+    TEMPLATES,
+    apply_documents,
+    model_state,
+    run_pods,
+)
+from support.examples import example
+from support.operator_process import OperatorProcess, eventually
+from test_operator import offline_registry
+
+COUNT = 1000
+
+
+@pytest.fixture
+async def operator(cluster: Cluster, tmp_path: Path) -> AsyncIterator[OperatorProcess]:
+    process = OperatorProcess(cluster.operator_kubeconfig(tmp_path), tmp_path, verbose=False)
+    yield process.start()
+    await process.stop()
+
+
+def resident_megabytes(operator: OperatorProcess) -> float:
+    assert operator.process is not None
+    status = Path(f"/proc/{operator.process.pid}/status").read_text()
+    match = re.search(r"VmRSS:\s+(\d+) kB", status)
+    assert match
+    return int(match.group(1)) / 1024
+
+
+def tracked(operator: OperatorProcess) -> dict[str, float]:
+    with urllib.request.urlopen(
+        f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5
+    ) as answer:
+        text = answer.read().decode()
+    return {
+        kind: float(value)
+        for kind, value in re.findall(r'modelyard_tracked_objects\{kind="(\w+)"\} (\S+)', text)
+    }
+
+
+async def test_the_default_log_says_what_changed_and_nothing_else(
+    cluster: Cluster, operator: OperatorProcess
+) -> None:
+    await apply_documents(
+        cluster,
+        [
+            offline_registry(),
+            example("ModelTemplate", "cpu-embedding"),
+            example("Model", "docs-embedder"),
+        ],
+    )
+    await eventually(
+        lambda: cluster.get(DEPLOYMENTS, cluster.namespace, "docs-embedder"),
+        20,
+        "Deployment",
+        operator,
+    )
+    # Played kubelet: this test is about the operator's log, not about pods.
+    await run_pods(cluster, cluster.namespace, "docs-embedder")
+    await eventually(
+        lambda: model_state(cluster, "docs-embedder") == ("READY", "Available"),
+        20,
+        "READY",
+        operator,
+    )
+    await asyncio.sleep(1)
+    lines = [line for line in operator.output.splitlines() if line.strip()]
+    assert not [line for line in lines if "Handler '" in line or "Indexer '" in line], lines
+    assert any(
+        f"Model {cluster.namespace}/docs-embedder: READY (Available)" in line for line in lines
+    ), lines
+    assert len(lines) < 20, "\n".join(lines)
+
+
+def template(index: int) -> dict[str, Any]:
+    document = example("ModelTemplate", "cpu-embedding")
+    document["metadata"]["name"] = f"template-{index}"
+    return document
+
+
+def registry(index: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "modelyard.dev/v1alpha1",
+        "kind": "Registry",
+        "metadata": {"name": f"registry-{index}"},
+        "spec": {"url": "http://127.0.0.1:9"},
+    }
+
+
+async def test_state_for_deleted_templates_and_registries_is_freed(
+    cluster: Cluster, operator: OperatorProcess
+) -> None:
+    """1,000 templates and 1,000 registries created and deleted: the operator's per-object
+    state (reconcile slots, registry connections) goes back to nothing, and its memory
+    returns to about where it started."""
+    ns = cluster.namespace
+    await apply_documents(cluster, [offline_registry()])
+    await eventually(lambda: "registry" in tracked(operator), 40, "the metric", operator)
+    before = resident_megabytes(operator)
+
+    documents = [maker(i) for i in range(COUNT) for maker in (template, registry)]
+    await asyncio.gather(*(cluster.apply(cluster.in_namespace(d)) for d in documents))
+    await eventually(
+        lambda: (
+            tracked(operator).get("registry", 0) >= COUNT
+            and tracked(operator).get("template", 0) >= COUNT
+        ),
+        120,
+        "state for every object",
+        operator,
+    )
+    peak = resident_megabytes(operator)
+
+    await asyncio.gather(
+        *(cluster.remove(TEMPLATES, ns, f"template-{i}") for i in range(COUNT)),
+        *(cluster.remove(REGISTRIES, ns, f"registry-{i}") for i in range(COUNT)),
+    )
+    await eventually(
+        lambda: (
+            not [t for t in cluster.list(TEMPLATES, ns)] and len(cluster.list(REGISTRIES, ns)) == 1
+        ),
+        120,
+        "all deleted",
+        operator,
+    )
+    await eventually(
+        lambda: (
+            tracked(operator).get("template") == 0
+            and tracked(operator).get("registry", 0) <= 1
+            and tracked(operator).get("connections", 0) <= 1
+        ),
+        120,
+        "the state freed",
+        operator,
+    )
+    after = resident_megabytes(operator)
+    print(
+        f"operator RSS: {before:.1f} MB before, {peak:.1f} MB with {2 * COUNT} objects, "
+        f"{after:.1f} MB after"
+    )
+    assert after - before < max(10.0, (peak - before) / 2), (before, peak, after)
