@@ -148,7 +148,10 @@ async def test_ready_needs_a_conforming_answer_to_the_templates_probe(
         [w for w in cluster.writes() if f"/models/{MODEL}/status" in w.path]
     ), "an unchanged verdict rewrote the status"
 
-    # A rollout: the answer of the old workers does not vouch for the new ones.
+    # A rollout: the old workers serve on, so the Model stays READY on its last answer while
+    # the rollout shows as Reconciling; the question is asked again at once, not at the next
+    # interval, and again once the new workers are the only ones.
+    asked = len(server.posts())
     await cluster.patch(
         TEMPLATES,
         cluster.namespace,
@@ -156,12 +159,26 @@ async def test_ready_needs_a_conforming_answer_to_the_templates_probe(
         {"spec": {"env": {"DEVICE": "cpu"}}},
         manager="kubectl",
     )
-    await wait_for(cluster, prober, ("DEPLOYING", "Deploying", "AwaitingWorkers"))
-    asked = len(server.posts())
+    await eventually(
+        lambda: condition(cluster.get(MODELS, cluster.namespace, MODEL), "Reconciling").get(
+            "reason"
+        )
+        == "Progressing",
+        20,
+        "the rollout under way",
+        prober,
+    )
+    assert state(cluster) == ("READY", "Available", "Conformant")
     # Played kubelet: the answer comes from a loopback server the test reconfigures as it
     # runs (slow, 500, off-contract); a real pod's answer is judged in test_node.
     await run_pods(cluster, cluster.namespace, MODEL)
-    await wait_for(cluster, prober, ("READY", "Available", "Conformant"))
+    await eventually(
+        lambda: not condition(cluster.get(MODELS, cluster.namespace, MODEL), "Reconciling"),
+        20,
+        "the rollout finished",
+        prober,
+    )
+    assert state(cluster) == ("READY", "Available", "Conformant")
     assert len(server.posts()) > asked
 
 

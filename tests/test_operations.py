@@ -47,10 +47,13 @@ def resident_megabytes(operator: OperatorProcess) -> float:
 
 
 def tracked(operator: OperatorProcess) -> dict[str, float]:
-    with urllib.request.urlopen(
-        f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5
-    ) as answer:
-        text = answer.read().decode()
+    try:
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5
+        ) as answer:
+            text = answer.read().decode()
+    except OSError:
+        return {}  # not serving yet
     return {
         kind: float(value)
         for kind, value in re.findall(r'modelyard_tracked_objects\{kind="(\w+)"\} (\S+)', text)
@@ -106,17 +109,10 @@ def registry(index: int) -> dict[str, Any]:
     }
 
 
-async def test_state_for_deleted_templates_and_registries_is_freed(
-    cluster: Cluster, operator: OperatorProcess
-) -> None:
-    """1,000 templates and 1,000 registries created and deleted: the operator's per-object
-    state (reconcile slots, registry connections) goes back to nothing, and its memory
-    returns to about where it started."""
+async def churn(cluster: Cluster, operator: OperatorProcess) -> tuple[float, float]:
+    """COUNT templates and COUNT registries created, then deleted; the operator's resident
+    memory (MB) with all of them, and once they are gone and it has tidied up."""
     ns = cluster.namespace
-    await apply_documents(cluster, [offline_registry()])
-    await eventually(lambda: "registry" in tracked(operator), 40, "the metric", operator)
-    before = resident_megabytes(operator)
-
     documents = [maker(i) for i in range(COUNT) for maker in (template, registry)]
     await asyncio.gather(*(cluster.apply(cluster.in_namespace(d)) for d in documents))
     await eventually(
@@ -129,15 +125,12 @@ async def test_state_for_deleted_templates_and_registries_is_freed(
         operator,
     )
     peak = resident_megabytes(operator)
-
     await asyncio.gather(
         *(cluster.remove(TEMPLATES, ns, f"template-{i}") for i in range(COUNT)),
         *(cluster.remove(REGISTRIES, ns, f"registry-{i}") for i in range(COUNT)),
     )
     await eventually(
-        lambda: (
-            not [t for t in cluster.list(TEMPLATES, ns)] and len(cluster.list(REGISTRIES, ns)) == 1
-        ),
+        lambda: not cluster.list(TEMPLATES, ns) and len(cluster.list(REGISTRIES, ns)) == 1,
         120,
         "all deleted",
         operator,
@@ -152,9 +145,25 @@ async def test_state_for_deleted_templates_and_registries_is_freed(
         "the state freed",
         operator,
     )
-    after = resident_megabytes(operator)
+    # The operator hands freed memory back once the work is done (every 20 s).
+    await asyncio.sleep(25)
+    return peak, resident_megabytes(operator)
+
+
+async def test_state_for_deleted_templates_and_registries_is_freed(
+    cluster: Cluster, operator: OperatorProcess
+) -> None:
+    """1,000 templates and 1,000 registries created and deleted, twice: the operator's
+    per-object state (reconcile slots, registry connections) goes back to nothing each time,
+    and the second round costs no memory the first did not (nothing of the deleted objects
+    stays: the allocator reuses what they held)."""
+    await apply_documents(cluster, [offline_registry()])
+    await eventually(lambda: "registry" in tracked(operator), 40, "the metric", operator)
+    before = resident_megabytes(operator)
+    first_peak, first = await churn(cluster, operator)
+    second_peak, second = await churn(cluster, operator)
     print(
-        f"operator RSS: {before:.1f} MB before, {peak:.1f} MB with {2 * COUNT} objects, "
-        f"{after:.1f} MB after"
+        f"operator RSS: {before:.1f} MB at start; {first_peak:.1f} MB with {2 * COUNT} objects, "
+        f"{first:.1f} MB after deleting them; again: {second_peak:.1f} MB, {second:.1f} MB"
     )
-    assert after - before < max(10.0, (peak - before) / 2), (before, peak, after)
+    assert second - first < max(15.0, (first_peak - before) / 4), (before, first, second)

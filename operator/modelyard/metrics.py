@@ -8,10 +8,12 @@ no label can carry a secret.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
@@ -52,13 +54,28 @@ REGISTRY_CHECK_FAILURES = Counter(
     ["reason"],
     registry=REGISTRY,
 )
-TRACKED = Gauge(
-    "modelyard_tracked_objects",
-    "Objects the operator keeps per-object state for (reconcile slots by kind, registry "
-    "connections): follows what exists, so it falls back when objects are deleted.",
-    ["kind"],
-    registry=REGISTRY,
-)
+
+
+class _Tracked(Collector):
+    """modelyard_tracked_objects, read from the runner at scrape time."""
+
+    def __init__(self) -> None:
+        self.source: Callable[[], dict[str, int]] | None = None
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "modelyard_tracked_objects",
+            "Objects the operator keeps per-object state for (reconcile slots by kind, registry "
+            "connections): follows what exists, so it falls back when objects are deleted.",
+            labels=["kind"],
+        )
+        for kind, count in sorted((self.source() if self.source else {}).items()):
+            family.add_metric([kind], count)
+        yield family
+
+
+TRACKED = _Tracked()
+REGISTRY.register(TRACKED)
 API_REQUESTS = Counter(
     "modelyard_api_requests_total",
     "Kubernetes API requests made by the operator's own client, by HTTP method.",

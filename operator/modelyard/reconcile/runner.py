@@ -202,6 +202,7 @@ class Runner:
         #: Asks Models with a probe (and external Models) whether they answer; a changed
         #: verdict asks for a pass.
         self.prober = Prober(kube, config.probes, self.model_soon, egress)
+        metrics.TRACKED.source = self.tracked
 
     def remember(self, indices: Indices) -> None:
         """Keep the live index views kopf hands to every handler, for background passes."""
@@ -332,8 +333,10 @@ class Runner:
             for ns, name in [k for k in list(index) if k[0] == namespace]:
                 parameters = ((_first(index, (ns, name)) or {}).get("spec") or {}).get(
                     "parameters"
-                ) or {}
-                if any(
+                )
+                # Any shape can reach here past a relaxed CRD; the Model's pass says what is
+                # wrong with it.
+                if isinstance(parameters, dict) and any(
                     isinstance(v, str) and v.startswith(f"{secret}/") for v in parameters.values()
                 ):
                     self.model_soon((ns, name))
@@ -523,7 +526,7 @@ class Runner:
 
     def tracked(self) -> dict[str, int]:
         """How many objects the runner keeps state for, by kind (for tests and debugging)."""
-        counts: dict[str, int] = {}
+        counts: dict[str, int] = dict.fromkeys(("model", "template", "registry", "version"), 0)
         for kind, _ in self._slots:
             counts[kind] = counts.get(kind, 0) + 1
         counts["connections"] = len(self.connections.by_key)
@@ -618,9 +621,6 @@ class Runner:
         seen = self.passes
         while True:
             await asyncio.sleep(every)
-            tracked = self.tracked()
-            for kind in ("model", "template", "registry", "version", "connections"):
-                metrics.TRACKED.labels(kind).set(tracked.get(kind, 0))
             if self.passes != seen and not self.busy():
                 seen = self.passes
                 gc.collect()
