@@ -293,14 +293,36 @@ async def test_registry_outage_during_verification(cluster: Cluster, tmp_path: P
         await eventually(
             lambda: reason("v2") == "RegistryNotReady", 20, "new version waits", operator
         )
-        assert cluster.get(versions, cluster.namespace, "v1")["status"] == verified["status"], (
-            "an outage un-verified nothing"
+        # An outage un-verifies nothing (Models must not roll for it), and says it could not
+        # check: RegistryReachable=False, only while it lasts.
+        await eventually(
+            lambda: (
+                condition(cluster.get(versions, cluster.namespace, "v1"), "RegistryReachable").get(
+                    "reason"
+                )
+                == "RegistryNotReady"
+            ),
+            30,
+            "v1 says the registry cannot be asked",
+            operator,
         )
+        during = cluster.get(versions, cluster.namespace, "v1")
+        assert during["status"]["image"] == verified["status"]["image"]
+        assert condition(during) == condition(verified), "an outage un-verified nothing"
         # The registry is back: the next check finds it, and the waiting version verifies.
         await local.start()
         await eventually(
             lambda: reason("v2") == "DigestVerified", 40, "verified after the outage", operator
         )
+        await eventually(
+            lambda: (
+                not condition(cluster.get(versions, cluster.namespace, "v1"), "RegistryReachable")
+            ),
+            30,
+            "v1 checked again",
+            operator,
+        )
+        assert condition(cluster.get(versions, cluster.namespace, "v1")) == condition(verified)
     finally:
         await operator.stop()
         await local.stop()

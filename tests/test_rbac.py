@@ -410,4 +410,9 @@ async def test_user_roles_grant_what_they_say_through_aggregation(
         for verb, resource, expected in cases
     ]
     # The aggregation controller copies the rules in shortly after the roles appear.
-    await eventually(lambda: answers() == wanted, 30, f"the roles to grant {wanted}")
+    await eventually(
+        lambda: answers() == wanted,
+        30,
+        lambda: f"the roles to grant what they say; wrong: "
+        f"{[a for a, w in zip(answers(), wanted, strict=True) if a != w]}",
+    )

@@ -62,6 +62,9 @@ var defaultControllers = []string{
 	"endpointslice-controller",
 	"node-lifecycle-controller",
 	"root-ca-certificate-publisher-controller",
+	// Every real cluster runs it: the rules of a ClusterRole labelled to aggregate into
+	// view/edit/admin are copied into those roles, so without it "edit" grants nothing here.
+	"clusterrole-aggregation-controller",
 }
 
 type settings struct {

@@ -331,9 +331,7 @@ class Runner:
         if event in ("ADDED", "DELETED"):
             index = self.indices.get("model_bodies") or {}
             for ns, name in [k for k in list(index) if k[0] == namespace]:
-                parameters = ((_first(index, (ns, name)) or {}).get("spec") or {}).get(
-                    "parameters"
-                )
+                parameters = ((_first(index, (ns, name)) or {}).get("spec") or {}).get("parameters")
                 # Any shape can reach here past a relaxed CRD; the Model's pass says what is
                 # wrong with it.
                 if isinstance(parameters, dict) and any(

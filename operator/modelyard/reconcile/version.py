@@ -109,7 +109,9 @@ async def reconcile_version(
     elif connection is None or not connection.ready:
         why = connection.message if connection else "it does not exist or was not checked yet"
         if was_verified:
-            return VersionOutcome(True, reasons.DIGEST_VERIFIED, None, temporary=True)
+            return await _unreachable_since_verified(
+                body, previous, f"Registry {version.spec.registry} is not ready: {why}", kube
+            )
         found.checks = {
             reasons.READY: conditions.failed(
                 reasons.REGISTRY_NOT_READY, f"Registry {version.spec.registry} is not ready: {why}"
@@ -120,10 +122,10 @@ async def reconcile_version(
     else:
         await _verify_image(version, connection, was_verified, found)
     if found.unchanged:
-        ready_reason = (
-            reasons.VERSION_VERIFIED if version and version.spec.mlflow else reasons.DIGEST_VERIFIED
+        ready = found.checks.get(reasons.READY)
+        return await _unreachable_since_verified(
+            body, previous, ready.message if ready else "the registry did not answer", kube
         )
-        return VersionOutcome(True, ready_reason, None, temporary=True)
     checks = found.checks
     ready = checks[reasons.READY]
     status: Manifest = {
@@ -143,6 +145,40 @@ async def reconcile_version(
     )
     await _announce(body, previous, checks, kube)
     return VersionOutcome(ready.ok, ready.reason, written, found.temporary)
+
+
+async def _unreachable_since_verified(
+    body: Manifest, previous: Manifest, why: str, kube: Kube
+) -> VersionOutcome:
+    """A verified version whose registry cannot be asked now stays Ready (what was verified
+    is still what runs, and Models must not roll for an outage), and says that it could not
+    be checked: RegistryReachable=False, present only while that lasts."""
+    metadata = body.get("metadata") or {}
+    kept = {
+        str(c.get("type")): conditions.Check(
+            str(c.get("status")), str(c.get("reason")), str(c.get("message", ""))
+        )
+        for c in previous.get("conditions") or []
+        if c.get("type") not in (reasons.READY, reasons.REGISTRY_REACHABLE)
+    }
+    before = conditions.find(previous.get("conditions"), reasons.READY) or {}
+    ready = conditions.Check(
+        str(before.get("status")), str(before.get("reason")), str(before.get("message", ""))
+    )
+    kept[reasons.REGISTRY_REACHABLE] = conditions.failed(reasons.REGISTRY_NOT_READY, why)
+    kept[reasons.READY] = ready
+    status = {
+        **previous,
+        "conditions": conditions.merge(
+            previous.get("conditions"), kept, metadata.get("generation")
+        ),
+    }
+    written = None
+    if status_changed(previous, status):
+        written = await kube.patch_status(
+            API_VERSION, "ModelVersion", metadata.get("namespace"), metadata["name"], status
+        )
+    return VersionOutcome(ready.ok, ready.reason, written, temporary=True)
 
 
 async def _verify_image(

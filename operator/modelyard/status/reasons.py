@@ -17,6 +17,8 @@ PARAMETERS_VALID: Final = "ParametersValid"
 AVAILABLE: Final = "Available"
 AUTOSCALING: Final = "Autoscaling"
 VALID: Final = "Valid"
+#: On a verified ModelVersion while its registry cannot be asked: present only then.
+REGISTRY_REACHABLE: Final = "RegistryReachable"
 #: kstatus's conditions (what Flux and cli-utils read), present only while True: work under
 #: way, and a Model that only a change of its spec or of what it uses can help.
 RECONCILING: Final = "Reconciling"
