@@ -22,6 +22,7 @@ from support.cluster import (
     install_crds,
     install_relaxed_crds,
 )
+from support.model_server import ModelServer
 from support.node import leftovers
 from support.operator_process import OperatorProcess
 from support.workloads import NODE_OPERATOR_CONFIG
@@ -192,3 +193,11 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker("real_server")
         if "real_node" in getattr(item, "fixturenames", ()):
             item.add_marker("real_node")
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[ModelServer]:
+    """A model server on loopback (`support.model_server`), stopped after the test."""
+    started = ModelServer().start()
+    yield started
+    started.stop()

@@ -42,13 +42,6 @@ PROBES = {"serviceAddress": "127.0.0.1:{port}", "intervalSeconds": 2, "retrySeco
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[ModelServer]:
-    started = ModelServer().start()
-    yield started
-    started.stop()
-
-
-@pytest.fixture
 async def prober(cluster: Cluster, tmp_path: Path) -> AsyncIterator[OperatorProcess]:
     """`modelyard run` configured to reach Services on loopback."""
     process = OperatorProcess(
@@ -160,10 +153,10 @@ async def test_ready_needs_a_conforming_answer_to_the_templates_probe(
         manager="kubectl",
     )
     await eventually(
-        lambda: condition(cluster.get(MODELS, cluster.namespace, MODEL), "Reconciling").get(
-            "reason"
-        )
-        == "Progressing",
+        lambda: (
+            condition(cluster.get(MODELS, cluster.namespace, MODEL), "Reconciling").get("reason")
+            == "Progressing"
+        ),
         20,
         "the rollout under way",
         prober,

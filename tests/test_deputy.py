@@ -35,13 +35,6 @@ TOKEN = "other-teams-token-4Hq9"
 
 
 @pytest.fixture
-async def server() -> AsyncIterator[ModelServer]:
-    started = ModelServer().start()
-    yield started
-    started.stop()
-
-
-@pytest.fixture
 async def operator(cluster: Cluster, tmp_path: Path) -> AsyncIterator[OperatorProcess]:
     process = OperatorProcess(
         cluster.operator_kubeconfig(tmp_path),
@@ -76,6 +69,15 @@ def external_model(url: str, secret: str | None = "other-team-token") -> dict[st
 
 def ready(cluster: Cluster, name: str = EXTERNAL) -> dict[str, Any]:
     return condition(cluster.get(MODELS, cluster.namespace, name))
+
+
+async def not_permitted(cluster: Cluster, operator: OperatorProcess) -> None:
+    await eventually(
+        lambda: ready(cluster).get("reason") == "EndpointNotPermitted",
+        20,
+        "EndpointNotPermitted",
+        operator,
+    )
 
 
 async def test_a_secret_is_used_only_once_its_owner_labels_it(
@@ -115,8 +117,9 @@ async def test_a_registry_and_a_secret_parameter_need_consent_too(
     }
     await apply_documents(cluster, [token_secret(), registry])
     await eventually(
-        lambda: condition(cluster.get(REGISTRIES, ns, "private")).get("reason")
-        == "SecretNotPermitted",
+        lambda: (
+            condition(cluster.get(REGISTRIES, ns, "private")).get("reason") == "SecretNotPermitted"
+        ),
         20,
         "the Registry refuses the Secret",
         operator,
@@ -132,8 +135,10 @@ async def test_a_registry_and_a_secret_parameter_need_consent_too(
     await apply_documents(cluster, [template, model])
     name = model["metadata"]["name"]
     await eventually(
-        lambda: condition(cluster.get(MODELS, ns, name), "ParametersValid").get("reason")
-        == "SecretNotPermitted",
+        lambda: (
+            condition(cluster.get(MODELS, ns, name), "ParametersValid").get("reason")
+            == "SecretNotPermitted"
+        ),
         20,
         "the parameter refused",
         operator,
@@ -183,12 +188,7 @@ async def test_an_external_url_outside_the_egress_policy_is_never_asked(
     cluster: Cluster, operator: OperatorProcess, url: str, why: str
 ) -> None:
     await apply_documents(cluster, [external_model(url, secret=None)])
-    await eventually(
-        lambda: ready(cluster).get("reason") == "EndpointNotPermitted",
-        20,
-        "EndpointNotPermitted",
-        operator,
-    )
+    await not_permitted(cluster, operator)
     assert why in ready(cluster)["message"], ready(cluster)
 
 
@@ -198,12 +198,7 @@ async def test_the_api_server_is_never_an_external_model(
     """The operator's own API server, as its kubeconfig names it: probing it would tell a
     Model writer what the operator's credentials can see."""
     await apply_documents(cluster, [external_model(cluster.url, secret=None)])
-    await eventually(
-        lambda: ready(cluster).get("reason") == "EndpointNotPermitted",
-        20,
-        "EndpointNotPermitted",
-        operator,
-    )
+    await not_permitted(cluster, operator)
     assert "API server" in ready(cluster)["message"]
 
 
@@ -217,12 +212,7 @@ async def test_credentials_never_follow_a_redirect_to_another_origin(
             cluster,
             [token_secret(CONSENT), external_model(f"http://127.0.0.1:{server.port}/v1")],
         )
-        await eventually(
-            lambda: ready(cluster).get("reason") == "EndpointNotPermitted",
-            20,
-            "EndpointNotPermitted",
-            operator,
-        )
+        await not_permitted(cluster, operator)
         assert "another origin" in ready(cluster)["message"]
         assert server.received and elsewhere.received == []
     finally:

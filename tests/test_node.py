@@ -381,6 +381,19 @@ async def test_a_template_change_rolls_the_real_pods_and_deleting_the_model_remo
     )
 
 
+async def scale(cluster: Cluster, name: str, replicas: int) -> None:
+    """As the HPA scales: the Deployment's scale subresource."""
+    await cluster.patch(
+        DEPLOYMENTS,
+        cluster.namespace,
+        name,
+        {"spec": {"replicas": replicas}},
+        subresource="scale",
+        manager="horizontal-pod-autoscaler",
+        merge=True,
+    )
+
+
 async def test_an_autoscaler_scale_up_starts_real_workers_and_the_model_stays_ready(
     cluster: Cluster, real_node: RealNode, node_operator: OperatorProcess
 ) -> None:
@@ -393,15 +406,7 @@ async def test_an_autoscaler_scale_up_starts_real_workers_and_the_model_stays_re
     serving = await reaches(cluster, node_operator, "served-model", ("READY", "Available"))
     since = int(serving["metadata"]["resourceVersion"])
 
-    await cluster.patch(
-        DEPLOYMENTS,
-        ns,
-        "served-model",
-        {"spec": {"replicas": 3}},
-        subresource="scale",
-        manager="horizontal-pod-autoscaler",
-        merge=True,
-    )
+    await scale(cluster, "served-model", 3)
     await eventually(
         lambda: len([p for p in pods_of(cluster, "served-model") if kubelet_ready(p)]) == 3,
         60,
@@ -421,15 +426,7 @@ async def test_an_autoscaler_scale_up_starts_real_workers_and_the_model_stays_re
     assert scaled["status"]["state"] == "READY"
 
     # And back down: the workers taken away stop; the one left serves throughout.
-    await cluster.patch(
-        DEPLOYMENTS,
-        ns,
-        "served-model",
-        {"spec": {"replicas": 1}},
-        subresource="scale",
-        manager="horizontal-pod-autoscaler",
-        merge=True,
-    )
+    await scale(cluster, "served-model", 1)
     await eventually(
         lambda: (
             (m := cluster.get(MODELS, ns, "served-model"))

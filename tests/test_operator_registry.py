@@ -385,5 +385,30 @@ async def test_template_image_by_tag_is_pinned_to_its_digest(
         )
         assert cluster.get(MODELS, cluster.namespace, "waiting")["status"]["state"] == "PENDING"
         assert cluster.get(DEPLOYMENTS, cluster.namespace, "waiting") is None
+
+        # The pinned template's tag is edited to one that does not exist: the old tag's digest
+        # is no longer pinned (the template says why), so nothing new runs it; the Model keeps
+        # the workers it has, on the old digest, and waits.
+        running = cluster.get(DEPLOYMENTS, cluster.namespace, "pinned")
+        await apply_documents(
+            cluster,
+            [template("tagged", {"registry": "local", "repository": REPOSITORY, "tag": "nope"})],
+        )
+        await eventually(
+            lambda: ready_reason(cluster, TEMPLATES, "tagged") == "TagNotFound",
+            20,
+            "the new tag looked up",
+            operator,
+        )
+        edited = cluster.get(TEMPLATES, cluster.namespace, "tagged")
+        assert "resolvedDigest" not in edited["status"], edited["status"]
+        await eventually(
+            lambda: ready_reason(cluster, MODELS, "pinned") == "ImageUnresolved",
+            20,
+            "the Model waits for the new digest",
+            operator,
+        )
+        kept = cluster.get(DEPLOYMENTS, cluster.namespace, "pinned")
+        assert kept["spec"]["template"] == running["spec"]["template"]
     finally:
         await local.stop()

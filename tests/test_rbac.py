@@ -413,6 +413,8 @@ async def test_user_roles_grant_what_they_say_through_aggregation(
     await eventually(
         lambda: answers() == wanted,
         30,
-        lambda: f"the roles to grant what they say; wrong: "
-        f"{[a for a, w in zip(answers(), wanted, strict=True) if a != w]}",
+        lambda: (
+            f"the roles to grant what they say; wrong: "
+            f"{[a for a, w in zip(answers(), wanted, strict=True) if a != w]}"
+        ),
     )

@@ -234,7 +234,7 @@ def kstatus(
     timeout; a Model on its way (deploying, probing, rolling out, scaling) is Reconciling.
     Each is present only while True: the conventions say so, and it keeps them out of the
     way of `kubectl describe` the rest of the time."""
-    if state is ModelState.FAILED:
+    if state is ModelState.FAILED or (not ready.ok and ready.reason in reasons.STALLED_WAITING):
         return {reasons.STALLED: conditions.passed(ready.reason, ready.message)}
     stalled = observation.stalled if observation else None
     if stalled is not None:

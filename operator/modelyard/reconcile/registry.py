@@ -265,7 +265,9 @@ async def reconcile_registry(
         )
     status: Manifest = {
         "conditions": conditions.merge(
-            previous.get("conditions"), {reasons.READY: verdict}, metadata.get("generation")
+            previous.get("conditions"),
+            conditions.with_kstatus({reasons.READY: verdict}, reasons.PERMANENT),
+            metadata.get("generation"),
         ),
         "observedGeneration": metadata.get("generation"),
         "pullSecret": pull_secret,

@@ -57,7 +57,9 @@ async def write_template_status(
     status: Manifest = {
         **previous,
         "conditions": conditions.merge(
-            previous.get("conditions"), {reasons.READY: verdict}, generation
+            previous.get("conditions"),
+            conditions.with_kstatus({reasons.READY: verdict}, reasons.PERMANENT),
+            generation,
         ),
         "observedGeneration": generation,
         "models": sorted(models),

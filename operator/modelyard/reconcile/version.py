@@ -126,7 +126,7 @@ async def reconcile_version(
         return await _unreachable_since_verified(
             body, previous, ready.message if ready else "the registry did not answer", kube
         )
-    checks = found.checks
+    checks = conditions.with_kstatus(found.checks, reasons.PERMANENT)
     ready = checks[reasons.READY]
     status: Manifest = {
         "conditions": conditions.merge(

@@ -130,3 +130,29 @@ WAITING: Final = frozenset(
         IMAGE_UNRESOLVED,
     }
 )
+
+#: Ready=False reasons of templates, registries and versions that only a change of the object
+#: (or of a Secret it names) can lift: kstatus Stalled, so Flux fails instead of waiting.
+#: Outages (Unreachable, RegistryNotReady, VersionPending) are Reconciling instead.
+PERMANENT: Final = frozenset(
+    {
+        INVALID_SPEC,
+        SECRET_NOT_FOUND,
+        SECRET_INVALID,
+        SECRET_NOT_PERMITTED,
+        UNAUTHORIZED,
+        TLS_ERROR,
+        DIGEST_MISMATCH,
+        DIGEST_NOT_FOUND,
+        DUPLICATE_VERSION,
+        TAG_NOT_FOUND,
+        REGISTRY_MISMATCH,
+        IMAGE_REQUIRED,
+        VERSION_FAILED,
+        ALIAS_NOT_FOUND,
+        VERSION_NOT_FOUND,
+    }
+)
+#: Model Ready=False reasons that wait (state PENDING) but on something only a change can fix:
+#: a template the operator found invalid.
+STALLED_WAITING: Final = frozenset({TEMPLATE_NOT_READY})
