@@ -27,6 +27,7 @@ from support.operator_process import OperatorProcess, eventually
 from support.workloads import model, registry_documents, served_documents, template
 
 Obj = dict[str, Any]
+VERSIONS = "modelyard.dev/v1alpha1/modelversions"
 
 
 async def reaches(
@@ -523,8 +524,35 @@ async def test_a_registry_outage_and_a_deleted_secret_leave_serving_models_alone
     gone = cluster.get(REGISTRIES, ns, "local")
     assert gone is not None and gone["status"]["pullSecret"] == pull_secret, gone["status"]
 
+    # The registry answers again, but its credentials are gone: nothing verifies with the
+    # ones the operator had cached. A version published now waits.
+    version = {
+        "apiVersion": "modelyard.dev/v1alpha1",
+        "kind": "ModelVersion",
+        "metadata": {"name": "server-1.0.0"},
+        "spec": {
+            "model": "model-server",
+            "version": "1.0.0",
+            "registry": "local",
+            "repository": real_node.repository,
+            "digest": real_node.digest,
+        },
+    }
+    await apply_documents(cluster, [version])
+
+    def version_reason() -> str | None:
+        return condition(cluster.get(VERSIONS, ns, "server-1.0.0")).get("reason")
+
+    await eventually(
+        lambda: version_reason() == "RegistryNotReady", 30, "the version waits", node_operator
+    )
+    assert "SecretNotFound" in condition(cluster.get(VERSIONS, ns, "server-1.0.0"))["message"]
+
     await apply_documents(cluster, registry_documents(real_node))
     await eventually(lambda: registry_reason() == "Reachable", 40, "Reachable again", node_operator)
+    await eventually(
+        lambda: version_reason() == "DigestVerified", 30, "verified with the restored Secret"
+    )
     after = cluster.get(DEPLOYMENTS, ns, "served-model")
     assert after is not None
     assert after["metadata"]["generation"] == deployment["metadata"]["generation"]

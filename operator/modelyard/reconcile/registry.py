@@ -59,6 +59,9 @@ class Connections:
     """Per-process cache of registry clients, keyed by (namespace, Registry name)."""
 
     by_key: dict[Key, Connection] = field(default_factory=dict)
+    #: Why a Registry has no connection (its Secret is gone, refused or invalid), for the
+    #: versions and templates that wait on it.
+    problems: dict[Key, str] = field(default_factory=dict)
 
     def get(self, key: Key) -> Connection | None:
         return self.by_key.get(key)
@@ -71,6 +74,7 @@ class Connections:
                 (kind, endpoint, credentials.username, credentials.password, credentials.token)
             ).encode()
         ).hexdigest()
+        self.problems.pop(key, None)
         current = self.by_key.get(key)
         if current is not None and current.fingerprint == fingerprint:
             return current
@@ -86,7 +90,11 @@ class Connections:
         self.by_key[key] = connection
         return connection
 
-    async def drop(self, key: Key) -> None:
+    async def drop(self, key: Key, problem: str | None = None) -> None:
+        if problem is None:
+            self.problems.pop(key, None)
+        else:
+            self.problems[key] = problem
         current = self.by_key.pop(key, None)
         if current is not None:
             await current.close()
@@ -250,7 +258,7 @@ async def reconcile_registry(
             verdict = conditions.failed(problem.reason, problem.message)
             # Nothing verifies with credentials that are gone or refused; what pods pull with
             # stays as it was, so the Models that run are not rolled for it.
-            await connections.drop(key)
+            await connections.drop(key, f"{problem.reason}: {problem.message}")
             connection = None
             pull_secret = previous.get("pullSecret")
         except RegistryError as error:

@@ -461,7 +461,11 @@ class Runner:
             body = self.fresh("ModelVersion", key, body) or body
             with metrics.timed("ModelVersion"):
                 outcome = await reconcile_version(
-                    body, self.same_version(key), connection, self.kube
+                    body,
+                    self.same_version(key),
+                    connection,
+                    self.kube,
+                    self.connections.problems.get((key[0], registry)),
                 )
             self.keep_written(outcome.status)
             self.states.record("ModelVersion", *key, str(outcome.ready), outcome.reason)

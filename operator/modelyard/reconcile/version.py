@@ -76,8 +76,13 @@ class _Found:
 
 
 async def reconcile_version(
-    body: Manifest, same_version: list[Manifest], connection: Connection | None, kube: Kube
+    body: Manifest,
+    same_version: list[Manifest],
+    connection: Connection | None,
+    kube: Kube,
+    registry_problem: str | None = None,
 ) -> VersionOutcome:
+    """`registry_problem`: why the Registry has no connection, when it has none."""
     metadata = body.get("metadata") or {}
     previous: Manifest = dict(body.get("status") or {})
     was_verified = conditions.is_true(previous.get("conditions"), reasons.VERIFIED)
@@ -107,7 +112,11 @@ async def reconcile_version(
         }
         found.image = None
     elif connection is None or not connection.ready:
-        why = connection.message if connection else "it does not exist or was not checked yet"
+        why = (
+            connection.message
+            if connection
+            else registry_problem or "it does not exist or was not checked yet"
+        )
         if was_verified:
             return await _unreachable_since_verified(
                 body, previous, f"Registry {version.spec.registry} is not ready: {why}", kube
