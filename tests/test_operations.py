@@ -167,3 +167,39 @@ async def test_state_for_deleted_templates_and_registries_is_freed(
         f"{first:.1f} MB after deleting them; again: {second_peak:.1f} MB, {second:.1f} MB"
     )
     assert second - first < max(15.0, (first_peak - before) / 4), (before, first, second)
+
+
+async def test_a_lasting_refusal_is_logged_once_while_it_is_retried(
+    cluster: Cluster, operator: OperatorProcess
+) -> None:
+    """A quota that admits no Service: the operator retries with growing delays, and says so
+    once, not once per retry."""
+    await cluster.apply(
+        cluster.in_namespace(
+            {
+                "apiVersion": "v1",
+                "kind": "ResourceQuota",
+                "metadata": {"name": "no-services"},
+                "spec": {"hard": {"services": "0"}},
+            }
+        )
+    )
+    await apply_documents(
+        cluster,
+        [
+            offline_registry(),
+            example("ModelTemplate", "cpu-embedding"),
+            example("Model", "docs-embedder"),
+        ],
+    )
+    await eventually(
+        lambda: model_state(cluster, "docs-embedder") == ("FAILED", "QuotaExceeded"),
+        20,
+        "QuotaExceeded",
+        operator,
+    )
+    await asyncio.sleep(16)  # retries after about 1, 2, 4 and 8 s
+    attempts = [w for w in cluster.writes() if w.path.endswith("/services/docs-embedder")]
+    assert len(attempts) >= 3, f"retried {len(attempts)} times"
+    retried = [line for line in operator.output.splitlines() if "trying again in" in line]
+    assert len(retried) == 1, retried
