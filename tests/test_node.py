@@ -314,6 +314,24 @@ def states_since(cluster: Cluster, resource_version: int, name: str = "served-mo
     ]
 
 
+async def settles(cluster: Cluster, operator: OperatorProcess, timeout: float) -> Obj:
+    """The Model READY with nothing under way or stuck, and so `Current` to Flux."""
+    settled: Obj = await eventually(
+        lambda: (
+            (m := cluster.get(MODELS, cluster.namespace, "served-model"))
+            and not condition(m, "Stalled")
+            and not condition(m, "Reconciling")
+            and m["status"]["state"] == "READY"
+            and m
+        ),
+        timeout,
+        "the rollout finished",
+        operator,
+    )
+    assert kstatus.compute(settled)[0] == "Current"
+    return settled
+
+
 def stayed_ready(seen: list[Obj]) -> None:
     states = [(o.get("status") or {}).get("state") for o in seen]
     assert set(states) <= {"READY"}, f"the Model left READY while workers served: {states}"
@@ -349,18 +367,7 @@ async def test_a_template_change_rolls_the_real_pods_and_deleting_the_model_remo
         after["status"]["containerStatuses"][0]["containerID"]
         != (before["status"]["containerStatuses"][0]["containerID"])
     )
-    settled = await eventually(
-        lambda: (
-            (m := cluster.get(MODELS, ns, "served-model"))
-            and not condition(m, "Reconciling")
-            and m["status"]["state"] == "READY"
-            and m
-        ),
-        30,
-        "the rollout finished",
-        node_operator,
-    )
-    assert kstatus.compute(settled)[0] == "Current"
+    await settles(cluster, node_operator, 30)
     seen = states_since(cluster, since)
     stayed_ready(seen)
     rolling = [o for o in seen if condition(o, "Reconciling").get("reason") == "Progressing"]
@@ -476,19 +483,7 @@ async def test_a_rollout_whose_new_worker_crashes_keeps_the_old_one_serving_and_
     stayed_ready(states_since(cluster, since))
 
     await apply_documents(cluster, [model("served-model", CRASH=False, ANSWER="conforming")])
-    fixed = await eventually(
-        lambda: (
-            (m := cluster.get(MODELS, ns, "served-model"))
-            and not condition(m, "Stalled")
-            and not condition(m, "Reconciling")
-            and m["status"]["state"] == "READY"
-            and m
-        ),
-        90,
-        "the fixed rollout finished",
-        node_operator,
-    )
-    assert kstatus.compute(fixed)[0] == "Current"
+    await settles(cluster, node_operator, 90)
 
 
 async def test_a_registry_outage_and_a_deleted_secret_leave_serving_models_alone(

@@ -26,7 +26,7 @@ from support.controllers import (
 )
 from support.examples import example
 from support.operator_process import OperatorProcess, eventually
-from test_operator import offline_registry
+from test_operator import embedding_documents, offline_registry
 
 COUNT = 1000
 
@@ -63,14 +63,7 @@ def tracked(operator: OperatorProcess) -> dict[str, float]:
 async def test_the_default_log_says_what_changed_and_nothing_else(
     cluster: Cluster, operator: OperatorProcess
 ) -> None:
-    await apply_documents(
-        cluster,
-        [
-            offline_registry(),
-            example("ModelTemplate", "cpu-embedding"),
-            example("Model", "docs-embedder"),
-        ],
-    )
+    await apply_documents(cluster, embedding_documents())
     await eventually(
         lambda: cluster.get(DEPLOYMENTS, cluster.namespace, "docs-embedder"),
         20,
@@ -184,14 +177,7 @@ async def test_a_lasting_refusal_is_logged_once_while_it_is_retried(
             }
         )
     )
-    await apply_documents(
-        cluster,
-        [
-            offline_registry(),
-            example("ModelTemplate", "cpu-embedding"),
-            example("Model", "docs-embedder"),
-        ],
-    )
+    await apply_documents(cluster, embedding_documents())
     await eventually(
         lambda: model_state(cluster, "docs-embedder") == ("FAILED", "QuotaExceeded"),
         20,
