@@ -93,6 +93,11 @@ def _resources(workload: Workload) -> Manifest:
     return {"requests": dict(amounts), "limits": dict(amounts)}
 
 
+#: Seconds a terminating worker keeps serving before it is stopped (within the default 30 s
+#: termination grace period).
+DRAIN_SECONDS = 5
+
+
 def _probes(template: ModelTemplateSpec) -> Manifest:
     readiness = template.readiness
     http_get = {"path": readiness.path, "port": labels.PORT_NAME}
@@ -142,6 +147,11 @@ def _container(workload: Workload) -> Manifest:
     if resources:
         container["resources"] = resources
     container.update(_probes(template))
+    # A worker taken away (a rollout, a scale-down) keeps serving while the endpoints and
+    # kube-proxy catch up with its removal: without it, requests sent to it in that moment are
+    # refused (seen on the real node as a probe failing mid-rollout). The kubelet sleeps, so
+    # the image needs no shell.
+    container["lifecycle"] = {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}}
     return container
 
 

@@ -309,6 +309,8 @@ class _Entry:
     due: float = 0.0
     #: When this target was first asked (None: not yet).
     first_asked: float | None = None
+    #: Holds the previous revision's verdict while the new workers settle in.
+    settling: bool = False
     task: asyncio.Task[None] | None = field(default=None, repr=False)
 
 
@@ -343,7 +345,7 @@ class Prober:
                 # answer stands until the new workers answer (asked at once), or a Model
                 # that serves would flap to Probing with every rollout.
                 kept = entry.verdict
-            entry = self._entries[key] = _Entry(target, verdict=kept)
+            entry = self._entries[key] = _Entry(target, verdict=kept, settling=kept is not None)
             if kept is not None:
                 self._start(key, entry)
         if entry.verdict is None and entry.task is None:
@@ -382,7 +384,7 @@ class Prober:
         now = time.monotonic()
         entry.first_asked = entry.first_asked or now
         if (
-            entry.verdict is None
+            (entry.verdict is None or entry.settling)
             and not entry.target.external
             and verdict.conformant is not None
             and verdict.conformant.reason == reasons.ENDPOINT_UNREACHABLE
@@ -391,6 +393,7 @@ class Prober:
             # Still Probing: the Service has not caught up with the new workers yet.
             entry.due = now + 1.0
             return
+        entry.settling = False
         before, entry.verdict = entry.verdict, verdict
         wait = self.config.interval_seconds if verdict.ok else self.config.retry_seconds
         entry.due = time.monotonic() + wait
