@@ -198,6 +198,14 @@ CASES += [
         reasons.AVAILABLE_REASON,
     ),
     (
+        "all the Deployment asks for serve, but fewer than minWorkers (the HPA has not acted)",
+        deployment(desired=1, **READY_COUNTS),
+        [pod("m-1")],
+        2,
+        ModelState.DEPLOYING,
+        reasons.DEPLOYING,
+    ),
+    (
         "fewer than minWorkers serve while scaling",
         deployment(desired=3, **SCALING_UP),
         [pod("m-1"), pod("m-2"), pod("m-3")],

@@ -248,7 +248,7 @@ def observe(
 
     if (
         updated >= desired
-        and available >= desired
+        and available >= max(desired, enough)
         and replicas == updated
         and len(current) >= desired
     ):
