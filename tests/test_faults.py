@@ -119,9 +119,9 @@ def never_went_backwards(cluster: Cluster, names: list[str]) -> None:
             r"/horizontalpodautoscalers/",
             {"code": 0, "times": None, "delay": 0.3},
         ),
-        # Models carry no kopf bookkeeping (they are level-based); templates still do.
+        # Models carry no finalizer (they are level-based); templates carry the in-use one.
         (
-            "500 on kopf's own bookkeeping",
+            "500 on the template's finalizer",
             "PATCH",
             r"/modeltemplates/[^/]+$",
             {"code": 500, "times": 3},

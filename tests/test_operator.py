@@ -146,8 +146,13 @@ async def test_model_becomes_ready_only_when_its_workers_serve(
     )
     assert template["status"]["models"] == ["served-model"]
     assert condition(template)["reason"] == "Valid"
-    # Each record is logged once, in kopf's format (not a second time as `LEVEL:logger:...`).
-    assert "Handler 'template_changed' succeeded" in node_operator.output
+    # Each record is logged once, in the operator's format (not a second time as
+    # `LEVEL:logger:...`), and says what changed.
+    assert re.search(
+        r"^\[[-0-9 :,]+\] INFO    modelyard.reconcile.template: ModelTemplate \S+/served: Valid",
+        node_operator.output,
+        re.M,
+    ), node_operator.output
     assert not re.search(r"^(DEBUG|INFO|WARNING|ERROR):", node_operator.output, re.M)
 
 

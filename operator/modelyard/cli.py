@@ -209,10 +209,16 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     if args.config:
         os.environ[operator_config.CONFIG_ENV] = args.config
-    # Imported here: kopf registers handlers on import, which only this command wants.
-    from modelyard.handlers.operator import run  # noqa: PLC0415
+    # Imported here: the other commands need none of the operator's machinery.
+    from modelyard.handlers.operator import Options, run  # noqa: PLC0415
 
-    run(args.namespace or [], args.liveness, args.verbose)
+    options = Options(
+        namespaces=args.namespace or [],
+        liveness=args.liveness,
+        leader_elect=args.leader_elect,
+        leader_elect_namespace=args.leader_elect_namespace,
+    )
+    run(options, args.verbose)
     return 0
 
 
@@ -335,7 +341,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run_cmd.add_argument("--config", help="operator configuration file")
     run_cmd.add_argument(
-        "--liveness", help="serve kopf's health probe at this URL, e.g. http://0.0.0.0:8080/healthz"
+        "--liveness",
+        help="serve the health probe at this URL, e.g. http://0.0.0.0:8080/healthz "
+        "(and /readyz on the same port: ready once the initial lists are in)",
+    )
+    run_cmd.add_argument(
+        "--leader-elect",
+        action="store_true",
+        help="run as one of several replicas: only the holder of the Lease modelyard-leader "
+        "reconciles; the others stand by with their watches warm and take over when it goes",
+    )
+    run_cmd.add_argument(
+        "--leader-elect-namespace",
+        help="namespace of the Lease (default: $POD_NAMESPACE, or the pod's own namespace)",
     )
     run_cmd.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     run_cmd.set_defaults(func=_run)

@@ -14,7 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 CONFIG_ENV = "MODELYARD_CONFIG"
 GPU_PRODUCT_LABEL = "nvidia.com/gpu.product"
@@ -160,6 +167,27 @@ class ExternalModels(_Config):
         return cidrs
 
 
+class LeaderElection(_Config):
+    """How replicas share the work (`modelyard run --leader-elect`): controller-runtime's
+    defaults. A dead leader is replaced within `leaseDurationSeconds` plus one retry; a leader
+    cut off from the API server stops writing after `renewDeadlineSeconds`."""
+
+    lease_duration_seconds: float = Field(15, alias="leaseDurationSeconds", gt=0, le=600)
+    renew_deadline_seconds: float = Field(10, alias="renewDeadlineSeconds", gt=0, le=600)
+    retry_period_seconds: float = Field(2, alias="retryPeriodSeconds", gt=0, le=60)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> LeaderElection:
+        if not (
+            self.retry_period_seconds < self.renew_deadline_seconds < self.lease_duration_seconds
+        ):
+            raise ValueError(
+                "leaderElection needs retryPeriodSeconds < renewDeadlineSeconds < "
+                "leaseDurationSeconds, or two replicas could both write"
+            )
+        return self
+
+
 class OperatorConfig(_Config):
     """Everything the operator needs to know about the cluster it serves models on."""
 
@@ -175,6 +203,7 @@ class OperatorConfig(_Config):
     progress_margin_seconds: int = Field(120, alias="progressMarginSeconds", ge=0)
     probes: Probes = Field(default_factory=Probes)
     external_models: ExternalModels = Field(default_factory=ExternalModels, alias="externalModels")
+    leader_election: LeaderElection = Field(default_factory=LeaderElection, alias="leaderElection")
 
 
 class ConfigError(Exception):

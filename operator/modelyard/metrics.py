@@ -76,6 +76,11 @@ class _Tracked(Collector):
 
 TRACKED = _Tracked()
 REGISTRY.register(TRACKED)
+LEADER = Gauge(
+    "modelyard_leader",
+    "1 in the operator process that holds the leader Lease (the one that writes), else 0.",
+    registry=REGISTRY,
+)
 API_REQUESTS = Counter(
     "modelyard_api_requests_total",
     "Kubernetes API requests made by the operator's own client, by HTTP method.",
@@ -127,6 +132,11 @@ class ReadyStates:
         before = self._states.pop((kind, namespace, name), None)
         if before is not None:
             RESOURCES.labels(kind, *before).dec()
+
+    def clear(self) -> None:
+        """This process no longer reconciles (a standby): it reports no objects."""
+        for kind, namespace, name in list(self._states):
+            self.forget(kind, namespace, name)
 
     def first_ready(self, uid: str, created_at: float) -> None:
         """Observe time-to-ready once per Model (per process)."""

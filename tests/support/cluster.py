@@ -32,6 +32,8 @@ import yaml
 
 from support import control_plane, images
 from support.api import Api, ApiRefusal, Obj, resource_path
+from support.audit import OPERATOR_WRITES_POLICY, AuditLog
+from support.audit import server_args as audit_args
 from support.fault_proxy import Fault, FaultProxy, Served
 from support.helm import Helm, helm_binary
 from support.node import Node, unavailable
@@ -131,8 +133,31 @@ def operator_identity(api: Api, tmp: Path, account: str = OPERATOR_ACCOUNT, *val
         if document["kind"] in ("Role", "RoleBinding"):
             namespace = document["metadata"]["namespace"]
             api.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+        if document["kind"].endswith("Binding"):
+            # Tests install the chart for more than one account: a binding of the same name
+            # keeps the accounts it already binds.
+            resource = "rbac.authorization.k8s.io/v1/" + document["kind"].lower() + "s"
+            namespace = document["metadata"].get("namespace")
+            existing = api.get(resource, namespace, document["metadata"]["name"]) or {}
+            kept = [s for s in existing.get("subjects") or [] if s not in document["subjects"]]
+            document["subjects"] = [*document["subjects"], *kept]
         api.apply(document, "helm")
     return service_account_token(api, OPERATOR_NAMESPACE, account)
+
+
+def grant_lease(api: Api, tmp: Path, namespace: str) -> Obj:
+    """The chart's leader election Role and RoleBinding, in `namespace` instead of the
+    operator's: each test gets a Lease of its own, with exactly the chart's permissions."""
+    role: Obj = {}
+    for document in render_chart(tmp):
+        if document["kind"] in ("Role", "RoleBinding") and document["metadata"]["name"].endswith(
+            "-leader-election"
+        ):
+            placed = {**document, "metadata": {**document["metadata"], "namespace": namespace}}
+            api.apply(placed, "helm")
+            if document["kind"] == "Role":
+                role = placed
+    return role
 
 
 @dataclass
@@ -232,6 +257,8 @@ class Session:
     real_node: RealNode | None = None
     #: Why there is no node (None when there is one, or none was asked for).
     no_node: str | None = None
+    #: Every write of the operator's service accounts, as the API server recorded it.
+    audit: AuditLog | None = None
 
     @classmethod
     def start(cls, tmp: Path, args: list[str] | None = None, with_node: bool = False) -> Session:
@@ -239,7 +266,9 @@ class Session:
         tests/cluster (a second, differently configured server for one test). `with_node`:
         a real node too, where the machine can run containers."""
         no_node = unavailable() if with_node else None
-        args = list(args or [])
+        policy, log = tmp / "audit-policy.yaml", tmp / "audit.log"
+        policy.write_text(yaml.safe_dump(OPERATOR_WRITES_POLICY))
+        args = [*audit_args(policy, log), *(args or [])]
         if with_node and no_node is None:
             args.append("--scheduler")
         plane = control_plane.start(tmp / "cluster", args)
@@ -251,7 +280,9 @@ class Session:
         except BaseException:
             plane.stop()
             raise
-        return cls(plane, api, token, tmp, real_node=real_node, no_node=no_node)
+        return cls(
+            plane, api, token, tmp, real_node=real_node, no_node=no_node, audit=AuditLog(log)
+        )
 
     def stop(self) -> None:
         if self.real_node is not None:

@@ -43,10 +43,14 @@ class OperatorProcess:
         config: dict[str, Any] | None = None,
         verbose: bool = True,
         namespaces: list[str] | None = None,
+        lease_namespace: str | None = None,
+        name: str | None = None,
     ) -> None:
-        """`kubeconfig` of the cluster (see `Cluster.operator_kubeconfig`); None: the caller's."""
+        """`kubeconfig` of the cluster (see `Cluster.operator_kubeconfig`); None: the caller's.
+        `lease_namespace`: run with --leader-elect, the Lease there; `name` as its POD_NAME."""
         self.verbose = verbose
         self.namespaces = namespaces or []
+        self.lease_namespace = lease_namespace
         self.directory = directory
         self.log_path = directory / f"operator-{time.monotonic_ns()}.log"
         self.env = dict(os.environ)
@@ -65,6 +69,8 @@ class OperatorProcess:
             )
         )
         self.env["MODELYARD_CONFIG"] = str(config_path)
+        if name is not None:
+            self.env["POD_NAME"] = name
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> OperatorProcess:
@@ -78,6 +84,11 @@ class OperatorProcess:
                 "run",
                 *(["--verbose"] if self.verbose else []),
                 *(f"--namespace={namespace}" for namespace in self.namespaces),
+                *(
+                    ["--leader-elect", f"--leader-elect-namespace={self.lease_namespace}"]
+                    if self.lease_namespace
+                    else []
+                ),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -93,7 +104,8 @@ class OperatorProcess:
         )
 
     async def stop(self) -> None:
-        """SIGTERM, as Kubernetes stops a pod; kopf shuts down gracefully."""
+        """SIGTERM, as Kubernetes stops a pod: the operator stops cleanly (a leader gives its
+        Lease up)."""
         if self.process and self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             await self._wait(15)

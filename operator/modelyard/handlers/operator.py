@@ -1,16 +1,16 @@
-"""kopf registration only: indices, one reconcile per kind, and the events that trigger them.
+"""The operator process: informers, the one reconcile queue, leadership, health and metrics.
 
 Everything the reconcilers read is in memory, so a reconcile makes no GET requests: our own
-kinds come from kopf's indices below; the children (Deployments, Services, autoscalers, pods)
-from the informers of `modelyard.kube.informer`, which list and watch only objects with the
-`app.kubernetes.io/managed-by=modelyard` label and keep only the fields the reconcilers read.
-Each child event asks for a pass over the Model named in its `modelyard.dev/model` label: status
-follows reality without polling. Template, Registry and ModelVersion events fan out to the
-Models that depend on them.
+kinds and the children (Deployments, Services, autoscalers, pods) come from the informers of
+`modelyard.kube.informer`, which keep only the fields the reconcilers read. Each event only
+says "look again" to the runner's queue (`modelyard.reconcile.runner`): a child's event asks
+for a pass over the Model in its `modelyard.dev/model` label; template, Registry and
+ModelVersion events fan out to the Models that depend on them. Passes are level-based — they
+decide what to write — so nothing is persisted per object: no diff-base annotation, no
+progress, no finalizer of ours on Models.
 
-Models are level-based: every event of a Model asks for a pass (the pass itself decides whether
-anything must be written), so kopf needs to persist nothing per Model — no diff-base annotation,
-no progress, no finalizer — and the watch echo of our own status write is skipped.
+With `--leader-elect`, replicas share one Lease (`modelyard.kube.lease`): all keep their
+informers warm and serve /metrics and health, and only the holder's runner schedules passes.
 """
 
 from __future__ import annotations
@@ -19,51 +19,40 @@ import asyncio
 import logging
 import os
 import re
-from collections.abc import Callable
+import signal
+import socket
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-import kopf
+from aiohttp import web
 
 from modelyard import config as operator_config
 from modelyard import metrics
 from modelyard.builders import drift
 from modelyard.builders.labels import MANAGED_BY, MODEL_LABEL, SPEC_HASH_ANNOTATION
-from modelyard.kube import ApiError, Kube, Manifest, path
+from modelyard.kube import Kube, Manifest, path
 from modelyard.kube import login as kube_login
-from modelyard.kube.informer import AcrossScopes, Informer
-from modelyard.reconcile.runner import Indices, Runner
+from modelyard.kube.informer import AcrossScopes, Informer, OwnerKey
+from modelyard.kube.lease import Durations, LeaderElection
+from modelyard.reconcile.runner import Runner
 from modelyard.registry.credentials import CONSENT_LABEL, CONSENT_VALUE
 from modelyard.registry.egress import EgressPolicy, api_server_endpoints
 
-GROUP, VERSION = "modelyard.dev", "v1alpha1"
+API_VERSION = "modelyard.dev/v1alpha1"
 PREFIX = "modelyard.dev"
+LEASE_NAME = "modelyard-leader"
+#: Where a pod finds its own namespace.
+SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+#: A CRD not installed yet is looked for this often (KEDA's, which is optional, less often).
+OWN_KIND_RECHECK = 10.0
 
 logger = logging.getLogger("modelyard")
-#: The namespaces served (`--namespace`); empty for the whole cluster. Set by `run`.
-NAMESPACES: list[str] = []
-
-
-@kopf.on.login()
-def login(**_: Any) -> kopf.ConnectionInfo:
-    """kopf's watches use the same credentials as our own client (`modelyard.kube.login`)."""
-    try:
-        found = kube_login.login()
-    except kube_login.LoginError as error:
-        raise kopf.LoginError(str(error)) from None
-    return kopf.ConnectionInfo(
-        server=found.server,
-        token=found.token,
-        username=found.username,
-        password=found.password,
-        ca_path=found.ca_path,
-        ca_data=found.ca_data,
-        certificate_path=found.certificate_path,
-        certificate_data=found.certificate_data,
-        private_key_path=found.private_key_path,
-        private_key_data=found.private_key_data,
-        insecure=found.insecure,
-    )
-
+Key = tuple[str, str]
 
 #: The kinds of child watched by an informer each, with their apiVersion.
 WATCHED_CHILDREN: dict[str, str] = {
@@ -123,12 +112,176 @@ def _trim_pod(pod: Manifest) -> Manifest:
     return trimmed
 
 
-def _start_informers(runner: Runner, kube: Kube, namespaces: list[str]) -> list[Informer]:
+def _trim_secret(secret: Manifest) -> Manifest:
+    metadata = secret.get("metadata") or {}
+    return {"metadata": {"name": metadata.get("name"), "namespace": metadata.get("namespace")}}
+
+
+def _body(obj: Manifest) -> Manifest:
+    """One of our objects as the stores keep it: without managedFields (the largest part of a
+    real object) nor the copy of the whole spec that releases running on kopf annotated, its
+    strings shared with the other kept objects (`drift.compact`)."""
+    copied = dict(obj)
+    metadata = dict(copied.get("metadata") or {})
+    metadata.pop("managedFields", None)
+    annotations = metadata.get("annotations")
+    if annotations:
+        metadata["annotations"] = {
+            k: v for k, v in annotations.items() if not k.startswith(f"{PREFIX}/last-handled")
+        }
+    copied["metadata"] = metadata
+    compacted: Manifest = drift.compact(copied)
+    return compacted
+
+
+def _by_name(obj: Manifest) -> OwnerKey:
+    metadata = obj.get("metadata") or {}
+    return (metadata.get("namespace") or "default", metadata.get("name", ""))
+
+
+def _by_namespace(obj: Manifest) -> OwnerKey:
+    return ((obj.get("metadata") or {}).get("namespace") or "default", "")
+
+
+class ByNamespace(Mapping[str, list[Manifest]]):
+    """Registries and ModelVersions as the runner reads them: namespace → objects."""
+
+    def __init__(self, store: AcrossScopes) -> None:
+        self.store = store
+
+    def __getitem__(self, namespace: str) -> list[Manifest]:
+        return self.store[(namespace, "")]
+
+    def __contains__(self, namespace: object) -> bool:
+        return (namespace, "") in self.store
+
+    def __iter__(self) -> Iterator[str]:
+        for namespace, _ in self.store:
+            yield namespace
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+
+@dataclass
+class Seen:
+    """What the handlers remember of each of our objects to tell a change worth a pass from
+    a status write or a relist: generation, deletion, and a Model's template."""
+
+    generations: dict[tuple[str, Key], tuple[Any, Any]]
+    templates: dict[Key, str]
+    models_by_template: dict[Key, set[str]]
+
+    def changed(self, kind: str, key: Key, event: str, obj: Manifest) -> bool:
+        """A new object, a new spec (generation), a deletion begun or done."""
+        if event == "DELETED":
+            self.generations.pop((kind, key), None)
+            return True
+        metadata = obj.get("metadata") or {}
+        now = (metadata.get("generation"), bool(metadata.get("deletionTimestamp")))
+        before = self.generations.get((kind, key))
+        self.generations[(kind, key)] = now
+        return before != now
+
+    def template_of(self, key: Key, event: str, obj: Manifest) -> tuple[str | None, str | None]:
+        """A Model's template before and after this event, its index kept up to date."""
+        before = self.templates.get(key)
+        after = None if event == "DELETED" else ((obj.get("spec") or {}).get("template") or None)
+        if before == after:
+            return before, after
+        if before is not None:
+            names = self.models_by_template.get((key[0], before))
+            if names is not None:
+                names.discard(key[1])
+                if not names:
+                    del self.models_by_template[(key[0], before)]
+            del self.templates[key]
+        if after is not None:
+            self.templates[key] = after
+            self.models_by_template.setdefault((key[0], after), set()).add(key[1])
+        return before, after
+
+
+def _own_informers(runner: Runner, kube: Kube, scopes: list[str | None]) -> list[Informer]:
+    """Informers of Models, ModelTemplates, Registries and ModelVersions, and what their
+    events ask of the runner."""
+    seen = Seen({}, {}, {})
+
+    def model(event: str, key: OwnerKey, obj: Manifest) -> None:
+        before, after = seen.template_of(key, event, obj)
+        if before != after:
+            for template in (before, after):
+                if template:
+                    runner.template_soon((key[0], template), debounce=True)
+        if event == "DELETED":
+            runner.forget("Model", key)
+            runner.model_soon(key)
+        elif not runner.is_echo("Model", key, obj):
+            runner.model_soon(key)
+
+    def template(event: str, key: OwnerKey, obj: Manifest) -> None:
+        echo = event != "DELETED" and runner.is_echo("ModelTemplate", key, obj)
+        if seen.changed("ModelTemplate", key, event, obj) or not echo:
+            runner.template_soon(key)
+        if event == "DELETED" or runner.template_changed_for_models(key, obj):
+            for name in runner.models_using_template(*key):
+                runner.model_soon((key[0], name))
+
+    def registry(event: str, group: OwnerKey, obj: Manifest) -> None:
+        key = _by_name(obj)
+        if seen.changed("Registry", key, event, obj):
+            runner.registry_soon(key)
+        # Models take their pull Secret and image host from the Registry.
+        for name in runner.models_in_namespace(key[0]):
+            runner.model_soon((key[0], name))
+
+    def version(event: str, group: OwnerKey, obj: Manifest) -> None:
+        key = _by_name(obj)
+        if seen.changed("ModelVersion", key, event, obj):
+            runner.version_soon(key)
+        # A duplicate of it may now own its version; Models may roll to it.
+        for other in runner.same_version(key, dict(obj.get("spec") or {})):
+            runner.version_soon((key[0], other["metadata"]["name"]))
+        for name in runner.models_in_namespace(key[0]):
+            runner.model_soon((key[0], name))
+
+    handlers = {
+        "Model": (model, _by_name),
+        "ModelTemplate": (template, _by_name),
+        "Registry": (registry, _by_namespace),
+        "ModelVersion": (version, _by_namespace),
+    }
+    stores: dict[str, list[Informer]] = {}
+    for kind, (on_change, group) in handlers.items():
+        stores[kind] = [
+            Informer(
+                kube,
+                path(API_VERSION, kind, namespace),
+                "",
+                group=group,
+                trim=_body,
+                on_change=on_change,
+                absent_recheck=OWN_KIND_RECHECK,
+            )
+            for namespace in scopes
+        ]
+    runner.indices = {
+        "model_bodies": AcrossScopes(stores["Model"]),
+        "template_bodies": AcrossScopes(stores["ModelTemplate"]),
+        "registry_bodies": ByNamespace(AcrossScopes(stores["Registry"])),
+        "version_bodies": ByNamespace(AcrossScopes(stores["ModelVersion"])),
+        "models_by_template": seen.models_by_template,
+    }
+    return [informer for each in stores.values() for informer in each]
+
+
+def _child_informers(runner: Runner, kube: Kube, scopes: list[str | None]) -> list[Informer]:
     informers: dict[str, list[Informer]] = {}
-    scopes: list[str | None] = [*namespaces] if namespaces else [None]
     for kind, api_version in WATCHED_CHILDREN.items():
 
-        def changed(event: str, owner: tuple[str, str], obj: Manifest, kind: str = kind) -> None:
+        def changed(event: str, owner: OwnerKey, obj: Manifest, kind: str = kind) -> None:
+            if not owner[1]:
+                return  # our label without a Model's name: not ours to reconcile
             if event == "DELETED":
                 runner.forget(kind, owner)
             elif runner.is_echo(kind, owner, obj):
@@ -149,7 +302,7 @@ def _start_informers(runner: Runner, kube: Kube, namespaces: list[str]) -> list[
         ]
     runner.children = {kind: AcrossScopes(each) for kind, each in informers.items()}
 
-    def secret_changed(event: str, owner: tuple[str, str], obj: Manifest) -> None:
+    def secret_changed(event: str, owner: OwnerKey, obj: Manifest) -> None:
         runner.secret_changed(owner[0], (obj.get("metadata") or {}).get("name", ""), event)
 
     # Only the Secrets whose owners let modelyard use them, and of those only their names:
@@ -170,297 +323,145 @@ def _start_informers(runner: Runner, kube: Kube, namespaces: list[str]) -> list[
     return [informer for each in [*informers.values(), secrets] for informer in each]
 
 
-def _trim_secret(secret: Manifest) -> Manifest:
-    metadata = secret.get("metadata") or {}
-    return {"metadata": {"name": metadata.get("name"), "namespace": metadata.get("namespace")}}
+@dataclass(frozen=True)
+class Options:
+    """`modelyard run`'s flags."""
+
+    namespaces: list[str]
+    liveness: str | None = None
+    leader_elect: bool = False
+    leader_elect_namespace: str | None = None
 
 
-@kopf.on.startup()
-async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
-    """Operator settings, the one API client of the process, and the children's informers."""
-    config = operator_config.load()
-    # kopf's bookkeeping lives under our own prefix, not kopf.zalando.org.
-    settings.persistence.finalizer = f"{PREFIX}/kopf-finalizer"
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=PREFIX)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-        prefix=PREFIX, key="last-handled-configuration"
+def lease_namespace(given: str | None) -> str:
+    """The operator's own namespace: the flag, the chart's POD_NAMESPACE, or the pod's."""
+    if given:
+        return given
+    if os.environ.get("POD_NAMESPACE"):
+        return os.environ["POD_NAMESPACE"]
+    try:
+        return SERVICE_ACCOUNT_NAMESPACE.read_text().strip()
+    except OSError:
+        raise SystemExit(
+            "error: --leader-elect needs the namespace of its Lease: run in a pod, set "
+            "POD_NAMESPACE, or pass --leader-elect-namespace"
+        ) from None
+
+
+def identity() -> str:
+    """Unique per process, and says which pod: the Lease's holder and our User-Agent."""
+    return f"{os.environ.get('POD_NAME') or socket.gethostname()}_{uuid.uuid4().hex[:8]}"
+
+
+async def _health(liveness: str, ready: asyncio.Event, runner: Runner) -> web.AppRunner:
+    """/healthz answers while the process runs; /readyz once its stores are filled (a
+    standby is ready too: it is ready to take over)."""
+    address = urlsplit(liveness)
+
+    async def healthz(_: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def readyz(_: web.Request) -> web.Response:
+        if not ready.is_set():
+            return web.Response(status=503, text="listing\n")
+        return web.Response(text="leading\n" if runner.leading else "standing by\n")
+
+    app = web.Application()
+    app.router.add_get(address.path or "/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    served = web.AppRunner(app, access_log=None)
+    await served.setup()
+    await web.TCPSite(served, address.hostname or "0.0.0.0", address.port or 8080).start()
+    return served
+
+
+def _election(
+    runner: Runner, durations: operator_config.LeaderElection, namespace: str, me: str
+) -> LeaderElection:
+    """The runner leads while this process holds the Lease; writes need both."""
+    election = LeaderElection(
+        runner.kube,
+        namespace,
+        LEASE_NAME,
+        me,
+        Durations(
+            durations.lease_duration_seconds,
+            durations.renew_deadline_seconds,
+            durations.retry_period_seconds,
+        ),
+        started=runner.lead,
+        stopped=runner.stand_by,
     )
-    # Our own Events say what matters; kopf's per-handler "succeeded" Events would be one
-    # extra API write per reconcile. Its warnings and errors are still posted.
-    settings.posting.level = logging.WARNING
-    settings.watching.server_timeout = 600
-    settings.watching.client_timeout = 660
-    kube = Kube(kube_login.login, config.field_manager)
+    runner.kube.may_write = lambda: runner.leading and election.may_write()
+    metrics.LEADER.set(0)
+    return election
+
+
+async def operate(options: Options) -> None:
+    """Run until SIGTERM or SIGINT; a leader gives its Lease up on the way out."""
+    config = operator_config.load()
+    me = identity()
+    lease_ns = lease_namespace(options.leader_elect_namespace) if options.leader_elect else ""
+    kube = Kube(kube_login.login, config.field_manager, user_agent=f"modelyard/{me}")
     egress = EgressPolicy(
         config.external_models, api_server_endpoints(kube_login.login().server, dict(os.environ))
     )
     runner = Runner(kube, config, egress)
-    memo.runner = runner
-    informers = _start_informers(runner, kube, NAMESPACES)
-    memo.informer_tasks = [asyncio.create_task(informer.run()) for informer in informers]
-    memo.informer_tasks.append(asyncio.create_task(runner.release_memory()))
-    memo.informer_tasks.append(asyncio.create_task(runner.prober.run()))
-    # Models resume as soon as this returns: they must see the children that already exist,
-    # or a restart would re-apply every child.
-    await asyncio.wait_for(
-        asyncio.gather(*(informer.synced.wait() for informer in informers)), timeout=120
-    )
+    scopes: list[str | None] = [*options.namespaces] if options.namespaces else [None]
+    informers = _own_informers(runner, kube, scopes) + _child_informers(runner, kube, scopes)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
+    ready = asyncio.Event()
+    health = await _health(options.liveness, ready, runner) if options.liveness else None
     if config.metrics_port:
         metrics.serve(config.metrics_port)
-
-
-@kopf.on.cleanup()
-async def stop(memo: kopf.Memo, **_: Any) -> None:
-    for task in getattr(memo, "informer_tasks", []):
-        task.cancel()
-    runner: Runner | None = getattr(memo, "runner", None)
-    if runner is not None:
-        await runner.kube.close()
-
-
-def _runner(memo: kopf.Memo, indices: dict[str, Any]) -> Runner:
-    runner: Runner = memo.runner
-    runner.remember(
-        {
-            name: index
-            for name, index in indices.items()
-            if name.endswith(("_bodies", "_by_template"))
-        }
-    )
-    return runner
-
-
-def _retry(problem: ApiError) -> kopf.TemporaryError | kopf.PermanentError:
-    if problem.temporary:
-        return kopf.TemporaryError(str(problem), delay=problem.retry_after or 5)
-    return kopf.PermanentError(str(problem))
-
-
-def _ns(namespace: str | None) -> str:
-    """Every modelyard kind is namespaced; kopf's signatures still allow None."""
-    return namespace or "default"
-
-
-def _body(body: kopf.Body) -> dict[str, Any]:
-    """The object for an index, without managedFields (the largest part of a real object) nor
-    kopf's own annotations (a copy of the whole spec, left by earlier versions), its strings
-    shared with the other kept objects (`drift.compact`)."""
-    copied = dict(body)
-    metadata = dict(copied.get("metadata") or {})
-    metadata.pop("managedFields", None)
-    annotations = metadata.get("annotations")
-    if annotations:
-        metadata["annotations"] = {
-            k: v for k, v in annotations.items() if not k.startswith(f"{PREFIX}/last-handled")
-        }
-    copied["metadata"] = metadata
-    compacted: dict[str, Any] = drift.compact(copied)
-    return compacted
-
-
-# -- indices: the operator's read model -------------------------------------------------------
-# Coroutines, though they await nothing: kopf runs plain functions in a thread pool, which costs
-# a thread hop per event.
-
-
-@kopf.index(GROUP, VERSION, "models")
-async def model_bodies(
-    namespace: str | None, name: str, body: kopf.Body, **_: Any
-) -> dict[Any, Any]:
-    return {(_ns(namespace), name): _body(body)}
-
-
-@kopf.index(GROUP, VERSION, "models")
-async def models_by_template(
-    namespace: str | None, name: str, spec: kopf.Spec, **_: Any
-) -> dict[Any, Any]:
-    return {(_ns(namespace), spec.get("template")): name}
-
-
-@kopf.index(GROUP, VERSION, "modeltemplates")
-async def template_bodies(
-    namespace: str | None, name: str, body: kopf.Body, **_: Any
-) -> dict[Any, Any]:
-    return {(_ns(namespace), name): _body(body)}
-
-
-@kopf.index(GROUP, VERSION, "registries")
-async def registry_bodies(namespace: str | None, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    return {_ns(namespace): _body(body)}
-
-
-@kopf.index(GROUP, VERSION, "modelversions")
-async def version_bodies(namespace: str | None, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    return {_ns(namespace): _body(body)}
-
-
-# -- Models -----------------------------------------------------------------------------------
-
-
-@kopf.on.event(GROUP, VERSION, "models")
-async def model_event(
-    *,
-    namespace: str | None,
-    name: str,
-    type: str | None,
-    body: kopf.Body,
-    spec: kopf.Spec,
-    memo: kopf.Memo,
-    **kwargs: Any,
-) -> None:
-    """Any change of a Model (or its first sight after a restart): look at it again, unless it
-    is the echo of our own status write. Its template's list of Models may change too."""
-    runner = _runner(memo, kwargs)
-    key = (_ns(namespace), name)
-    if spec.get("template") and type in (None, "ADDED", "DELETED"):
-        runner.template_soon((key[0], spec["template"]))
-    if type == "DELETED":
-        runner.forget("Model", key)
-        runner.model_soon(key)
-    elif not runner.is_echo("Model", key, body):
-        runner.model_soon(key)
-
-
-# -- ModelTemplates ---------------------------------------------------------------------------
-
-
-@kopf.on.resume(GROUP, VERSION, "modeltemplates")
-@kopf.on.create(GROUP, VERSION, "modeltemplates")
-@kopf.on.update(GROUP, VERSION, "modeltemplates", field="spec")
-async def template_changed(
-    namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any
-) -> None:
-    runner = _runner(memo, kwargs)
+    tasks = [asyncio.create_task(informer.run()) for informer in informers]
+    tasks += [
+        asyncio.create_task(runner.release_memory()),
+        asyncio.create_task(runner.prober.run()),
+        asyncio.create_task(runner.checks()),
+    ]
+    election: LeaderElection | None = None
     try:
-        await runner.template_now((_ns(namespace), name))
-    except ApiError as problem:
-        raise _retry(problem) from None
-    for model in runner.models_using_template(_ns(namespace), name):
-        runner.model_soon((_ns(namespace), model))
-
-
-@kopf.on.event(GROUP, VERSION, "modeltemplates")
-async def template_seen(
-    namespace: str | None,
-    name: str,
-    meta: kopf.Meta,
-    body: kopf.Body,
-    memo: kopf.Memo,
-    **kwargs: Any,
-) -> None:
-    """Status changes (a resolved digest) and deletions also matter to the Models."""
-    runner = _runner(memo, kwargs)
-    if meta.get("deletionTimestamp"):
-        runner.template_soon((_ns(namespace), name))
-    if runner.template_changed_for_models((_ns(namespace), name), body):
-        for model in runner.models_using_template(_ns(namespace), name):
-            runner.model_soon((_ns(namespace), model))
-
-
-# -- Registries ------------------------------------------------------------------------------
-
-
-@kopf.on.resume(GROUP, VERSION, "registries")
-@kopf.on.create(GROUP, VERSION, "registries")
-@kopf.on.update(GROUP, VERSION, "registries", field="spec")
-async def registry_changed(
-    namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any
-) -> None:
-    try:
-        await _runner(memo, kwargs).registry_now((_ns(namespace), name))
-    except ApiError as problem:
-        raise _retry(problem) from None
-
-
-#: How often a waiting check looks at its interval again.
-INTERVAL_STEP = 5.0
-
-
-async def _interval(stopped: kopf.DaemonStopped, interval: Callable[[], float]) -> None:
-    """Wait one check interval, read again as it goes: a daemon starting before its Registry's
-    first check would otherwise wait the default 300 s, whatever checkIntervalSeconds says,
-    and an edited interval would only count from the next round."""
-    waited = 0.0
-    while not stopped and waited < interval():
-        step = min(INTERVAL_STEP, interval() - waited)
-        await stopped.wait(step)
-        waited += step
-
-
-@kopf.daemon(GROUP, VERSION, "registries", cancellation_timeout=1.0)
-async def registry_checks(
-    stopped: kopf.DaemonStopped, namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any
-) -> None:
-    """Re-check every checkIntervalSeconds; a check that finds nothing new writes nothing."""
-    runner = _runner(memo, kwargs)
-    key = (_ns(namespace), name)
-    while not stopped:
-        await _interval(stopped, lambda: runner.check_interval(key))
-        if not stopped:
-            runner.registry_soon(key)
-
-
-# -- ModelVersions ----------------------------------------------------------------------------
-
-
-@kopf.on.resume(GROUP, VERSION, "modelversions")
-@kopf.on.create(GROUP, VERSION, "modelversions")
-async def version_changed(namespace: str | None, name: str, memo: kopf.Memo, **kwargs: Any) -> None:
-    try:
-        await _runner(memo, kwargs).version_now((_ns(namespace), name))
-    except ApiError as problem:
-        raise _retry(problem) from None
-
-
-@kopf.daemon(GROUP, VERSION, "modelversions", cancellation_timeout=1.0)
-async def version_checks(
-    stopped: kopf.DaemonStopped,
-    namespace: str | None,
-    name: str,
-    spec: kopf.Spec,
-    memo: kopf.Memo,
-    **kwargs: Any,
-) -> None:
-    """Re-verify as often as the Registry is checked: a moved tag or a deleted digest shows."""
-    runner = _runner(memo, kwargs)
-    key = (_ns(namespace), name)
-    while not stopped:
-        await _interval(stopped, lambda: runner.check_interval((key[0], spec.get("registry", ""))))
-        if not stopped:
-            runner.version_soon(key)
-
-
-@kopf.on.event(GROUP, VERSION, "modelversions")
-async def version_seen(
-    namespace: str | None,
-    name: str,
-    type: str | None,
-    spec: kopf.Spec,
-    memo: kopf.Memo,
-    **kwargs: Any,
-) -> None:
-    """Models may roll to it; a duplicate of it may now own its version; once deleted, what
-    the operator kept about it goes."""
-    runner = _runner(memo, kwargs)
-    if type == "DELETED":
-        runner.version_soon((_ns(namespace), name))
-    for other in runner.same_version((_ns(namespace), name), dict(spec)):
-        runner.version_soon((_ns(namespace), other["metadata"]["name"]))
-    for model in runner.models_in_namespace(_ns(namespace)):
-        runner.model_soon((_ns(namespace), model))
-
-
-@kopf.on.event(GROUP, VERSION, "registries")
-async def registry_seen(
-    namespace: str | None, name: str, type: str | None, memo: kopf.Memo, **kwargs: Any
-) -> None:
-    """Models take their pull Secret and image host from the Registry; once deleted, its
-    connection and what the operator kept about it go."""
-    runner = _runner(memo, kwargs)
-    if type == "DELETED":
-        runner.registry_soon((_ns(namespace), name))
-    for model in runner.models_in_namespace(_ns(namespace)):
-        runner.model_soon((_ns(namespace), model))
+        # Passes start only once every store is filled: a pass must see the children that
+        # already exist, or a restart would re-apply every child.
+        synced: asyncio.Future[Any] = asyncio.ensure_future(
+            asyncio.gather(*(informer.synced.wait() for informer in informers))
+        )
+        waiting: asyncio.Future[Any] = asyncio.ensure_future(stopping.wait())
+        await asyncio.wait([synced, waiting], return_when=asyncio.FIRST_COMPLETED)
+        waiting.cancel()
+        if stopping.is_set():
+            synced.cancel()
+            return
+        ready.set()
+        logger.info(
+            "watching %s: %d objects listed",
+            ", ".join(options.namespaces) or "all namespaces",
+            sum(len(i.by_owner) for i in informers),
+        )
+        if options.leader_elect:
+            election = _election(runner, config.leader_election, lease_ns, me)
+            tasks.append(asyncio.create_task(election.run()))
+        else:
+            kube.may_write = lambda: runner.leading
+            metrics.LEADER.set(1)
+            runner.lead()
+        await stopping.wait()
+    finally:
+        started = time.monotonic()
+        runner.stand_by()
+        if election is not None:
+            await election.release()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if health is not None:
+            await health.cleanup()
+        await kube.close()
+        logger.info("stopped in %.2f s", time.monotonic() - started)
 
 
 #: A `parameters` map as it appears in a logged dict repr, JSON, or JSON inside a repr'd string.
@@ -470,9 +471,9 @@ _PARAMETERS = re.compile(r"""(['"\\]*parameters['"\\]*\s*:\s*)\{[^{}]*\}""")
 class RedactParameters(logging.Filter):
     """Keeps Model parameters out of every log line.
 
-    kopf logs whole bodies and patches at debug level, and a Model's parameters may hold a
-    secret pasted in by mistake (our own code never logs them). Installed on the log handlers,
-    so it applies to every logger, kopf's included.
+    A Model's parameters may hold a secret pasted in by mistake; our own code never logs them,
+    but a library logging a request body at debug level could. Installed on the log handler,
+    so it applies to every logger.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -482,25 +483,21 @@ class RedactParameters(logging.Filter):
         return True
 
 
-def run(namespaces: list[str], liveness: str | None, verbose: bool) -> None:
+LOG_FORMAT = "[%(asctime)s] %(levelname)-7s %(name)s: %(message)s"
+
+
+def run(options: Options, verbose: bool) -> None:
     """Run the operator in this process until it is stopped."""
-    # kopf installs the one log handler (with its format); a second one from basicConfig
-    # printed every record twice. The filter goes on whatever handlers there are afterwards.
-    NAMESPACES[:] = namespaces
-    kopf.configure(verbose=verbose)
-    if not verbose:
-        # kopf says "Handler 'model_event' succeeded" for every event (441 lines for 100
-        # Models); at the default level only its warnings and errors show, and the operator's
-        # own lines say what changed.
-        logging.getLogger("kopf").setLevel(logging.WARNING)
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(RedactParameters())
-    kopf.run(
-        standalone=True,
-        clusterwide=not namespaces,
-        namespaces=namespaces,
-        liveness_endpoint=liveness,
-    )
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.addFilter(RedactParameters())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+    # aiohttp's and asyncio's debug chatter is not the operator's story.
+    for noisy in ("asyncio", "aiohttp"):
+        logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.WARNING)
+    asyncio.run(operate(options))
 
 
-__all__ = ["Indices", "run"]
+__all__ = ["Options", "run"]

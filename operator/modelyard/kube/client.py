@@ -47,12 +47,22 @@ PLURALS: dict[tuple[str, str], str] = {
     ("modelyard.dev/v1alpha1", "ModelTemplate"): "modeltemplates",
     ("modelyard.dev/v1alpha1", "ModelVersion"): "modelversions",
     ("modelyard.dev/v1alpha1", "Registry"): "registries",
+    ("coordination.k8s.io/v1", "Lease"): "leases",
 }
 
 #: API calls in flight at once: the connection pool is sized to it.
 CONCURRENCY = 32
 
 TEMPORARY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+
+
+class NotLeading(Exception):  # noqa: N818 -- a state, not a failure
+    """A write asked for by a process that does not hold the leader Lease (any more).
+
+    Raised before anything is sent: a standby, or a leader that just lost its Lease, must not
+    write, or two processes would fight over the same objects. Not an `ApiError`, so no
+    reconciler mistakes it for the server's refusal and reports it in a status.
+    """
 
 
 class ApiError(Exception):
@@ -167,6 +177,7 @@ def _as_files(*items: tuple[str | None, bytes | None]) -> Any:
 class Priority:
     """Which API calls go first when many wait: what users wait for before what they read."""
 
+    LEASE = -1  # leadership: a renewal stuck behind a burst would lose the Lease
     DEPLOYMENT = 0  # the workload itself: time-to-Deployment is what a user waits for
     CHILD = 1  # Services, autoscalers, pull Secrets
     STATUS = 2  # status and finalizers
@@ -223,9 +234,19 @@ class Kube:
     """
 
     def __init__(
-        self, login: Callable[[], Credentials], field_manager: str, timeout: float = 30
+        self,
+        login: Callable[[], Credentials],
+        field_manager: str,
+        timeout: float = 30,
+        user_agent: str = "modelyard",
     ) -> None:
         self._login = login
+        #: Sent with every request: the API server's audit log tells the operator's processes
+        #: (replicas of one Deployment share a service account) apart by it.
+        self.user_agent = user_agent
+        #: Whether this process may write; asked before every write but the leader election's
+        #: own (see `modelyard.kube.lease`).
+        self.may_write: Callable[[], bool] = lambda: True
         self.field_manager = field_manager
         self._timeout = timeout
         self._credentials: Credentials | None = None
@@ -283,13 +304,20 @@ class Kube:
         content_type: str = "application/json",
         *,
         priority: int = Priority.READ,
+        electing: bool = False,
     ) -> Manifest:
+        if method != "GET" and not electing and not self.may_write():
+            raise NotLeading(f"{method} {url}")
         self.requests += 1
         if method != "GET":
             self.writes += 1
         metrics.API_REQUESTS.labels(method).inc()
         data = None if body is None else body if isinstance(body, bytes) else json.dumps(body)
-        headers = {"Accept": "application/json", "Content-Type": content_type}
+        headers = {
+            "Accept": "application/json",
+            "Content-Type": content_type,
+            "User-Agent": self.user_agent,
+        }
         await self._gate(priority)
         try:
             for attempt in (1, 2):
@@ -403,6 +431,10 @@ class Kube:
                 return None
             raise
 
+    async def elect(self, method: str, url: str, body: Manifest | None = None) -> Manifest:
+        """A leader election request (the Lease): the one write a standby makes."""
+        return await self._call(method, url, body, priority=Priority.LEASE, electing=True)
+
     async def list(self, url: str, query: dict[str, str]) -> Manifest:
         """One page of a list (`limit`/`continue` in `query`)."""
         return await self._call("GET", url, None, query)
@@ -421,7 +453,11 @@ class Kube:
                 async with session.get(
                     url,
                     params={**query, "watch": "true"},
-                    headers={"Accept": "application/json", **credentials.headers()},
+                    headers={
+                        "Accept": "application/json",
+                        "User-Agent": self.user_agent,
+                        **credentials.headers(),
+                    },
                     timeout=aiohttp.ClientTimeout(
                         total=None, sock_connect=self._timeout, sock_read=None
                     ),

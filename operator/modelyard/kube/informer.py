@@ -1,11 +1,11 @@
-"""List-then-watch of one kind of child, kept as a small in-memory store.
+"""List-then-watch of one kind, kept as a small in-memory store: the operator's only reads.
 
-The operator's children (Deployments, Services, autoscalers, pods) are watched here rather than
-through kopf: kopf runs its whole per-object machinery (a worker per object, handler
-bookkeeping, a copy of every body) for each event, and a burst of N Models brings about eight
-child events per Model. Here an event costs a JSON parse, a trim to the fields the reconcilers
-read, and one callback. Only objects with our label are listed and watched (a server-side label
-selector), so other workloads in the cluster cost nothing.
+Every kind the operator reads — its own four and the children (Deployments, Services,
+autoscalers, pods) — is watched here. An event costs a JSON parse, a trim to the fields the
+reconcilers read, and one callback; a general framework (kopf, which this replaced) ran a
+worker, handler bookkeeping and a copy of every body per object, about 95 KB per object.
+Children are listed and watched with our label only (a server-side label selector), so other
+workloads in the cluster cost nothing.
 
 A watch that ends is resumed from the last resourceVersion seen (bookmarks keep it current in
 quiet periods); one the server can no longer resume (410 Gone) is replaced by a fresh list, whose
@@ -24,6 +24,7 @@ logger = logging.getLogger(__name__)
 
 #: (namespace, owner name) → {object name → trimmed object}
 OwnerKey = tuple[str, str]
+Group = Callable[[Manifest], OwnerKey]
 Trim = Callable[[Manifest], Manifest]
 OnChange = Callable[[str, OwnerKey, Manifest], None]
 
@@ -42,14 +43,20 @@ class Informer:
         url: str,
         selector: str,
         *,
-        owner_label: str,
         trim: Trim,
         on_change: OnChange,
+        owner_label: str | None = None,
+        group: Group | None = None,
+        absent_recheck: float = ABSENT_RECHECK,
     ) -> None:
+        """Objects are grouped by the value of `owner_label` (children: by their Model), or
+        by `group` of the object."""
         self.kube = kube
         self.url = url
         self.selector = selector
         self.owner_label = owner_label
+        self.group = group
+        self.absent_recheck = absent_recheck
         self.trim = trim
         self.on_change = on_change
         self.by_owner: dict[OwnerKey, dict[str, Manifest]] = {}
@@ -60,8 +67,11 @@ class Informer:
     def _owner(self, obj: Manifest) -> tuple[tuple[str, str], OwnerKey]:
         metadata = obj.get("metadata") or {}
         namespace = metadata.get("namespace") or "default"
+        where = (namespace, metadata.get("name", ""))
+        if self.group is not None:
+            return where, self.group(obj)
         labels = metadata.get("labels") or {}
-        return (namespace, metadata.get("name", "")), (namespace, labels.get(self.owner_label, ""))
+        return where, (namespace, labels.get(self.owner_label or "", ""))
 
     def _put(self, event_type: str, obj: Manifest) -> None:
         where, owner = self._owner(obj)
@@ -75,13 +85,19 @@ class Informer:
         else:
             previous = self._owners.get(where)
             if previous is not None and previous != owner:
-                # Relabelled by hand: gone from the Model it belonged to.
-                labels = {self.owner_label: previous[1]}
-                self._put("DELETED", {"metadata": {**obj["metadata"], "labels": labels}})
+                # Relabelled by hand (or regrouped): gone from where it belonged.
+                before = self.by_owner.get(previous, {}).get(where[1]) or obj
+                self._put("DELETED", self._as_in(before, where, previous))
             self._owners[where] = owner
             self.by_owner.setdefault(owner, {})[where[1]] = self.trim(obj)
-        if owner[1]:
-            self.on_change(event_type, owner, obj)
+        self.on_change(event_type, owner, obj)
+
+    def _as_in(self, obj: Manifest, where: tuple[str, str], owner: OwnerKey) -> Manifest:
+        """`obj` as it was when it belonged to `owner` (for a deletion from there)."""
+        metadata = {**(obj.get("metadata") or {}), "namespace": where[0], "name": where[1]}
+        if self.owner_label is not None:
+            metadata["labels"] = {**(metadata.get("labels") or {}), self.owner_label: owner[1]}
+        return {**obj, "metadata": metadata}
 
     async def _relist(self) -> None:
         """A full list; what it no longer holds is reported deleted, the rest as modified."""
@@ -103,13 +119,7 @@ class Informer:
         for where, owner in list(self._owners.items()):
             if where not in seen:
                 gone = self.by_owner.get(owner, {}).get(where[1]) or {"metadata": {}}
-                metadata = {
-                    **(gone.get("metadata") or {}),
-                    "namespace": where[0],
-                    "name": where[1],
-                    "labels": {self.owner_label: owner[1]},
-                }
-                self._put("DELETED", {**gone, "metadata": metadata})
+                self._put("DELETED", self._as_in(gone, where, owner))
 
     async def run(self) -> None:
         """Forever: list, watch, resume; cancelled when the operator stops."""
@@ -128,8 +138,14 @@ class Informer:
                     must_list = True  # too old to resume: start over from a list
                     continue
                 if problem.status == 404:
+                    if not self.synced.is_set():
+                        logger.info(
+                            "%s is not served; looking again every %.0f s",
+                            self.url,
+                            self.absent_recheck,
+                        )
                     self.synced.set()  # nothing to wait for: the kind is not served
-                    await asyncio.sleep(ABSENT_RECHECK)
+                    await asyncio.sleep(self.absent_recheck)
                     must_list = True
                     continue
                 delay = problem.retry_after or RETRY_DELAYS[min(failures, len(RETRY_DELAYS) - 1)]

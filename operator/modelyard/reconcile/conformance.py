@@ -358,6 +358,11 @@ class Prober:
         if entry is not None and entry.task is not None:
             entry.task.cancel()
 
+    def forget_all(self) -> None:
+        """Stand by: nothing is asked until this process leads again (and its passes ask)."""
+        for key in list(self._entries):
+            self.forget(key)
+
     def ask_again(self, key: Key) -> None:
         """Ask before the interval is up (its credentials Secret changed)."""
         entry = self._entries.get(key)

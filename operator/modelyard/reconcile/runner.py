@@ -6,9 +6,13 @@ further requests collapse into one more pass after it instead of queueing up. Te
 failures (409, 429, 5xx, timeouts) are retried with exponential backoff, honouring Retry-After;
 permanent ones are logged once and wait for the next change.
 
-The indices (our kinds, kept by kopf) and the children's stores (kept by informers) are live
-mappings maintained by `modelyard.handlers`; this module only reads them, so it has no
-dependency on kopf itself.
+Every kind goes through this one queue — Models, templates, Registries, ModelVersions, and the
+periodic re-checks of Registries and versions — so one switch decides whether this process
+reconciles at all: a standby replica (`lead`/`stand_by`, driven by the leader election) keeps
+its stores warm and schedules nothing, and the process that leads runs everything.
+
+The stores of our kinds and of the children are live mappings kept by the informers that
+`modelyard.handlers` starts; this module only reads them.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from typing import Any
 from modelyard import metrics
 from modelyard.builders import drift
 from modelyard.config import OperatorConfig
-from modelyard.kube import ApiError, Kube, Priority, PriorityGate
+from modelyard.kube import ApiError, Kube, NotLeading, Priority, PriorityGate
 from modelyard.reconcile.conformance import Prober
 from modelyard.reconcile.model import ModelWorld, Outcome, reconcile_model
 from modelyard.reconcile.registry import (
@@ -44,7 +48,9 @@ logger = logging.getLogger(__name__)
 
 Manifest = dict[str, Any]
 Key = tuple[str, str]
-#: Index name → key → values, as kopf's indices present themselves.
+#: Store name → key → objects: `model_bodies` and `template_bodies` by (namespace, name),
+#: `registry_bodies` and `version_bodies` by namespace, `models_by_template` (namespace,
+#: template) → Model names.
 Indices = Mapping[str, Mapping[Any, Iterable[Any]]]
 
 MAX_BACKOFF = 60.0
@@ -57,7 +63,12 @@ PERSISTENT_AFTER = 2
 #: Model passes running at once. A waiting pass holds only its key; a running one holds its
 #: plan. Twice the API client's concurrency, so the client always has work queued.
 PASSES_IN_FLIGHT = 64
-DEBOUNCED = {"template": 0.5}
+TEMPLATE_DEBOUNCE = 0.5
+#: How often the periodic checks look for Registries and versions that are due.
+CHECK_STEP = 5.0
+#: The finalizer kopf added to templates, Registries and ModelVersions in releases that ran on
+#: it: removed from objects being deleted, or they would never go.
+LEGACY_FINALIZER = "modelyard.dev/kopf-finalizer"
 
 #: The kinds a Model owns one of each, by its name.
 CHILD_KINDS = ("Deployment", "Service", "HorizontalPodAutoscaler", "ScaledObject")
@@ -148,6 +159,24 @@ def caught_up(indexed: Manifest | None, written: Manifest) -> bool:
     return ours is not None and theirs is not None and theirs >= ours
 
 
+async def release_legacy_finalizer(body: Manifest, kube: Kube) -> Manifest:
+    """An object being deleted loses kopf's old finalizer (nothing here acts on it); the
+    object as it is afterwards."""
+    metadata = body.get("metadata") or {}
+    finalizers = list(metadata.get("finalizers") or [])
+    if metadata.get("deletionTimestamp") and LEGACY_FINALIZER in finalizers:
+        finalizers.remove(LEGACY_FINALIZER)
+        return await kube.set_finalizers(
+            str(body.get("apiVersion")),
+            str(body.get("kind")),
+            metadata.get("namespace"),
+            metadata["name"],
+            finalizers=finalizers,
+            resource_version=metadata.get("resourceVersion"),
+        )
+    return body
+
+
 def _malloc_trim() -> Callable[[int], int] | None:
     try:
         trim: Callable[[int], int] = ctypes.CDLL("libc.so.6").malloc_trim
@@ -203,11 +232,74 @@ class Runner:
         #: verdict asks for a pass.
         self.prober = Prober(kube, config.probes, self.model_soon, egress)
         metrics.TRACKED.source = self.tracked
+        #: Whether this process reconciles (holds the leader Lease, or runs alone).
+        self.leading = False
+        #: When each Registry and ModelVersion was last checked (time.monotonic()).
+        self._checked: dict[tuple[str, Key], float] = {}
 
-    def remember(self, indices: Indices) -> None:
-        """Keep the live index views kopf hands to every handler, for background passes."""
-        if indices:
-            self.indices = indices
+    # -- leadership ---------------------------------------------------------------------------
+
+    def lead(self) -> None:
+        """Start reconciling: every object gets a pass, as the stores hold it now.
+
+        Level-based passes over settled objects find nothing to write, so taking over from
+        another replica (or a restart) costs reads of memory, not writes.
+        """
+        self.leading = True
+        for key in self._keys("registry_bodies"):
+            self.registry_soon(key)
+        for key in self._keys("template_bodies"):
+            self.template_soon(key)
+        for key in self._keys("version_bodies"):
+            self.version_soon(key)
+        for key in self._keys("model_bodies"):
+            self.model_soon(key)
+
+    def stand_by(self) -> None:
+        """Stop reconciling at once (the Lease is lost or given up): passes in flight are
+        cancelled, and what they kept goes, so leading again starts from the stores."""
+        self.leading = False
+        for slot in self._slots.values():
+            if slot.task is not None and not slot.task.done():
+                slot.task.cancel()
+        self._slots.clear()
+        self._latest.clear()
+        self._checked.clear()
+        self.prober.forget_all()
+        self.states.clear()
+
+    def _keys(self, index_name: str) -> list[Key]:
+        index = self.indices.get(index_name) or {}
+        if index_name in ("registry_bodies", "version_bodies"):
+            return [
+                (namespace, body["metadata"]["name"])
+                for namespace in list(index)
+                for body in _all(index, namespace)
+            ]
+        return list(index)
+
+    async def checks(self) -> None:
+        """Re-check each Registry every checkIntervalSeconds, and each ModelVersion as often
+        as its Registry: a moved tag, a deleted digest or a registry outage shows. A check
+        that finds nothing new writes nothing. Until cancelled."""
+        while True:
+            await asyncio.sleep(CHECK_STEP)
+            if not self.leading:
+                continue
+            now = time.monotonic()
+            for kind, key in list(self._checked):
+                if kind == "registry":
+                    interval = self.check_interval(key)
+                else:
+                    body = self._named("version_bodies", key) or {}
+                    interval = self.check_interval(
+                        (key[0], (body.get("spec") or {}).get("registry", ""))
+                    )
+                if now - self._checked[(kind, key)] >= interval:
+                    self._checked[(kind, key)] = now
+                    self._soon(
+                        kind, key, self.registry_now if kind == "registry" else self.version_now
+                    )
 
     def _slot(self, kind: str, key: Key) -> _Slot:
         return self._slots.setdefault((kind, key), _Slot())
@@ -351,6 +443,7 @@ class Runner:
             if body is None:
                 self._gone("template", "ModelTemplate", key)
                 return None
+            body = await release_legacy_finalizer(body, self.kube)
             body = self.fresh("ModelTemplate", key, body) or body
             models = self.models_using_template(*key)
             image = (body.get("spec") or {}).get("image") or {}
@@ -363,8 +456,10 @@ class Runner:
             self.states.record("ModelTemplate", *key, str(outcome.ready), outcome.reason)
             return outcome
 
-    def template_soon(self, key: Key) -> None:
-        self._soon("template", key, self.template_now)
+    def template_soon(self, key: Key, debounce: bool = False) -> None:
+        """`debounce`: its list of Models changed — a burst of new Models each changes it, and
+        deserves one write for the burst, not one per Model."""
+        self._soon("template", key, self.template_now, TEMPLATE_DEBOUNCE if debounce else 0.0)
 
     # -- Registries and ModelVersions --------------------------------------------------------
 
@@ -390,6 +485,8 @@ class Runner:
                 await self.connections.drop(key)
                 self._gone("registry", "Registry", key)
                 return None
+            self._checked[("registry", key)] = time.monotonic()
+            body = await release_legacy_finalizer(body, self.kube)
             before = self.connections.get(key)
             was_ready = before.ready if before else None
             body = self.fresh("Registry", key, body) or body
@@ -456,6 +553,8 @@ class Runner:
             if body is None:
                 self._gone("version", "ModelVersion", key)
                 return None
+            self._checked[("version", key)] = time.monotonic()
+            body = await release_legacy_finalizer(body, self.kube)
             registry = (body.get("spec") or {}).get("registry", "")
             connection = await self._connection(key[0], registry)
             body = self.fresh("ModelVersion", key, body) or body
@@ -520,6 +619,7 @@ class Runner:
         registries or versions created and deleted must leave nothing behind."""
         self.forget(kind, key)
         self.states.forget(kind, *key)
+        self._checked.pop((slot_kind, key), None)
         if kind == "ModelTemplate":
             self._template_fingerprints.pop(key, None)
         slot = self._slots.get((slot_kind, key))
@@ -537,20 +637,27 @@ class Runner:
 
     # -- scheduling --------------------------------------------------------------------------
 
-    def _soon(self, kind: str, key: Key, run: Callable[[Key], Awaitable[Any]]) -> None:
+    def _soon(
+        self, kind: str, key: Key, run: Callable[[Key], Awaitable[Any]], delay: float = 0.0
+    ) -> None:
+        if not self.leading:
+            return  # a standby: `lead` looks at everything when its turn comes
         slot = self._slot(kind, key)
         if slot.task is not None and not slot.task.done():
             slot.again = True
             return
-        slot.task = asyncio.get_running_loop().create_task(self._drain(kind, key, slot, run))
+        slot.task = asyncio.get_running_loop().create_task(self._drain(kind, key, slot, run, delay))
 
     async def _drain(
-        self, kind: str, key: Key, slot: _Slot, run: Callable[[Key], Awaitable[Any]]
+        self,
+        kind: str,
+        key: Key,
+        slot: _Slot,
+        run: Callable[[Key], Awaitable[Any]],
+        delay: float = 0.0,
     ) -> None:
-        if kind in DEBOUNCED:
-            # A burst of new Models each changes their template's list of Models: one write for
-            # the burst, not one per Model.
-            await asyncio.sleep(DEBOUNCED[kind])
+        if delay:
+            await asyncio.sleep(delay)
         while True:
             slot.again = False
             self.passes += 1
@@ -570,6 +677,8 @@ class Runner:
                     slot.refused = refused.message
                     await asyncio.sleep(delay)
                     slot.again = True
+            except NotLeading:
+                return  # the Lease was lost mid-pass: whoever leads now does it
             except ApiError as problem:
                 cause = str(problem)
                 if not problem.temporary:
