@@ -105,7 +105,6 @@ def test_chart_crds_equal_crds_dir(helm: Helm) -> None:
 def test_operator_deployment_is_locked_down(helm: Helm) -> None:
     deployment = by_kind(render(helm), "Deployment")[0]
     spec = deployment["spec"]
-    assert spec["replicas"] == 1 and spec["strategy"] == {"type": "Recreate"}
     pod = spec["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     container = pod["containers"][0]
@@ -113,8 +112,56 @@ def test_operator_deployment_is_locked_down(helm: Helm) -> None:
     assert container["securityContext"]["allowPrivilegeEscalation"] is False
     assert container["resources"]["requests"]
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
-    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/readyz"
     assert "--liveness=http://0.0.0.0:8080/healthz" in container["args"]
+
+
+def test_two_replicas_share_one_lease_and_survive_a_drain(helm: Helm) -> None:
+    documents = render(helm)
+    spec = by_kind(documents, "Deployment")[0]["spec"]
+    assert spec["replicas"] == 2
+    # The new pod starts before the old one stops (and gives the Lease up).
+    assert spec["strategy"] == {
+        "type": "RollingUpdate",
+        "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1},
+    }
+    pod = spec["template"]["spec"]
+    assert "--leader-elect" in pod["containers"][0]["args"]
+    env = {e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"] for e in pod["containers"][0]["env"]}
+    assert env == {"POD_NAMESPACE": "metadata.namespace", "POD_NAME": "metadata.name"}
+    preferred = pod["affinity"]["podAntiAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"
+    ]
+    assert preferred[0]["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert (
+        preferred[0]["podAffinityTerm"]["labelSelector"]["matchLabels"]
+        == (spec["selector"]["matchLabels"])
+    )
+    budget = by_kind(documents, "PodDisruptionBudget")[0]["spec"]
+    assert budget["maxUnavailable"] == 1
+    assert budget["selector"] == spec["selector"]
+    # The Lease, and only it, in the operator's own namespace.
+    lease_role = next(
+        r for r in by_kind(documents, "Role") if r["metadata"]["name"].endswith("-leader-election")
+    )
+    assert lease_role["metadata"]["namespace"] == "modelyard-system"
+    assert lease_role["rules"] == [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": ["modelyard-leader"],
+            "verbs": ["get", "update"],
+        },
+    ]
+    binding = next(
+        b
+        for b in by_kind(documents, "RoleBinding")
+        if b["metadata"]["name"].endswith("-leader-election")
+    )
+    assert binding["roleRef"]["name"] == lease_role["metadata"]["name"]
+    # One replica: no budget that would block every drain.
+    assert not by_kind(render(helm, "--set", "replicaCount=1"), "PodDisruptionBudget")
 
 
 def test_configuration_from_values_is_what_the_operator_reads(helm: Helm, tmp_path: Path) -> None:
@@ -132,29 +179,21 @@ def test_configuration_from_values_is_what_the_operator_reads(helm: Helm, tmp_pa
 
 def test_namespaced_mode_uses_roles_and_watches_only_those_namespaces(helm: Helm) -> None:
     documents = render(helm, *NON_DEFAULT)
-    roles = by_kind(documents, "Role")
+    roles = [r for r in by_kind(documents, "Role") if r["metadata"]["name"].endswith("-operator")]
     assert sorted(r["metadata"]["namespace"] for r in roles) == ["ml-team", "research"]
-    assert sorted(b["metadata"]["namespace"] for b in by_kind(documents, "RoleBinding")) == [
-        "ml-team",
-        "research",
+    bindings = [
+        b for b in by_kind(documents, "RoleBinding") if b["metadata"]["name"].endswith("-operator")
     ]
-    assert not [
-        c for c in by_kind(documents, "ClusterRole") if c["metadata"]["name"].endswith("-operator")
-    ]
-    crd_reader = next(
-        c
-        for c in by_kind(documents, "ClusterRole")
-        if c["metadata"]["name"].endswith("-crd-reader")
-    )
-    assert crd_reader["rules"] == [
-        {
-            "apiGroups": ["apiextensions.k8s.io"],
-            "resources": ["customresourcedefinitions"],
-            "verbs": ["list", "watch"],
-        },
-        # kopf follows Namespaces when it serves a list of them (test_rbac.py proves it).
-        {"apiGroups": [""], "resources": ["namespaces"], "verbs": ["list", "watch"]},
-    ]
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == ["ml-team", "research"]
+    # Nothing cluster-wide: the operator watches only the namespaces it serves.
+    cluster_roles = {c["metadata"]["name"] for c in by_kind(documents, "ClusterRole")}
+    assert cluster_roles == {
+        "modelyard-view",
+        "modelyard-edit",
+        "modelyard-admin",
+        "modelyard-model-manager",
+    }, "only the users' roles"
+    assert not by_kind(documents, "ClusterRoleBinding")
     args = by_kind(documents, "Deployment")[0]["spec"]["template"]["spec"]["containers"][0]["args"]
     assert "--namespace=ml-team" in args and "--namespace=research" in args
     assert by_kind(documents, "ServiceMonitor")[0]["spec"]["endpoints"][0]["port"] == "metrics"
