@@ -36,8 +36,9 @@ from support.audit import OPERATOR_WRITES_POLICY, AuditLog
 from support.audit import server_args as audit_args
 from support.fault_proxy import Fault, FaultProxy, Served
 from support.helm import Helm, helm_binary
-from support.node import Node, unavailable
+from support.node import NODE_IP, Node, unavailable
 from support.registry import LocalRegistry
+from support.relay import Relay
 
 ROOT = Path(__file__).resolve().parents[2]
 SUPPORT = Path(__file__).resolve().parent
@@ -169,6 +170,8 @@ class RealNode:
     images: images.Images
     #: The model server as pushed: `registry.host/repository@digest`, tag 1.0.0.
     digest: str
+    #: Pods' way to the API server (`support.relay`).
+    relay: Relay | None = None
 
     @property
     def name(self) -> str:
@@ -219,6 +222,7 @@ class RealNode:
         real = cls(started, registry, built, digest)
         try:
             real.wait_ready(api)
+            real.relay = in_cluster_api(plane, api)
         except BaseException:
             real.stop()
             raise
@@ -240,8 +244,43 @@ class RealNode:
         raise RuntimeError(f"node {self.name} not ready: {last and last.get('status')}")
 
     def stop(self) -> None:
+        if self.relay is not None:
+            self.relay.stop()
         self.node.stop()
         asyncio.run(self.registry.stop())
+
+
+#: Where pods reach the API server: the node's address, relayed to the server's loopback port.
+IN_CLUSTER_API_PORT = 6443
+#: The node session's API server leaves the `kubernetes` Service's endpoints to the tests.
+IN_CLUSTER_API_ARGS = ["--apiserver-arg=--endpoint-reconciler-type=none"]
+
+
+def in_cluster_api(plane: control_plane.ControlPlane, api: Api) -> Relay:
+    """Pods reach the API server as in any cluster: `KUBERNETES_SERVICE_HOST` (the
+    `kubernetes` Service's ClusterIP), which kube-proxy sends to the endpoints written here —
+    the relay on the node's address, in front of the server's loopback port."""
+    port = int(plane.server.rsplit(":", 1)[1])
+    relay = Relay((NODE_IP, IN_CLUSTER_API_PORT), ("127.0.0.1", port)).start()
+    api.apply(
+        {
+            "apiVersion": "discovery.k8s.io/v1",
+            "kind": "EndpointSlice",
+            "metadata": {
+                "name": "kubernetes",
+                "namespace": "default",
+                "labels": {
+                    "kubernetes.io/service-name": "kubernetes",
+                    "endpointslice.kubernetes.io/managed-by": "modelyard-tests",
+                },
+            },
+            "addressType": "IPv4",
+            "endpoints": [{"addresses": [NODE_IP], "conditions": {"ready": True}}],
+            "ports": [{"name": "https", "port": IN_CLUSTER_API_PORT, "protocol": "TCP"}],
+        },
+        "modelyard-tests",
+    )
+    return relay
 
 
 @dataclass
@@ -270,7 +309,7 @@ class Session:
         policy.write_text(yaml.safe_dump(OPERATOR_WRITES_POLICY))
         args = [*audit_args(policy, log), *(args or [])]
         if with_node and no_node is None:
-            args.append("--scheduler")
+            args += ["--scheduler", *IN_CLUSTER_API_ARGS]
         plane = control_plane.start(tmp / "cluster", args)
         try:
             api = Api(plane.server, plane.pki)
