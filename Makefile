@@ -100,9 +100,10 @@ test-e2e: $(BIN)/helm ## End-to-end tests on the current cluster (skipped when n
 	$(BIN)/python -m pytest -m e2e tests/e2e -v
 
 N ?= 1000
+NAMESPACES ?= 1 20
 .PHONY: bench
-bench: $(STAMP) ## Benchmark N Models (N="100 1000 5000") against a naive kopf baseline; fills docs/performance.md.
-	$(BIN)/python bench/run.py --n $(N)
+bench: $(STAMP) ## Benchmark N Models over NAMESPACES against kopf baselines and a floor client; fills docs/performance.md.
+	$(BIN)/python bench/run.py --n $(N) --namespaces $(NAMESPACES)
 
 .PHONY: fmt
 fmt: $(STAMP) ## Format and autofix.

@@ -37,7 +37,6 @@ measured, never asserted: tests do not time anything.
 from __future__ import annotations
 
 import argparse
-import calendar
 import concurrent.futures
 import json
 import math
@@ -61,6 +60,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 
 from support import control_plane  # noqa: E402
 from support.api import Api, ApiRefusal, resource_path  # noqa: E402
+from support.audit import WRITE_VERBS, AuditLog, Request  # noqa: E402
 from support.cluster import (  # noqa: E402
     OPERATOR_NAMESPACE,
     install_crds,
@@ -74,7 +74,10 @@ MODELS = "modelyard.dev/v1alpha1/models"
 ADMIN = "modelyard-test-admin"
 OURS = f"system:serviceaccount:{OPERATOR_NAMESPACE}:modelyard"
 NAIVE = f"system:serviceaccount:{OPERATOR_NAMESPACE}:naive-kopf"
-WRITE_VERBS = frozenset({"create", "update", "patch", "delete", "deletecollection"})
+SAME_JOB = f"system:serviceaccount:{OPERATOR_NAMESPACE}:same-job-kopf"
+FLOOR = f"system:serviceaccount:{OPERATOR_NAMESPACE}:floor"
+#: The other identities: each a ServiceAccount bound to cluster-admin.
+BASELINE_ACCOUNTS = {"naive": "naive-kopf", "same-job": "same-job-kopf", "floor": "floor"}
 CONTROLLERS = (
     "garbage-collector-controller,deployment-controller,replicaset-controller,"
     "namespace-controller,serviceaccount-controller,resourcequota-controller"
@@ -84,7 +87,7 @@ AUDIT_POLICY = {
     "kind": "Policy",
     "omitStages": ["RequestReceived"],
     "rules": [
-        {"level": "Metadata", "users": [OURS, NAIVE]},
+        {"level": "Metadata", "users": [OURS, NAIVE, SAME_JOB, FLOOR]},
         # The harness's creations of Models: when each Model came to exist, by the server's clock.
         {
             "level": "Metadata",
@@ -95,64 +98,6 @@ AUDIT_POLICY = {
         {"level": "None"},
     ],
 }
-
-
-# -- the audit log: what the server saw ---------------------------------------------------------
-
-
-def stamp(text: str) -> float:
-    """RFC 3339 with microseconds → seconds since the epoch."""
-    seconds, _, fraction = text.rstrip("Z").partition(".")
-    whole = calendar.timegm(time.strptime(seconds, "%Y-%m-%dT%H:%M:%S"))
-    return whole + float(f"0.{fraction or 0}")
-
-
-@dataclass(frozen=True)
-class Request:
-    at: float
-    user: str
-    verb: str
-    resource: str
-    subresource: str
-    namespace: str
-    name: str
-    code: int
-
-
-class AuditLog:
-    """The API server's audit log, read as it grows."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self.requests: list[Request] = []
-        self._offset = 0
-
-    def read(self) -> list[Request]:
-        if not self.path.exists():
-            return self.requests
-        with self.path.open("rb") as log:
-            log.seek(self._offset)
-            data = log.read()
-        complete = data[: data.rfind(b"\n") + 1]
-        self._offset += len(complete)
-        for line in complete.splitlines():
-            event = json.loads(line)
-            if event.get("stage") != "ResponseComplete":
-                continue  # a watch also logs ResponseStarted; count each request once
-            ref = event.get("objectRef") or {}
-            self.requests.append(
-                Request(
-                    at=stamp(event["requestReceivedTimestamp"]),
-                    user=event["user"]["username"],
-                    verb=event["verb"],
-                    resource=ref.get("resource", ""),
-                    subresource=ref.get("subresource", ""),
-                    namespace=ref.get("namespace", ""),
-                    name=ref.get("name", ""),
-                    code=int((event.get("responseStatus") or {}).get("code", 0)),
-                )
-            )
-        return self.requests
 
 
 # -- figures -------------------------------------------------------------------------------------
@@ -169,6 +114,7 @@ def percentile(values: list[float], q: float) -> float:
 @dataclass
 class Figures:
     n: int
+    namespaces: int = 1
     to_deployment_ms: dict[str, float] = field(default_factory=dict)
     all_deployments_s: float = float("nan")
     all_reconciled_s: float = float("nan")
@@ -181,6 +127,12 @@ class Figures:
     idle_writes: list[str] = field(default_factory=list)
     rss_mb: float = float("nan")
     sequential_ms: dict[str, float] = field(default_factory=dict)
+    rss_burst_mb: float = float("nan")
+    restart_writes: int = -1
+    restart_write_examples: list[str] = field(default_factory=list)
+    restart_lists_s: float = float("nan")
+    restart_deployment_after_lists_s: float = float("nan")
+    restart_rss_mb: float = float("nan")
     timed_out: bool = False
 
 
@@ -195,13 +147,13 @@ def first(requests: list[Request], user: str, resource: str, sub: str = "") -> d
     return found
 
 
-def creations(requests: list[Request], namespace: str) -> dict[str, float]:
+def creations(requests: list[Request], namespaces: list[str]) -> dict[str, float]:
     return {
         r.name: r.at
         for r in requests
         if r.user == ADMIN
         and r.resource == "models"
-        and r.namespace == namespace
+        and r.namespace in namespaces
         and r.code == 201
         and r.name
     }
@@ -277,10 +229,17 @@ def model(ns: str, index: int) -> dict[str, Any]:
     }
 
 
-def create_burst(api: Api, ns: str, first_index: int, n: int) -> None:
-    """N Models as fast as the server takes them, from a few connections, as a GitOps sync."""
+def spread(label: str, n: int, k: int) -> list[str]:
+    """The K namespaces a run's N Models are spread over."""
+    return [f"bench-{label}-{n}-{k}-{i}" for i in range(k)]
+
+
+def create_burst(api: Api, namespaces: list[str], first_index: int, n: int) -> None:
+    """N Models as fast as the server takes them, from a few connections, as a GitOps sync;
+    Model i goes to namespace i mod K."""
 
     def create(index: int) -> None:
+        ns = namespaces[index % len(namespaces)]
         api.request("POST", resource_path(MODELS, ns), model(ns, index))
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
@@ -292,13 +251,16 @@ class Kubelet:
 
     Played, not real: thousands of pods are more than one test node can run on 2 cores."""
 
-    def __init__(self, api: Api, ns: str) -> None:
-        self.api, self.ns = api, ns
+    def __init__(self, api: Api, namespaces: list[str]) -> None:
+        self.api, self.namespaces = api, namespaces
         self.done: set[str] = set()
 
     def run_all(self) -> int:
         pods = [
-            p for p in self.api.list("v1/pods", self.ns) if p["metadata"]["name"] not in self.done
+            p
+            for ns in self.namespaces
+            for p in self.api.list("v1/pods", ns)
+            if p["metadata"]["name"] not in self.done
         ]
         status = ready_pod_status()
 
@@ -307,7 +269,7 @@ class Kubelet:
             try:
                 self.api.patch(
                     "v1/pods",
-                    self.ns,
+                    pod["metadata"]["namespace"],
                     name,
                     {"status": kubelet_status(pod, status)},
                     subresource="status",
@@ -325,13 +287,13 @@ class Kubelet:
 
 
 class ReadyWatch:
-    """When each Model first reported READY, from a watch on the namespace's Models."""
+    """When each Model first reported READY, from a watch on every namespace's Models."""
 
-    def __init__(self, api: Api, ns: str) -> None:
-        self.api, self.ns = api, ns
+    def __init__(self, api: Api) -> None:
+        self.api, self.ns = api, None
         self.ready: dict[str, float] = {}
         self.stopped = threading.Event()
-        listing = api.request("GET", resource_path(MODELS, ns), query={"limit": "1"})
+        listing = api.request("GET", resource_path(MODELS, None), query={"limit": "1"})
         self._since = listing["metadata"]["resourceVersion"]
         threading.Thread(target=self._follow, daemon=True).start()
 
@@ -437,7 +399,9 @@ def sequential_delays(bench: Bench, ns: str, first_index: int, user: str) -> dic
         wait_for(lambda n=name: bench.api.get("apps/v1/deployments", ns, n) is not None, 30, 0.002)
     requests = bench.audit.read()
     created = {
-        k: v for k, v in creations(requests, ns).items() if int(k.split("-")[1]) >= first_index
+        k: v
+        for k, v in creations(requests, [ns]).items()
+        if k.split("-")[1].isdigit() and int(k.split("-")[1]) >= first_index
     }
     delays = delays_ms(created, first(requests, user, "deployments"))
     return {f"p{q}": percentile(delays, q) for q in (50, 90)}
@@ -512,18 +476,26 @@ class Profile:
         return "\n".join(lines)
 
 
-def record_burst(figures: Figures, requests: list[Request], ns: str, n: int) -> float:
+def record_burst(
+    figures: Figures, requests: list[Request], namespaces: list[str], n: int, user: str
+) -> float:
     """Fill the burst's figures from the audit log; the burst's start is returned for the rest."""
-    created = creations(requests, ns)
+    created = creations(requests, namespaces)
     begin = min(created.values())
-    deployments = first(requests, OURS, "deployments")
+    deployments = first(requests, user, "deployments")
     delays = delays_ms(created, deployments)
     figures.to_deployment_ms = {f"p{q}": percentile(delays, q) for q in (50, 95, 99)}
     figures.all_deployments_s = max(deployments.values()) - begin
-    done = max(max(first(requests, OURS, resource, sub).values()) for resource, sub in MODEL_WRITES)
-    figures.all_reconciled_s = done - begin
+    written = [first(requests, user, resource, sub) for resource, sub in MODEL_WRITES]
+    if all(len(each) >= n for each in written):
+        figures.all_reconciled_s = max(max(each.values()) for each in written) - begin
+    done = begin + (
+        figures.all_deployments_s
+        if math.isnan(figures.all_reconciled_s)
+        else figures.all_reconciled_s
+    )
     counted = [
-        r for r in requests if r.user == OURS and begin <= r.at <= done and r.verb != "watch"
+        r for r in requests if r.user == user and begin <= r.at <= done and r.verb != "watch"
     ]
     figures.requests_per_model = len(counted) / n
     by_kind: dict[str, int] = {}
@@ -534,48 +506,104 @@ def record_burst(figures: Figures, requests: list[Request], ns: str, n: int) -> 
     return begin
 
 
-def run_ours(bench: Bench, n: int) -> Figures:
-    figures = Figures(n)
-    ns = f"bench-modelyard-{n}"
-    namespace(bench.api, ns)
-    for document in setup_documents(ns):
-        bench.api.apply(document)
+def everything_written(
+    bench: Bench, user: str, n: int, writes: tuple[tuple[str, str], ...]
+) -> bool:
+    requests = bench.audit.read()
+    return all(len(first(requests, user, resource, sub)) >= n for resource, sub in writes)
+
+
+def prepare(bench: Bench, namespaces: list[str], documents: bool) -> None:
+    for ns in namespaces:
+        namespace(bench.api, ns)
+        for document in setup_documents(ns) if documents else []:
+            bench.api.apply(document)
+
+
+def clean_up(bench: Bench, namespaces: list[str]) -> None:
+    for ns in namespaces:
+        delete_namespace(bench.api, ns, bench.timeout)
+
+
+def logged_at(output: str, marker: str) -> float | None:
+    """When the operator logged a line containing `marker` (its own clock, this machine's)."""
+    for line in output.splitlines():
+        if marker in line and line.startswith("["):
+            stamp_text, _, _ = line[1:].partition("]")
+            whole, _, millis = stamp_text.partition(",")
+            return time.mktime(time.strptime(whole, "%Y-%m-%d %H:%M:%S")) + int(millis) / 1000
+    return None
+
+
+def restart(bench: Bench, operator: OperatorProcess, figures: Figures, ns: str) -> None:
+    """An operator restarted over N settled Models: what it writes (nothing, when children and
+    status are right), and how soon a Model created during its start-up gets its Deployment."""
+    operator_stop(operator)
+    started = time.time()
+    operator.start()
+    name = "model-restart"
+    body = model(ns, 0)
+    body["metadata"]["name"] = name
+    bench.api.request("POST", resource_path(MODELS, ns), body)
+    wait_for(lambda: bench.api.get("apps/v1/deployments", ns, name) is not None, bench.timeout)
+    settle(bench, OURS)
+    requests = bench.audit.read()
+    writes = [
+        r
+        for r in requests
+        if r.user == OURS and r.at >= started and r.verb in WRITE_VERBS and r.name != name
+    ]
+    figures.restart_writes = len(writes)
+    figures.restart_write_examples = [
+        f"{r.verb} {r.resource}/{r.subresource} {r.name}" for r in writes
+    ][:10]
+    listed = logged_at(operator.log_path.read_text(errors="replace"), "objects listed")
+    deployment = first(requests, OURS, "deployments").get(name)
+    if listed is not None and deployment is not None:
+        figures.restart_lists_s = listed - started
+        figures.restart_deployment_after_lists_s = deployment - listed
+    figures.restart_rss_mb = rss_mb(operator.process.pid) if operator.process else math.nan
+
+
+def run_ours(bench: Bench, n: int, k: int) -> Figures:
+    figures = Figures(n, k)
+    namespaces = spread("modelyard", n, k)
+    prepare(bench, namespaces, documents=True)
     config = kubeconfig(bench.plane, bench.tokens["ours"], bench.work / "ours.kubeconfig")
     operator = OperatorProcess(config, bench.work, verbose=False).start()
     assert operator.process is not None
     try:
-        # The operator starts and settles on the Registry and the template before the clock.
+        # The operator starts and settles on the Registries and templates before the clock.
         wait_for(
-            lambda: (
-                bench.api.get("modelyard.dev/v1alpha1/modeltemplates", ns, "embedder") or {}
-            ).get("status"),
-            60,
+            lambda: all(
+                (bench.api.get("modelyard.dev/v1alpha1/modeltemplates", ns, "embedder") or {}).get(
+                    "status"
+                )
+                for ns in namespaces
+            ),
+            120,
         )
         settle(bench, OURS, quiet=3)
-        watch = ReadyWatch(bench.api, ns)
+        watch = ReadyWatch(bench.api)
         start = time.time()
         profile = None
         if bench.profile:
             profile = Profile(operator.process.pid, bench.work / f"profile-{n}.txt")
-        progress(f"creating {n} Models")
-        create_burst(bench.api, ns, 0, n)
-
-        def reconciled() -> bool:
-            requests = bench.audit.read()
-            return all(
-                len(first(requests, OURS, resource, sub)) >= n for resource, sub in MODEL_WRITES
-            )
-
-        figures.timed_out = not wait_for(reconciled, bench.timeout, 0.5)
+        progress(f"creating {n} Models in {k} namespaces")
+        create_burst(bench.api, namespaces, 0, n)
+        figures.timed_out = not wait_for(
+            lambda: everything_written(bench, OURS, n, MODEL_WRITES), bench.timeout, 0.5
+        )
         if profile is not None:
             summary = profile.stop()
             (ROOT / "bench" / "results" / f"profile-{n}.txt").write_text(summary + "\n")
             print(summary, file=sys.stderr, flush=True)
         progress("every Model has its children and a status" + (" (timed out)" * figures.timed_out))
-        begin = record_burst(figures, bench.audit.read(), ns, n)
+        begin = record_burst(figures, bench.audit.read(), namespaces, n, OURS)
+        figures.rss_burst_mb = rss_mb(operator.process.pid)
 
         # The kubelet: every pod running and ready; then every Model READY.
-        kubelet = Kubelet(bench.api, ns)
+        kubelet = Kubelet(bench.api, namespaces)
         wait_for(lambda: kubelet.run_all() == 0 and len(kubelet.done) >= n, bench.timeout, 1)
         figures.timed_out |= not wait_for(lambda: len(watch.ready) >= n, bench.timeout, 0.5)
         progress(f"{len(watch.ready)} Models READY; waiting for 10 s without a write")
@@ -599,10 +627,12 @@ def run_ours(bench: Bench, n: int) -> Figures:
         # After the idle window: the steady state of an operator holding N Models.
         figures.rss_mb = rss_mb(operator.process.pid)
         figures.idle_writes = [f"{r.verb} {r.resource}/{r.subresource} {r.name}" for r in idle][:10]
-        figures.sequential_ms = sequential_delays(bench, ns, n, OURS)
+        figures.sequential_ms = sequential_delays(bench, namespaces[0], n, OURS)
+        progress("restarting the operator over the settled Models")
+        restart(bench, operator, figures, namespaces[0])
     finally:
         operator_stop(operator)
-        delete_namespace(bench.api, ns, bench.timeout)
+        clean_up(bench, namespaces)
     return figures
 
 
@@ -612,8 +642,8 @@ def operator_stop(operator: OperatorProcess) -> None:
     asyncio.run(operator.stop())
 
 
-#: The official client the naive operator uses, kept out of the project's environment: when it is
-#: installed, kopf imports it in every operator (ours too), which would add its ~45 MB to ours.
+#: The official client the kopf baselines use, kept out of the project's environment: when it is
+#: installed, kopf imports it in every process (ours too), which would add its ~45 MB to ours.
 BASELINE_LIBRARIES = ROOT / ".cache" / "bench-baseline"
 
 
@@ -629,61 +659,101 @@ def baseline_libraries() -> Path:
     return BASELINE_LIBRARIES
 
 
-def run_naive(bench: Bench, n: int) -> Figures:
-    figures = Figures(n)
-    ns = f"bench-naive-{n}"
-    namespace(bench.api, ns)
-    config = kubeconfig(bench.plane, bench.tokens["naive"], bench.work / "naive.kubeconfig")
-    log = (bench.work / "naive-kopf.log").open("wb")
+@dataclass(frozen=True)
+class Baseline:
+    """Another program doing (part of) the same job, under its own identity."""
+
+    label: str
+    account: str
+    user: str
+    command: list[str]
+    #: What it writes per Model, as MODEL_WRITES says ours does.
+    writes: tuple[tuple[str, str], ...]
+    ready_line: str | None = None
+
+
+BASELINES = {
+    "naive": Baseline(
+        "naive kopf (Deployment only)",
+        "naive",
+        NAIVE,
+        [sys.executable, "-m", "kopf", "run", "--standalone", "-A", "bench/baseline_operator.py"],
+        (("deployments", ""),),
+    ),
+    "same-job": Baseline(
+        "same-job kopf",
+        "same-job",
+        SAME_JOB,
+        [sys.executable, "-m", "kopf", "run", "--standalone", "-A", "bench/samejob_operator.py"],
+        MODEL_WRITES,
+    ),
+    "floor": Baseline(
+        "floor (plain aiohttp, no retries)",
+        "floor",
+        FLOOR,
+        [sys.executable, "bench/floor_client.py"],
+        MODEL_WRITES,
+        ready_line="watching",
+    ),
+}
+
+
+def run_baseline(bench: Bench, baseline: Baseline, n: int, k: int) -> Figures:
+    figures = Figures(n, k)
+    namespaces = spread(baseline.account, n, k)
+    prepare(bench, namespaces, documents=False)
+    config = kubeconfig(
+        bench.plane, bench.tokens[baseline.account], bench.work / f"{baseline.account}.kubeconfig"
+    )
+    log_path = bench.work / f"{baseline.account}.log"
+    command = [*baseline.command]
+    if baseline.ready_line:
+        command.append(str(config))
     process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "kopf",
-            "run",
-            "--standalone",
-            "-A",
-            str(ROOT / "bench" / "baseline_operator.py"),
-        ],
+        command,
+        cwd=ROOT,
         env={**os.environ, "KUBECONFIG": str(config), "PYTHONPATH": str(baseline_libraries())},
-        stdout=log,
+        stdout=log_path.open("wb"),
         stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     try:
-        wait_for(lambda: any(r.user == NAIVE for r in bench.audit.read()), 60, 0.2)
-        time.sleep(3)
-        create_burst(bench.api, ns, 0, n)
+        if baseline.ready_line:
+            wait_for(lambda: baseline.ready_line in log_path.read_text(), 60, 0.1)
+        else:
+            wait_for(lambda: any(r.user == baseline.user for r in bench.audit.read()), 60, 0.2)
+            time.sleep(3)
+        create_burst(bench.api, namespaces, 0, n)
         figures.timed_out = not wait_for(
-            lambda: len(first(bench.audit.read(), NAIVE, "deployments")) >= n, bench.timeout, 0.5
+            lambda: everything_written(bench, baseline.user, n, baseline.writes),
+            bench.timeout,
+            0.5,
         )
-        requests = bench.audit.read()
-        created = creations(requests, ns)
-        begin = min(created.values())
-        deployments = first(requests, NAIVE, "deployments")
-        delays = delays_ms(created, deployments)
-        figures.to_deployment_ms = {f"p{q}": percentile(delays, q) for q in (50, 95, 99)}
-        figures.all_deployments_s = figures.all_reconciled_s = max(deployments.values()) - begin
-        done = max(deployments.values())
-        window = [
-            r for r in requests if r.user == NAIVE and begin <= r.at <= done and r.verb != "watch"
-        ]
-        figures.requests_per_model = len(window) / n
-        last_write = settle(bench, NAIVE)
+        begin = record_burst(figures, bench.audit.read(), namespaces, n, baseline.user)
+        figures.rss_burst_mb = rss_mb(process.pid)
+        done = begin + (
+            figures.all_deployments_s
+            if math.isnan(figures.all_reconciled_s)
+            else figures.all_reconciled_s
+        )
+        last_write = settle(bench, baseline.user)
         figures.settle_s = max(0.0, last_write - done)
         settled = [
-            r for r in bench.audit.read() if r.user == NAIVE and r.at >= begin and r.verb != "watch"
+            r
+            for r in bench.audit.read()
+            if r.user == baseline.user and r.at >= begin and r.verb != "watch"
         ]
         figures.requests_per_model_settled = len(settled) / n
         figures.rss_mb = rss_mb(process.pid)
-        figures.sequential_ms = sequential_delays(bench, ns, n, NAIVE)
+        if baseline.account == "naive":
+            figures.sequential_ms = sequential_delays(bench, namespaces[0], n, baseline.user)
     finally:
         process.terminate()
         try:
             process.wait(15)
         except subprocess.TimeoutExpired:
             process.kill()
-        delete_namespace(bench.api, ns, bench.timeout)
+        clean_up(bench, namespaces)
     return figures
 
 
@@ -711,38 +781,54 @@ def number(value: float, digits: int = 0) -> str:
     return "—" if value is None or math.isnan(value) else f"{value:.{digits}f}"
 
 
+ROWS = (("modelyard", "ours"), *((b.label, key) for key, b in BASELINES.items()))
+
+
 def table(results: list[dict[str, Any]]) -> str:
     rows = [
-        "| N | operator | to Deployment p50 / p95 / p99 (ms) | all Deployments (s) "
+        "| N | namespaces | operator | to Deployment p50 / p95 / p99 (ms) | all Deployments (s) "
         "| all children + status (s) | all READY (s) | requests / Model to first status "
-        "(until settled) | settled after last status (s) | idle writes / min | RSS (MB) "
-        "| one more Model p50 (ms) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        "(until settled) | settled after last status (s) | idle writes / min "
+        "| RSS after burst / settled (MB) | one more Model p50 (ms) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for result in results:
-        for label, key in (("modelyard", "ours"), ("naive kopf", "baseline")):
-            f = result[key]
-            if not f["to_deployment_ms"]:
-                continue  # --skip-baseline
+        for label, key in ROWS:
+            f = result.get(key)
+            if not f or not f["to_deployment_ms"]:
+                continue  # not run
             d = f["to_deployment_ms"]
-            ours = key == "ours"
             rows.append(
-                f"| {f['n']} | {label} | {number(d['p50'])} / {number(d['p95'])} / "
-                f"{number(d['p99'])} | {number(f['all_deployments_s'], 1)} | "
-                f"{number(f['all_reconciled_s'], 1) if ours else '—'} | "
-                f"{number(f['all_ready_s'], 1) if ours else '—'} | "
+                f"| {f['n']} | {f['namespaces']} | {label} | {number(d['p50'])} / "
+                f"{number(d['p95'])} / {number(d['p99'])} | {number(f['all_deployments_s'], 1)} | "
+                f"{number(f['all_reconciled_s'], 1)} | {number(f['all_ready_s'], 1)} | "
                 f"{number(f['requests_per_model'], 2)} "
                 f"({number(f['requests_per_model_settled'], 2)}) | "
-                f"{number(f['settle_s'], 1)} | "
-                f"{number(f['idle_writes_per_minute']) if ours else '—'} | "
-                f"{number(f['rss_mb'])} | {number(f['sequential_ms'].get('p50', math.nan), 1)} |"
+                f"{number(f['settle_s'], 1)} | {number(f['idle_writes_per_minute'])} | "
+                f"{number(f['rss_burst_mb'])} / {number(f['rss_mb'])} | "
+                f"{number(f['sequential_ms'].get('p50', math.nan), 1)} |"
             )
-        ratio = result["ratios"]
+        ratios = result["ratios"]
         rows.append(
-            f"| {result['ours']['n']} | ratio (modelyard ÷ naive) | {number(ratio['p50'], 2)} / "
-            f"— / {number(ratio['p99'], 2)} | {number(ratio['all_deployments'], 2)} | "
-            f"{number(ratio['all_children'], 2)} | | {number(ratio['requests'], 2)} | | | "
-            f"{number(ratio['rss'], 2)} | {number(ratio['sequential'], 2)} |"
+            f"| {result['ours']['n']} | {result['ours']['namespaces']} | **all children + status: "
+            f"modelyard ÷ floor {number(ratios['floor'], 2)} (target ≤ 1.2), ÷ same-job kopf "
+            f"{number(ratios['same_job'], 2)} (target < 1)** | | | | | | | | | |"
+        )
+    return "\n".join(rows)
+
+
+def restart_table(results: list[dict[str, Any]]) -> str:
+    rows = [
+        "| N settled | namespaces | writes after restart | initial lists in (s) "
+        "| a Model created during start-up: Deployment after the lists (s) | RSS (MB) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for result in results:
+        f = result["ours"]
+        rows.append(
+            f"| {f['n']} | {f['namespaces']} | {f['restart_writes']} | "
+            f"{number(f['restart_lists_s'], 1)} | "
+            f"{number(f['restart_deployment_after_lists_s'], 2)} | {number(f['restart_rss_mb'])} |"
         )
     return "\n".join(rows)
 
@@ -755,7 +841,9 @@ def write_report(results: list[dict[str, Any]], command: str, version: str) -> N
     block = (
         f"{begin}\nMeasured with `{command}` on {time.strftime('%Y-%m-%d')}: {info['cpus']} cores "
         f"({info['cpu']}), Python {info['python']}, kube-apiserver {version} with "
-        f"kube-controller-manager (tests/cluster) on the same machine.\n\n{table(results)}\n{end}"
+        f"kube-controller-manager (tests/cluster) on the same machine, each operator after the "
+        f"other.\n\n{table(results)}\n\nRestarted over the settled Models:\n\n"
+        f"{restart_table(results)}\n{end}"
     )
     if begin in text:
         text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
@@ -774,7 +862,16 @@ def main() -> None:
     parser.add_argument("--idle-seconds", type=float, default=60)
     parser.add_argument("--timeout", type=float, default=900)
     parser.add_argument("--sequential", type=int, default=30)
-    parser.add_argument("--skip-baseline", action="store_true")
+    parser.add_argument(
+        "--namespaces", type=int, nargs="+", default=[1], help="spread the Models over K namespaces"
+    )
+    parser.add_argument(
+        "--skip",
+        nargs="*",
+        default=[],
+        choices=sorted(BASELINES),
+        help="baselines not to run",
+    )
     parser.add_argument(
         "--profile",
         action="store_true",
@@ -805,33 +902,30 @@ def main() -> None:
         api = Api(plane.server, plane.pki)
         install_crds(api)
         tokens = {"ours": operator_identity(api, work)}
-        api.apply(
-            {
-                "apiVersion": "v1",
-                "kind": "ServiceAccount",
-                "metadata": {"name": "naive-kopf", "namespace": OPERATOR_NAMESPACE},
-            }
-        )
-        api.apply(
-            {
-                "apiVersion": "rbac.authorization.k8s.io/v1",
-                "kind": "ClusterRoleBinding",
-                "metadata": {"name": "naive-kopf"},
-                "roleRef": {
-                    "apiGroup": "rbac.authorization.k8s.io",
-                    "kind": "ClusterRole",
-                    "name": "cluster-admin",
-                },
-                "subjects": [
-                    {
-                        "kind": "ServiceAccount",
-                        "name": "naive-kopf",
-                        "namespace": OPERATOR_NAMESPACE,
-                    }
-                ],
-            }
-        )
-        tokens["naive"] = service_account_token(api, OPERATOR_NAMESPACE, "naive-kopf")
+        for key, account in BASELINE_ACCOUNTS.items():
+            api.apply(
+                {
+                    "apiVersion": "v1",
+                    "kind": "ServiceAccount",
+                    "metadata": {"name": account, "namespace": OPERATOR_NAMESPACE},
+                }
+            )
+            api.apply(
+                {
+                    "apiVersion": "rbac.authorization.k8s.io/v1",
+                    "kind": "ClusterRoleBinding",
+                    "metadata": {"name": account},
+                    "roleRef": {
+                        "apiGroup": "rbac.authorization.k8s.io",
+                        "kind": "ClusterRole",
+                        "name": "cluster-admin",
+                    },
+                    "subjects": [
+                        {"kind": "ServiceAccount", "name": account, "namespace": OPERATOR_NAMESPACE}
+                    ],
+                }
+            )
+            tokens[key] = service_account_token(api, OPERATOR_NAMESPACE, account)
         bench = Bench(
             plane,
             api,
@@ -845,43 +939,41 @@ def main() -> None:
         )
         results = []
         for n in args.n:
-            print(f"N={n}: modelyard …", flush=True)
-            ours = run_ours(bench, n)
-            print(json.dumps(asdict(ours)), flush=True)
-            base = Figures(n)
-            if not args.skip_baseline:
-                print(f"N={n}: naive kopf baseline …", flush=True)
-                base = run_naive(bench, n)
-                print(json.dumps(asdict(base)), flush=True)
-            result = {
-                "machine": machine(),
-                "kubernetes": plane.version,
-                "ours": asdict(ours),
-                "baseline": asdict(base),
-                "ratios": {
-                    "p50": ratio(
-                        ours.to_deployment_ms.get("p50", math.nan),
-                        base.to_deployment_ms.get("p50", math.nan),
-                    ),
-                    "p99": ratio(
-                        ours.to_deployment_ms.get("p99", math.nan),
-                        base.to_deployment_ms.get("p99", math.nan),
-                    ),
-                    "all_deployments": ratio(ours.all_deployments_s, base.all_deployments_s),
-                    "all_children": ratio(ours.all_reconciled_s, base.all_deployments_s),
-                    "requests": ratio(ours.requests_per_model, base.requests_per_model),
-                    "rss": ratio(ours.rss_mb, base.rss_mb),
-                    "sequential": ratio(
-                        ours.sequential_ms.get("p50", math.nan),
-                        base.sequential_ms.get("p50", math.nan),
-                    ),
-                },
-            }
-            (out / f"bench-{n}.json").write_text(json.dumps(result, indent=2))
-            results.append(result)
+            for k in args.namespaces:
+                print(f"N={n} over {k} namespaces: modelyard …", flush=True)
+                ours = run_ours(bench, n, k)
+                print(json.dumps(asdict(ours)), flush=True)
+                result: dict[str, Any] = {
+                    "machine": machine(),
+                    "kubernetes": plane.version,
+                    "ours": asdict(ours),
+                }
+                for key, baseline in BASELINES.items():
+                    if key in args.skip:
+                        continue
+                    print(f"N={n} over {k} namespaces: {baseline.label} …", flush=True)
+                    figures = run_baseline(bench, baseline, n, k)
+                    print(json.dumps(asdict(figures)), flush=True)
+                    result[key] = asdict(figures)
+                result["ratios"] = {
+                    key: ratio(
+                        ours.all_reconciled_s,
+                        (result.get(name) or {}).get("all_reconciled_s", math.nan),
+                    )
+                    for key, name in (("floor", "floor"), ("same_job", "same-job"))
+                }
+                (out / f"bench-{n}-{k}.json").write_text(json.dumps(result, indent=2))
+                results.append(result)
         print(table(results))
+        print(restart_table(results))
         if not args.no_write:
-            command = 'make bench N="' + " ".join(map(str, args.n)) + '"'
+            command = (
+                'make bench N="'
+                + " ".join(map(str, args.n))
+                + '" NAMESPACES="'
+                + " ".join(map(str, args.namespaces))
+                + '"'
+            )
             write_report(results, command, plane.version)
     finally:
         plane.stop(grace=1)

@@ -78,6 +78,8 @@ class LeaseWatch:
     def __exit__(self, *_: object) -> None:
         self._stop.set()
         self._thread.join(5)
+        # The caller saw the new holder; the thread's last sample may be older than that.
+        self.samples.append((time.monotonic(), holder(self.cluster)))
 
     def _run(self) -> None:
         while not self._stop.is_set():
