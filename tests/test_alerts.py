@@ -4,15 +4,13 @@ holds exactly those rules."""
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
 import yaml
 
 from support.cluster import render_chart
+from support.tools import required
 
 ROOT = Path(__file__).resolve().parent.parent
 ALERTS = ROOT / "charts" / "modelyard" / "files" / "alerts.yaml"
@@ -20,13 +18,7 @@ TESTS = ROOT / "tests" / "prometheus" / "alerts_test.yaml"
 
 
 def promtool() -> str:
-    found = shutil.which("promtool")
-    if found is None:
-        message = "promtool is missing (apt-get install prometheus)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
+    return required("promtool", "prometheus")
 
 
 def test_the_rules_are_valid() -> None:

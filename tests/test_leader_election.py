@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -31,14 +30,7 @@ STATE_ORDER = {None: 0, "PENDING": 1, "DEPLOYING": 2, "READY": 3}
 
 
 def leader_metric(operator: OperatorProcess) -> float | None:
-    try:
-        with urllib.request.urlopen(
-            f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5
-        ) as answer:
-            text = answer.read().decode()
-    except OSError:
-        return None
-    found = re.search(r"^modelyard_leader (\S+)$", text, re.M)
+    found = re.search(r"^modelyard_leader (\S+)$", operator.metrics(), re.M)
     return float(found.group(1)) if found else None
 
 

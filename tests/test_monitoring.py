@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
-import shutil
 import subprocess
 import time
 import urllib.parse
@@ -30,6 +28,7 @@ import yaml
 from support.cluster import Cluster, RealNode
 from support.controllers import HPAS, MODELS, apply_documents, model_state
 from support.operator_process import OperatorProcess, eventually, free_port
+from support.tools import required
 from support.workloads import registry_documents, served_documents
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,13 +45,7 @@ PRESENT = {
 
 
 def prometheus_binary() -> str:
-    found = shutil.which("prometheus")
-    if found is None:
-        message = "prometheus is missing (apt-get install prometheus)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    return found
+    return required("prometheus", "prometheus")
 
 
 class Prometheus:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -47,13 +46,7 @@ def resident_megabytes(operator: OperatorProcess) -> float:
 
 
 def tracked(operator: OperatorProcess) -> dict[str, float]:
-    try:
-        with urllib.request.urlopen(
-            f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5
-        ) as answer:
-            text = answer.read().decode()
-    except OSError:
-        return {}  # not serving yet
+    text = operator.metrics()
     return {
         kind: float(value)
         for kind, value in re.findall(r'modelyard_tracked_objects\{kind="(\w+)"\} (\S+)', text)

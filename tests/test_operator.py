@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -499,14 +498,11 @@ async def test_metrics_are_scraped_over_http_with_bounded_labels(
     await run_pods(cluster, ns, "docs-embedder", count=2)
     await wait_state(cluster, operator, "docs-embedder", "READY", "Available")
 
-    def scrape() -> str:
-        with urllib.request.urlopen(
-            f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5
-        ) as response:
-            return response.read().decode()
-
     text = await eventually(
-        lambda: "modelyard_model_time_to_ready_seconds_count 1.0" in scrape() and scrape(),
+        lambda: (
+            "modelyard_model_time_to_ready_seconds_count 1.0" in (scraped := operator.metrics())
+            and scraped
+        ),
         10,
         "time-to-ready observed",
         operator,

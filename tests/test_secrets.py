@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -138,10 +137,8 @@ async def test_secret_values_stay_secret(cluster: Cluster, tmp_path: Path) -> No
             "name": "HF_TOKEN",
             "valueFrom": {"secretKeyRef": {"name": "hf-token", "key": "token"}},
         } in env
-        with urllib.request.urlopen(
-            f"http://127.0.0.1:{operator.metrics_port}/metrics", timeout=5
-        ) as response:
-            metrics = response.read().decode()
+        metrics = operator.metrics()
+        assert metrics
     finally:
         await operator.stop()
         await local.stop()

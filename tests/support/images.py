@@ -84,16 +84,23 @@ class Images:
                     source,
                     f"--config.label=org.modelyard.test.variant={label}",
                 )
-        run(
-            "skopeo",
-            "copy",
-            "--quiet",
-            "--dest-tls-verify=false",
-            f"--dest-creds={credentials[0]}:{credentials[1]}",
-            f"oci:{self.layout}:{source}",
-            f"docker://{registry}/{MODEL_SERVER_REPOSITORY}:{tag}",
-        )
+        push(self.layout, source, registry, credentials, f"{MODEL_SERVER_REPOSITORY}:{tag}")
         return self.digest(source)
+
+
+def push(
+    layout: Path, source: str, registry: str, credentials: tuple[str, str], destination: str
+) -> None:
+    """The image `source` of an OCI layout, to `registry`/`destination` (repository:tag)."""
+    run(
+        "skopeo",
+        "copy",
+        "--quiet",
+        "--dest-tls-verify=false",
+        f"--dest-creds={credentials[0]}:{credentials[1]}",
+        f"oci:{layout}:{source}",
+        f"docker://{registry}/{destination}",
+    )
 
 
 def build() -> Images:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from support import images
 from support.images import run
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,15 +65,7 @@ def build() -> tuple[Path, str, float]:
 
 def push(layout: Path, tag: str, registry: str, credentials: tuple[str, str]) -> str:
     """Push to `registry`; the image reference the chart's `image.repository` takes."""
-    run(
-        "skopeo",
-        "copy",
-        "--quiet",
-        "--dest-tls-verify=false",
-        f"--dest-creds={credentials[0]}:{credentials[1]}",
-        f"oci:{layout}:{tag}",
-        f"docker://{registry}/{REPOSITORY}:{tag}",
-    )
+    images.push(layout, tag, registry, credentials, f"{REPOSITORY}:{tag}")
     return f"{registry}/{REPOSITORY}"
 
 

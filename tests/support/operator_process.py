@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -96,6 +97,16 @@ class OperatorProcess:
             start_new_session=True,
         )
         return self
+
+    def metrics(self) -> str:
+        """What /metrics answers now; empty while the operator does not serve it yet."""
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5
+            ) as answer:
+                return str(answer.read().decode())
+        except OSError:
+            return ""
 
     @property
     def output(self) -> str:

@@ -397,6 +397,27 @@ def _election(
     return election
 
 
+async def _shut_down(
+    runner: Runner,
+    election: LeaderElection | None,
+    electing: asyncio.Task[None] | None,
+    tasks: list[asyncio.Task[Any]],
+) -> None:
+    """Writes stop first, then the Lease is given up, then everything else."""
+    started = time.monotonic()
+    runner.stand_by()
+    if election is not None and electing is not None:
+        # Its loop stops first: a renewal racing the release could take the Lease back.
+        electing.cancel()
+        await asyncio.gather(electing, return_exceptions=True)
+        await election.release()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await runner.kube.close()
+    logger.info("stopped in %.2f s", time.monotonic() - started)
+
+
 async def operate(options: Options) -> None:
     """Run until SIGTERM or SIGINT; a leader gives its Lease up on the way out."""
     config = operator_config.load()
@@ -424,6 +445,7 @@ async def operate(options: Options) -> None:
         asyncio.create_task(runner.checks()),
     ]
     election: LeaderElection | None = None
+    electing: asyncio.Task[None] | None = None
     try:
         # Passes start only once every store is filled: a pass must see the children that
         # already exist, or a restart would re-apply every child.
@@ -440,28 +462,20 @@ async def operate(options: Options) -> None:
         logger.info(
             "watching %s: %d objects listed",
             ", ".join(options.namespaces) or "all namespaces",
-            sum(len(i.by_owner) for i in informers),
+            sum(len(group) for informer in informers for group in informer.by_owner.values()),
         )
         if options.leader_elect:
             election = _election(runner, config.leader_election, lease_ns, me)
-            tasks.append(asyncio.create_task(election.run()))
+            electing = asyncio.create_task(election.run())
         else:
             kube.may_write = lambda: runner.leading
             metrics.LEADER.set(1)
             runner.lead()
         await stopping.wait()
     finally:
-        started = time.monotonic()
-        runner.stand_by()
-        if election is not None:
-            await election.release()
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await _shut_down(runner, election, electing, tasks)
         if health is not None:
             await health.cleanup()
-        await kube.close()
-        logger.info("stopped in %.2f s", time.monotonic() - started)
 
 
 #: A `parameters` map as it appears in a logged dict repr, JSON, or JSON inside a repr'd string.
