@@ -105,6 +105,10 @@ NAMESPACES ?= 1 20
 bench: $(STAMP) ## Benchmark N Models over NAMESPACES against kopf baselines and a floor client; fills docs/performance.md.
 	$(BIN)/python bench/run.py --n $(N) --namespaces $(NAMESPACES)
 
+.PHONY: bench-clients
+bench-clients: $(STAMP) ## Kubernetes API clients side by side (ours, kubernetes_asyncio, kr8s); see docs/performance.md.
+	$(BIN)/python bench/clients.py --n $(N)
+
 .PHONY: fmt
 fmt: $(STAMP) ## Format and autofix.
 	$(BIN)/ruff format operator tests bench
