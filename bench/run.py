@@ -128,6 +128,10 @@ class Figures:
     rss_mb: float = float("nan")
     sequential_ms: dict[str, float] = field(default_factory=dict)
     rss_burst_mb: float = float("nan")
+    #: CPU seconds over the burst (its first creation until every Model has its children and
+    #: a status): the program's, and the control plane's (API server, etcd, controllers).
+    cpu_s: float = float("nan")
+    plane_cpu_s: float = float("nan")
     restart_writes: int = -1
     restart_write_examples: list[str] = field(default_factory=list)
     restart_lists_s: float = float("nan")
@@ -349,6 +353,65 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (/proc/PID/stat, fields 14 and 15)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class PlaneProfile:
+    """The control plane's CPU profile (Go's pprof, served by the API server to an admin) over
+    the first seconds of a burst: what the server spends the CPU on for each program's writes
+    and watches. Summarised with `go tool pprof -top`."""
+
+    def __init__(self, bench: Bench, label: str) -> None:
+        self.out = ROOT / "bench" / "results" / f"plane-{label}.pprof"
+        self.seconds = bench.plane_profile
+        self.thread = threading.Thread(target=self._take, args=(bench.api,), daemon=True)
+        if self.seconds > 0:
+            self.thread.start()
+
+    def _take(self, api: Api) -> None:
+        answer = api.raw(
+            "GET",
+            "/debug/pprof/profile",
+            query={"seconds": str(int(self.seconds))},
+            timeout=self.seconds + 30,
+        )
+        self.out.write_bytes(answer)
+
+    def summary(self) -> str:
+        if self.seconds <= 0:
+            return ""
+        self.thread.join(self.seconds + 60)
+        if not self.out.exists():
+            return "no control plane profile"
+        top = subprocess.run(
+            ["go", "tool", "pprof", "-top", "-nodecount=25", str(self.out)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        text = top.stdout or top.stderr
+        (self.out.with_suffix(".txt")).write_text(text)
+        return text
+
+
+class CpuMeter:
+    """CPU used by a program and by the control plane from now until `stop`."""
+
+    def __init__(self, pid: int, plane: control_plane.ControlPlane) -> None:
+        self.pids = (pid, plane.process.pid)
+        self.start = [cpu_seconds(p) for p in self.pids]
+
+    def stop(self, figures: Figures) -> None:
+        used = [cpu_seconds(p) - s for p, s in zip(self.pids, self.start, strict=True)]
+        figures.cpu_s, figures.plane_cpu_s = used
+
+
 def kubeconfig(plane: control_plane.ControlPlane, token: str, path: Path) -> Path:
     path.write_text(
         yaml.safe_dump(
@@ -389,6 +452,8 @@ class Bench:
     timeout: float
     sequential: int
     profile: bool = False
+    #: Seconds of the control plane's own CPU profile to take at each burst's start (0: none).
+    plane_profile: float = 0.0
 
 
 def settle(bench: Bench, user: str, quiet: float = 10) -> float:
@@ -487,6 +552,29 @@ class Profile:
         for frame, count in sorted(own.items(), key=lambda kv: -kv[1])[:12]:
             lines.append(f"  {100 * count / total:5.1f}%  {frame}")
         return "\n".join(lines)
+
+
+def burst(
+    bench: Bench,
+    figures: Figures,
+    *,
+    pid: int,
+    label: str,
+    namespaces: list[str],
+    user: str,
+    writes: tuple[tuple[str, str], ...],
+) -> None:
+    """N Models created as fast as the server takes them, until `user` has made `writes` for
+    each; the CPU it took (and the control plane's profile, when asked)."""
+    n = figures.n
+    cpu = CpuMeter(pid, bench.plane)
+    plane_profile = PlaneProfile(bench, f"{label}-{n}-{figures.namespaces}")
+    create_burst(bench.api, namespaces, 0, n)
+    figures.timed_out = not wait_for(
+        lambda: everything_written(bench, user, namespaces, n, writes), bench.timeout, 0.5
+    )
+    cpu.stop(figures)
+    print(plane_profile.summary(), file=sys.stderr, flush=True)
 
 
 def record_burst(
@@ -616,11 +704,14 @@ def run_ours(bench: Bench, n: int, k: int) -> Figures:
         if bench.profile:
             profile = Profile(operator.process.pid, bench.work / f"profile-{n}.txt")
         progress(f"creating {n} Models in {k} namespaces")
-        create_burst(bench.api, namespaces, 0, n)
-        figures.timed_out = not wait_for(
-            lambda: everything_written(bench, OURS, namespaces, n, MODEL_WRITES),
-            bench.timeout,
-            0.5,
+        burst(
+            bench,
+            figures,
+            pid=operator.process.pid,
+            label="modelyard",
+            namespaces=namespaces,
+            user=OURS,
+            writes=MODEL_WRITES,
         )
         if profile is not None:
             summary = profile.stop()
@@ -756,11 +847,14 @@ def run_baseline(bench: Bench, baseline: Baseline, n: int, k: int) -> Figures:
         else:
             wait_for(lambda: any(r.user == baseline.user for r in bench.audit.read()), 60, 0.2)
             time.sleep(3)
-        create_burst(bench.api, namespaces, 0, n)
-        figures.timed_out = not wait_for(
-            lambda: everything_written(bench, baseline.user, namespaces, n, baseline.writes),
-            bench.timeout,
-            0.5,
+        burst(
+            bench,
+            figures,
+            pid=process.pid,
+            label=baseline.account,
+            namespaces=namespaces,
+            user=baseline.user,
+            writes=baseline.writes,
         )
         begin = record_burst(figures, bench.audit.read(), namespaces, n, baseline.user)
         figures.rss_burst_mb = rss_mb(process.pid)
@@ -822,8 +916,9 @@ def table(results: list[dict[str, Any]]) -> str:
         "| N | namespaces | operator | to Deployment p50 / p95 / p99 (ms) | all Deployments (s) "
         "| all children + status (s) | all READY (s) | requests / Model to first status "
         "(until settled) | settled after last status (s) | idle writes / min "
-        "| RSS after burst / settled (MB) | one more Model p50 (ms) |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| RSS after burst / settled (MB) | one more Model p50 (ms) "
+        "| CPU in the burst: program / control plane (s) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for result in results:
         for label, key in ROWS:
@@ -839,13 +934,15 @@ def table(results: list[dict[str, Any]]) -> str:
                 f"({number(f['requests_per_model_settled'], 2)}) | "
                 f"{number(f['settle_s'], 1)} | {number(f['idle_writes_per_minute'])} | "
                 f"{number(f['rss_burst_mb'])} / {number(f['rss_mb'])} | "
-                f"{number(f['sequential_ms'].get('p50', math.nan), 1)} |"
+                f"{number(f['sequential_ms'].get('p50', math.nan), 1)} | "
+                f"{number(f.get('cpu_s', math.nan), 1)} / "
+                f"{number(f.get('plane_cpu_s', math.nan), 1)} |"
             )
         ratios = result["ratios"]
         rows.append(
             f"| {result['ours']['n']} | {result['ours']['namespaces']} | **all children + status: "
             f"modelyard ÷ floor {number(ratios['floor'], 2)} (target ≤ 1.2), ÷ same-job kopf "
-            f"{number(ratios['same_job'], 2)} (target < 1)** | | | | | | | | | |"
+            f"{number(ratios['same_job'], 2)} (target < 1)** | | | | | | | | | | |"
         )
     return "\n".join(rows)
 
@@ -911,6 +1008,14 @@ def main() -> None:
         help="sample our operator with py-spy during the burst; summary in bench/results/",
     )
     parser.add_argument(
+        "--profile-plane",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="take the control plane's CPU profile over the first SECONDS of each burst "
+        "(go tool pprof -top in bench/results/)",
+    )
+    parser.add_argument(
         "--no-write", action="store_true", help="leave docs/performance.md as it is"
     )
     args = parser.parse_args()
@@ -969,6 +1074,7 @@ def main() -> None:
             args.timeout,
             args.sequential,
             args.profile,
+            args.profile_plane,
         )
         results = []
         for n in args.n:

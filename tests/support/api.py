@@ -118,6 +118,17 @@ class Api:
         #: The `Warning` headers of the last response (deprecations, unknown formats, ...).
         self.warnings: list[str] = []
 
+    def raw(
+        self, method: str, path: str, *, query: dict[str, str] | None = None, timeout: float = 30
+    ) -> bytes:
+        """The answer's bytes as served (a pprof profile, a log), failing on an error status."""
+        url = self.server + path + (f"?{urlencode(query)}" if query else "")
+        response = self._pool.request(method, url, timeout=timeout)
+        if response.status >= 400:
+            raise ApiRefusal(response.status, "", response.data.decode(errors="replace")[:500])
+        data: bytes = response.data
+        return data
+
     def request(
         self,
         method: str,
