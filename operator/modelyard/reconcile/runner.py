@@ -60,9 +60,13 @@ MAX_BACKOFF = 60.0
 MAX_REFUSED_BACKOFF = 120.0
 #: Failed passes in a row after which a server error applying a child is reported in status.
 PERSISTENT_AFTER = 2
-#: Model passes running at once. A waiting pass holds only its key; a running one holds its
-#: plan. Twice the API client's concurrency, so the client always has work queued.
-PASSES_IN_FLIGHT = 64
+#: Model passes running at once: new Models' first turns (their Deployments), and every other
+#: pass (the rest of a new Model, changes, pods and Deployments reporting). A waiting pass holds
+#: only its key; a running one holds its plan. Apart, so a burst of new Models neither waits
+#: behind the rest nor holds it back: the rest includes the Services, which the API server
+#: creates one at a time, and which a burst finishes sooner when they start with it.
+FIRST_TURNS_IN_FLIGHT = 64
+LATER_PASSES_IN_FLIGHT = 32
 TEMPLATE_DEBOUNCE = 0.5
 #: How often the periodic checks look for Registries and versions that are due.
 CHECK_STEP = 5.0
@@ -227,7 +231,8 @@ class Runner:
         self._template_fingerprints: dict[Key, tuple[Any, ...]] = {}
         self.states = metrics.ReadyStates()
         self.passes = 0
-        self._model_passes = PriorityGate(PASSES_IN_FLIGHT)
+        self._first_turns = PriorityGate(FIRST_TURNS_IN_FLIGHT)
+        self._later_passes = PriorityGate(LATER_PASSES_IN_FLIGHT)
         #: Asks Models with a probe (and external Models) whether they answer; a changed
         #: verdict asks for a pass.
         self.prober = Prober(kube, config.probes, self.model_soon, egress)
@@ -318,18 +323,20 @@ class Runner:
         A burst of thousands of new Models would otherwise have thousands of passes in flight,
         each holding its plan while it waits for the API client: that backlog was most of the
         operator's memory after a burst. Passes wait for a turn holding only their key, and a
-        new Model's turn comes first but covers only its Deployment (what its users wait for);
-        the Service, autoscaler and status come in its next turn, after the other Deployments.
+        new Model's first turn covers only its Deployment (what its users wait for); the
+        Service, autoscaler and status come in its next turn, which waits with the other
+        passes, not behind the other new Models.
         """
         # A retry (a refused child) is a whole pass: what can be made is made.
         new = not self._has_deployment(key) and self._slot("model", key).failures == 0
-        await self._model_passes(Priority.DEPLOYMENT if new else Priority.CHILD)
+        gate = self._first_turns if new else self._later_passes
+        await gate(Priority.WRITE)
         try:
-            return await self._model_pass(key, deployment_only=new)
+            return await self._model_pass(key, first_turn=new)
         finally:
-            self._model_passes.release()
+            gate.release()
 
-    async def _model_pass(self, key: Key, deployment_only: bool) -> Outcome | None:
+    async def _model_pass(self, key: Key, first_turn: bool) -> Outcome | None:
         slot = self._slot("model", key)
         async with slot.lock:
             world = model_world(key, self.indices, self.children, self.consenting)
@@ -349,7 +356,7 @@ class Runner:
                     world,
                     self.kube,
                     self.config,
-                    deployment_only,
+                    first_turn,
                     persistent=slot.failures >= PERSISTENT_AFTER,
                     prober=self.prober,
                 )
