@@ -1,9 +1,12 @@
-"""How the operator finds its credentials (`modelyard.kube.login`), each way proved by a real
-call to the real API server: the pod's service account, a kubeconfig token, client certificates
-at paths relative to the kubeconfig, and an exec plugin (EKS, GKE and OIDC helpers work so)."""
+"""How the operator finds its credentials (`modelyard.kube.login`, kubernetes_asyncio's loaders),
+each way proved by a real call to the real API server: the pod's service account, a kubeconfig
+token, client certificates at paths relative to the kubeconfig, an exec plugin (EKS, GKE and
+OIDC helpers work so), and an OIDC auth provider whose id-token has expired."""
 
 from __future__ import annotations
 
+import base64
+import json
 import shutil
 import sys
 from collections.abc import Iterator
@@ -12,6 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
+from aiohttp import web
 
 from modelyard.kube import ApiError, Kube
 from modelyard.kube import login as kube_login
@@ -140,9 +144,88 @@ def test_a_failing_exec_plugin_is_named_with_its_last_words(
 ) -> None:
     plugin = tmp_path / "plugin.py"
     plugin.write_text("import sys; sys.exit('token expired: run aws sso login')")
-    user = {"exec": {"command": sys.executable, "args": [str(plugin)]}}
+    user = {
+        "exec": {
+            "apiVersion": "client.authentication.k8s.io/v1",
+            "command": sys.executable,
+            "args": [str(plugin)],
+        }
+    }
     monkeypatch.setenv(
         "KUBECONFIG", str(kubeconfig(tmp_path / "config", "https://127.0.0.1:1", {}, user))
     )
     with pytest.raises(kube_login.LoginError, match=r"run aws sso login"):
+        kube_login.login()
+
+
+def unsigned_jwt(claims: dict[str, Any]) -> str:
+    def part(value: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(value).encode()).decode().rstrip("=")
+
+    return f"{part({'alg': 'none'})}.{part(claims)}.signature"
+
+
+async def test_an_expired_oidc_id_token_is_refreshed_at_the_issuer(
+    config_dir: Path, session: Session, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The identity provider is played by a small HTTP server (discovery and the token
+    # endpoint): no real one (dex, Keycloak) is built here. The API server that accepts the
+    # refreshed token is the real one.
+    refreshed: list[str] = []
+
+    async def discovery(request: web.Request) -> web.Response:
+        base = f"http://{request.host}"
+        return web.json_response({"issuer": base, "token_endpoint": f"{base}/token"})
+
+    async def token(request: web.Request) -> web.Response:
+        form = await request.post()
+        refreshed.append(str(form["refresh_token"]))
+        return web.json_response({"id_token": session.token, "refresh_token": "second"})
+
+    app = web.Application()
+    app.router.add_get("/.well-known/openid-configuration", discovery)
+    app.router.add_post("/token", token)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        port = runner.addresses[0][1]
+        user = {
+            "auth-provider": {
+                "name": "oidc",
+                "config": {
+                    "client-id": "modelyard",
+                    "client-secret": "not-a-secret",
+                    "idp-issuer-url": f"http://127.0.0.1:{port}",
+                    "id-token": unsigned_jwt({"exp": 1}),
+                    "refresh-token": "first",
+                },
+            }
+        }
+        path = kubeconfig(
+            config_dir / "config",
+            session.plane.server,
+            {"certificate-authority": "pki/ca.crt"},
+            user,
+        )
+        monkeypatch.setenv("KUBECONFIG", str(path))
+        assert await listed_kind(Kube(kube_login.login, "test")) == "ModelList"
+        assert refreshed == ["first"]
+        # The kubeconfig is the user's: the operator does not write the new tokens back.
+        assert "second" not in path.read_text()
+    finally:
+        await runner.cleanup()
+
+
+def test_a_kubeconfig_without_a_current_context_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = kubeconfig(tmp_path / "config", "https://127.0.0.1:1", {}, {"token": "x"})
+    config = yaml.safe_load(path.read_text())
+    config["current-context"] = "elsewhere"
+    path.write_text(yaml.safe_dump(config))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    monkeypatch.setenv("KUBECONFIG", str(path))
+    with pytest.raises(kube_login.LoginError, match=r"kubeconfig"):
         kube_login.login()

@@ -424,9 +424,11 @@ async def operate(options: Options) -> None:
     me = identity()
     lease_ns = lease_namespace(options.leader_elect_namespace) if options.leader_elect else ""
     kube = Kube(kube_login.login, config.field_manager, user_agent=f"modelyard/{me}")
-    egress = EgressPolicy(
-        config.external_models, api_server_endpoints(kube_login.login().server, dict(os.environ))
-    )
+    try:
+        server = await kube.server()
+    except kube_login.LoginError as error:
+        raise SystemExit(f"modelyard: {error}") from None
+    egress = EgressPolicy(config.external_models, api_server_endpoints(server, dict(os.environ)))
     runner = Runner(kube, config, egress)
     scopes: list[str | None] = [*options.namespaces] if options.namespaces else [None]
     informers = _own_informers(runner, kube, scopes) + _child_informers(runner, kube, scopes)

@@ -1,29 +1,35 @@
 """Who the operator is on the API, found as kubectl finds it: the pod's service account, else
-the kubeconfig (`$KUBECONFIG` or ~/.kube/config), with tokens, client certificates, basic auth
-and exec plugins (EKS, GKE, OIDC helpers).
+the kubeconfig (`$KUBECONFIG`, merged, or ~/.kube/config) — tokens and token files, client
+certificates, basic auth, exec plugins (EKS, GKE, OIDC helpers) and the OIDC and GCP auth
+providers, with their refresh.
 
-Written here rather than borrowed from the official client: importing that client costs the
-operator about 45 MB of memory (kopf imports it too whenever it is installed), which is a
-quarter of its budget at 5,000 Models (docs/performance.md).
+Reading those is left to `kubernetes_asyncio`'s loaders, maintained beside the official client:
+how credentials are found is security-sensitive and full of cases (exec plugin protocol
+versions, refresh tokens, relative paths, inline data) that one project should not keep alone.
+The rest of that library is not used: its generated client takes 2.3 times our client's CPU for
+the same requests (docs/performance.md). The loaders are imported on the first login, and
+importing them brings the generated client in with them (about 38 MB): the price of not
+writing credential handling here.
+
+The loaders' answer is reduced to `Credentials`, what our client needs: the server, TLS
+material, the Authorization header, and when to log in again.
 """
 
 from __future__ import annotations
 
-import base64
-import calendar
-import json
+import asyncio
+import concurrent.futures
+import datetime
 import os
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from modelyard.kube.client import Credentials
 
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
-#: A token file may be rotated under us (bound service-account tokens are): read it again after.
+#: A token file may be rotated under us (bound service-account tokens are): read it again after
+#: this long, as client-go does.
 TOKEN_FILE_TTL = 60.0
 #: An exec plugin's token is renewed this long before it says it expires.
 EXPIRY_MARGIN = 60.0
@@ -34,26 +40,49 @@ class LoginError(Exception):
 
 
 def login() -> Credentials:
-    return in_cluster() or from_kubeconfig()
+    """Blocking (an exec plugin may run, files are read): the client calls it in a thread.
+    Called from a coroutine, it takes a thread of its own for the loaders' event loop."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(_login())
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(lambda: asyncio.run(_login())).result()
 
 
-def in_cluster(root: Path | None = None) -> Credentials | None:
-    root = root or SERVICE_ACCOUNT
-    host, port = (
-        os.environ.get("KUBERNETES_SERVICE_HOST"),
-        os.environ.get("KUBERNETES_SERVICE_PORT"),
+async def _login() -> Credentials:
+    # Imported here: only a process that talks to the API pays for the library.
+    from kubernetes_asyncio.client.configuration import Configuration  # noqa: PLC0415
+    from kubernetes_asyncio.config import ConfigException  # noqa: PLC0415
+
+    configuration = Configuration()
+    in_cluster = _in_cluster()
+    try:
+        if in_cluster:
+            return _in_pod(configuration)
+        return await _from_kubeconfig(configuration)
+    except ConfigException as error:
+        source = f"the service account in {SERVICE_ACCOUNT}" if in_cluster else "the kubeconfig"
+        raise LoginError(f"{source}: {error}") from None
+
+
+def _in_cluster() -> bool:
+    return bool(
+        os.environ.get("KUBERNETES_SERVICE_HOST")
+        and os.environ.get("KUBERNETES_SERVICE_PORT")
+        and (SERVICE_ACCOUNT / "token").exists()
     )
-    token = root / "token"
-    if not host or not port or not token.exists():
-        return None
-    if ":" in host:  # an IPv6 address
-        host = f"[{host}]"
-    return Credentials(
-        server=f"https://{host}:{port}",
-        token=token.read_text().strip(),
-        ca_path=str(root / "ca.crt") if (root / "ca.crt").exists() else None,
-        expires=time.monotonic() + TOKEN_FILE_TTL,
-    )
+
+
+def _in_pod(configuration: Any) -> Credentials:
+    from kubernetes_asyncio.config.incluster_config import InClusterConfigLoader  # noqa: PLC0415
+
+    InClusterConfigLoader(
+        token_filename=str(SERVICE_ACCOUNT / "token"),
+        cert_filename=str(SERVICE_ACCOUNT / "ca.crt"),
+        try_refresh_token=False,
+    ).load_and_set(configuration)
+    return _credentials(configuration, expires=time.monotonic() + TOKEN_FILE_TTL)
 
 
 def _kubeconfig_paths() -> list[Path]:
@@ -63,102 +92,45 @@ def _kubeconfig_paths() -> list[Path]:
     return [Path("~/.kube/config").expanduser()]
 
 
-def from_kubeconfig() -> Credentials:
-    """The current context of the merged kubeconfigs; the first file to name a thing wins."""
-    current: str | None = None
-    sections: dict[str, dict[str, tuple[dict[str, Any], Path]]] = {
-        "contexts": {},
-        "clusters": {},
-        "users": {},
-    }
+async def _from_kubeconfig(configuration: Any) -> Credentials:
+    from kubernetes_asyncio.config import kube_config  # noqa: PLC0415
+
     paths = [p for p in _kubeconfig_paths() if p.exists()]
     if not paths:
         raise LoginError(
             "no credentials: not running in a pod, and no kubeconfig "
             f"({os.pathsep.join(map(str, _kubeconfig_paths()))})"
         )
-    for path in paths:
-        config = yaml.safe_load(path.read_text()) or {}
-        current = current or config.get("current-context")
-        for section, entries in sections.items():
-            singular = section[:-1] if section != "users" else "user"
-            for entry in config.get(section) or []:
-                entries.setdefault(entry["name"], (entry.get(singular) or {}, path.parent))
-    if not current or current not in sections["contexts"]:
-        raise LoginError(f"the kubeconfig's current context {current!r} is not defined")
-    context, _ = sections["contexts"][current]
-    cluster, cluster_dir = sections["clusters"].get(context.get("cluster", ""), ({}, Path()))
-    user, user_dir = sections["users"].get(context.get("user", ""), ({}, Path()))
-    if not cluster.get("server"):
-        raise LoginError(f"context {current!r} names no cluster with a server")
-
-    def file(value: str | None, base: Path) -> str | None:
-        return str((base / Path(value).expanduser()).resolve()) if value else None
-
-    def data(value: str | None) -> bytes | None:
-        return base64.b64decode(value) if value else None
-
-    token = user.get("token")
+    where = os.pathsep.join(map(str, paths))
+    try:
+        loader = await kube_config.load_kube_config(
+            config_file=where, client_configuration=configuration, persist_config=False
+        )
+    except (AssertionError, KeyError, TypeError, ValueError, OSError) as error:
+        # The loader asserts what it expects rather than saying it: a context, a cluster.
+        detail = str(error) or "it names no current context, cluster or server"
+        raise LoginError(f"the kubeconfig ({where}) cannot be used: {detail}") from None
+    if not getattr(configuration, "host", None) or configuration.host == "http://localhost":
+        raise LoginError(f"the kubeconfig's current context names no server ({where})")
+    expiry = getattr(loader, "exec_plugin_expiry", None)
     expires = None
-    if not token and user.get("tokenFile"):
-        token = Path(file(user["tokenFile"], user_dir) or "").read_text().strip()
-        expires = time.monotonic() + TOKEN_FILE_TTL
-    certificate = data(user.get("client-certificate-data"))
-    key = data(user.get("client-key-data"))
-    if user.get("exec"):
-        issued = run_exec_plugin(user["exec"], cluster)
-        token = issued.get("token") or token
-        if issued.get("clientCertificateData"):
-            certificate = issued["clientCertificateData"].encode()
-            key = issued.get("clientKeyData", "").encode()
-        if issued.get("expirationTimestamp"):
-            stamp = time.strptime(issued["expirationTimestamp"][:19], "%Y-%m-%dT%H:%M:%S")
-            remaining = calendar.timegm(stamp) - time.time() - EXPIRY_MARGIN
-            expires = time.monotonic() + max(remaining, 0.0)
+    if isinstance(expiry, datetime.datetime):
+        remaining = expiry.timestamp() - time.time() - EXPIRY_MARGIN
+        expires = time.monotonic() + max(remaining, 0.0)
+    return _credentials(configuration, expires)
+
+
+def _credentials(configuration: Any, expires: float | None) -> Credentials:
+    header = str(configuration.api_key.get("BearerToken") or "").strip()
+    scheme, _, value = header.partition(" ")
+    bearer = scheme.lower() == "bearer"
     return Credentials(
-        server=cluster["server"],
-        token=token,
-        username=user.get("username"),
-        password=user.get("password"),
-        ca_path=file(cluster.get("certificate-authority"), cluster_dir),
-        ca_data=data(cluster.get("certificate-authority-data")),
-        certificate_path=file(user.get("client-certificate"), user_dir),
-        certificate_data=certificate,
-        private_key_path=file(user.get("client-key"), user_dir),
-        private_key_data=key,
-        insecure=bool(cluster.get("insecure-skip-tls-verify")),
+        server=str(configuration.host),
+        token=value.strip() if bearer else None,
+        authorization=header if header and not bearer else None,
+        ca_path=configuration.ssl_ca_cert or None,
+        certificate_path=configuration.cert_file or None,
+        private_key_path=configuration.key_file or None,
+        insecure=not configuration.verify_ssl,
         expires=expires,
     )
-
-
-def run_exec_plugin(plugin: dict[str, Any], cluster: dict[str, Any]) -> dict[str, Any]:
-    """Run a client-go credential plugin; its ExecCredential's status (token or certificate)."""
-    command = [plugin["command"], *(plugin.get("args") or [])]
-    environment = dict(os.environ)
-    environment.update({e["name"]: e["value"] for e in plugin.get("env") or []})
-    request = {
-        "apiVersion": plugin.get("apiVersion", "client.authentication.k8s.io/v1"),
-        "kind": "ExecCredential",
-        "spec": {"interactive": False},
-    }
-    if plugin.get("provideClusterInfo"):
-        request["spec"]["cluster"] = {"server": cluster.get("server")}
-    environment["KUBERNETES_EXEC_INFO"] = json.dumps(request)
-    try:
-        finished = subprocess.run(
-            command, env=environment, capture_output=True, text=True, timeout=60, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as error:
-        raise LoginError(f"credential plugin {plugin['command']!r}: {error}") from None
-    if finished.returncode != 0:
-        last = (finished.stderr.strip().splitlines() or [""])[-1]
-        raise LoginError(
-            f"credential plugin {plugin['command']!r} exited {finished.returncode}: {last}"
-        )
-    try:
-        status: dict[str, Any] = json.loads(finished.stdout).get("status") or {}
-    except (ValueError, AttributeError):
-        raise LoginError(
-            f"credential plugin {plugin['command']!r} printed no ExecCredential"
-        ) from None
-    return status
