@@ -405,6 +405,51 @@ class Probe(SpecModel):
     )
 
 
+class RolloutStrategy(StrEnum):
+    """How a new revision replaces the one that serves."""
+
+    ROLLING = "Rolling"
+    CANARY = "Canary"
+
+
+_ROLLOUT_STRATEGY = (
+    "How a new revision (a newer ModelVersion in range, a changed template or parameters) "
+    "replaces the one that serves: Rolling replaces the workers one by one as soon as the new "
+    "ones are ready; Canary first runs canaryWorkers of the new revision beside the current "
+    "ones, behind the same Service, and rolls only once they answer the probe correctly for "
+    "analysisSeconds (rolled back by itself otherwise). Default Rolling."
+)
+_CANARY_WORKERS = "Workers of the new revision run as the canary. Default 1."
+_ANALYSIS_SECONDS = (
+    "Seconds the canary must keep answering the probe correctly (with a template probe; "
+    "else keep running without a failure) before the rollout goes on. Default 60."
+)
+_CAPACITY_DIP = (
+    "When the cluster has no room for the canary (the scheduler says Unschedulable), take one "
+    "current worker away to make room instead of waiting. Never below minWorkers current "
+    "workers, except with minWorkers 1: then the canary serves alone until it is promoted or "
+    "rolled back. Default false."
+)
+
+
+class Rollout(SpecModel):
+    """A template's rollout: how its Models take a new revision."""
+
+    strategy: RolloutStrategy = Field(RolloutStrategy.ROLLING, description=_ROLLOUT_STRATEGY)
+    canary_workers: int = Field(1, ge=1, le=MAX_WORKERS, description=_CANARY_WORKERS)
+    analysis_seconds: int = Field(60, ge=0, le=86400, description=_ANALYSIS_SECONDS)
+    allow_capacity_dip: bool = Field(False, description=_CAPACITY_DIP)
+
+
+class RolloutOverride(SpecModel):
+    """A Model's changes to its template's rollout; unset fields keep the template's."""
+
+    strategy: RolloutStrategy | None = Field(None, description=_ROLLOUT_STRATEGY)
+    canary_workers: int | None = Field(None, ge=1, le=MAX_WORKERS, description=_CANARY_WORKERS)
+    analysis_seconds: int | None = Field(None, ge=0, le=86400, description=_ANALYSIS_SECONDS)
+    allow_capacity_dip: bool | None = Field(None, description=_CAPACITY_DIP)
+
+
 def probe_rules(type_field: str) -> list[dict[str, str]]:
     """CEL: a probe's request has every field its model type's request schema requires."""
     rules = []
@@ -521,6 +566,11 @@ class ModelTemplateSpec(SpecModel):
         description="A sample request sent to each Model once its workers are ready, and again "
         "after every rollout and periodically: the Model is READY only while the answer "
         "conforms to the modelType's response schema (condition Conformant).",
+    )
+    rollout: Rollout | None = Field(
+        None,
+        description="How Models of this template take a new revision: Rolling (default) or "
+        "Canary, promoted or rolled back by the probe. Models may override it.",
     )
 
     @model_validator(mode="after")
@@ -879,7 +929,9 @@ class EndpointCredentials(SpecModel):
     )
 
 
-_EXTERNAL_ALONE = "an external model takes no version, parameters or scaling: it runs elsewhere"
+_EXTERNAL_ALONE = (
+    "an external model takes no version, parameters, scaling or rollout: it runs elsewhere"
+)
 _ONE_KIND = (
     "give exactly one of template (a model run in this cluster) and external (a model served "
     "elsewhere, by URL)"
@@ -950,7 +1002,8 @@ class ModelSpec(SpecModel):
         json_schema_extra=cel_rules(
             cel_rule("has(self.template) != has(self.external)", _ONE_KIND),
             cel_rule(
-                "!has(self.external) || (!has(self.version) && !has(self.scaling))",
+                "!has(self.external) || (!has(self.version) && !has(self.scaling) && "
+                "!has(self.rollout))",
                 _EXTERNAL_ALONE,
             ),
         )
@@ -983,16 +1036,69 @@ class ModelSpec(SpecModel):
     scaling: ScalingOverride | None = Field(
         None, description="Changes to the template's scaling for this Model only."
     )
+    rollout: RolloutOverride | None = Field(
+        None, description="Changes to the template's rollout for this Model only."
+    )
 
     @model_validator(mode="after")
     def _one_kind(self) -> ModelSpec:
         if (self.template is None) == (self.external is None):
             raise ValueError(_ONE_KIND)
         if self.external is not None and (
-            self.version is not None or self.scaling is not None or self.parameters
+            self.version is not None
+            or self.scaling is not None
+            or self.rollout is not None
+            or self.parameters
         ):
             raise ValueError(_EXTERNAL_ALONE)
         return self
+
+
+class RolloutPhase(StrEnum):
+    """Where a canary rollout stands."""
+
+    CANARY = "Canary"
+    AWAITING_CAPACITY = "AwaitingCapacity"
+    ANALYSING = "Analysing"
+    PROMOTING = "Promoting"
+    PROMOTED = "Promoted"
+    ROLLED_BACK = "RolledBack"
+
+
+class RolloutStatus(SpecModel):
+    """The last canary rollout: from what, to what, where it stands, and why it stopped."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    phase: RolloutPhase = Field(
+        ...,
+        description="Canary (its workers starting), AwaitingCapacity (no room for them), "
+        "Analysing (answering the probe; promoted after analysisSeconds), Promoting (the "
+        "current workers rolling to it), Promoted, or RolledBack.",
+    )
+    current: str = Field("", description="What serves: version and image.")
+    candidate: str = Field("", description="The new revision: version and image.")
+    candidate_revision: str = Field(
+        "", description="The new revision's pod-template hash (modelyard.dev/spec-hash)."
+    )
+    reason: str = Field(
+        "", description="Why it is where it is: a rollback's cause, e.g. SchemaMismatch."
+    )
+    message: str = Field("", description="The same, in words.")
+    conforming_since: str | None = Field(
+        None, description="Since when the canary has answered correctly (RFC 3339)."
+    )
+    model_generation: int | None = Field(
+        None,
+        description="The Model's generation when rolled back: the same revision is not tried "
+        "again until the Model changes (or its version does, which makes another revision).",
+    )
+    dipped_from: int | None = Field(
+        None,
+        ge=0,
+        description="Serving workers before one made room for the canary (allowCapacityDip); "
+        "their count comes back when the rollout ends, however it ends.",
+    )
 
 
 class ModelStatus(SpecModel):
@@ -1018,6 +1124,9 @@ class ModelStatus(SpecModel):
         None,
         description="URL of the model: in-cluster, e.g. http://name.namespace.svc:8080, or an "
         "external model's own URL.",
+    )
+    rollout: RolloutStatus | None = Field(
+        None, description="The last canary rollout (templates or Models with strategy Canary)."
     )
 
 
@@ -1059,6 +1168,12 @@ class Model(Resource):
                 "description": "Workers ready for requests.",
             },
             {
+                "name": "Rollout",
+                "type": "string",
+                "jsonPath": ".status.rollout.phase",
+                "description": "Where the last canary rollout stands (Analysing, RolledBack, ...).",
+            },
+            {
                 "name": "Autoscaling",
                 "type": "string",
                 "jsonPath": '.status.conditions[?(@.type=="Autoscaling")].reason',
@@ -1082,6 +1197,13 @@ class Model(Resource):
 
 KINDS: tuple[type[Resource], ...] = (Registry, ModelTemplate, ModelVersion, Model)
 
+#: A Model's canary Deployment is named after it with this suffix, so no Model may end so.
+CANARY_SUFFIX = "-canary"
+_CANARY_NAME = (
+    f"a Model's name may not end in {CANARY_SUFFIX}: that is the name of another Model's "
+    "canary Deployment"
+)
+
 
 def root_rules(kind: str) -> list[dict[str, str]]:
     """CEL rules on the whole object (only metadata.name is reachable there)."""
@@ -1092,7 +1214,8 @@ def root_rules(kind: str) -> list[dict[str, str]]:
                 f"size(self.metadata.name) <= {formats.SERVICE_NAME_MAX}",
                 "a Model's name becomes its Service's name: lowercase letters, digits and '-', "
                 "starting with a letter, at most 63 characters",
-            )
+            ),
+            cel_rule(f"!self.metadata.name.endsWith('{CANARY_SUFFIX}')", _CANARY_NAME),
         ]
     return []
 
@@ -1109,4 +1232,6 @@ def parse(manifest: dict[str, Any]) -> Resource:
         name = resource.metadata.name
         if not formats.matches(formats.SERVICE_NAME, name) or len(name) > formats.SERVICE_NAME_MAX:
             raise ValueError(root_rules("Model")[0]["message"])
+        if name.endswith(CANARY_SUFFIX):
+            raise ValueError(_CANARY_NAME)
     return resource

@@ -54,6 +54,17 @@ STARTUP_TIMEOUT: Final = "StartupTimeout"
 API_ERROR: Final = "ApiError"
 PODS_REJECTED: Final = "PodsRejected"
 
+# A canary rollout (condition Rollout; status.rollout.phase uses the same words).
+ROLLOUT: Final = "Rollout"
+CANARY: Final = "Canary"
+AWAITING_CAPACITY: Final = "AwaitingCapacity"
+ANALYSING: Final = "Analysing"
+PROMOTING: Final = "Promoting"
+PROMOTED: Final = "Promoted"
+ROLLED_BACK: Final = "RolledBack"
+#: A rollout whose candidate was withdrawn (the spec went back to what serves) before the end.
+WITHDRAWN: Final = "Withdrawn"
+
 # A child the API server refused to store (condition ChildrenApplied).
 CHILDREN_APPLIED: Final = "ChildrenApplied"
 APPLIED: Final = "Applied"
