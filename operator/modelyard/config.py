@@ -115,6 +115,8 @@ class Probes(_Config):
     #: How soon a Model whose last answer failed is asked again.
     retry_seconds: int = Field(10, alias="retrySeconds", ge=1, le=3600)
     service_address: str = Field("{name}.{namespace}.svc:{port}", alias="serviceAddress")
+    #: Where one worker is asked (a canary's, during a canary rollout): its pod's address.
+    pod_address: str = Field("{podIP}:{port}", alias="podAddress")
     #: Probes in flight at once, across all Models.
     concurrency: int = Field(16, ge=1, le=1024)
 

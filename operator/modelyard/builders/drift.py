@@ -15,12 +15,17 @@ import sys
 import zlib
 from typing import Any
 
+from modelyard.builders.labels import CONTAINER_NAME, SPEC_HASH_ANNOTATION
+
 APPLIED_HASH = "modelyard.dev/applied-hash"
 #: Where a kept child holds its whole spec, as compressed JSON (see `packed`).
 PACKED_SPEC = "packedSpec"
 #: The few spec fields status is computed from (and a Service's address, where the probe
 #: reaches it), kept readable.
 READ_SPEC_FIELDS = ("replicas", "progressDeadlineSeconds", "clusterIP")
+#: Where a kept Deployment holds its pods' revision (the pod template's spec-hash annotation),
+#: kept readable: which revision serves decides a rollout.
+TEMPLATE_HASH = "templateHash"
 KEPT_METADATA = (
     "name",
     "namespace",
@@ -142,7 +147,7 @@ def packed(obj: Manifest) -> Manifest:
     them at once)."""
     metadata = obj.get("metadata") or {}
     spec = obj.get("spec") or {}
-    return {
+    kept = {
         "apiVersion": obj.get("apiVersion"),
         "kind": obj.get("kind"),
         "metadata": compact({key: metadata[key] for key in KEPT_METADATA if key in metadata}),
@@ -150,6 +155,30 @@ def packed(obj: Manifest) -> Manifest:
         PACKED_SPEC: zlib.compress(json.dumps(spec, separators=(",", ":")).encode(), 1),
         "status": compact(obj.get("status") or {}),
     }
+    revision = template_hash(obj)
+    if revision is not None:
+        kept[TEMPLATE_HASH] = revision
+    return kept
+
+
+def template_hash(deployment: Manifest | None) -> str | None:
+    """The revision a Deployment's pods run (its pod template's spec-hash), kept or whole."""
+    if deployment is None:
+        return None
+    if TEMPLATE_HASH in deployment:
+        return str(deployment[TEMPLATE_HASH])
+    if PACKED_SPEC in deployment:
+        return None
+    template = (deployment.get("spec") or {}).get("template") or {}
+    value = ((template.get("metadata") or {}).get("annotations") or {}).get(SPEC_HASH_ANNOTATION)
+    return str(value) if value else None
+
+
+def pod_image(deployment: Manifest | None) -> str | None:
+    """The model container's image of a Deployment, kept or whole."""
+    spec = spec_of(deployment) if deployment is not None else None
+    containers = (((spec or {}).get("template") or {}).get("spec") or {}).get("containers") or []
+    return next((str(c.get("image")) for c in containers if c.get("name") == CONTAINER_NAME), None)
 
 
 def spec_of(live: Manifest) -> Any:

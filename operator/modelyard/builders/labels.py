@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
-from modelyard.api.v1alpha1 import API_VERSION
+from modelyard.api.v1alpha1 import API_VERSION, CANARY_SUFFIX
 
 MANAGED_BY = "modelyard"
 MODEL_LABEL = "modelyard.dev/model"
 TEMPLATE_LABEL = "modelyard.dev/template"
 SPEC_HASH_ANNOTATION = "modelyard.dev/spec-hash"
+#: On a canary's pods (and in its Deployment's selector): which of a Model's pods are the
+#: canary's. The Service selects both tracks; the main Deployment's selector is older than
+#: canaries and cannot change (it matches the canary's pods too, which it leaves alone: they
+#: belong to the canary's ReplicaSet).
+TRACK_LABEL = "modelyard.dev/track"
+CANARY_TRACK = "canary"
 CONTAINER_NAME = "model"
 PORT_NAME = "http"
 
@@ -15,6 +21,10 @@ PORT_NAME = "http"
 def selector(model: str) -> dict[str, str]:
     """The label selector of a Model's pods; immutable on a Deployment, so kept minimal."""
     return {MODEL_LABEL: model}
+
+
+def canary_name(model: str) -> str:
+    return f"{model}{CANARY_SUFFIX}"
 
 
 def child_labels(model: str, template: str) -> dict[str, str]:

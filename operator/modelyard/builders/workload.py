@@ -224,6 +224,40 @@ def deployment(workload: Workload, config: OperatorConfig) -> Manifest:
     }
 
 
+def canary_deployment(main: Manifest, workers: int) -> Manifest:
+    """The canary of `main` (a Model's desired Deployment): the same pods, `workers` of them,
+    under the canary's name and track. Its pods carry the Model's label, so the Model's
+    Service sends them a share of the traffic."""
+    model = main["metadata"]["name"]
+    track = {labels.TRACK_LABEL: labels.CANARY_TRACK}
+    template = main["spec"]["template"]
+    spec = {
+        key: value
+        for key, value in main["spec"].items()
+        if key not in ("replicas", "selector", "template")
+    }
+    return {
+        **main,
+        "metadata": {
+            **main["metadata"],
+            "name": labels.canary_name(model),
+            "labels": {**main["metadata"]["labels"], **track},
+        },
+        "spec": {
+            "replicas": workers,
+            "selector": {"matchLabels": {**labels.selector(model), **track}},
+            **spec,
+            "template": {
+                **template,
+                "metadata": {
+                    **template["metadata"],
+                    "labels": {**template["metadata"]["labels"], **track},
+                },
+            },
+        },
+    }
+
+
 def service(workload: Workload) -> Manifest:
     port = workload.template.port
     return {

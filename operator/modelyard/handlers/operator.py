@@ -34,7 +34,12 @@ from aiohttp import web
 from modelyard import config as operator_config
 from modelyard import metrics
 from modelyard.builders import drift
-from modelyard.builders.labels import MANAGED_BY, MODEL_LABEL, SPEC_HASH_ANNOTATION
+from modelyard.builders.labels import (
+    MANAGED_BY,
+    MODEL_LABEL,
+    SPEC_HASH_ANNOTATION,
+    TRACK_LABEL,
+)
 from modelyard.kube import Kube, Manifest, path
 from modelyard.kube import login as kube_login
 from modelyard.kube.informer import AcrossScopes, Informer, OwnerKey
@@ -96,9 +101,12 @@ def _trim_pod(pod: Manifest) -> Manifest:
             "metadata": {
                 "name": meta.get("name"),
                 "annotations": {SPEC_HASH_ANNOTATION: annotations.get(SPEC_HASH_ANNOTATION)},
+                "labels": {k: v for k, v in (meta.get("labels") or {}).items() if k == TRACK_LABEL},
                 "deletionTimestamp": meta.get("deletionTimestamp"),
             },
             "status": {
+                # A canary's pods are asked the probe on their own address.
+                "podIP": status.get("podIP"),
                 "conditions": [
                     {k: c.get(k) for k in ("type", "status", "reason", "message") if k in c}
                     for c in status.get("conditions") or []
@@ -283,7 +291,8 @@ def _child_informers(runner: Runner, kube: Kube, scopes: list[str | None]) -> li
             if not owner[1]:
                 return  # our label without a Model's name: not ours to reconcile
             if event == "DELETED":
-                runner.forget(kind, owner)
+                # By its own name: a Model's canary Deployment is not its Deployment.
+                runner.forget(kind, (owner[0], (obj.get("metadata") or {}).get("name", "")))
             elif runner.is_echo(kind, owner, obj):
                 return
             runner.model_soon(owner)

@@ -39,6 +39,8 @@ from modelyard.status.conditions import Check, failed, passed
 logger = logging.getLogger(__name__)
 
 Key = tuple[str, str]
+#: A Model's (namespace, name), or (namespace, name, pod) for one of its canary's pods.
+ProbeKey = tuple[str, ...]
 #: How often the Prober looks for targets that are due.
 TICK = 0.5
 #: How long a Model's Service may refuse connections before that is its verdict: a new
@@ -97,6 +99,30 @@ def service_target(
     address = config.service_address.format(
         name=name, namespace=namespace, port=port, clusterIP=cluster_ip
     )
+    return Target(
+        namespace=namespace,
+        url=f"http://{address}",
+        model_type=model_type,
+        probe_path=probe.path,
+        probe_request=json.dumps(probe.request, sort_keys=True),
+        timeout=float(probe.timeout_seconds),
+        revision=revision,
+    )
+
+
+def pod_target(
+    namespace: str,
+    pod_ip: str,
+    *,
+    port: int,
+    model_type: str,
+    probe: Probe,
+    revision: str,
+    config: Probes,
+) -> Target:
+    """One worker asked on its own address: a canary's, or the current revision's while a
+    canary shares the Service (whose answer could come from either)."""
+    address = config.pod_address.format(podIP=pod_ip, port=port)
     return Target(
         namespace=namespace,
         url=f"http://{address}",
@@ -302,9 +328,21 @@ async def ask(kube: Kube, target: Target, policy: EgressPolicy | None = None) ->
     return Verdict(fingerprint, available, conformant)
 
 
+def _same_question(before: Target, now: Target) -> bool:
+    """The same probe of the same Model, asked of other workers (a new revision, or its pods
+    rather than its Service while a canary shares it)."""
+    if before.external or now.external:
+        return dataclasses.replace(before, revision="") == dataclasses.replace(now, revision="")
+    return dataclasses.replace(before, revision="", url="") == dataclasses.replace(
+        now, revision="", url=""
+    )
+
+
 @dataclass
 class _Entry:
     target: Target
+    #: The Model a changed verdict asks a pass of.
+    model: Key
     verdict: Verdict | None = None
     due: float = 0.0
     #: When this target was first asked (None: not yet).
@@ -328,56 +366,69 @@ class Prober:
         self.config = config
         self.policy = policy
         self.changed = changed
-        self._entries: dict[Key, _Entry] = {}
+        self._entries: dict[ProbeKey, _Entry] = {}
         self._slots = asyncio.Semaphore(config.concurrency)
 
-    def verdict(self, key: Key, target: Target) -> Verdict | None:
-        """The verdict on `target`, or None while it is being asked (a pass follows)."""
+    def verdict(self, key: ProbeKey, target: Target, model: Key | None = None) -> Verdict | None:
+        """The verdict on `target`, or None while it is being asked (a pass of `model`,
+        by default the key, follows)."""
         entry = self._entries.get(key)
         if entry is None or entry.target != target:
             if entry is not None and entry.task is not None:
                 entry.task.cancel()
             kept = None
-            if entry is not None and dataclasses.replace(entry.target, revision="") == (
-                dataclasses.replace(target, revision="")
-            ):
-                # A rollout or a scale: the same question to the same Service. The last
+            if entry is not None and _same_question(entry.target, target):
+                # A rollout or a scale: the same question to the same Model. The last
                 # answer stands until the new workers answer (asked at once), or a Model
                 # that serves would flap to Probing with every rollout.
                 kept = entry.verdict
-            entry = self._entries[key] = _Entry(target, verdict=kept, settling=kept is not None)
+            owner = model or (key[0], key[1])
+            entry = self._entries[key] = _Entry(
+                target, owner, verdict=kept, settling=kept is not None
+            )
             if kept is not None:
                 self._start(key, entry)
         if entry.verdict is None and entry.task is None:
             self._start(key, entry)
         return entry.verdict
 
-    def forget(self, key: Key) -> None:
-        """Nothing to ask any more (deleted, not serving): a later target starts afresh."""
+    def forget(self, key: ProbeKey) -> None:
+        """Nothing to ask any more (not serving): a later target starts afresh."""
         entry = self._entries.pop(key, None)
         if entry is not None and entry.task is not None:
             entry.task.cancel()
+
+    def forget_model(self, model: Key) -> None:
+        """A Model gone: neither it nor its canary's pods are asked any more."""
+        self.forget(model)
+        self.forget_canary(model)
+
+    def forget_canary(self, model: Key, keep: frozenset[ProbeKey] = frozenset()) -> None:
+        """The canary's pods that are gone (or all of them) are not asked any more."""
+        for each in [k for k, e in self._entries.items() if e.model == model and k != model]:
+            if each not in keep:
+                self.forget(each)
 
     def forget_all(self) -> None:
         """Stand by: nothing is asked until this process leads again (and its passes ask)."""
         for key in list(self._entries):
             self.forget(key)
 
-    def ask_again(self, key: Key) -> None:
+    def ask_again(self, key: ProbeKey) -> None:
         """Ask before the interval is up (its credentials Secret changed)."""
         entry = self._entries.get(key)
         if entry is not None:
             entry.due = 0.0
 
-    def _start(self, key: Key, entry: _Entry) -> None:
+    def _start(self, key: ProbeKey, entry: _Entry) -> None:
         entry.task = asyncio.get_running_loop().create_task(self._ask(key, entry))
 
-    async def _ask(self, key: Key, entry: _Entry) -> None:
+    async def _ask(self, key: ProbeKey, entry: _Entry) -> None:
         try:
             async with self._slots:
                 verdict = await ask(self.kube, entry.target, self.policy)
         except Exception:
-            logger.exception("Model %s/%s: probe failed", *key)
+            logger.exception("Model %s/%s: probe failed", *entry.model)
             verdict = Verdict(
                 entry.target.fingerprint,
                 failed(reasons.ENDPOINT_UNREACHABLE, "the probe failed unexpectedly"),
@@ -405,10 +456,12 @@ class Prober:
         if before != verdict:
             failing = [c for c in (verdict.available, verdict.conformant) if c and not c.ok]
             if failing:
-                logger.info("Model %s/%s: %s: %s", *key, failing[0].reason, failing[0].message)
+                logger.info(
+                    "Model %s/%s: %s: %s", *entry.model, failing[0].reason, failing[0].message
+                )
             elif before is not None:
-                logger.info("Model %s/%s: answers again", *key)
-            self.changed(key)
+                logger.info("Model %s/%s: answers again", *entry.model)
+            self.changed(entry.model)
 
     async def run(self) -> None:
         """Ask again whatever is due, until cancelled."""

@@ -25,14 +25,17 @@ from modelyard.api.v1alpha1 import (
     ModelTemplate,
     ModelVersion,
     Registry,
+    RolloutPhase,
+    RolloutStrategy,
     parse,
 )
-from modelyard.builders import drift
+from modelyard.builders import drift, labels
 from modelyard.builders import external as external_children
 from modelyard.builders import workload as wl
 from modelyard.builders.plan import Plan, plan_model
 from modelyard.config import OperatorConfig
 from modelyard.kube import ApiError, Kube
+from modelyard.reconcile import rollout
 from modelyard.reconcile.common import (
     ReconcileError,
     describe,
@@ -40,7 +43,7 @@ from modelyard.reconcile.common import (
     parse_cached,
     status_changed,
 )
-from modelyard.reconcile.conformance import Prober, external_target, service_target
+from modelyard.reconcile.conformance import Prober, external_target, pod_target, service_target
 from modelyard.status import conditions, reasons
 from modelyard.status.model import Observation, autoscaling, observe
 
@@ -67,6 +70,8 @@ class ModelWorld:
     versions: list[Manifest] = field(default_factory=list)
     #: Live children by kind ("Deployment", "Service", "HorizontalPodAutoscaler", "ScaledObject").
     children: dict[str, Manifest] = field(default_factory=dict)
+    #: The Model's canary Deployment, while a canary rollout runs one.
+    canary: Manifest | None = None
     pods: list[Manifest] = field(default_factory=list)
     #: The namespace's Secrets that consent to modelyard's use; None: not checked.
     permitted_secrets: frozenset[str] | None = None
@@ -89,6 +94,10 @@ class Outcome:
     refused: conditions.Check | None = None
     #: The Autoscaling condition's (status, reason), for the metrics.
     autoscaling: tuple[str, str] | None = None
+    #: Ask for another pass after this many seconds (a canary's analysis ends then).
+    recheck_after: float | None = None
+    #: Children deleted by name, (kind, (namespace, name)), so nothing kept resurrects them.
+    deleted_names: list[tuple[str, tuple[str, str]]] = field(default_factory=list)
 
 
 async def _plan(world: ModelWorld, model: Model, config: OperatorConfig, kube: Kube) -> Plan:
@@ -156,22 +165,28 @@ async def _apply_children(
     *,
     first_turn: bool = False,
     persistent: bool = False,
+    step: rollout.Step | None = None,
 ) -> Manifest | None:
     """Apply what differs, delete the autoscaler that must not exist; the live Deployment after.
+    A canary rollout (`step`) may leave the Deployment as it runs and add or remove a canary.
 
     The children are applied at once rather than one after the other: a pass then takes one
     round trip, not three. It matters most for Services, which the API server creates one at a
     time (each takes a ClusterIP under its allocator's lock): hundreds of seconds a burst would
     otherwise wait, Model after Model."""
     assert plan.children is not None
-    manifests = plan.children.manifests
-    if first_turn:
-        manifests = [m for m in manifests if m["kind"] in FIRST_TURN_KINDS]
+    manifests = _to_apply(plan.children.manifests, first_turn, step)
     autoscaled = bool({"HorizontalPodAutoscaler", "ScaledObject"} & set(world.children))
+    canary_name = labels.canary_name(world.model["metadata"]["name"])
+
+    def live_of(manifest: Manifest) -> Manifest | None:
+        if manifest["metadata"]["name"] == canary_name:
+            return world.canary
+        return world.children.get(manifest["kind"])
 
     async def apply(manifest: Manifest) -> Manifest | None:
         desired = drift.stamped(manifest)
-        live = world.children.get(manifest["kind"])
+        live = live_of(manifest)
         why = drift.why_apply(desired, live)
         if why is None:
             return None
@@ -184,7 +199,11 @@ async def _apply_children(
                 metadata["name"],
                 why,
             )
-        if manifest["kind"] == "Deployment" and not autoscaled:
+        if (
+            manifest["kind"] == "Deployment"
+            and not autoscaled
+            and live is world.children.get("Deployment")
+        ):
             await _hand_replicas_over(desired, live, kube)
         return await kube.apply(desired)
 
@@ -203,18 +222,122 @@ async def _apply_children(
         elif answer is not None:
             outcome.applied += 1
             outcome.written.append(answer)
-            if manifest["kind"] == "Deployment":
+            if manifest["kind"] == "Deployment" and manifest["metadata"]["name"] != canary_name:
                 deployment = answer
     if temporary is not None:
         raise temporary
     if first_turn:
         return deployment
+    metadata = world.model["metadata"]
+    namespace = metadata.get("namespace") or "default"
+    if step is not None and step.delete_canary and world.canary is not None:
+        if await kube.delete("apps/v1", "Deployment", namespace, canary_name):
+            outcome.deleted += 1
+        outcome.deleted_names.append(("Deployment", (namespace, canary_name)))
     for api_version, kind in plan.children.unwanted_autoscalers:
         if kind in world.children:
             metadata = world.model["metadata"]
             if await kube.delete(api_version, kind, metadata.get("namespace"), metadata["name"]):
                 outcome.deleted += 1
     return deployment
+
+
+def _to_apply(
+    manifests: list[Manifest], first_turn: bool, step: rollout.Step | None
+) -> list[Manifest]:
+    """The children this pass applies: the first turn's, and a canary rollout's changes."""
+    if first_turn:
+        manifests = [m for m in manifests if m["kind"] in FIRST_TURN_KINDS]
+    if step is not None and not step.roll_main:
+        manifests = [m for m in manifests if m["kind"] != "Deployment"]
+    if step is not None and step.canary is not None:
+        manifests = [*manifests, step.canary]
+    if step is not None and step.ceiling is not None:
+        manifests = [_capped(m, step.ceiling) for m in manifests]
+    return manifests
+
+
+def _capped(manifest: Manifest, ceiling: int) -> Manifest:
+    """An autoscaler that may not add back the worker a canary took (allowCapacityDip)."""
+    spec = dict(manifest.get("spec") or {})
+    if manifest["kind"] == "HorizontalPodAutoscaler":
+        spec["maxReplicas"] = ceiling
+        spec["minReplicas"] = min(int(spec.get("minReplicas", 1)), ceiling)
+    elif manifest["kind"] == "ScaledObject":
+        spec["maxReplicaCount"] = ceiling
+    else:
+        return manifest
+    return {**manifest, "spec": spec}
+
+
+#: The field manager that takes a serving worker away for a canary (allowCapacityDip), and
+#: gives it back.
+CAPACITY_DIP = "modelyard-capacity-dip"
+
+
+def _plan_dip(
+    step: rollout.Step, world: ModelWorld, workload: wl.Workload, before: Manifest
+) -> None:
+    """Whether a serving worker makes room for the canary, or comes back: sets the step's
+    `replicas` (the serving Deployment's new count) and `ceiling` (its autoscaler's).
+
+    The count taken from is recorded in status.rollout (`dippedFrom`), so the worker comes
+    back however the rollout ends — promoted, rolled back or withdrawn — even after a
+    restart of the operator."""
+    main = world.children.get("Deployment")
+    dipped_from = before.get("dippedFrom")
+    status = step.status
+    under_way = step.phase in (
+        RolloutPhase.CANARY,
+        RolloutPhase.AWAITING_CAPACITY,
+        RolloutPhase.ANALYSING,
+    )
+    if main is None:
+        return
+    if isinstance(dipped_from, int):
+        if under_way and status is not None:
+            status["dippedFrom"] = dipped_from
+            status["message"] = (
+                f"{status['message']}; one of the {dipped_from} serving workers makes room for it"
+            )
+            step.ceiling = max(dipped_from - 1, 1)
+            return
+        # Over: the worker comes back. A promotion first lets the canary go, since the room
+        # it takes is the room the serving workers need to roll.
+        step.replicas = dipped_from
+        if step.phase == RolloutPhase.PROMOTING:
+            step.delete_canary = world.canary is not None
+        return
+    if not step.dip or status is None:
+        return
+    replicas = int((main.get("spec") or {}).get("replicas") or 0)
+    minimum = workload.scaling.min_workers
+    target = replicas - 1
+    if target < minimum and not (minimum == 1 and target == 0):
+        status["message"] = (
+            f"{status['message']}; no serving worker to spare ({replicas} serve, minWorkers "
+            f"{minimum})"
+        )
+        return
+    step.replicas = target
+    step.ceiling = max(target, 1)
+    status["dippedFrom"] = replicas
+    status["message"] = (
+        f"{status['message']}; one of the {replicas} serving workers makes room for it"
+    )
+
+
+async def _set_serving_replicas(world: ModelWorld, replicas: int, kube: Kube) -> Manifest:
+    metadata = world.model["metadata"]
+    return await kube.apply(
+        {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "metadata": {"name": metadata["name"], "namespace": metadata.get("namespace")},
+            "spec": {"replicas": replicas},
+        },
+        field_manager=CAPACITY_DIP,
+    )
 
 
 #: The field manager that holds a Deployment's replicas while an autoscaler takes them over.
@@ -277,6 +400,7 @@ def model_status(
     refused: conditions.Check | None = None,
     autoscaler: Manifest | None = None,
     conformant: conditions.Check | None = None,
+    rollout_status: Manifest | None = None,
 ) -> Manifest:
     checks: dict[str, conditions.Check] = dict(plan.checks) if plan else {}
     if reasons.AUTOSCALING in checks:
@@ -306,6 +430,7 @@ def model_status(
                 )
             else:
                 ready, state = conformant, ModelState.FAILED
+    checks.update(rollout.condition(rollout_status))
     checks.update(kstatus(ready, state, observation))
     checks[reasons.READY] = ready
     generation = model.metadata.generation
@@ -316,6 +441,8 @@ def model_status(
         "replicas": observation.replicas,
         "readyReplicas": observation.ready_replicas,
     }
+    if rollout_status:
+        status["rollout"] = rollout_status
     if workload is not None:
         status["image"] = workload.image
         status["endpoint"] = wl.endpoint(workload)
@@ -337,8 +464,10 @@ def _conformance(
     config: OperatorConfig,
     *,
     service: Manifest | None,
+    worker: Manifest | None = None,
 ) -> conditions.Check | None:
-    """The Conformant condition of a Model whose template declares a probe (else None)."""
+    """The Conformant condition of a Model whose template declares a probe (else None):
+    asked through its Service, or of one `worker` on its own address."""
     if prober is None or workload is None or workload.template.probe is None:
         return None
     key = (workload.namespace or "default", workload.name)
@@ -348,15 +477,26 @@ def _conformance(
         return conditions.unknown(
             reasons.AWAITING_WORKERS, f"POST {probe.path} is sent once the workers are ready"
         )
-    target = service_target(
-        *key,
-        port=workload.template.port,
-        model_type=workload.template.model_type.value,
-        probe=probe,
-        revision=desired_hash,
-        config=config.probes,
-        cluster_ip=str(((service or {}).get("spec") or {}).get("clusterIP") or ""),
-    )
+    if worker is not None:
+        target = pod_target(
+            key[0],
+            str((worker.get("status") or {}).get("podIP")),
+            port=workload.template.port,
+            model_type=workload.template.model_type.value,
+            probe=probe,
+            revision=desired_hash,
+            config=config.probes,
+        )
+    else:
+        target = service_target(
+            *key,
+            port=workload.template.port,
+            model_type=workload.template.model_type.value,
+            probe=probe,
+            revision=desired_hash,
+            config=config.probes,
+            cluster_ip=str(((service or {}).get("spec") or {}).get("clusterIP") or ""),
+        )
     verdict = prober.verdict(key, target)
     if verdict is None or verdict.conformant is None:
         return conditions.unknown(
@@ -388,19 +528,7 @@ async def reconcile_model(
     body = world.model
     previous: Manifest = dict(body.get("status") or {})
     plan: Plan | None = None
-    blocking: conditions.Check | None
-    try:
-        # The same reading as `modelyard render`, root rules included (a name that cannot be a
-        # Service name). The CRD schema makes most failures impossible; an older CRD cannot.
-        parsed = parse(body)
-        assert isinstance(parsed, Model)
-        model: Model | None = parsed
-    except ValidationError as error:
-        model = None
-        blocking = conditions.failed(reasons.INVALID_SPEC, describe(error))
-    except ValueError as error:
-        model = None
-        blocking = conditions.failed(reasons.INVALID_SPEC, str(error))
+    model, blocking = _read(body)
     if model is not None and model.spec.external is not None:
         return await _reconcile_external(
             world, model, kube, prober, previous=previous, persistent=persistent
@@ -414,29 +542,58 @@ async def reconcile_model(
     outcome = Outcome(state=None, reason="")
     deployment = world.children.get("Deployment")
     workload = plan.workload if plan else None
+    desired_hash = ""
     if plan is not None and plan.children is not None:
-        first_turn = first_turn and "Deployment" not in world.children
+        pod_annotations = plan.children.deployment["spec"]["template"]["metadata"]["annotations"]
+        desired_hash = pod_annotations[labels.SPEC_HASH_ANNOTATION]
+    main_pods = [pod for pod in world.pods if not rollout.is_canary_pod(pod)]
+    first_turn = first_turn and "Deployment" not in world.children
+    step: rollout.Step | None = None
+    if model is not None and plan is not None and plan.children is not None and not first_turn:
+        assert workload is not None
+        step = _rollout_step(
+            model,
+            workload,
+            desired=plan.children.deployment,
+            desired_hash=desired_hash,
+            world=world,
+            main_pods=main_pods,
+            prober=prober,
+            config=config,
+            previous=previous,
+        )
+        _plan_dip(step, world, workload, dict(previous.get("rollout") or {}))
+    if plan is not None and plan.children is not None:
         deployment = await _apply_children(
-            plan, world, kube, outcome, first_turn=first_turn, persistent=persistent
+            plan, world, kube, outcome, first_turn=first_turn, persistent=persistent, step=step
         )
         if first_turn and outcome.refused is None:
             outcome.unfinished = True
             return outcome
-    desired_hash = ""
-    if plan is not None and plan.children is not None:
-        pod_annotations = plan.children.deployment["spec"]["template"]["metadata"]["annotations"]
-        desired_hash = pod_annotations["modelyard.dev/spec-hash"]
+    if (
+        step is not None
+        and step.replicas is not None
+        and deployment is not None
+        and int((deployment.get("spec") or {}).get("replicas") or 0) != step.replicas
+    ):
+        deployment = await _set_serving_replicas(world, step.replicas, kube)
+        outcome.written.append(deployment)
+    serving_hash = desired_hash
+    if step is not None and not step.roll_main:
+        # The current revision serves on: the Model is judged on it.
+        serving_hash = drift.template_hash(deployment) or desired_hash
     min_workers = workload.scaling.min_workers if workload else 1
     observation = observe(
         deployment,
-        world.pods,
-        desired_hash,
+        main_pods,
+        serving_hash,
         min_workers,
         workload.template.startup_timeout_seconds if workload else None,
     )
     if model is None:
         return await _write_broken(body, previous, blocking, kube, outcome)
     autoscaler = world.children.get("ScaledObject") or world.children.get("HorizontalPodAutoscaler")
+    sharing = world.canary is not None or (step is not None and step.canary is not None)
     status = model_status(
         model,
         plan=plan,
@@ -449,17 +606,226 @@ async def reconcile_model(
         conformant=_conformance(
             workload,
             observation,
-            desired_hash,
+            serving_hash,
             prober,
             config,
             service=world.children.get("Service"),
+            # While a canary shares the Service, its answer could be the canary's.
+            worker=_ready_pod(main_pods, serving_hash) if sharing else None,
         ),
+        rollout_status=step.status if step is not None else previous.get("rollout"),
     )
+    if step is not None and not step.roll_main:
+        _what_serves(status, deployment, previous)
+    _record(outcome, status)
+    if step is not None:
+        outcome.recheck_after = step.recheck_after
+    outcome = await _publish(body, previous, status, kube, outcome)
+    if step is not None:
+        await _announce_rollout(body, previous.get("rollout"), step, kube)
+    return outcome
+
+
+def _record(outcome: Outcome, status: Manifest) -> None:
+    """What the runner's metrics take from a status: the state, Ready's and Autoscaling's."""
     outcome.state, outcome.reason = status["state"], status["conditions"][-1]["reason"]
     scaling = conditions.find(status["conditions"], reasons.AUTOSCALING)
     if scaling is not None:
         outcome.autoscaling = (str(scaling.get("status") == "True"), str(scaling.get("reason")))
-    return await _publish(body, previous, status, kube, outcome)
+
+
+def _read(body: Manifest) -> tuple[Model | None, conditions.Check | None]:
+    """The Model, or why it cannot be read.
+
+    The same reading as `modelyard render`, root rules included (a name that cannot be a
+    Service name). The CRD schema makes most failures impossible; an older CRD cannot."""
+    try:
+        parsed = parse(body)
+    except ValidationError as error:
+        return None, conditions.failed(reasons.INVALID_SPEC, describe(error))
+    except ValueError as error:
+        return None, conditions.failed(reasons.INVALID_SPEC, str(error))
+    assert isinstance(parsed, Model)
+    return parsed, None
+
+
+def _what_serves(status: Manifest, deployment: Manifest | None, previous: Manifest) -> None:
+    """During a canary rollout, status names what the Deployment runs, not the revision
+    waiting to."""
+    status["image"] = drift.pod_image(deployment) or status.get("image")
+    if previous.get("resolvedVersion"):
+        status["resolvedVersion"] = previous["resolvedVersion"]
+    else:
+        status.pop("resolvedVersion", None)
+
+
+def _describe(version: str | None, image: str | None) -> str:
+    """A revision in words: its version, and its image's digest (or tag) in short."""
+    short = ""
+    if image:
+        short = image.rsplit("@", 1)[1][:19] if "@" in image else image.rsplit("/", 1)[-1]
+    if version and short:
+        return f"{version} ({short})"
+    return version or short or "?"
+
+
+def _ready_pod(pods: list[Manifest], revision: str) -> Manifest | None:
+    """A ready worker of `revision` with an address, the same one while it lasts."""
+    ready = [
+        pod
+        for pod in pods
+        if ((pod.get("metadata") or {}).get("annotations") or {}).get(labels.SPEC_HASH_ANNOTATION)
+        == revision
+        and not (pod.get("metadata") or {}).get("deletionTimestamp")
+        and (pod.get("status") or {}).get("podIP")
+        and any(
+            c.get("type") == "Ready" and c.get("status") == "True"
+            for c in (pod.get("status") or {}).get("conditions") or []
+        )
+    ]
+    return min(ready, key=lambda pod: str(pod["metadata"].get("name")), default=None)
+
+
+def _rollout_step(
+    model: Model,
+    workload: wl.Workload,
+    *,
+    desired: Manifest,
+    desired_hash: str,
+    world: ModelWorld,
+    main_pods: list[Manifest],
+    prober: Prober | None,
+    config: OperatorConfig,
+    previous: Manifest,
+) -> rollout.Step:
+    """Where a canary rollout stands, from the stores and the Model's last status."""
+    rules = rollout.settings(workload.template, model.spec.rollout)
+    if (
+        rules.strategy is RolloutStrategy.ROLLING
+        and world.canary is None
+        and not previous.get("rollout")
+    ):
+        return rollout.Step()  # the common case, and nothing to read for it
+    main = world.children.get("Deployment")
+    live_hash = drift.template_hash(main)
+    startup = workload.template.startup_timeout_seconds
+    key = (model.metadata.namespace or "default", model.metadata.name)
+    main_serving = (
+        observe(main, main_pods, live_hash or desired_hash, workload.scaling.min_workers, startup)
+        if main is not None
+        else None
+    )
+    canary_pods = [
+        pod
+        for pod in world.pods
+        if rollout.is_canary_pod(pod)
+        and ((pod.get("metadata") or {}).get("annotations") or {}).get(labels.SPEC_HASH_ANNOTATION)
+        == desired_hash
+    ]
+    canary_observation = (
+        observe(world.canary, canary_pods, desired_hash, rules.canary_workers, startup)
+        if world.canary is not None
+        else None
+    )
+    verdict = None
+    if (
+        prober is not None
+        and workload.template.probe is not None
+        and canary_observation is not None
+        and canary_observation.state is ModelState.READY
+    ):
+        verdict = _canary_verdict(
+            key, workload, pods=canary_pods, revision=desired_hash, prober=prober, config=config
+        )
+    elif prober is not None:
+        prober.forget_canary(key)
+    changing = live_hash is not None and live_hash != desired_hash
+    revisions = rollout.Revisions(
+        current_hash=live_hash,
+        candidate_hash=desired_hash,
+        current=_describe(previous.get("resolvedVersion"), drift.pod_image(main))
+        if changing
+        else "",
+        candidate=_describe(workload.version, workload.image),
+    )
+    return rollout.decide(
+        rules,
+        revisions,
+        desired=desired,
+        main=main,
+        canary=world.canary,
+        main_serving=main_serving,
+        canary_observation=canary_observation,
+        canary_verdict=verdict,
+        has_probe=workload.template.probe is not None,
+        previous=previous.get("rollout"),
+        generation=model.metadata.generation,
+    )
+
+
+def _canary_verdict(
+    key: tuple[str, str],
+    workload: wl.Workload,
+    *,
+    pods: list[Manifest],
+    revision: str,
+    prober: Prober,
+    config: OperatorConfig,
+) -> conditions.Check | None:
+    """The probe's verdict on every ready canary worker, each asked on its own address: the
+    first that fails, else a pass once all answered (None until then)."""
+    probe = workload.template.probe
+    assert probe is not None
+    asked: set[tuple[str, ...]] = set()
+    found: list[conditions.Check | None] = []
+    for pod in pods:
+        address = (pod.get("status") or {}).get("podIP")
+        name = str((pod.get("metadata") or {}).get("name"))
+        if not address:
+            continue
+        probe_key = (*key, name)
+        asked.add(probe_key)
+        target = pod_target(
+            key[0],
+            str(address),
+            port=workload.template.port,
+            model_type=workload.template.model_type.value,
+            probe=probe,
+            revision=revision,
+            config=config.probes,
+        )
+        verdict = prober.verdict(probe_key, target, model=key)
+        found.append(None if verdict is None else verdict.conformant or verdict.available)
+    prober.forget_canary(key, keep=frozenset(asked))
+    failing = [check for check in found if check is not None and not check.ok]
+    if failing:
+        return failing[0]
+    if not found or any(check is None for check in found):
+        return None
+    return conditions.passed(reasons.CONFORMANT, f"{len(found)} canary workers answer correctly")
+
+
+async def _announce_rollout(
+    body: Manifest, before: Manifest | None, step: rollout.Step, kube: Kube
+) -> None:
+    """An Event (and a log line) when the rollout changes phase or candidate."""
+    now = step.status or {}
+    was = before or {}
+    if step.event is None or (now.get("phase"), now.get("candidateRevision")) == (
+        was.get("phase"),
+        was.get("candidateRevision"),
+    ):
+        return
+    kind, reason, message = step.event
+    metadata = body.get("metadata") or {}
+    (logger.warning if kind == "Warning" else logger.info)(
+        "Model %s/%s: rollout %s: %s",
+        metadata.get("namespace"),
+        metadata.get("name"),
+        reason,
+        message,
+    )
+    await kube.post_event(body, kind, reason, message, COMPONENT)
 
 
 async def _reconcile_external(

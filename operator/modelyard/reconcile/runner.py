@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelyard import metrics
-from modelyard.builders import drift
+from modelyard.builders import drift, labels
 from modelyard.config import OperatorConfig
 from modelyard.kube import ApiError, Kube, NotLeading, Priority, PriorityGate
 from modelyard.reconcile.conformance import Prober
@@ -113,16 +113,22 @@ def model_world(
         return None
     template_name = (body.get("spec") or {}).get("template")
     owned = {}
+    canary = None
     for kind in CHILD_KINDS:
-        child = _first(children.get(kind), key)
-        if child is not None:
-            owned[kind] = child
+        # By name: a Model's canary Deployment carries its label too.
+        for child in _all(children.get(kind), key):
+            name = (child.get("metadata") or {}).get("name")
+            if name == key[1]:
+                owned[kind] = child
+            elif kind == "Deployment" and name == labels.canary_name(key[1]):
+                canary = child
     return ModelWorld(
         model=body,
         template=_first(indices.get("template_bodies"), (namespace, template_name)),
         registries=_all(indices.get("registry_bodies"), namespace),
         versions=_all(indices.get("version_bodies"), namespace),
         children=owned,
+        canary=canary,
         pods=_all(children.get("Pod"), key),
         permitted_secrets=None
         if consenting is None
@@ -241,6 +247,8 @@ class Runner:
         self.leading = False
         #: When each Registry and ModelVersion was last checked (time.monotonic()).
         self._checked: dict[tuple[str, Key], float] = {}
+        #: Passes asked for later (`model_later`), by Model.
+        self._timers: dict[Key, asyncio.TimerHandle] = {}
 
     # -- leadership ---------------------------------------------------------------------------
 
@@ -268,6 +276,9 @@ class Runner:
             if slot.task is not None and not slot.task.done():
                 slot.task.cancel()
         self._slots.clear()
+        for timer in self._timers.values():
+            timer.cancel()
+        self._timers.clear()
         self._latest.clear()
         self._checked.clear()
         self.prober.forget_all()
@@ -342,7 +353,10 @@ class Runner:
             world = model_world(key, self.indices, self.children, self.consenting)
             if world is None:
                 self.forget("Model", key)
-                self.prober.forget(key)
+                self.prober.forget_model(key)
+                timer = self._timers.pop(key, None)
+                if timer is not None:
+                    timer.cancel()
                 self.states.forget("Model", *key)
                 self.states.forget("ModelAutoscaling", *key)
                 return None
@@ -351,6 +365,9 @@ class Runner:
                 child = self.fresh(kind, key, world.children.get(kind))
                 if child is not None:
                     world.children[kind] = child
+            world.canary = self.fresh(
+                "Deployment", (key[0], labels.canary_name(key[1])), world.canary
+            )
             with metrics.timed("Model"):
                 outcome = await reconcile_model(
                     world,
@@ -361,9 +378,13 @@ class Runner:
                     prober=self.prober,
                 )
             self.keep_written(*outcome.written)
+            for gone in outcome.deleted_names:
+                self.forget(*gone)
             if outcome.unfinished:
                 self.model_soon(key)
                 return outcome
+            if outcome.recheck_after is not None:
+                self.model_later(key, outcome.recheck_after)
             ready = outcome.state == "READY"
             self.states.record("Model", *key, str(ready), outcome.reason)
             if outcome.autoscaling is not None:
@@ -379,6 +400,21 @@ class Runner:
 
     def model_soon(self, key: Key) -> None:
         self._soon("model", key, self.model_now)
+
+    def model_later(self, key: Key, seconds: float) -> None:
+        """A pass in `seconds` (a canary's analysis ends then), unless one is already due
+        sooner; nothing else would bring it, as nothing changes in between."""
+        timer = self._timers.get(key)
+        if timer is not None and timer.when() <= asyncio.get_running_loop().time() + seconds:
+            return
+        if timer is not None:
+            timer.cancel()
+
+        def run() -> None:
+            self._timers.pop(key, None)
+            self.model_soon(key)
+
+        self._timers[key] = asyncio.get_running_loop().call_later(seconds, run)
 
     def template_changed_for_models(self, key: Key, body: Mapping[str, Any]) -> bool:
         """Whether a template event changes anything its Models read.
