@@ -123,7 +123,12 @@ def model_cases() -> list[tuple[str, dict[str, Any], str]]:
     bad = parse({**body, "spec": {**body["spec"], "parameters": {"TYPO": 1}}})
 
     def status(
-        m: Any, deploy: Any, pods: list[Any], minimum: int = 2, refused: Any = None
+        m: Any,
+        deploy: Any,
+        pods: list[Any],
+        minimum: int = 2,
+        refused: Any = None,
+        rollout: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
         p = plan_model(m, template, registries, [], config)
         return model_status(
@@ -134,7 +139,39 @@ def model_cases() -> list[tuple[str, dict[str, Any], str]]:
             previous={},
             workload=p.workload,
             refused=refused,
+            rollout_status=rollout,
         )
+
+    def rollout(phase: str, reason: str) -> dict[str, Any]:
+        return {
+            "phase": phase,
+            "current": "1.0.0 (sha256:ab)",
+            "candidate": "1.1.0 (sha256:cd)",
+            "candidateRevision": "0123456789abcdef",
+            "reason": reason,
+            "message": "...",
+            "modelGeneration": 1,
+        }
+
+    serving_through = [
+        (
+            f"serving, rollout {phase} ({reason})",
+            with_status(
+                body, status(model, deployment, [pod, pod], rollout=rollout(phase, reason))
+            ),
+            expected,
+        )
+        for phase, reason, expected in (
+            ("Canary", "Canary", "Progressing"),
+            ("AwaitingCapacity", "AwaitingCapacity", "Progressing"),
+            ("Analysing", "Analysing", "Progressing"),
+            ("Promoting", "Promoting", "Progressing"),
+            ("Promoted", "Promoted", "Healthy"),
+            # The version Git asks for did not go out: Degraded until the spec changes.
+            ("RolledBack", "SchemaMismatch", "Degraded"),
+            ("RolledBack", "CrashLoopBackOff", "Degraded"),
+        )
+    ]
 
     quota = failed("QuotaExceeded", "the API server refused Service docs-embedder (403): ...")
 
@@ -170,6 +207,7 @@ def model_cases() -> list[tuple[str, dict[str, Any], str]]:
             "Progressing",
         ),
         ("no status yet", example("Model", "docs-embedder"), "Progressing"),
+        *serving_through,
     ]
 
 

@@ -71,6 +71,13 @@ def test_kubectl_explain_has_every_description(session: Session) -> None:
     scaling = model["properties"]["spec"]["properties"]["scaling"]
     assert "minWorkers" in scaling["properties"]
     assert scaling["properties"]["minWorkers"]["description"].startswith("Fewest workers")
+    # kubectl explain model.spec.rollout: every field says what it does.
+    rollout = model["properties"]["spec"]["properties"]["rollout"]["properties"]
+    assert set(rollout) == {"strategy", "canaryWorkers", "analysisSeconds", "allowCapacityDip"}
+    assert rollout["strategy"]["description"].startswith("How a new revision")
+    assert all(field["description"] for field in rollout.values())
+    template = schemas["dev.modelyard.v1alpha1.ModelTemplate"]
+    assert "rollout" in template["properties"]["spec"]["properties"]
 
 
 @pytest.mark.parametrize("crd", GENERATED, ids=ids)
@@ -121,7 +128,7 @@ def test_names_and_columns_per_kind() -> None:
     model_columns = [
         c["name"] for c in by_kind["Model"]["spec"]["versions"][0]["additionalPrinterColumns"]
     ]
-    for column in ("Template", "Version", "State", "Replicas", "Endpoint"):
+    for column in ("Template", "Version", "State", "Replicas", "Rollout", "Endpoint"):
         assert column in model_columns
 
 

@@ -462,6 +462,30 @@ CATALOGUE = [
         expect="range",
     ),
     Bad("a version selector names its model", *MDL, delete=("spec.version.model",), expect="model"),
+    Bad(
+        "a Model may not take the name of another's canary",
+        *MDL,
+        {"metadata.name": "awesome-chat-canary"},
+        expect="canary",
+    ),
+    Bad(
+        "only Rolling and Canary rollouts exist",
+        *MDL,
+        {"spec.rollout": {"strategy": "BlueGreen"}},
+        expect="BlueGreen",
+    ),
+    Bad(
+        "a canary has at least one worker",
+        *TPL,
+        {"spec.rollout": {"strategy": "Canary", "canaryWorkers": 0}},
+        expect="canaryWorkers",
+    ),
+    Bad(
+        "an external model has no rollout",
+        *EXT,
+        {"spec.rollout": {"strategy": "Canary"}},
+        expect="rollout",
+    ),
 ]
 
 

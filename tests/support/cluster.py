@@ -186,9 +186,12 @@ class RealNode:
     def repository(self) -> str:
         return images.MODEL_SERVER_REPOSITORY
 
-    def push(self, tag: str, variant: str | None = None) -> str:
-        """The model server pushed as `tag` (another `variant`: another digest); its digest."""
-        return self.images.push_model_server(self.registry.host, self.credentials, tag, variant)
+    def push(self, tag: str, variant: str | None = None, env: dict[str, str] | None = None) -> str:
+        """The model server pushed as `tag` (another `variant`: another digest, behaving as
+        its `env` says); its digest."""
+        return self.images.push_model_server(
+            self.registry.host, self.credentials, tag, variant, env
+        )
 
     @classmethod
     def start(

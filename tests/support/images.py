@@ -67,10 +67,16 @@ class Images:
         return archive
 
     def push_model_server(
-        self, registry: str, credentials: tuple[str, str], tag: str, label: str | None = None
+        self,
+        registry: str,
+        credentials: tuple[str, str],
+        tag: str,
+        label: str | None = None,
+        env: dict[str, str] | None = None,
     ) -> str:
         """Push the model server as `tag`; a `label` makes an image with another digest (a
-        new version of the same server). Returns the pushed digest."""
+        new version of the same server), whose `env` sets its behaviour (a version that
+        answers off-contract, one that crashes). Returns the pushed digest."""
         source = "model-server"
         if label is not None:
             source = f"model-server-{label}"
@@ -83,6 +89,7 @@ class Images:
                     "--tag",
                     source,
                     f"--config.label=org.modelyard.test.variant={label}",
+                    *(f"--config.env={name}={value}" for name, value in (env or {}).items()),
                 )
         push(self.layout, source, registry, credentials, f"{MODEL_SERVER_REPOSITORY}:{tag}")
         return self.digest(source)

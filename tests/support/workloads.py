@@ -72,6 +72,8 @@ def template(
     gpu_type: str | None = None,
     probe: bool = True,
     env: dict[str, str] | None = None,
+    behaviour: bool = True,
+    rollout: Obj | None = None,
 ) -> Obj:
     """A template running the model server by digest, with small CPU and memory: the node
     has two cores for every pod of the run."""
@@ -93,8 +95,12 @@ def template(
         "startupTimeoutSeconds": startup_timeout,
         "resources": resources,
         "scaling": {"minWorkers": min_workers, "maxWorkers": max_workers, "perWorker": 4},
-        "parameters": BEHAVIOUR_PARAMETERS,
     }
+    if behaviour:
+        # Without them, the image's own environment decides (versions that behave apart).
+        spec["parameters"] = BEHAVIOUR_PARAMETERS
+    if rollout:
+        spec["rollout"] = rollout
     if env:
         spec["env"] = env
     if probe:
