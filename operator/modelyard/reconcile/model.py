@@ -593,7 +593,13 @@ async def reconcile_model(
     if model is None:
         return await _write_broken(body, previous, blocking, kube, outcome)
     autoscaler = world.children.get("ScaledObject") or world.children.get("HorizontalPodAutoscaler")
-    sharing = world.canary is not None or (step is not None and step.canary is not None)
+    # While a canary's pods exist (a deleted canary's keep serving through their drain), the
+    # Service's answer could be theirs: the serving workers are asked on their own addresses.
+    sharing = (
+        world.canary is not None
+        or (step is not None and step.canary is not None)
+        or any(rollout.is_canary_pod(pod) for pod in world.pods)
+    )
     status = model_status(
         model,
         plan=plan,
@@ -610,7 +616,6 @@ async def reconcile_model(
             prober,
             config,
             service=world.children.get("Service"),
-            # While a canary shares the Service, its answer could be the canary's.
             worker=_ready_pod(main_pods, serving_hash) if sharing else None,
         ),
         rollout_status=step.status if step is not None else previous.get("rollout"),
