@@ -40,7 +40,7 @@ def test_render_examples_prints_valid_children(session: Session) -> None:
     assert ("autoscaling/v2", "HorizontalPodAutoscaler") in kinds
     assert ("keda.sh/v1alpha1", "ScaledObject") in kinds
     # Reranker, embedder, chat, MLflow churn classifier, and the quickstart's sample embedder.
-    assert len([k for k in kinds if k[1] == "Deployment"]) == 5
+    assert len([k for k in kinds if k[1] == "Deployment"]) == 6
     # What `modelyard render | kubectl apply --server-side --dry-run=server -f -` would say.
     for namespace in ("ml-team", "quickstart"):
         session.api.apply(

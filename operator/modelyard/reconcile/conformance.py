@@ -99,6 +99,12 @@ def service_target(
     address = config.service_address.format(
         name=name, namespace=namespace, port=port, clusterIP=cluster_ip
     )
+    return _in_cluster(namespace, address, model_type, probe, revision)
+
+
+def _in_cluster(
+    namespace: str, address: str, model_type: str, probe: Probe, revision: str
+) -> Target:
     return Target(
         namespace=namespace,
         url=f"http://{address}",
@@ -123,15 +129,7 @@ def pod_target(
     """One worker asked on its own address: a canary's, or the current revision's while a
     canary shares the Service (whose answer could come from either)."""
     address = config.pod_address.format(podIP=pod_ip, port=port)
-    return Target(
-        namespace=namespace,
-        url=f"http://{address}",
-        model_type=model_type,
-        probe_path=probe.path,
-        probe_request=json.dumps(probe.request, sort_keys=True),
-        timeout=float(probe.timeout_seconds),
-        revision=revision,
-    )
+    return _in_cluster(namespace, address, model_type, probe, revision)
 
 
 def external_target(namespace: str, external: ExternalModel) -> Target:
