@@ -362,3 +362,37 @@ async def test_a_model_moved_out_of_the_cluster_loses_its_workers_and_keeps_its_
     # Nothing of its life in the cluster stays in its status.
     for gone in ("image", "replicas", "readyReplicas"):
         assert gone not in model["status"], model["status"]
+
+
+async def test_an_external_image_classifier_is_judged_by_its_status_and_its_classes(
+    cluster: Cluster, prober: OperatorProcess, server: ModelServer
+) -> None:
+    """The annotation tool's "bring your own model" contract: READY only while the server
+    answers `status: succeeded` with labels among the Model's registered classes."""
+    model = example("Model", "image-classifier")
+    external = model["spec"]["external"]
+    external["url"] = f"http://127.0.0.1:{server.port}"
+    external.pop("credentials")
+    await apply_documents(cluster, [model])
+    await wait_for(cluster, prober, ("READY", "Answering", "Conformant"), name="image-classifier")
+    assert server.posts()[0].body == external["probe"]["request"]
+
+    server.behaviour = Behaviour(answer="failed")
+    await wait_for(
+        cluster, prober, ("FAILED", "InferenceFailed", "InferenceFailed"), name="image-classifier"
+    )
+    assert "the image could not be decoded" in message(cluster, "Conformant", "image-classifier")
+
+    server.behaviour = Behaviour(answer="unregistered-label")
+    await wait_for(
+        cluster, prober, ("FAILED", "SchemaMismatch", "SchemaMismatch"), name="image-classifier"
+    )
+    said = message(cluster, "Conformant", "image-classifier")
+    assert "zebra" in said and "cat, dog, bird" in said, said
+
+    # An image sent as base64 instead of a URL is the same contract.
+    server.behaviour = Behaviour()
+    external["probe"]["request"] = {"image": {"base64": base64.b64encode(b"\x89PNG").decode()}}
+    await apply_documents(cluster, [model])
+    await wait_for(cluster, prober, ("READY", "Answering", "Conformant"), name="image-classifier")
+    assert server.posts()[-1].body == external["probe"]["request"]

@@ -29,6 +29,8 @@ SEED_FIELDS = {
         ["message", "finish_reason"],
     ),
     "AGENT": (["memory_strategy", "tools", "messages", "instructions"], ["action", "context"]),
+    # The annotation tool's "bring your own model" (seed 001): POST /api/infer.
+    "IMAGE_CLASSIFICATION": (["image"], ["status", "results"]),
 }
 
 GOOD_REQUESTS: dict[str, dict[str, Any]] = {
@@ -54,6 +56,7 @@ GOOD_REQUESTS: dict[str, dict[str, Any]] = {
         "messages": [{"role": "user", "content": "Find the refund policy"}],
         "instructions": "Use search before answering.",
     },
+    "IMAGE_CLASSIFICATION": {"image": {"url": "https://example.com/cat.jpg"}},
 }
 
 GOOD_ANSWERS: dict[str, dict[str, Any]] = {
@@ -64,6 +67,11 @@ GOOD_ANSWERS: dict[str, dict[str, Any]] = {
     "AGENT": {
         "action": "tool_request",
         "context": {"tool_request": {"name": "search", "arguments": "{}"}},
+    },
+    "IMAGE_CLASSIFICATION": {
+        "status": "succeeded",
+        "results": [{"name": "object-1", "label": "cat", "confidence": 0.93, "tag": {"x": 1}}],
+        "model_version": "3",
     },
 }
 
@@ -235,6 +243,54 @@ def test_every_example_probe_is_a_valid_request_of_its_type() -> None:
             holder = spec.get("external") or spec
             if "probe" in holder:
                 probes.append((holder["modelType"], holder["probe"]["request"]))
-    assert {model_type for model_type, _ in probes} >= {"RERANKING", "CUSTOM"}
+    assert {model_type for model_type, _ in probes} >= {"RERANKING", "IMAGE_CLASSIFICATION"}
     for model_type, request in probes:
         assert contracts.check_request(model_type, request) == [], (model_type, request)
+
+
+def test_an_image_classifiers_request_names_exactly_one_image_that_decodes() -> None:
+    check = contracts.check_request
+    assert check("IMAGE_CLASSIFICATION", {"image": {"base64": "iVBORw0KGgo="}}) == []
+    assert check("IMAGE_CLASSIFICATION", {"image": {}}) == [
+        "image: Value error, give exactly one of url and base64"
+    ]
+    both = {"image": {"url": "https://example.com/a.jpg", "base64": "iVBORw0KGgo="}}
+    assert check("IMAGE_CLASSIFICATION", both) == [
+        "image: Value error, give exactly one of url and base64"
+    ]
+    (found,) = check("IMAGE_CLASSIFICATION", {"image": {"base64": "not base64!"}})
+    assert found.startswith("image.base64:") and "not valid base64" in found
+
+
+def test_an_image_classifiers_answer_is_judged_by_status_confidence_and_classes() -> None:
+    kind = "IMAGE_CLASSIFICATION"
+    failed = {"status": "failed", "results": [], "message": "cannot fetch the URL"}
+    assert contracts.check_response(kind, failed) == []
+    assert contracts.inference_failure(kind, failed) == "cannot fetch the URL"
+    assert contracts.inference_failure(kind, {**failed, "message": ""}) == (
+        "the server answered status: failed"
+    )
+    assert contracts.inference_failure(kind, GOOD_ANSWERS[kind]) is None
+    unsure = {"status": "succeeded", "results": [{"name": "a", "label": "cat", "confidence": 2}]}
+    assert contracts.check_response(kind, unsure) == [
+        "results[0].confidence: Input should be less than or equal to 1"
+    ]
+    assert contracts.check_response(kind, {"status": "done", "results": []})
+    answer = {
+        "status": "succeeded",
+        "results": [
+            {"name": "a", "label": "cat", "confidence": 0.9},
+            {"name": "b", "label": "zebra", "confidence": 0.4},
+        ],
+    }
+    assert contracts.unknown_labels(kind, answer, ["cat", "dog"]) == ["zebra"]
+    assert contracts.unknown_labels(kind, answer, []) == []
+
+
+def test_validate_request_refuses_bad_base64(tmp_path: Path) -> None:
+    request = tmp_path / "image-request.json"
+    request.write_text(json.dumps({"image": {"base64": "%%% not an image %%%"}}))
+    result = run("validate-request", "IMAGE_CLASSIFICATION", str(request))
+    assert result.returncode == 1, result
+    assert "image.base64: Value error, not valid base64" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -31,7 +31,8 @@ class Received:
 
 @dataclass
 class Behaviour:
-    #: "conforming", "wrong-shape", "error" (500) or "not-json".
+    #: "conforming", "wrong-shape", "error" (500) or "not-json"; to an image classifier's
+    #: request also "failed" (status: failed) or "unregistered-label" (a label no one registered).
     answer: str = "conforming"
     #: Seconds to wait before answering.
     delay: float = 0.0
@@ -134,10 +135,21 @@ class ModelServer:
             self._send(handler, 200, "<html>maintenance</html>")
         elif behaviour.answer == "wrong-shape":
             self._send(handler, 200, {"scores": [0.1, 0.9]})
+        elif isinstance(body, dict) and "image" in body:
+            self._send(handler, 200, self._classified(behaviour.answer))
         else:
             chunks = (body or {}).get("chunks") or [] if isinstance(body, dict) else []
             scores = [round(1.0 / (1 + i), 3) for i in range(len(chunks))]
             self._send(handler, 200, {"chunk_scores": scores, "tokens_used": 42})
+
+    @staticmethod
+    def _classified(answer: str) -> dict[str, Any]:
+        """The annotation tool's "bring your own model" answer (POST /api/infer)."""
+        if answer == "failed":
+            return {"status": "failed", "results": [], "message": "the image could not be decoded"}
+        label = "zebra" if answer == "unregistered-label" else "cat"
+        result = {"name": "object-1", "label": label, "confidence": 0.93, "tag": {"box": [1, 2]}}
+        return {"status": "succeeded", "results": [result]}
 
     @staticmethod
     def _send(handler: BaseHTTPRequestHandler, status: int, payload: Any) -> None:

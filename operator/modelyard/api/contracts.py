@@ -12,13 +12,23 @@ accept extra fields (servers add token counts and timings) but not missing or mi
 
 from __future__ import annotations
 
+import binascii
 import json
+from collections.abc import Collection
 from dataclasses import dataclass
 from enum import StrEnum
 from types import UnionType
 from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 
 class _Request(BaseModel):
@@ -169,6 +179,64 @@ class RerankingResponse(_Response):
     )
 
 
+class ImageSource(_Part):
+    """Where the image is: a URL its server fetches, or the image itself."""
+
+    url: str | None = Field(
+        None, min_length=1, description="URL of the image; the model server fetches it."
+    )
+    base64: str | None = Field(
+        None, min_length=1, description="The image's bytes, base64-encoded (RFC 4648)."
+    )
+
+    @field_validator("base64")
+    @classmethod
+    def _decodes(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                binascii.a2b_base64(value.encode(), strict_mode=True)
+            except (binascii.Error, ValueError):
+                raise ValueError("not valid base64: the image's bytes do not decode") from None
+        return value
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ImageSource:
+        if (self.url is None) == (self.base64 is None):
+            raise ValueError("give exactly one of url and base64")
+        return self
+
+
+class ImageClassificationRequest(_Request):
+    """Request schema for image classification models (the annotation tool's "bring your own
+    model": POST /api/infer)."""
+
+    image: ImageSource = Field(
+        ..., description="The image to classify: exactly one of url and base64."
+    )
+
+
+class ClassificationResult(_Response):
+    """One thing the model found in the image."""
+
+    name: str = Field(..., description="What the result is called (the object or region).")
+    label: str = Field(..., description="The class predicted: one of the model's classes.")
+    confidence: float = Field(..., ge=0.0, le=1.0, description="How sure, from 0 to 1.")
+    tag: dict[str, Any] | None = Field(
+        None, description="Anything else about the result (a bounding box, a mask), as an object."
+    )
+
+
+class ImageClassificationResponse(_Response):
+    """Response schema for image classification models."""
+
+    status: Literal["succeeded", "failed"] = Field(
+        ..., description='"succeeded", or "failed" when the model could not classify the image.'
+    )
+    results: list[ClassificationResult] = Field(
+        ..., description="What the model found, each with its label and confidence."
+    )
+
+
 class CompletionRequest(_Request):
     """Request schema for completion models."""
 
@@ -250,6 +318,7 @@ CONTRACTS: dict[str, Contract] = {
     "COMPLETION": Contract(CompletionRequest, CompletionResponse),
     "CHAT_COMPLETION": Contract(ChatCompletionRequest, ChatCompletionResponse),
     "AGENT": Contract(AgentRequest, AgentResponse),
+    "IMAGE_CLASSIFICATION": Contract(ImageClassificationRequest, ImageClassificationResponse),
 }
 
 
@@ -404,6 +473,30 @@ def check_answer(model_type: str, request: Any, answer: Any) -> list[str]:
     if given != asked:
         found.append(f"{pair[0]}: {given} items for {asked} {pair[1]} (one per input, in order)")
     return found
+
+
+def inference_failure(model_type: str, answer: Any) -> str | None:
+    """The server's own words when it answers, in its type's schema, that it could not do
+    the job (an image classifier's `status: failed`); None when it did."""
+    if _type_name(model_type) != "IMAGE_CLASSIFICATION" or not isinstance(answer, dict):
+        return None
+    if answer.get("status") != "failed":
+        return None
+    words = next(
+        (answer[key] for key in ("message", "error", "detail", "reason") if answer.get(key)),
+        None,
+    )
+    return str(words)[:500] if words else "the server answered status: failed"
+
+
+def unknown_labels(model_type: str, answer: Any, classes: Collection[str]) -> list[str]:
+    """The labels of an image classifier's answer that are none of the model's `classes`
+    (nothing is judged without classes)."""
+    if _type_name(model_type) != "IMAGE_CLASSIFICATION" or not classes:
+        return []
+    results = answer.get("results") if isinstance(answer, dict) else None
+    labels = [r.get("label") for r in results or [] if isinstance(r, dict)]
+    return sorted({str(label) for label in labels if label not in classes})
 
 
 def type_name(annotation: Any) -> str:

@@ -195,6 +195,7 @@ class ModelType(StrEnum):
     COMPLETION = "COMPLETION"
     CHAT_COMPLETION = "CHAT_COMPLETION"
     AGENT = "AGENT"
+    IMAGE_CLASSIFICATION = "IMAGE_CLASSIFICATION"
     CUSTOM = "CUSTOM"
 
 
@@ -487,7 +488,7 @@ class ModelTemplateSpec(SpecModel):
     model_type: ModelType = Field(
         ...,
         description="What the model answers: EMBEDDING, RERANKING, COMPLETION, "
-        "CHAT_COMPLETION, AGENT or CUSTOM.",
+        "CHAT_COMPLETION, AGENT, IMAGE_CLASSIFICATION or CUSTOM.",
     )
     endpoint_type: EndpointType = Field(
         EndpointType.SYNC,
@@ -962,7 +963,8 @@ class ExternalModel(SpecModel):
     model_type: ModelType = Field(
         ...,
         description="What the model answers: EMBEDDING, RERANKING, COMPLETION, "
-        "CHAT_COMPLETION, AGENT or CUSTOM; decides the probe's schemas.",
+        "CHAT_COMPLETION, AGENT, IMAGE_CLASSIFICATION or CUSTOM; decides the probe's "
+        "schemas.",
     )
     health_path: HttpPath | None = Field(
         None,

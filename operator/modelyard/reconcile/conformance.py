@@ -78,6 +78,8 @@ class Target:
     insecure_skip_verify: bool = False
     #: The workers' pod-template hash: a rollout makes the last verdict stale.
     revision: str = ""
+    #: The classes an image classifier's labels must be among (none: not judged).
+    classes: tuple[str, ...] = ()
 
     @property
     def fingerprint(self) -> str:
@@ -152,6 +154,7 @@ def external_target(namespace: str, external: ExternalModel) -> Target:
         else None,
         ca_secret=tls.ca_secret if tls else None,
         insecure_skip_verify=bool(tls and tls.insecure_skip_verify),
+        classes=tuple(external.classes),
     )
 
 
@@ -273,6 +276,16 @@ async def _conformance(client: ModelEndpoint, target: Target) -> Check:
             reasons.SCHEMA_MISMATCH,
             f"POST {url}: the answer is not a {target.model_type} response: " + "; ".join(found),
         )
+    words = contracts.inference_failure(target.model_type, answer.body)
+    if words is not None:
+        return failed(reasons.INFERENCE_FAILED, f"POST {url}: {words}")
+    unknown = contracts.unknown_labels(target.model_type, answer.body, target.classes)
+    if unknown:
+        return failed(
+            reasons.SCHEMA_MISMATCH,
+            f"POST {url}: label {', '.join(unknown)} is not one of the model's classes "
+            f"({', '.join(target.classes)})",
+        )
     return passed(reasons.CONFORMANT, f"POST {url} answered a valid {target.model_type} response")
 
 
@@ -317,7 +330,11 @@ async def ask(kube: Kube, target: Target, policy: EgressPolicy | None = None) ->
         # The Secret could not be read now (the API server): asked again soon.
         return _unanswered(target, failed(reasons.API_ERROR, f"reading the Secret: {error}"))
     # The server answered the probe: it is up, whatever the answer's shape.
-    answered = conformant.reason in (reasons.CONFORMANT, reasons.SCHEMA_MISMATCH)
+    answered = conformant.reason in (
+        reasons.CONFORMANT,
+        reasons.SCHEMA_MISMATCH,
+        reasons.INFERENCE_FAILED,
+    )
     available = (
         passed(reasons.ANSWERING, f"{client.url(target.probe_path or '')} answers")
         if answered

@@ -81,6 +81,8 @@ SCALER_NOT_READY: Final = "ScaledObjectNotReady"
 # A Model's answers (condition Conformant) and an external model's endpoint (Available).
 CONFORMANT: Final = "Conformant"
 SCHEMA_MISMATCH: Final = "SchemaMismatch"
+#: The answer is in the type's schema and says the model could not do it (status: failed).
+INFERENCE_FAILED: Final = "InferenceFailed"
 ENDPOINT_ERROR: Final = "EndpointError"
 ENDPOINT_UNREACHABLE: Final = "EndpointUnreachable"
 #: The egress policy refuses the URL, or the server redirected to another origin.
