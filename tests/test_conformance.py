@@ -396,3 +396,52 @@ async def test_an_external_image_classifier_is_judged_by_its_status_and_its_clas
     await apply_documents(cluster, [model])
     await wait_for(cluster, prober, ("READY", "Answering", "Conformant"), name="image-classifier")
     assert server.posts()[-1].body == external["probe"]["request"]
+
+
+async def test_an_image_classifier_offers_the_registered_classes_or_lists_its_own(
+    cluster: Cluster, prober: OperatorProcess, server: ModelServer
+) -> None:
+    """GET /api/classes (the type's default path): every registered class must be offered;
+    without registered classes, the server's are recorded and its labels judged by them."""
+    model = example("Model", "image-classifier")
+    external = model["spec"]["external"]
+    external["url"] = f"http://127.0.0.1:{server.port}"
+    external.pop("credentials")
+    server.behaviour = Behaviour(classes=["cat", "dog"])
+    await apply_documents(cluster, [model])
+    await wait_for(
+        cluster, prober, ("FAILED", "ClassesMismatch", "ClassesMismatch"), name="image-classifier"
+    )
+    said = message(cluster, "Conformant", "image-classifier")
+    assert "bird" in said and "/api/classes" in said, said
+
+    server.behaviour = Behaviour()  # cat, dog, bird and fish
+    await wait_for(cluster, prober, ("READY", "Answering", "Conformant"), name="image-classifier")
+    status = (cluster.get(MODELS, cluster.namespace, "image-classifier") or {})["status"]
+    assert "classes" not in status  # registered: nothing to record
+
+    # Not registered: the server's own classes are recorded, and judge its labels.
+    external.pop("classes")
+    await apply_documents(cluster, [model])
+    await eventually(
+        lambda: (
+            (cluster.get(MODELS, cluster.namespace, "image-classifier") or {})
+            .get("status", {})
+            .get("classes")
+            == ["cat", "dog", "bird", "fish"]
+        ),
+        20,
+        "status.classes from the server",
+        prober,
+    )
+    server.behaviour = Behaviour(answer="unregistered-label")
+    await wait_for(
+        cluster, prober, ("FAILED", "SchemaMismatch", "SchemaMismatch"), name="image-classifier"
+    )
+    assert "zebra" in message(cluster, "Conformant", "image-classifier")
+
+    server.behaviour = Behaviour(classes={"not": "a list"})
+    await wait_for(
+        cluster, prober, ("FAILED", "ClassesMismatch", "ClassesMismatch"), name="image-classifier"
+    )
+    assert "not a JSON list" in message(cluster, "Conformant", "image-classifier")

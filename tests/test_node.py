@@ -583,3 +583,26 @@ async def test_the_operators_pull_secret_is_refused_by_nothing_else(
 
     message = await eventually(pull_refused, 30, "the pull refused", node_operator)
     assert "401" in message or "ImagePullBackOff" in message, message
+
+
+async def test_an_image_classifier_pod_is_judged_by_its_status_and_its_classes(
+    cluster: Cluster, real_node: RealNode, node_operator: OperatorProcess
+) -> None:
+    """A template of the annotation tool's contract, served by a real pod: READY while it
+    answers `status: succeeded` and offers the registered classes at GET /api/classes."""
+    documents = served_documents(real_node, model_type="IMAGE_CLASSIFICATION")
+    (served,) = [d for d in documents if d["kind"] == "ModelTemplate"]
+    served["spec"]["classes"] = ["cat", "dog"]
+    await apply_documents(cluster, documents)
+    ready = await reaches(cluster, node_operator, "served-model", ("READY", "Available"))
+    assert condition(ready, "Conformant")["reason"] == "Conformant"
+
+    await apply_documents(cluster, [model("served-model", ANSWER="failed")])
+    failed = await reaches(cluster, node_operator, "served-model", ("FAILED", "InferenceFailed"))
+    assert "the image could not be decoded" in condition(failed, "Conformant")["message"]
+
+    # The platform team registers a class the server does not have.
+    served["spec"]["classes"] = ["cat", "dog", "unicorn"]
+    await apply_documents(cluster, [served, model("served-model")])
+    missing = await reaches(cluster, node_operator, "served-model", ("FAILED", "ClassesMismatch"))
+    assert "unicorn" in condition(missing, "Conformant")["message"]

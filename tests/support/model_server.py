@@ -42,6 +42,8 @@ class Behaviour:
     token_header: str | None = None
     #: When set, every request is answered 307 with this base URL (plus the path) as Location.
     redirect_to: str | None = None
+    #: What GET .../api/classes answers: an image classifier's classes.
+    classes: Any = field(default_factory=lambda: ["cat", "dog", "bird", "fish"])
 
 
 @dataclass
@@ -127,6 +129,8 @@ class ModelServer:
             handler.end_headers()
         elif not self._authorized(handler):
             self._send(handler, 401, {"detail": "missing or wrong token"})
+        elif handler.command == "GET" and handler.path.endswith("/api/classes"):
+            self._send(handler, 200, behaviour.classes)
         elif handler.command == "GET":
             self._send(handler, 200, {"status": "ok"})
         elif behaviour.answer == "error":

@@ -23,6 +23,7 @@ PROBES: dict[str, Obj] = {
         "query": "What's the name of the largest continent?",
         "chunks": ["The largest continent is called Asia.", "Ibiza is an island."],
     },
+    "IMAGE_CLASSIFICATION": {"image": {"url": "https://example.com/cat.jpg"}},
 }
 
 #: The model server's behaviours, as typed template parameters with harmless defaults.

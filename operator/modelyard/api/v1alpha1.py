@@ -480,6 +480,18 @@ def probe_problems(model_type: str, probe: Probe | None) -> None:
         )
 
 
+_CLASSES_PATH = (
+    "Path the server answers GET on with its classes, a JSON list of strings. Default "
+    "/api/classes for IMAGE_CLASSIFICATION (other types are not asked). Every registered class "
+    "must be offered (ClassesMismatch names the missing ones); without registered classes, the "
+    "server's are recorded in status.classes and its answers' labels are judged against them."
+)
+_CLASSES = (
+    "The classes the model predicts, as registered (e.g. cat, dog): an IMAGE_CLASSIFICATION "
+    "answer with another label is SchemaMismatch."
+)
+
+
 class ModelTemplateSpec(SpecModel):
     """How a kind of model runs: image, resources, scaling and the parameters Models supply."""
 
@@ -573,6 +585,8 @@ class ModelTemplateSpec(SpecModel):
         description="How Models of this template take a new revision: Rolling (default) or "
         "Canary, promoted or rolled back by the probe. Models may override it.",
     )
+    classes: list[str] = Field(default_factory=list, max_length=1000, description=_CLASSES)
+    classes_path: HttpPath | None = Field(None, description=_CLASSES_PATH)
 
     @model_validator(mode="after")
     def _probe_conforms(self) -> ModelTemplateSpec:
@@ -977,11 +991,8 @@ class ExternalModel(SpecModel):
     tls: RegistryTLS | None = Field(
         None, description="TLS settings, for a server with a private certificate authority."
     )
-    classes: list[str] = Field(
-        default_factory=list,
-        max_length=1000,
-        description="The classes the model predicts, as registered (e.g. cat, dog).",
-    )
+    classes: list[str] = Field(default_factory=list, max_length=1000, description=_CLASSES)
+    classes_path: HttpPath | None = Field(None, description=_CLASSES_PATH)
     probe: Probe | None = Field(
         None,
         description="A sample request: the Model is READY only while the answer conforms to "
@@ -1129,6 +1140,12 @@ class ModelStatus(SpecModel):
     )
     rollout: RolloutStatus | None = Field(
         None, description="The last canary rollout (templates or Models with strategy Canary)."
+    )
+    classes: list[str] | None = Field(
+        None,
+        max_length=1000,
+        description="The classes the model server offers (GET classesPath), when none are "
+        "registered.",
     )
 
 

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from modelyard.api import contracts
-from modelyard.api.v1alpha1 import ExternalModel, Probe
+from modelyard.api.v1alpha1 import ExternalModel, ModelTemplateSpec, Probe
 from modelyard.config import Probes
 from modelyard.kube import ApiError, Kube
 from modelyard.registry import credentials
@@ -78,8 +78,11 @@ class Target:
     insecure_skip_verify: bool = False
     #: The workers' pod-template hash: a rollout makes the last verdict stale.
     revision: str = ""
-    #: The classes an image classifier's labels must be among (none: not judged).
+    #: The classes an image classifier's labels must be among, as registered (none: the
+    #: server's own, when it is asked for them).
     classes: tuple[str, ...] = ()
+    #: Where the server lists its classes (GET, a JSON list of strings); None: not asked.
+    classes_path: str | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -155,6 +158,26 @@ def external_target(namespace: str, external: ExternalModel) -> Target:
         ca_secret=tls.ca_secret if tls else None,
         insecure_skip_verify=bool(tls and tls.insecure_skip_verify),
         classes=tuple(external.classes),
+        classes_path=classes_path(external.model_type.value, external.classes_path),
+    )
+
+
+#: Where a model type's servers list their classes unless told otherwise.
+DEFAULT_CLASSES_PATH = {"IMAGE_CLASSIFICATION": "/api/classes"}
+
+
+def classes_path(model_type: str, given: str | None) -> str | None:
+    """Where to ask a model for its classes: the path given, else its type's default."""
+    return given or DEFAULT_CLASSES_PATH.get(model_type)
+
+
+def of_template(target: Target, template: ModelTemplateSpec) -> Target:
+    """`target` asking a template's workers for their classes too, as an external Model's
+    server is asked."""
+    return dataclasses.replace(
+        target,
+        classes=tuple(template.classes),
+        classes_path=classes_path(template.model_type.value, template.classes_path),
     )
 
 
@@ -165,6 +188,8 @@ class Verdict:
     available: Check
     #: Whether the probe's answer conforms; None without a probe.
     conformant: Check | None = None
+    #: The classes the server offers, when none are registered and it was asked.
+    classes: tuple[str, ...] | None = None
 
     @property
     def ok(self) -> bool:
@@ -258,7 +283,39 @@ async def _health(client: ModelEndpoint, target: Target) -> Check:
     return _refused("GET", url, answer) or passed(reasons.ANSWERING, f"GET {url} answered 2xx")
 
 
-async def _conformance(client: ModelEndpoint, target: Target) -> Check:
+async def _offered_classes(client: ModelEndpoint, target: Target) -> tuple[str, ...] | Check:
+    """The classes the server lists at its classes path, or what is wrong with them: not a
+    list of strings, or without a class the Model registered."""
+    assert target.classes_path is not None
+    url = client.url(target.classes_path)
+    answer = await client.get(target.classes_path)
+    refused = _refused("GET", url, answer)
+    if refused is not None:
+        return refused
+    offered = answer.body
+    if (
+        answer.not_json is not None
+        or not isinstance(offered, list)
+        or not all(isinstance(c, str) for c in offered)
+    ):
+        return failed(
+            reasons.CLASSES_MISMATCH, f"GET {url}: the answer is not a JSON list of class names"
+        )
+    missing = [c for c in target.classes if c not in offered]
+    if missing:
+        return failed(
+            reasons.CLASSES_MISMATCH,
+            f"GET {url}: the server does not offer the registered classes {', '.join(missing)} "
+            f"(it offers {', '.join(offered) or 'none'})",
+        )
+    return tuple(offered)
+
+
+async def _conformance(
+    client: ModelEndpoint, target: Target, classes: tuple[str, ...] = ()
+) -> Check:
+    """The probe's answer judged: its type's schema, and an image classifier's status and
+    labels (against `classes`: the registered ones, else the server's own)."""
     assert target.probe_path is not None and target.probe_request is not None
     request = json.loads(target.probe_request)
     url = client.url(target.probe_path)
@@ -279,12 +336,13 @@ async def _conformance(client: ModelEndpoint, target: Target) -> Check:
     words = contracts.inference_failure(target.model_type, answer.body)
     if words is not None:
         return failed(reasons.INFERENCE_FAILED, f"POST {url}: {words}")
-    unknown = contracts.unknown_labels(target.model_type, answer.body, target.classes)
+    judged = target.classes or classes
+    unknown = contracts.unknown_labels(target.model_type, answer.body, judged)
     if unknown:
         return failed(
             reasons.SCHEMA_MISMATCH,
             f"POST {url}: label {', '.join(unknown)} is not one of the model's classes "
-            f"({', '.join(target.classes)})",
+            f"({', '.join(judged)})",
         )
     return passed(reasons.CONFORMANT, f"POST {url} answered a valid {target.model_type} response")
 
@@ -321,7 +379,23 @@ async def ask(kube: Kube, target: Target, policy: EgressPolicy | None = None) ->
                 available = await _health(client, target)
                 if not available.ok or target.probe_path is None:
                     return Verdict(fingerprint, available)
-            conformant = await _conformance(client, target)
+            offered: tuple[str, ...] | None = None
+            if target.classes_path is not None:
+                listed = await _offered_classes(client, target)
+                if isinstance(listed, Check):
+                    answering = passed(reasons.ANSWERING, f"{target.url} answers")
+                    if listed.reason != reasons.CLASSES_MISMATCH:
+                        answering = listed
+                    return Verdict(fingerprint, answering, listed)
+                offered = None if target.classes else listed
+            if target.probe_path is None:
+                return Verdict(
+                    fingerprint,
+                    passed(reasons.ANSWERING, f"{target.url} answers"),
+                    passed(reasons.CONFORMANT, "the server offers the registered classes"),
+                    offered,
+                )
+            conformant = await _conformance(client, target, offered or ())
     except _Unanswered as problem:
         return _unanswered(target, problem.check)
     except RegistryError as error:
@@ -340,7 +414,7 @@ async def ask(kube: Kube, target: Target, policy: EgressPolicy | None = None) ->
         if answered
         else conformant
     )
-    return Verdict(fingerprint, available, conformant)
+    return Verdict(fingerprint, available, conformant, offered)
 
 
 def _same_question(before: Target, now: Target) -> bool:
@@ -406,6 +480,11 @@ class Prober:
         if entry.verdict is None and entry.task is None:
             self._start(key, entry)
         return entry.verdict
+
+    def offered_classes(self, key: ProbeKey) -> tuple[str, ...] | None:
+        """The classes the server last listed, when the Model registered none."""
+        entry = self._entries.get(key)
+        return entry.verdict.classes if entry is not None and entry.verdict else None
 
     def forget(self, key: ProbeKey) -> None:
         """Nothing to ask any more (not serving): a later target starts afresh."""

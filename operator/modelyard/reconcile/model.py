@@ -43,7 +43,13 @@ from modelyard.reconcile.common import (
     parse_cached,
     status_changed,
 )
-from modelyard.reconcile.conformance import Prober, external_target, pod_target, service_target
+from modelyard.reconcile.conformance import (
+    Prober,
+    external_target,
+    of_template,
+    pod_target,
+    service_target,
+)
 from modelyard.status import conditions, reasons
 from modelyard.status.model import Observation, autoscaling, observe
 
@@ -497,7 +503,7 @@ def _conformance(
             config=config.probes,
             cluster_ip=str(((service or {}).get("spec") or {}).get("clusterIP") or ""),
         )
-    verdict = prober.verdict(key, target)
+    verdict = prober.verdict(key, of_template(target, workload.template))
     if verdict is None or verdict.conformant is None:
         return conditions.unknown(
             reasons.PROBING, f"the workers are ready; waiting for the answer to POST {probe.path}"
@@ -620,8 +626,12 @@ async def reconcile_model(
         ),
         rollout_status=step.status if step is not None else previous.get("rollout"),
     )
-    if step is not None and not step.roll_main:
-        _what_serves(status, deployment, previous)
+    _what_serves(status, step, deployment, previous)
+    _classes(
+        status,
+        prober.offered_classes(key_of(model)) if prober is not None else None,
+        workload.template.classes if workload is not None else [],
+    )
     _record(outcome, status)
     if step is not None:
         outcome.recheck_after = step.recheck_after
@@ -629,6 +639,16 @@ async def reconcile_model(
     if step is not None:
         await _announce_rollout(body, previous.get("rollout"), step, kube)
     return outcome
+
+
+def _classes(status: Manifest, offered: tuple[str, ...] | None, registered: list[str]) -> None:
+    """The classes the server lists, in status, when the Model registered none."""
+    if offered is not None and not registered:
+        status["classes"] = list(offered)
+
+
+def key_of(model: Model) -> tuple[str, str]:
+    return (model.metadata.namespace or "default", model.metadata.name)
 
 
 def _record(outcome: Outcome, status: Manifest) -> None:
@@ -654,9 +674,13 @@ def _read(body: Manifest) -> tuple[Model | None, conditions.Check | None]:
     return parsed, None
 
 
-def _what_serves(status: Manifest, deployment: Manifest | None, previous: Manifest) -> None:
+def _what_serves(
+    status: Manifest, step: rollout.Step | None, deployment: Manifest | None, previous: Manifest
+) -> None:
     """During a canary rollout, status names what the Deployment runs, not the revision
     waiting to."""
+    if step is None or step.roll_main:
+        return
     status["image"] = drift.pod_image(deployment) or status.get("image")
     if previous.get("resolvedVersion"):
         status["resolvedVersion"] = previous["resolvedVersion"]
@@ -799,7 +823,7 @@ def _canary_verdict(
             revision=revision,
             config=config.probes,
         )
-        verdict = prober.verdict(probe_key, target, model=key)
+        verdict = prober.verdict(probe_key, of_template(target, workload.template), model=key)
         found.append(None if verdict is None else verdict.conformant or verdict.available)
     prober.forget_canary(key, keep=frozenset(asked))
     failing = [check for check in found if check is not None and not check.ok]
@@ -918,6 +942,7 @@ async def _reconcile_external(
         "observedGeneration": generation,
         "endpoint": external.url,
     }
+    _classes(status, verdict.classes if verdict else None, external.classes)
     outcome.state, outcome.reason = state.value, ready.reason
     return await _publish(world.model, previous, status, kube, outcome)
 

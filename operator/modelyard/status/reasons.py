@@ -83,6 +83,8 @@ CONFORMANT: Final = "Conformant"
 SCHEMA_MISMATCH: Final = "SchemaMismatch"
 #: The answer is in the type's schema and says the model could not do it (status: failed).
 INFERENCE_FAILED: Final = "InferenceFailed"
+#: A classifier's classes (GET classesPath) lack a registered class, or are no list of names.
+CLASSES_MISMATCH: Final = "ClassesMismatch"
 ENDPOINT_ERROR: Final = "EndpointError"
 ENDPOINT_UNREACHABLE: Final = "EndpointUnreachable"
 #: The egress policy refuses the URL, or the server redirected to another origin.

@@ -1,5 +1,6 @@
-// Command modelserver is a small model server that speaks modelyard's EMBEDDING and RERANKING
-// contracts, for the tests that run Models as real containers on a real node.
+// Command modelserver is a small model server that speaks modelyard's EMBEDDING, RERANKING and
+// IMAGE_CLASSIFICATION contracts, for the tests that run Models as real containers on a real
+// node.
 //
 // It is configured by environment variables, as a Model's parameters reach a container, so one
 // image plays every behaviour a test needs:
@@ -8,12 +9,15 @@
 //	READY_AFTER_SECONDS  the health endpoint answers 503 until this long after start
 //	NEVER_READY          "true": the health endpoint never answers 200 (a model that never loads)
 //	CRASH                "true": print a reason and exit 1 at start (a crash loop)
-//	ANSWER               "conforming" (default), "wrong-shape" or "error" (HTTP 500)
+//	ANSWER               "conforming" (default), "wrong-shape" or "error" (HTTP 500); to an
+//	                     image: also "failed" (status: failed) or "unregistered-label"
 //	HEALTH_PATH          the readiness endpoint (default /health)
+//	CLASSES              what GET /api/classes lists, comma-separated (default cat,dog,bird)
 //
 // Any POST other than to the health endpoint is a prediction: a body with "texts" gets
-// embeddings, one per text; a body with "chunks" gets one score per chunk. Every request is
-// logged on stdout, so `kubectl logs` shows what the model was asked.
+// embeddings, one per text; a body with "chunks" gets one score per chunk; a body with "image"
+// gets the annotation tool's classification answer. Every request is logged on stdout, so
+// `kubectl logs` shows what the model was asked.
 package main
 
 import (
@@ -23,13 +27,15 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 )
 
 type request struct {
-	Texts  []string `json:"texts"`
-	Query  string   `json:"query"`
-	Chunks []string `json:"chunks"`
+	Texts  []string        `json:"texts"`
+	Query  string          `json:"query"`
+	Chunks []string        `json:"chunks"`
+	Image  json.RawMessage `json:"image"`
 }
 
 func main() {
@@ -57,6 +63,11 @@ func main() {
 		}
 		reply(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
+	classes := strings.Split(env("CLASSES", "cat,dog,bird"), ",")
+	mux.HandleFunc("/api/classes", func(w http.ResponseWriter, r *http.Request) {
+		log.Printf("%s %s from %s", r.Method, r.URL.Path, r.RemoteAddr)
+		reply(w, http.StatusOK, classes)
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		log.Printf("%s %s from %s", r.Method, r.URL.Path, r.RemoteAddr)
 		if r.Method != http.MethodPost {
@@ -74,6 +85,10 @@ func main() {
 		case "wrong-shape":
 			reply(w, http.StatusOK, map[string]any{"scores": []float64{0.1, 0.9}})
 		default:
+			if asked.Image != nil {
+				reply(w, http.StatusOK, classify(answer, classes[0]))
+				return
+			}
 			reply(w, http.StatusOK, predict(asked))
 		}
 	})
@@ -97,6 +112,18 @@ func predict(asked request) map[string]any {
 		scores = append(scores, 1.0/float64(i+1))
 	}
 	return map[string]any{"chunk_scores": scores, "tokens_used": len(asked.Query)}
+}
+
+// classify answers as the annotation tool's "bring your own model" servers do.
+func classify(answer, label string) map[string]any {
+	if answer == "failed" {
+		return map[string]any{"status": "failed", "results": []any{}, "message": "the image could not be decoded"}
+	}
+	if answer == "unregistered-label" {
+		label = "zebra"
+	}
+	result := map[string]any{"name": "object-1", "label": label, "confidence": 0.93, "tag": map[string]any{"box": []int{1, 2, 3, 4}}}
+	return map[string]any{"status": "succeeded", "results": []any{result}}
 }
 
 func reply(w http.ResponseWriter, status int, payload any) {
