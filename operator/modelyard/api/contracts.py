@@ -207,8 +207,7 @@ class ImageSource(_Part):
 
 
 class ImageClassificationRequest(_Request):
-    """Request schema for image classification models (the annotation tool's "bring your own
-    model": POST /api/infer)."""
+    """Request schema for image classification models (the annotation tool's POST /api/infer)."""
 
     image: ImageSource = Field(
         ..., description="The image to classify: exactly one of url and base64."
