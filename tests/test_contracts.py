@@ -1,4 +1,4 @@
-"""The request and response contracts of the five model types, and the two commands that show
+"""The request and response contracts of the six model types, and the two commands that show
 and apply them: `modelyard schemas` and `modelyard validate-request`, run as a user runs them."""
 
 from __future__ import annotations

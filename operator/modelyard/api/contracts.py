@@ -131,7 +131,7 @@ class ActionContext(_Response):
     )
 
 
-# -- the five contracts -----------------------------------------------------------------------
+# -- the six contracts ------------------------------------------------------------------------
 
 _TEMPERATURE = (
     "What sampling temperature to use, between [0, 1]. Higher values like 0.8 will make the "
