@@ -93,6 +93,12 @@ VERIFICATIONS = Counter(
     ["result"],
     registry=REGISTRY,
 )
+SIGNATURE_CHECKS = Counter(
+    "modelyard_signature_checks_total",
+    "Checks of an image's cosign signatures against its Registry's policy, by result reason.",
+    ["result"],
+    registry=REGISTRY,
+)
 
 
 @contextmanager

@@ -101,8 +101,68 @@ class RegistryTLS(SpecModel):
         return self
 
 
+class SignatureMode(StrEnum):
+    """What an image without a valid signature may do."""
+
+    ENFORCE = "Enforce"
+    WARN = "Warn"
+
+
+class PublicKeyRef(SpecModel):
+    """A cosign public key, PEM, in a Secret of the Registry's namespace."""
+
+    secret_name: ObjectName = Field(
+        ...,
+        description="Name of the Secret holding the key. Like every Secret modelyard reads, it "
+        "must be labelled modelyard.dev/use=true by its owner.",
+    )
+    key: SecretKey = Field(
+        "cosign.pub",
+        description="Key of the Secret's data holding the PEM public key, as `cosign "
+        "generate-key-pair` writes it (ECDSA P-256) or an Ed25519 or RSA public key. "
+        "Default cosign.pub.",
+    )
+
+
+MAX_PUBLIC_KEYS = 16
+
+
+class SignaturePolicy(SpecModel):
+    """Who must have signed an image from this registry before it runs."""
+
+    mode: SignatureMode = Field(
+        SignatureMode.ENFORCE,
+        description="`Enforce` (the default): an image without a signature by one of the "
+        "public keys never runs; its ModelVersion is not Ready and a template using it is not "
+        "Ready. `Warn`: it runs, and its Signed condition is False with a Warning Event.",
+    )
+    public_keys: list[PublicKeyRef] = Field(
+        ...,
+        min_length=1,
+        max_length=MAX_PUBLIC_KEYS,
+        description="The public keys whose cosign signatures are trusted; a signature by any "
+        "one of them is enough. Signatures are read as cosign writes them: the "
+        "`sha256-<hex>.sig` tag and OCI 1.1 referrers holding a Sigstore bundle.",
+    )
+
+
+_SIGNATURES_NEED_OCI = (
+    "signatures apply to OCI images: an mlflow registry holds model versions, which cosign "
+    "does not sign"
+)
+
+
 class RegistrySpec(SpecModel):
     """Where images or model artifacts come from, and how to log in."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            cel_rule(
+                "!has(self.signatures) || !has(self.type) || self.type == 'oci'",
+                _SIGNATURES_NEED_OCI,
+            )
+        )
+    )
 
     type: RegistryType = Field(
         RegistryType.OCI,
@@ -130,8 +190,19 @@ class RegistrySpec(SpecModel):
         ge=10,
         le=86400,
         description="How often, in seconds, the operator checks that the registry answers "
-        "and the credentials work. Default 300.",
+        "and the credentials work. Default 300. Signatures are checked again as often.",
     )
+    signatures: SignaturePolicy | None = Field(
+        None,
+        description="Require cosign signatures on every image from this registry (ModelVersion "
+        "digests and template images). Only for `oci` registries. Omit to run unsigned images.",
+    )
+
+    @model_validator(mode="after")
+    def _signatures_need_oci(self) -> RegistrySpec:
+        if self.signatures is not None and self.type is not RegistryType.OCI:
+            raise ValueError(_SIGNATURES_NEED_OCI)
+        return self
 
 
 class RegistryStatus(SpecModel):

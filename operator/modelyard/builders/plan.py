@@ -104,6 +104,14 @@ def is_ready(resource: Resource) -> bool:
     )
 
 
+def _why_not_ready(version: ModelVersion) -> str:
+    """A version's Ready reason, as a Model's status quotes it: `1.1.0 (SignatureMissing)`."""
+    for condition in (version.status.conditions if version.status else None) or []:
+        if condition.type == reasons.READY and condition.status != ConditionStatus.TRUE:
+            return f"{version.spec.version} ({condition.reason})"
+    return f"{version.spec.version} (not checked yet)"
+
+
 def select_version(
     model: Model, versions: Iterable[ModelVersion]
 ) -> tuple[Check, ModelVersion | None]:
@@ -136,16 +144,32 @@ def select_version(
         return (
             failed(
                 reasons.VERSION_NOT_READY,
-                f"ModelVersion {stopped.metadata.name} ({running}) no longer verifies; "
-                "no new rollout until it does or a newer version verifies",
+                f"ModelVersion {stopped.metadata.name} {_why_not_ready(stopped)} no longer "
+                "verifies; it keeps running, with no new rollout until it verifies again or a "
+                "newer version does",
             ),
             None,
         )
     if ready:
         best = max(ready, key=lambda v: semver.Version.parse(v.spec.version))
-        return passed(reasons.RESOLVED, f"{selector.model} {best.spec.version}"), best
+        newest = semver.Version.parse(best.spec.version)
+        # A newer version in range that is not Ready (unsigned, not verified yet) is why the
+        # Model stays where it is: said, so nobody wonders why it did not roll.
+        passed_over = sorted(
+            (v for v in candidates if semver.Version.parse(v.spec.version) > newest),
+            key=lambda v: semver.Version.parse(v.spec.version),
+        )
+        skipped = (
+            "; not Ready: " + ", ".join(_why_not_ready(v) for v in passed_over)
+            if passed_over
+            else ""
+        )
+        return passed(reasons.RESOLVED, f"{selector.model} {best.spec.version}{skipped}"), best
     if candidates:
-        names = ", ".join(sorted(v.spec.version for v in candidates))
+        names = ", ".join(
+            _why_not_ready(v)
+            for v in sorted(candidates, key=lambda v: semver.Version.parse(v.spec.version))
+        )
         return (
             failed(
                 reasons.VERSION_NOT_READY,

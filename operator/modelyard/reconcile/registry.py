@@ -13,19 +13,28 @@ import base64
 import binascii
 import hashlib
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
 from modelyard import metrics
-from modelyard.api.v1alpha1 import API_VERSION, Registry, RegistryType
+from modelyard.api.v1alpha1 import API_VERSION, Registry, RegistryType, SignatureMode
 from modelyard.builders.plan import pull_secret_name
 from modelyard.kube import Kube
 from modelyard.reconcile.common import describe, status_changed
 from modelyard.registry import credentials as creds
 from modelyard.registry.mlflow import MlflowClient
 from modelyard.registry.oci import Credentials, Endpoint, OciClient, RegistryError
+from modelyard.registry.signatures import (
+    KeyInvalid,
+    SignatureCheck,
+    Trust,
+    TrustedKey,
+    check_signatures,
+    load_key,
+)
 from modelyard.status import conditions, reasons
 
 logger = logging.getLogger(__name__)
@@ -47,6 +56,46 @@ class Connection:
     check_interval: float = 300
     #: Content hash of the pull Secret last written, so it is written once, not every check.
     pull_secret_hash: str | None = None
+    #: The Registry's signature policy, as far as its keys could be read; None without one.
+    trust: Trust | None = None
+    #: The last definite answer per (repository, digest), and when (time.monotonic()): what
+    #: template passes reuse until the next check is due. Cleared when the policy changes.
+    signature_checks: dict[tuple[str, str], tuple[SignatureCheck, float]] = field(
+        default_factory=dict
+    )
+
+    def trust_with(self, trust: Trust | None) -> bool:
+        """Adopt `trust`; whether it differs from the policy held until now."""
+        before = self.trust.fingerprint if self.trust else None
+        self.trust = trust
+        changed = before != (trust.fingerprint if trust else None)
+        if changed:
+            self.signature_checks.clear()
+        return changed
+
+    async def check_signatures(
+        self, repository: str, digest: str, *, reuse: bool = False
+    ) -> SignatureCheck | None:
+        """Is the image signed as the Registry's policy asks? None when it asks nothing.
+
+        `reuse`: a definite answer younger than the check interval will do (template passes,
+        which come with every change to their list of Models)."""
+        if self.trust is None:
+            return None
+        key = (repository, digest)
+        cached = self.signature_checks.get(key)
+        if reuse and cached and time.monotonic() - cached[1] < self.check_interval:
+            return cached[0]
+        found = await check_signatures(
+            self.client, repository, digest, self.trust.keys, self.trust.problems
+        )
+        metrics.SIGNATURE_CHECKS.labels(found.reason).inc()
+        if not found.temporary:
+            self.signature_checks[key] = (found, time.monotonic())
+        elif cached is not None:
+            # An outage does not undo what was found: the last definite answer stands.
+            return cached[0]
+        return found
 
     async def close(self) -> None:
         await self.client.close()
@@ -87,6 +136,8 @@ class Connections:
         )
         if current is not None:
             connection.pull_secret_hash = current.pull_secret_hash
+            connection.trust = current.trust
+            connection.signature_checks = current.signature_checks
         self.by_key[key] = connection
         return connection
 
@@ -137,6 +188,44 @@ async def _ca(kube: Kube, registry: Registry) -> str | None:
         raise _Problem(
             reasons.SECRET_INVALID, f"Secret {tls.ca_secret}: ca.crt is not base64 text"
         ) from None
+
+
+async def _trust(kube: Kube, registry: Registry) -> Trust | None:
+    """The Registry's signature policy with the keys its Secrets hold. A key that cannot be
+    read is named in `problems` and left out; the others still verify."""
+    policy = registry.spec.signatures
+    if policy is None:
+        return None
+    keys: list[TrustedKey] = []
+    problems: list[str] = []
+    for reference in policy.public_keys:
+        name = f"{reference.secret_name}/{reference.key}"
+        try:
+            secret = await _secret(
+                kube, registry.metadata.namespace, reference.secret_name, "public key"
+            )
+            pem = creds.secret_text(secret, reference.key)
+            if pem is None:
+                problems.append(f"Secret {reference.secret_name} has no key {reference.key}")
+                continue
+            keys.append(load_key(name, pem))
+        except _Problem as problem:
+            problems.append(problem.message)
+        except (creds.SecretInvalid, KeyInvalid) as error:
+            problems.append(f"Secret {reference.secret_name}: {error}")
+    return Trust(policy.mode is SignatureMode.ENFORCE, tuple(keys), tuple(problems))
+
+
+def _signatures_condition(trust: Trust | None) -> dict[str, conditions.Check]:
+    if trust is None:
+        return {}
+    if trust.problems:
+        return {
+            reasons.SIGNATURES: conditions.failed(
+                reasons.KEY_NOT_FOUND, f"{trust.describe()}; not read: {'; '.join(trust.problems)}"
+            )
+        }
+    return {reasons.SIGNATURES: conditions.passed(reasons.KEYS_LOADED, trust.describe())}
 
 
 async def _credentials(
@@ -207,6 +296,8 @@ class RegistryOutcome:
     connection: Connection | None
     ready: bool
     status: Manifest | None
+    #: The signature policy's keys changed in this pass: what verified against it looks again.
+    trust_changed: bool = False
 
 
 async def reconcile_registry(
@@ -218,6 +309,8 @@ async def reconcile_registry(
     previous: Manifest = dict(body.get("status") or {})
     connection: Connection | None = None
     pull_secret: str | None = None
+    trust: Trust | None = None
+    trust_changed = False
     try:
         registry = Registry.model_validate(body)
     except ValidationError as error:
@@ -235,6 +328,8 @@ async def reconcile_registry(
             credentials, secret = await _credentials(kube, registry, endpoint.host)
             connection = await connections.put(key, endpoint, credentials, registry.spec.type)
             connection.check_interval = registry.spec.check_interval_seconds
+            trust = await _trust(kube, registry)
+            trust_changed = connection.trust_with(trust)
             # Before the ping: the pull Secret follows from the credentials, not from whether
             # the registry answered just now. An outage must not change what pods pull with
             # (every Model on the registry would roll).
@@ -271,10 +366,30 @@ async def reconcile_registry(
             verdict.reason,
             verdict.message,
         )
+    written = await _write_status(
+        body, previous, verdict, trust=trust, pull_secret=pull_secret, kube=kube
+    )
+    return RegistryOutcome(connection, verdict.ok, written, trust_changed)
+
+
+async def _write_status(
+    body: Manifest,
+    previous: Manifest,
+    verdict: conditions.Check,
+    *,
+    trust: Trust | None,
+    pull_secret: str | None,
+    kube: Kube,
+) -> Manifest | None:
+    """Write the Registry's status if it changed (the object as written), with an Event when
+    its readiness or its keys turn."""
+    metadata = body.get("metadata") or {}
     status: Manifest = {
         "conditions": conditions.merge(
             previous.get("conditions"),
-            conditions.with_kstatus({reasons.READY: verdict}, reasons.PERMANENT),
+            conditions.with_kstatus(
+                {**_signatures_condition(trust), reasons.READY: verdict}, reasons.PERMANENT
+            ),
             metadata.get("generation"),
         ),
         "observedGeneration": metadata.get("generation"),
@@ -282,22 +397,34 @@ async def reconcile_registry(
         # Written when something else changes, so an idle registry costs no writes.
         "lastCheckTime": previous.get("lastCheckTime"),
     }
-    if status_changed(previous, status):
-        status["lastCheckTime"] = conditions.now()
-        written = await kube.patch_status(
-            API_VERSION, "Registry", metadata.get("namespace"), metadata["name"], status
+    if not status_changed(previous, status):
+        return None
+    status["lastCheckTime"] = conditions.now()
+    written = await kube.patch_status(
+        API_VERSION, "Registry", metadata.get("namespace"), metadata["name"], status
+    )
+    before = conditions.find(previous.get("conditions"), reasons.READY) or {}
+    if before.get("reason") != verdict.reason:
+        (logger.info if verdict.ok else logger.warning)(
+            "Registry %s/%s: %s: %s",
+            metadata.get("namespace"),
+            metadata.get("name"),
+            verdict.reason,
+            verdict.message,
         )
-        before = conditions.find(previous.get("conditions"), reasons.READY) or {}
-        if before.get("reason") != verdict.reason:
-            (logger.info if verdict.ok else logger.warning)(
-                "Registry %s/%s: %s: %s", *key, verdict.reason, verdict.message
-            )
-            await kube.post_event(
-                body,
-                "Normal" if verdict.ok else "Warning",
-                verdict.reason,
-                verdict.message,
-                COMPONENT,
-            )
-        return RegistryOutcome(connection, verdict.ok, written)
-    return RegistryOutcome(connection, verdict.ok, None)
+        await kube.post_event(
+            body, "Normal" if verdict.ok else "Warning", verdict.reason, verdict.message, COMPONENT
+        )
+    await _announce_keys(body, previous, trust, kube)
+    return written
+
+
+async def _announce_keys(
+    body: Manifest, previous: Manifest, trust: Trust | None, kube: Kube
+) -> None:
+    """A Warning Event when a key of the policy cannot be read (said once per cause)."""
+    check = _signatures_condition(trust).get(reasons.SIGNATURES)
+    before = conditions.find(previous.get("conditions"), reasons.SIGNATURES) or {}
+    if check is None or check.ok or before.get("message") == check.message:
+        return
+    await kube.post_event(body, "Warning", check.reason, check.message, COMPONENT)

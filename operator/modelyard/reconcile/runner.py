@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from modelyard import metrics
+from modelyard.api.v1alpha1 import SignatureMode
 from modelyard.builders import drift, labels
 from modelyard.config import OperatorConfig
 from modelyard.kube import ApiError, Kube, NotLeading, Priority, PriorityGate
@@ -490,14 +491,34 @@ class Runner:
             body = self.fresh("ModelTemplate", key, body) or body
             models = self.models_using_template(*key)
             image = (body.get("spec") or {}).get("image") or {}
+            # A tag is resolved with the registry, and any image's signatures are checked there.
             connection = (
-                await self._connection(key[0], image["registry"]) if image.get("tag") else None
+                await self._connection(key[0], image["registry"]) if image.get("registry") else None
             )
             with metrics.timed("ModelTemplate"):
-                outcome = await reconcile_template(body, models, self.kube, self.config, connection)
+                outcome = await reconcile_template(
+                    body,
+                    models,
+                    self.kube,
+                    self.config,
+                    connection,
+                    signatures=self._signature_mode(key[0], image.get("registry")),
+                )
             self.keep_written(outcome.status)
             self.states.record("ModelTemplate", *key, str(outcome.ready), outcome.reason)
             return outcome
+
+    def _signature_mode(self, namespace: str, registry: str | None) -> SignatureMode | None:
+        """What the Registry's policy asks of unsigned images, read from its spec (not from its
+        connection: a Registry that cannot be reached still asks it)."""
+        body = self._named("registry_bodies", (namespace, registry)) if registry else None
+        policy = ((body or {}).get("spec") or {}).get("signatures")
+        if not isinstance(policy, dict):
+            return None
+        try:
+            return SignatureMode(policy.get("mode") or SignatureMode.ENFORCE)
+        except ValueError:
+            return SignatureMode.ENFORCE
 
     def template_soon(self, key: Key, debounce: bool = False) -> None:
         """`debounce`: its list of Models changed — a burst of new Models each changes it, and
@@ -540,7 +561,7 @@ class Runner:
             self.states.record(
                 "Registry", *key, str(outcome.ready), connection.reason if connection else "Invalid"
             )
-        if outcome.ready != was_ready:
+        if outcome.ready != was_ready or outcome.trust_changed:
             self._registry_users_soon(key)
         return outcome
 
@@ -567,7 +588,13 @@ class Runner:
         names = []
         for body in _all(self.indices.get("registry_bodies"), namespace):
             spec = body.get("spec") or {}
-            if secret in (spec.get("credentialsSecret"), (spec.get("tls") or {}).get("caSecret")):
+            keys = ((spec.get("signatures") or {}).get("publicKeys")) or []
+            used = {
+                spec.get("credentialsSecret"),
+                (spec.get("tls") or {}).get("caSecret"),
+                *(key.get("secretName") for key in keys if isinstance(key, dict)),
+            }
+            if secret in used:
                 names.append(body["metadata"]["name"])
         return names
 

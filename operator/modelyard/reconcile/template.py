@@ -8,7 +8,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from modelyard.api.v1alpha1 import API_VERSION, ModelTemplate
+from modelyard.api.v1alpha1 import API_VERSION, ModelTemplate, SignatureMode
 from modelyard.builders.plan import check_template
 from modelyard.config import OperatorConfig
 from modelyard.kube import Kube
@@ -47,18 +47,21 @@ async def write_template_status(
     resolved_digest: str | None = None,
     *,
     pinning: bool = False,
+    signed: conditions.Check | None = None,
 ) -> Manifest | None:
     """Write the template's status if it changed; the object as written, or None.
 
     `pinning`: this pass decided the pinned digest, so `resolved_digest` replaces it, None
-    included — a digest pinned for an earlier tag must never outlive the tag."""
+    included — a digest pinned for an earlier tag must never outlive the tag. `signed`: what
+    the image's signatures say, when its Registry asks for them."""
     previous: Manifest = dict(body.get("status") or {})
     generation = (body.get("metadata") or {}).get("generation")
+    checks = {reasons.SIGNED: signed} if signed is not None else {}
     status: Manifest = {
         **previous,
         "conditions": conditions.merge(
             previous.get("conditions"),
-            conditions.with_kstatus({reasons.READY: verdict}, reasons.PERMANENT),
+            conditions.with_kstatus({**checks, reasons.READY: verdict}, reasons.PERMANENT),
             generation,
         ),
         "observedGeneration": generation,
@@ -84,6 +87,16 @@ async def write_template_status(
         await kube.post_event(
             body, "Normal" if verdict.ok else "Warning", verdict.reason, verdict.message, COMPONENT
         )
+    before_signed = conditions.find(previous.get("conditions"), reasons.SIGNED) or {}
+    if (
+        signed is not None
+        and not signed.ok
+        and signed.reason != verdict.reason
+        and (before_signed.get("reason"), before_signed.get("message"))
+        != (signed.reason, signed.message)
+    ):
+        # Warn mode: the image runs unsigned, and says so once per cause.
+        await kube.post_event(body, "Warning", signed.reason, signed.message, COMPONENT)
     return written
 
 
@@ -120,12 +133,42 @@ async def _resolve_tag(
     return conditions.passed(reasons.VALID), digest
 
 
+async def _signed(
+    body: Manifest, connection: Connection | None, digest: str | None
+) -> conditions.Check:
+    """Whether the template's image is signed as its Registry's policy asks."""
+    spec = (body.get("spec") or {}).get("image") or {}
+    registry = spec.get("registry")
+    found = None
+    if connection is not None and connection.ready and digest is not None:
+        found = await connection.check_signatures(spec.get("repository", ""), digest, reuse=True)
+    if found is not None and not found.temporary:
+        if found.verified:
+            return conditions.passed(found.reason, found.message)
+        return conditions.failed(found.reason, found.message)
+    status = body.get("status") or {}
+    generation = (body.get("metadata") or {}).get("generation")
+    before = conditions.find(status.get("conditions"), reasons.SIGNED) or {}
+    if before.get("status") == conditions.TRUE and status.get("observedGeneration") == generation:
+        # Verified for this very spec before the registry stopped answering: still true.
+        return conditions.passed(str(before.get("reason")), str(before.get("message", "")))
+    if found is not None:
+        why = found.message
+    elif connection is None or connection.trust is None:
+        why = f"Registry {registry} is not ready, so its signature policy cannot be applied"
+    else:
+        why = f"Registry {registry} is not ready: {connection.message}"
+    return conditions.failed(reasons.REGISTRY_NOT_READY, f"cannot check the signatures: {why}")
+
+
 async def reconcile_template(
     body: Manifest,
     models: list[str],
     kube: Kube,
     config: OperatorConfig,
     connection: Connection | None = None,
+    *,
+    signatures: SignatureMode | None = None,
 ) -> TemplateOutcome:
     """Validate the template, list its Models, and guard its deletion while they use it.
 
@@ -167,11 +210,19 @@ async def reconcile_template(
         )
     verdict = _verdict(body, config)
     resolved: str | None = None
+    signed: conditions.Check | None = None
     if verdict.ok:
         tag_check, resolved = await _resolve_tag(body, connection)
         if not tag_check.ok:
             verdict = tag_check
+        elif signatures is not None:
+            image = (body.get("spec") or {}).get("image") or {}
+            signed = await _signed(body, connection, image.get("digest") or resolved)
+            if not signed.ok and signatures is SignatureMode.ENFORCE:
+                verdict = signed
     # An edited template (its tag, or anything else) runs nothing pinned for the old spec:
     # its Models wait for the new digest (TemplateNotReady) and keep what already runs.
-    written = await write_template_status(body, verdict, models, kube, resolved, pinning=True)
+    written = await write_template_status(
+        body, verdict, models, kube, resolved, pinning=True, signed=signed
+    )
     return TemplateOutcome(verdict.ok, verdict.reason, written)

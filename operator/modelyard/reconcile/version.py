@@ -7,6 +7,11 @@ tag moves, that is reported — a TagCurrent=False condition and a Warning Event
 followed, because the digest is what was published. A registry outage changes nothing that was
 already verified.
 
+When the Registry has a signature policy, the digest must also carry a cosign signature by one
+of its keys (the Signed condition); in Enforce mode it is not Ready until it does, and a key
+taken out of the policy un-readies what it signed at the next check — Models running it keep
+running and say so, and roll to nothing new.
+
 A version from an MLflow registry follows the same rules: the registered model version must exist
 and be READY in MLflow; an alias is resolved once and the version number pinned in
 `status.mlflow`, a later move is reported (AliasCurrent=False, AliasMoved) and never followed; a
@@ -199,6 +204,7 @@ async def _verify_image(
     )
     metrics.VERIFICATIONS.labels(result.reason).inc()
     host = urlsplit(connection.client.endpoint.url).netloc
+    reference = f"{host}/{version.spec.repository}@{version.spec.digest}"
     if result.temporary:
         found.unchanged = was_verified
         found.checks = {
@@ -216,6 +222,7 @@ async def _verify_image(
                 reasons.DIGEST_VERIFIED, f"runs {version.spec.digest}; {result.message}"
             ),
         }
+        found.image = reference
         found.tag_digest = result.tag_digest
     elif result.verified:
         found.checks = {
@@ -228,7 +235,7 @@ async def _verify_image(
             ),
             reasons.READY: conditions.passed(reasons.DIGEST_VERIFIED, result.message),
         }
-        found.image = f"{host}/{version.spec.repository}@{version.spec.digest}"
+        found.image = reference
         found.tag_digest = result.tag_digest
         if not was_verified:
             found.verified_time = conditions.now()
@@ -238,6 +245,43 @@ async def _verify_image(
             reasons.READY: conditions.failed(result.reason, result.message),
         }
         found.image, found.tag_digest = None, result.tag_digest
+    if found.image is not None and connection.trust is not None:
+        await _check_signed(version, connection, was_verified, found)
+
+
+async def _check_signed(
+    version: ModelVersion, connection: Connection, was_verified: bool, found: _Found
+) -> None:
+    """The digest is there; is it signed as the Registry's policy asks? In Enforce mode an
+    unsigned or wrongly signed digest is not Ready (no Model rolls to it; one that runs it
+    keeps running and says it no longer verifies); in Warn mode it is Ready and says so."""
+    assert connection.trust is not None and version.spec.repository and version.spec.digest
+    signed = await connection.check_signatures(version.spec.repository, version.spec.digest)
+    assert signed is not None
+    if signed.temporary:
+        found.unchanged = was_verified
+        found.checks = {
+            reasons.READY: conditions.failed(
+                reasons.REGISTRY_NOT_READY, f"cannot read the signatures: {signed.message}"
+            )
+        }
+        found.temporary = True
+        found.image = None
+        return
+    check = (
+        conditions.passed(signed.reason, signed.message)
+        if signed.verified
+        else conditions.failed(signed.reason, signed.message)
+    )
+    ready = found.checks[reasons.READY]
+    if not check.ok and connection.trust.enforce:
+        ready = check
+        found.image = None
+    found.checks = {
+        **{kind: c for kind, c in found.checks.items() if kind != reasons.READY},
+        reasons.SIGNED: check,
+        reasons.READY: ready,
+    }
 
 
 async def _verify_mlflow_version(
@@ -330,6 +374,17 @@ async def _announce(
         await kube.post_event(
             body, "Normal" if ready.ok else "Warning", ready.reason, ready.message, COMPONENT
         )
+    signed = checks.get(reasons.SIGNED)
+    signed_before = conditions.find(previous.get("conditions"), reasons.SIGNED) or {}
+    if (
+        signed is not None
+        and not signed.ok
+        and ready.ok
+        and (signed_before.get("reason"), signed_before.get("message"))
+        != (signed.reason, signed.message)
+    ):
+        # Warn mode: the version runs unsigned, and says so once per cause.
+        await kube.post_event(body, "Warning", signed.reason, signed.message, COMPONENT)
     for condition, reason in (
         (reasons.TAG_CURRENT, reasons.TAG_MOVED),
         (reasons.ALIAS_CURRENT, reasons.ALIAS_MOVED),

@@ -1,4 +1,5 @@
-"""A small OCI distribution client: ping, tag → digest, does a digest exist.
+"""A small OCI distribution client: ping, tag → digest, does a digest exist, and the
+manifests, blobs and referrers that hold an image's signatures.
 
 Only what verification needs, over aiohttp (kopf's own HTTP library, so nothing new to install):
 anonymous, Basic and the Bearer-token flow of quay.io, GHCR and Docker Hub (a 401 with
@@ -14,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import json
 import re
 import ssl
@@ -40,6 +42,8 @@ DIGEST_HEADER = "Docker-Content-Digest"
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 _NEXT_LINK = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
 TAGS_PAGE = 100
+#: More than any manifest, signature or tag page; a larger answer is refused, not read.
+MAX_BODY = 4 * 2**20
 
 
 class Failure:
@@ -178,6 +182,46 @@ class OciClient(HttpClient):
         status, headers, _ = await self._request("GET", path, scope=scope, ok=(200, 404))
         return headers.get(DIGEST_HEADER) if status == 200 else None
 
+    async def manifest(self, repository: str, reference: str) -> bytes | None:
+        """The manifest a tag or digest names, as stored; None when there is none. Asked by
+        digest, the bytes must hash to it: a registry cannot hand over another manifest."""
+        path = f"/v2/{repository}/manifests/{reference}"
+        scope = f"repository:{repository}:pull"
+        status, _, body = await self._request("GET", path, scope=scope, ok=(200, 404))
+        if status == 404:
+            return None
+        if reference.startswith("sha256:"):
+            _check_digest(body, reference, self.endpoint.host)
+        return body
+
+    async def blob(self, repository: str, digest: str) -> bytes:
+        """A blob's bytes, checked against its digest."""
+        path = f"/v2/{repository}/blobs/{digest}"
+        scope = f"repository:{repository}:pull"
+        _, _, body = await self._request("GET", path, scope=scope, ok=(200,))
+        _check_digest(body, digest, self.endpoint.host)
+        return body
+
+    async def referrers(self, repository: str, digest: str) -> list[dict[str, Any]]:
+        """The descriptors of the manifests that name `digest` as their subject: the OCI 1.1
+        referrers API, or, where a registry has none, the `sha256-<hex>` tag clients write
+        instead (the referrers tag schema)."""
+        scope = f"repository:{repository}:pull"
+        status, _, body = await self._request(
+            "GET", f"/v2/{repository}/referrers/{digest}", scope=scope, ok=(200, 404)
+        )
+        if status == 404:
+            fallback = await self.manifest(repository, digest.replace(":", "-"))
+            if fallback is None:
+                return []
+            body = fallback
+        try:
+            index = json.loads(body or b"{}")
+        except ValueError:
+            return []
+        manifests = index.get("manifests") if isinstance(index, dict) else None
+        return [entry for entry in manifests or [] if isinstance(entry, dict)]
+
     async def tags(self, repository: str) -> list[str] | None:
         """Every tag of the repository (following the registry's pages); None when the
         repository does not exist."""
@@ -224,7 +268,13 @@ class OciClient(HttpClient):
             async with self._http().request(
                 method, self.endpoint.base + path, headers=headers, allow_redirects=True
             ) as response:
-                body = await response.read() if method == "GET" else b""
+                body = await response.content.read(MAX_BODY + 1) if method == "GET" else b""
+                if len(body) > MAX_BODY:
+                    raise RegistryError(
+                        Failure.UNREACHABLE,
+                        f"{self.endpoint.host} answered {method} {path} with more than "
+                        f"{MAX_BODY // 2**20} MiB",
+                    )
                 return response.status, dict(response.headers), body
 
     def _cached_token(self, scope: str | None) -> str | None:
@@ -301,6 +351,14 @@ def transport(endpoint: Endpoint) -> Iterator[None]:
             f"cannot reach {endpoint.host}: {type(error).__name__}",
             temporary=True,
         ) from None
+
+
+def _check_digest(body: bytes, digest: str, host: str) -> None:
+    algorithm, _, expected = digest.partition(":")
+    if algorithm != "sha256" or hashlib.sha256(body).hexdigest() != expected:
+        raise RegistryError(
+            Failure.UNREACHABLE, f"{host} answered {digest} with bytes of another digest"
+        )
 
 
 def classify(status: int, what: str) -> RegistryError:

@@ -7,6 +7,7 @@ they are constants here and nowhere else spelt out.
 from typing import Final
 
 from modelyard.registry.oci import Failure
+from modelyard.registry.signatures import SignatureVerdict
 from modelyard.registry.verify import MlflowVerdict, Verdict
 
 # Condition types
@@ -122,6 +123,16 @@ NO_TAG: Final = "NoTag"
 IMAGE_UNRESOLVED: Final = "ImageUnresolved"
 TAG_NOT_FOUND: Final = "TagNotFound"
 
+# Signatures: on a Registry with a signature policy (Signatures), and on its ModelVersions and
+# the templates whose image it holds (Signed).
+SIGNATURES: Final = "Signatures"
+SIGNED: Final = "Signed"
+KEYS_LOADED: Final = "KeysLoaded"
+SIGNATURE_VERIFIED: Final = SignatureVerdict.VERIFIED
+SIGNATURE_MISSING: Final = SignatureVerdict.MISSING
+SIGNATURE_INVALID: Final = SignatureVerdict.INVALID
+KEY_NOT_FOUND: Final = SignatureVerdict.KEY_NOT_FOUND
+
 # ModelVersions from an MLflow registry
 ALIAS_CURRENT: Final = "AliasCurrent"
 VERSION_VERIFIED: Final = MlflowVerdict.VERIFIED
@@ -166,6 +177,9 @@ PERMANENT: Final = frozenset(
         VERSION_FAILED,
         ALIAS_NOT_FOUND,
         VERSION_NOT_FOUND,
+        SIGNATURE_MISSING,
+        SIGNATURE_INVALID,
+        KEY_NOT_FOUND,
     }
 )
 #: Model Ready=False reasons that wait (state PENDING) but on something only a change can fix:

@@ -1,0 +1,172 @@
+"""Signatures as the real cosign writes them, in a real registry, read by the operator's code.
+
+Every case signs with `cosign` built from its Go module (tests/support/cosign.py) in both of its
+formats — the `sha256-<hex>.sig` tag and a Sigstore bundle stored as an OCI 1.1 referrer (this
+registry has no referrers API, so cosign writes, and modelyard reads, the referrers tag) — and
+asks `check_signatures`, which the operator and `modelyard verify` both use.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from modelyard.registry.oci import Endpoint, OciClient
+from modelyard.registry.signatures import (
+    KeyInvalid,
+    SignatureVerdict,
+    TrustedKey,
+    check_signatures,
+    load_key,
+)
+from support import cosign
+from support.registry import LocalRegistry, require_tools
+
+REPOSITORY = "acme/awesome-llm"
+MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+@pytest.fixture
+def signer(tmp_path: Path) -> cosign.Cosign:
+    return cosign.Cosign(cosign.binary(), tmp_path / "cosign")
+
+
+@pytest.fixture
+async def local(tmp_path: Path) -> AsyncIterator[LocalRegistry]:
+    require_tools()
+    registry = await LocalRegistry(tmp_path / "registry").start()
+    yield registry
+    await registry.stop()
+
+
+async def checked(
+    registry: LocalRegistry, digest: str, *keys: TrustedKey
+) -> tuple[str, str, str | None]:
+    async with OciClient(Endpoint(registry.url)) as client:
+        found = await check_signatures(client, REPOSITORY, digest, list(keys))
+    return found.reason, found.message, found.signer
+
+
+def trusted(pair: cosign.KeyPair, name: str = "cosign-pub/cosign.pub") -> TrustedKey:
+    return load_key(name, pair.public_pem)
+
+
+def move_manifest(registry: LocalRegistry, source_tag: str, target_tag: str) -> None:
+    """Put the manifest under one tag under another, byte for byte (as `crane tag` would)."""
+    base = f"{registry.url}/v2/{REPOSITORY}/manifests"
+    request = urllib.request.Request(f"{base}/{source_tag}", headers={"Accept": MANIFEST})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        body = response.read()
+    put = urllib.request.Request(
+        f"{base}/{target_tag}", data=body, method="PUT", headers={"Content-Type": MANIFEST}
+    )
+    urllib.request.urlopen(put, timeout=10).close()
+
+
+@pytest.mark.parametrize("bundle", [False, True], ids=["sig-tag", "bundle-referrer"])
+async def test_signed_images_verify_and_name_their_signer(
+    signer: cosign.Cosign, local: LocalRegistry, bundle: bool
+) -> None:
+    ecdsa = signer.generate_key_pair("owner")
+    ed25519 = signer.import_ed25519("owner-ed25519")
+    first = local.push(REPOSITORY, "1.0.0", "weights one")
+    second = local.push(REPOSITORY, "1.1.0", "weights two")
+    signer.sign(ecdsa, f"{local.host}/{REPOSITORY}@{first}", bundle=bundle)
+    signer.sign(ed25519, f"{local.host}/{REPOSITORY}@{second}", bundle=bundle)
+
+    reason, message, who = await checked(local, first, trusted(ecdsa))
+    assert (reason, who) == (SignatureVerdict.VERIFIED, "cosign-pub/cosign.pub")
+    assert "signed by cosign-pub/cosign.pub (ECDSA P-256)" in message
+    assert ("referrer" if bundle else ".sig") in message
+
+    # cosign signs with Ed25519ph; one policy holding both keys verifies both images.
+    both = (trusted(ecdsa), trusted(ed25519, "release-key/ed25519.pub"))
+    reason, message, who = await checked(local, second, *both)
+    assert (reason, who) == (SignatureVerdict.VERIFIED, "release-key/ed25519.pub")
+    assert "(Ed25519)" in message
+
+
+async def test_unsigned_wrong_key_and_copied_signatures_are_refused(
+    signer: cosign.Cosign, local: LocalRegistry
+) -> None:
+    owner = signer.generate_key_pair("owner")
+    stranger = signer.generate_key_pair("stranger")
+    unsigned = local.push(REPOSITORY, "0.9.0", "never signed")
+    signed = local.push(REPOSITORY, "1.0.0", "signed by the owner")
+    by_stranger = local.push(REPOSITORY, "1.0.1", "signed by someone else")
+    target = local.push(REPOSITORY, "1.0.2", "given a copied signature")
+    attested = local.push(REPOSITORY, "1.0.3", "only attested")
+    signer.sign(owner, f"{local.host}/{REPOSITORY}@{signed}", bundle=False)
+    signer.sign(stranger, f"{local.host}/{REPOSITORY}@{by_stranger}", bundle=True)
+
+    reason, message, who = await checked(local, unsigned, trusted(owner))
+    assert (reason, who) == (SignatureVerdict.MISSING, None)
+    assert unsigned.replace(":", "-") + ".sig" in message
+
+    reason, message, _ = await checked(local, by_stranger, trusted(owner))
+    assert reason == SignatureVerdict.INVALID
+    assert "none by a trusted key (cosign-pub/cosign.pub)" in message
+
+    # The owner's valid signature of another image, put where this image's would be: the key
+    # verifies it, but it names the other digest.
+    move_manifest(local, signed.replace(":", "-") + ".sig", target.replace(":", "-") + ".sig")
+    reason, message, _ = await checked(local, target, trusted(owner))
+    assert reason == SignatureVerdict.INVALID
+    assert f"names {signed}, not this image" in message
+
+    # An attestation by the owner's key is a statement about the image, not a signature of it.
+    predicate = signer.home / "evaluation.json"
+    predicate.write_text(json.dumps({"accuracy": 0.93}))
+    signer.run(
+        "attest",
+        "--key",
+        str(owner.private),
+        "--predicate",
+        str(predicate),
+        "--type",
+        "https://modelyard.dev/evaluation/v1",
+        "--signing-config",
+        str(signer.home / "signing-config.json"),
+        "--trusted-root",
+        str(signer.home / "trusted-root.json"),
+        "--allow-http-registry",
+        "--yes",
+        f"{local.host}/{REPOSITORY}@{attested}",
+    )
+    assert (await checked(local, attested, trusted(owner)))[0] == SignatureVerdict.MISSING
+
+
+async def test_a_moved_tag_leaves_the_pinned_digest_signed(
+    signer: cosign.Cosign, local: LocalRegistry
+) -> None:
+    owner = signer.generate_key_pair("owner")
+    pinned = local.push(REPOSITORY, "1.0.0", "the published weights")
+    signer.sign(owner, f"{local.host}/{REPOSITORY}@{pinned}", bundle=True)
+    moved_to = local.push(REPOSITORY, "1.0.0", "re-pushed over the tag, unsigned")
+    assert moved_to != pinned
+    assert (await checked(local, pinned, trusted(owner)))[0] == SignatureVerdict.VERIFIED
+    assert (await checked(local, moved_to, trusted(owner)))[0] == SignatureVerdict.MISSING
+
+
+async def test_no_readable_key_is_key_not_found(local: LocalRegistry) -> None:
+    digest = local.push(REPOSITORY, "1.0.0", "weights")
+    async with OciClient(Endpoint(local.url)) as client:
+        found = await check_signatures(
+            client, REPOSITORY, digest, [], ["Secret cosign-pub (public key) does not exist"]
+        )
+    assert found.reason == SignatureVerdict.KEY_NOT_FOUND
+    assert "Secret cosign-pub (public key) does not exist" in found.message
+
+
+def test_keys_are_read_as_cosign_writes_them(signer: cosign.Cosign) -> None:
+    pair = signer.generate_key_pair("reader")
+    assert load_key("k", pair.public_pem).algorithm == "ECDSA P-256"
+    assert load_key("k", signer.import_ed25519("reader-ed").public_pem).algorithm == "Ed25519"
+    with pytest.raises(KeyInvalid, match="holds a private key"):
+        load_key("cosign-pub/cosign.pub", pair.private.read_text())
+    with pytest.raises(KeyInvalid, match="is not a PEM public key"):
+        load_key("cosign-pub/cosign.pub", "hello")
