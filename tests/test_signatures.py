@@ -9,11 +9,15 @@ asks `check_signatures`, which the operator and `modelyard verify` both use.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from modelyard.registry.oci import Endpoint, OciClient
 from modelyard.registry.signatures import (
@@ -170,3 +174,97 @@ def test_keys_are_read_as_cosign_writes_them(signer: cosign.Cosign) -> None:
         load_key("cosign-pub/cosign.pub", pair.private.read_text())
     with pytest.raises(KeyInvalid, match="is not a PEM public key"):
         load_key("cosign-pub/cosign.pub", "hello")
+
+
+def release_files(
+    registry: LocalRegistry, public_pem: str, versions: dict[str, str], mode: str = "Enforce"
+) -> list[dict[str, Any]]:
+    """What a model owner's pipeline holds: the Registry with its policy, the key's Secret and
+    the ModelVersions it is about to apply."""
+    documents: list[dict[str, Any]] = [
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "cosign-pub", "namespace": "ml"},
+            "stringData": {"cosign.pub": public_pem},
+        },
+        {
+            "apiVersion": "modelyard.dev/v1alpha1",
+            "kind": "Registry",
+            "metadata": {"name": "local", "namespace": "ml"},
+            "spec": {
+                "url": registry.url,
+                "signatures": {"mode": mode, "publicKeys": [{"secretName": "cosign-pub"}]},
+            },
+        },
+    ]
+    for number, digest in versions.items():
+        documents.append(
+            {
+                "apiVersion": "modelyard.dev/v1alpha1",
+                "kind": "ModelVersion",
+                "metadata": {"name": f"awesome-llm-{number}", "namespace": "ml"},
+                "spec": {
+                    "model": "awesome-llm",
+                    "version": number,
+                    "registry": "local",
+                    "repository": REPOSITORY,
+                    "digest": digest,
+                },
+            }
+        )
+    return documents
+
+
+def modelyard_verify(
+    tmp_path: Path, documents: list[dict[str, Any]], *flags: str
+) -> subprocess.CompletedProcess[str]:
+    path = tmp_path / "release.yaml"
+    path.write_text(yaml.safe_dump_all(documents))
+    return subprocess.run(
+        [sys.executable, "-m", "modelyard", "verify", "-f", str(path), *flags],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+
+
+async def test_modelyard_verify_names_the_signer_or_the_cause(
+    signer: cosign.Cosign, local: LocalRegistry, tmp_path: Path
+) -> None:
+    owner = signer.generate_key_pair("owner")
+    stranger = signer.generate_key_pair("stranger")
+    signed = local.push(REPOSITORY, "1.0.0", "signed weights")
+    unsigned = local.push(REPOSITORY, "1.1.0", "unsigned weights")
+    signer.sign(owner, f"{local.host}/{REPOSITORY}@{signed}", bundle=True)
+    files = release_files(local, owner.public_pem, {"1.0.0": signed, "1.1.0": unsigned})
+
+    result = modelyard_verify(tmp_path, files)
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = dict(line.split(" (awesome-llm ", 1) for line in result.stdout.splitlines())
+    assert lines["ok   ml/awesome-llm-1.0.0"].endswith(
+        f"{local.host}/{REPOSITORY}@{signed} signed by cosign-pub/cosign.pub"
+    )
+    assert "SignatureMissing" in lines["FAIL ml/awesome-llm-1.1.0"]
+
+    # --key: these keys instead of the manifests' — the stranger signed nothing here.
+    result = modelyard_verify(tmp_path, files[:3], "--key", str(stranger.public))
+    assert result.returncode == 1
+    assert "FAIL ml/awesome-llm-1.0.0" in result.stdout and "SignatureInvalid" in result.stdout
+    result = modelyard_verify(tmp_path, files[:3], "--key", str(owner.public))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"signed by {owner.public}" in result.stdout
+
+    # Warn mode runs unsigned images, and the line says so without failing the pipeline.
+    result = modelyard_verify(
+        tmp_path, release_files(local, owner.public_pem, {"1.1.0": unsigned}, mode="Warn")
+    )
+    assert result.returncode == 0 and result.stdout.startswith("warn ml/awesome-llm-1.1.0")
+    assert "SignatureMissing" in result.stdout
+
+    # A key that is not there is one line, not a traceback.
+    result = modelyard_verify(tmp_path, files[1:3])
+    assert result.returncode == 1 and "KeyNotFound" in result.stdout
+    assert "Secret cosign-pub is not among the files" in result.stdout
+    assert "Traceback" not in result.stderr

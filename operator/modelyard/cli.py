@@ -60,7 +60,7 @@ def _missing(paths: list[str]) -> bool:
 def _verify(args: argparse.Namespace) -> int:
     if _missing(args.filename):
         return 2
-    lines, problems = asyncio.run(verification.verify_files(args.filename))
+    lines, problems = asyncio.run(verification.verify_files(args.filename, args.key))
     for line in lines:
         print(line.text)
     for problem in problems:
@@ -259,14 +259,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     verify_cmd = commands.add_parser(
         "verify",
-        help="check ModelVersions' digests against their registry, as the operator will",
+        help="check ModelVersions' digests (and signatures) against their registry, as the "
+        "operator will",
         description="Reads Registry, Secret and ModelVersion manifests and verifies that each "
         "image version's digest exists and its tag points to it, and that each MLflow version "
         "exists and is READY. Prints one line per version; exit code 1 if any fails. "
         "Credentials: a Secret in the files, else "
         "$MODELYARD_REGISTRY_USERNAME/$MODELYARD_REGISTRY_PASSWORD, else the Docker config "
         "(OCI) or $MLFLOW_TRACKING_USERNAME/$MLFLOW_TRACKING_PASSWORD or "
-        "$MLFLOW_TRACKING_TOKEN (MLflow).",
+        "$MLFLOW_TRACKING_TOKEN (MLflow). A Registry with spec.signatures has each image's "
+        "cosign signature checked too, with the public keys of its Secrets in the files; the "
+        "line names the key that signed it.",
     )
     verify_cmd.add_argument(
         "-f",
@@ -274,6 +277,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         required=True,
         help="a manifest file or a directory of them; repeatable",
+    )
+    verify_cmd.add_argument(
+        "--key",
+        action="append",
+        metavar="FILE",
+        help="a PEM public key (cosign.pub) every image must be signed by, in place of the "
+        "Registries' policies; repeatable (any one key is enough)",
     )
     verify_cmd.set_defaults(func=_verify)
 

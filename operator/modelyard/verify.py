@@ -3,6 +3,8 @@
 Model owners run it in the pipeline that pushes an image: it reads Registry, Secret and
 ModelVersion manifests from files and verifies each version with the operator's own code
 (`modelyard.registry.verify`), so "verify passed" means "the operator will find it verified".
+A Registry with a signature policy has each image's cosign signatures checked with the keys of
+its Secrets in the files (or `--key FILE`, which checks every image with the keys given).
 Credentials come from a Secret manifest in the files, else from $MODELYARD_REGISTRY_USERNAME and
 $MODELYARD_REGISTRY_PASSWORD, else (OCI) from the Docker config (`docker login`) or (MLflow) from
 MLflow's own $MLFLOW_TRACKING_USERNAME / $MLFLOW_TRACKING_PASSWORD / $MLFLOW_TRACKING_TOKEN; a
@@ -27,11 +29,19 @@ from modelyard.api.v1alpha1 import (
     ModelVersion,
     Registry,
     RegistryType,
+    SignatureMode,
     parse,
 )
 from modelyard.registry import credentials as creds
 from modelyard.registry.mlflow import MlflowClient
 from modelyard.registry.oci import Credentials, Endpoint, OciClient, gather_limited
+from modelyard.registry.signatures import (
+    KeyInvalid,
+    Trust,
+    TrustedKey,
+    check_signatures,
+    load_key,
+)
 from modelyard.registry.verify import Verification, verify, verify_mlflow
 from modelyard.render import load_documents
 
@@ -154,9 +164,56 @@ def mlflow_client_for(
     return MlflowClient(*connect(registry, secrets))
 
 
-async def verify_files(paths: list[str]) -> tuple[list[Line], list[str]]:
-    """One line per ModelVersion, and every input problem."""
+def trust_from_files(
+    registry: Registry, secrets: dict[tuple[str, str], dict[str, Any]]
+) -> Trust | None:
+    """The Registry's signature policy with the keys its Secrets in the files hold, read as
+    the operator reads them; None when it has no policy."""
+    policy = registry.spec.signatures
+    if policy is None:
+        return None
+    namespace = registry.metadata.namespace or "default"
+    keys: list[TrustedKey] = []
+    problems: list[str] = []
+    for reference in policy.public_keys:
+        secret = secrets.get((namespace, reference.secret_name))
+        if secret is None:
+            problems.append(f"Secret {reference.secret_name} is not among the files")
+            continue
+        try:
+            pem = creds.secret_text(secret, reference.key)
+            if pem is None:
+                problems.append(f"Secret {reference.secret_name} has no key {reference.key}")
+                continue
+            keys.append(load_key(f"{reference.secret_name}/{reference.key}", pem))
+        except (creds.SecretInvalid, KeyInvalid) as error:
+            problems.append(f"Secret {reference.secret_name}: {error}")
+    return Trust(policy.mode is SignatureMode.ENFORCE, tuple(keys), tuple(problems))
+
+
+def trust_from_key_files(paths: list[str]) -> Trust:
+    """`--key FILE`: these keys, enforced, for every version in place of the manifests'."""
+    keys: list[TrustedKey] = []
+    problems: list[str] = []
+    for path in paths:
+        try:
+            keys.append(load_key(path, Path(path).read_bytes()))
+        except OSError as error:
+            problems.append(f"{path}: {error.strerror or error}")
+        except KeyInvalid as error:
+            problems.append(str(error))
+    return Trust(True, tuple(keys), tuple(problems))
+
+
+async def verify_files(
+    paths: list[str], key_files: list[str] | None = None
+) -> tuple[list[Line], list[str]]:
+    """One line per ModelVersion, and every input problem. `key_files`: check every image's
+    signatures with these keys instead of its Registry's policy."""
     inputs = read_inputs(paths)
+    keys = trust_from_key_files(key_files) if key_files else None
+    if keys is not None:
+        inputs.errors.extend(keys.problems)
     clients: dict[tuple[str, str], OciClient] = {}
     mlflow_clients: dict[tuple[str, str], MlflowClient] = {}
 
@@ -196,11 +253,21 @@ async def verify_files(paths: list[str]) -> tuple[list[Line], list[str]]:
         client = clients[key]
         assert spec.repository is not None and spec.digest is not None
         result: Verification = await verify(client, spec.repository, spec.digest, spec.tag)
-        if result.verified:
-            return Line(
-                True, f"ok   {label}: {client.endpoint.host}/{spec.repository}@{spec.digest}"
-            )
-        return Line(False, f"FAIL {label}: {result.reason}: {result.message}")
+        if not result.verified:
+            return Line(False, f"FAIL {label}: {result.reason}: {result.message}")
+        image = f"{client.endpoint.host}/{spec.repository}@{spec.digest}"
+        trust = keys if keys is not None else trust_from_files(registry, inputs.secrets)
+        if trust is None:
+            return Line(True, f"ok   {label}: {image}")
+        signed = await check_signatures(
+            client, spec.repository, spec.digest, trust.keys, trust.problems
+        )
+        if signed.verified:
+            return Line(True, f"ok   {label}: {image} signed by {signed.signer}")
+        if not trust.enforce:
+            # The operator runs it (Warn mode) and says so; so does this line.
+            return Line(True, f"warn {label}: {signed.reason}: {signed.message}")
+        return Line(False, f"FAIL {label}: {signed.reason}: {signed.message}")
 
     try:
         lines = await gather_limited([check(v) for v in inputs.versions])

@@ -20,6 +20,7 @@ from modelyard.api.v1alpha1 import (
     ModelVersion,
     Registry,
     RegistryType,
+    SignatureMode,
     TemplateImage,
 )
 from modelyard.builders import parameters as params
@@ -346,8 +347,35 @@ def _resolve_image(
                 f"{template.spec.image.tag}",
             )
             return resolved
+        # Offline (`modelyard render`, which may show a tag) nothing was checked, signatures
+        # included; `modelyard verify` checks them.
+        unsigned = None if allow_tag else _unsigned_template_image(template, registry)
+        if unsigned is not None:
+            checks[reasons.TEMPLATE_RESOLVED] = unsigned
+            return resolved
         resolved.image = template_image_reference(template.spec.image, registry, digest)
     return resolved
+
+
+def _unsigned_template_image(template: ModelTemplate, registry: Registry) -> Check | None:
+    """Why the template's image may not run under its Registry's Enforce policy, if it may
+    not: its signature must have been verified for the template's current spec."""
+    policy = registry.spec.signatures
+    if policy is None or policy.mode is not SignatureMode.ENFORCE:
+        return None
+    status = template.status
+    current = status is not None and status.observed_generation == template.metadata.generation
+    signed = next(
+        (c for c in (status.conditions if status else []) if c.type == reasons.SIGNED), None
+    )
+    if current and signed is not None and signed.status == ConditionStatus.TRUE:
+        return None
+    why = f"{signed.reason}: {signed.message}" if current and signed else "not checked yet"
+    return failed(
+        reasons.TEMPLATE_NOT_READY,
+        f"ModelTemplate {template.metadata.name}'s image must be signed as Registry "
+        f"{registry.metadata.name} requires: {why}",
+    )
 
 
 def plan_model(

@@ -425,15 +425,19 @@ class Runner:
         """
         metadata = body.get("metadata") or {}
         status = body.get("status") or {}
-        ready: Mapping[str, Any] = next(
-            (c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {}
-        )
+        verdicts = {
+            c.get("type"): (c.get("status"), c.get("reason"))
+            for c in status.get("conditions") or []
+            if c.get("type") in ("Ready", "Signed")
+        }
         fingerprint = (
             metadata.get("generation"),
             metadata.get("deletionTimestamp"),
             status.get("resolvedDigest"),
-            ready.get("status"),
-            ready.get("reason"),
+            # Models of a template under a signature policy wait for its verdict on this spec.
+            status.get("observedGeneration"),
+            verdicts.get("Ready"),
+            verdicts.get("Signed"),
         )
         if self._template_fingerprints.get(key) == fingerprint:
             return False
