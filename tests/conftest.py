@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from support import control_plane
+from support import control_plane, cosign
 from support.cluster import (
     KEDA_CRD,
     Cluster,
@@ -31,6 +31,8 @@ from support.workloads import NODE_OPERATOR_CONFIG
 SERVER: dict[str, str] = {}
 #: How the control plane's binary came to be: built now (and in how long) or reused.
 BUILD: dict[str, Any] = {}
+#: How cosign came to be, when the tests collected sign images with it.
+COSIGN_BUILD: dict[str, Any] = {}
 #: What the real node left on the machine after it stopped (nothing, or the run fails).
 LEFT_BEHIND: list[str] = []
 
@@ -42,6 +44,18 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     started = time.monotonic()
     control_plane.build()
     BUILD.update(cached=cached, seconds=time.monotonic() - started)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build cosign before any test when a collected test signs with it (its modules import
+    support.cosign): a cold build takes minutes too."""
+    if any(
+        getattr(item, "module", None) and "cosign" in vars(item.module) for item in session.items
+    ):
+        cached = (cosign.CACHE / "cosign").exists()
+        started = time.monotonic()
+        cosign.binary()
+        COSIGN_BUILD.update(cached=cached, seconds=time.monotonic() - started)
 
 
 @pytest.fixture(scope="session")
@@ -174,6 +188,11 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if BUILD:
         how = "reused from .cache/testcluster" if BUILD["cached"] else "built from Go modules"
         terminalreporter.write_line(f"control plane binary: {how} in {BUILD['seconds']:.1f} s")
+    if COSIGN_BUILD:
+        how = "reused from .cache/cosign" if COSIGN_BUILD["cached"] else "built from its Go module"
+        terminalreporter.write_line(
+            f"cosign {cosign.VERSION}: {how} in {COSIGN_BUILD['seconds']:.1f} s"
+        )
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import yaml
 
 from modelyard.api import crds
 from support.cluster import Session
+from support.helm import kubectl_binary
 
 ROOT = Path(__file__).resolve().parent.parent
 COMMITTED = {path.name: path.read_text() for path in sorted((ROOT / "crds").glob("*.yaml"))}
@@ -78,6 +80,33 @@ def test_kubectl_explain_has_every_description(session: Session) -> None:
     assert all(field["description"] for field in rollout.values())
     template = schemas["dev.modelyard.v1alpha1.ModelTemplate"]
     assert "rollout" in template["properties"]["spec"]["properties"]
+
+
+def test_kubectl_explain_registry_signatures(session: Session, tmp_path: Path) -> None:
+    """The real kubectl, asking the real server, documents every field of a signature policy."""
+    kubectl = str(kubectl_binary(ROOT / ".cache" / "bin"))
+
+    def explain(field: str) -> str:
+        result = subprocess.run(
+            [kubectl, "--kubeconfig", str(session.plane.kubeconfig), "explain", field],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
+    policy = explain("registry.spec.signatures")
+    words = " ".join(policy.split())  # descriptions wrap at the terminal's width
+    assert "Require cosign signatures on every image from this registry" in words
+    assert "mode\t<string>" in policy and "`Enforce` (the default)" in words
+    assert "enum: Enforce, Warn" in words
+    assert "publicKeys\t<[]Object> -required-" in policy and "sha256-<hex>.sig" in words
+    key = explain("registry.spec.signatures.publicKeys")
+    words = " ".join(key.split())
+    assert "secretName\t<string> -required-" in key and "modelyard.dev/use=true" in words
+    assert "key\t<string>" in key and "Default cosign.pub" in words
 
 
 @pytest.mark.parametrize("crd", GENERATED, ids=ids)

@@ -176,6 +176,24 @@ CATALOGUE = [
         expect="contradict",
     ),
     Bad("a registry needs a URL", *REG, delete=("spec.url",), expect="url"),
+    Bad(
+        "cosign signs images, not MLflow model versions",
+        *REG,
+        {"spec.type": "mlflow", "spec.signatures": {"publicKeys": [{"secretName": "cosign-pub"}]}},
+        expect="signatures apply to OCI images",
+    ),
+    Bad(
+        "a signature policy trusts at least one key",
+        *REG,
+        {"spec.signatures": {"mode": "Enforce", "publicKeys": []}},
+        expect="publicKeys",
+    ),
+    Bad(
+        "signature modes are Enforce and Warn",
+        *REG,
+        {"spec.signatures": {"mode": "Audit", "publicKeys": [{"secretName": "cosign-pub"}]}},
+        expect="Audit",
+    ),
     # ModelTemplate
     Bad(
         "model types are a closed set",

@@ -63,7 +63,16 @@ class SpecModel(kcr.BaseModel):
 
 
 class StrEnum(str, kcr.Enum):
-    """A string enum whose schema carries no title (titles are noise in a CRD)."""
+    """A string enum whose schema carries no title (titles are noise in a CRD), nor its class
+    docstring, so the *field's* description is what `kubectl explain` shows."""
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        json_schema: JsonSchemaValue = handler(core_schema)
+        json_schema.pop("description", None)
+        return json_schema
 
 
 class _ShapedString:

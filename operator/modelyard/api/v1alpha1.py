@@ -929,6 +929,14 @@ class ModelVersion(Resource):
                 "description": "Verified image reference.",
             },
             {
+                "name": "Signed",
+                "type": "string",
+                "jsonPath": '.status.conditions[?(@.type=="Signed")].reason',
+                "priority": 1,
+                "description": "What the image's cosign signatures say, under a Registry's "
+                "signature policy.",
+            },
+            {
                 "name": "Model URI",
                 "type": "string",
                 "jsonPath": ".status.mlflow.modelUri",
