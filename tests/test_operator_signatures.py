@@ -175,6 +175,7 @@ async def test_warn_mode_unreadable_keys_and_template_images(
     require_tools()
     signer = cosign.Cosign(cosign.binary(), tmp_path / "cosign")
     owner = signer.generate_key_pair("owner")
+    stranger = signer.generate_key_pair("stranger")
     local = await LocalRegistry(tmp_path / "plain").start()
     try:
         unsigned = local.push(REPOSITORY, "2.0.0", "never signed")
@@ -281,5 +282,23 @@ async def test_warn_mode_unreadable_keys_and_template_images(
             ]
             == "KeysLoaded"
         )
+
+        # The key that signed the template's image is revoked: the template stops being Ready,
+        # and its Model keeps the workers it has, on the signed digest, saying why.
+        await apply_documents(cluster, [key_secret("cosign-pub", stranger)])
+        await eventually(
+            lambda: ready_reason(cluster, TEMPLATES, "signed-image") == "SignatureInvalid",
+            30,
+            "the template's image no longer trusted",
+            operator,
+        )
+        await eventually(
+            lambda: ready_reason(cluster, MODELS, "allowed") == "TemplateNotReady",
+            20,
+            "its Model says so",
+            operator,
+        )
+        assert "SignatureInvalid" in message(cluster, MODELS, "allowed")
+        assert image(cluster, "allowed") == f"{local.host}/{REPOSITORY}@{good}"
     finally:
         await local.stop()

@@ -495,9 +495,12 @@ class Runner:
             body = self.fresh("ModelTemplate", key, body) or body
             models = self.models_using_template(*key)
             image = (body.get("spec") or {}).get("image") or {}
-            # A tag is resolved with the registry, and any image's signatures are checked there.
+            signatures = self._signature_mode(key[0], image.get("registry"))
+            # A tag is resolved with the registry, and signatures a policy asks for checked there.
             connection = (
-                await self._connection(key[0], image["registry"]) if image.get("registry") else None
+                await self._connection(key[0], image["registry"])
+                if image.get("tag") or signatures is not None
+                else None
             )
             with metrics.timed("ModelTemplate"):
                 outcome = await reconcile_template(
@@ -506,7 +509,7 @@ class Runner:
                     self.kube,
                     self.config,
                     connection,
-                    signatures=self._signature_mode(key[0], image.get("registry")),
+                    signatures=signatures,
                 )
             self.keep_written(outcome.status)
             self.states.record("ModelTemplate", *key, str(outcome.ready), outcome.reason)
