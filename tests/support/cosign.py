@@ -112,9 +112,17 @@ class Cosign:
         self.run("import-key-pair", "--key", str(pem), "--output-key-prefix", name)
         return KeyPair(self.home / f"{name}.key", self.home / f"{name}.pub", ed25519=True)
 
-    def sign(self, key: KeyPair, image: str, *, bundle: bool) -> None:
+    def sign(
+        self,
+        key: KeyPair,
+        image: str,
+        *,
+        bundle: bool,
+        credentials: tuple[str, str] | None = None,
+    ) -> None:
         """Sign `image` (host/repository@digest) in one of cosign's two formats: the Sigstore
-        bundle as an OCI referrer (`bundle`), or the `sha256-<hex>.sig` tag."""
+        bundle as an OCI referrer (`bundle`), or the `sha256-<hex>.sig` tag; `credentials`,
+        the registry's username and password."""
         if bundle:
             signing_config = self.home / "signing-config.json"
             signing_config.write_text(
@@ -136,5 +144,10 @@ class Cosign:
                 "--tlog-upload=false",
                 "--new-bundle-format=false",
                 "--use-signing-config=false",
+            ]
+        if credentials is not None:
+            flags += [
+                f"--registry-username={credentials[0]}",
+                f"--registry-password={credentials[1]}",
             ]
         self.run("sign", "--key", str(key.private), "--allow-http-registry", "--yes", *flags, image)

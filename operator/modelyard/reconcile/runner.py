@@ -246,8 +246,16 @@ class Runner:
         metrics.TRACKED.source = self.tracked
         #: Whether this process reconciles (holds the leader Lease, or runs alone).
         self.leading = False
-        #: When each Registry and ModelVersion was last checked (time.monotonic()).
+        #: When each Registry, ModelVersion and signed template was last checked
+        #: (time.monotonic()).
         self._checked: dict[tuple[str, Key], float] = {}
+        self._check_passes: dict[str, Callable[[Key], Awaitable[Any]]] = {
+            "registry": self.registry_now,
+            "version": self.version_now,
+            "template": self.template_now,
+        }
+        #: Templates whose next pass asks the registry for signatures again, not the cache.
+        self._fresh_signatures: set[Key] = set()
         #: Passes asked for later (`model_later`), by Model.
         self._timers: dict[Key, asyncio.TimerHandle] = {}
 
@@ -282,6 +290,7 @@ class Runner:
         self._timers.clear()
         self._latest.clear()
         self._checked.clear()
+        self._fresh_signatures.clear()
         self.prober.forget_all()
         self.states.clear()
 
@@ -296,9 +305,10 @@ class Runner:
         return list(index)
 
     async def checks(self) -> None:
-        """Re-check each Registry every checkIntervalSeconds, and each ModelVersion as often
-        as its Registry: a moved tag, a deleted digest or a registry outage shows. A check
-        that finds nothing new writes nothing. Until cancelled."""
+        """Re-check each Registry every checkIntervalSeconds, and each ModelVersion (and each
+        template whose Registry asks for signatures) as often as its Registry: a moved tag, a
+        deleted digest, a signature added or a registry outage shows. A check that finds
+        nothing new writes nothing. Until cancelled."""
         while True:
             await asyncio.sleep(CHECK_STEP)
             if not self.leading:
@@ -307,6 +317,10 @@ class Runner:
             for kind, key in list(self._checked):
                 if kind == "registry":
                     interval = self.check_interval(key)
+                elif kind == "template":
+                    body = _first(self.indices.get("template_bodies"), key) or {}
+                    image = (body.get("spec") or {}).get("image") or {}
+                    interval = self.check_interval((key[0], image.get("registry", "")))
                 else:
                     body = self._named("version_bodies", key) or {}
                     interval = self.check_interval(
@@ -314,9 +328,9 @@ class Runner:
                     )
                 if now - self._checked[(kind, key)] >= interval:
                     self._checked[(kind, key)] = now
-                    self._soon(
-                        kind, key, self.registry_now if kind == "registry" else self.version_now
-                    )
+                    if kind == "template":
+                        self._fresh_signatures.add(key)
+                    self._soon(kind, key, self._check_passes[kind])
 
     def _slot(self, kind: str, key: Key) -> _Slot:
         return self._slots.setdefault((kind, key), _Slot())
@@ -496,6 +510,12 @@ class Runner:
             models = self.models_using_template(*key)
             image = (body.get("spec") or {}).get("image") or {}
             signatures = self._signature_mode(key[0], image.get("registry"))
+            if signatures is not None:
+                self._checked.setdefault(("template", key), time.monotonic())
+            else:
+                self._checked.pop(("template", key), None)
+            fresh = key in self._fresh_signatures
+            self._fresh_signatures.discard(key)
             # A tag is resolved with the registry, and signatures a policy asks for checked there.
             connection = (
                 await self._connection(key[0], image["registry"])
@@ -510,6 +530,7 @@ class Runner:
                     self.config,
                     connection,
                     signatures=signatures,
+                    reuse_signatures=not fresh,
                 )
             self.keep_written(outcome.status)
             self.states.record("ModelTemplate", *key, str(outcome.ready), outcome.reason)
@@ -699,6 +720,7 @@ class Runner:
         self._checked.pop((slot_kind, key), None)
         if kind == "ModelTemplate":
             self._template_fingerprints.pop(key, None)
+            self._fresh_signatures.discard(key)
         slot = self._slots.get((slot_kind, key))
         if slot is not None and (slot.task is None or slot.task is asyncio.current_task()):
             del self._slots[(slot_kind, key)]

@@ -134,14 +134,15 @@ async def _resolve_tag(
 
 
 async def _signed(
-    body: Manifest, connection: Connection | None, digest: str | None
+    body: Manifest, connection: Connection | None, digest: str | None, *, reuse: bool
 ) -> conditions.Check:
-    """Whether the template's image is signed as its Registry's policy asks."""
+    """Whether the template's image is signed as its Registry's policy asks. `reuse`: a
+    verdict younger than the check interval will do (every pass but the periodic check)."""
     spec = (body.get("spec") or {}).get("image") or {}
     registry = spec.get("registry")
     found = None
     if connection is not None and connection.ready and digest is not None:
-        found = await connection.check_signatures(spec.get("repository", ""), digest, reuse=True)
+        found = await connection.check_signatures(spec.get("repository", ""), digest, reuse=reuse)
     if found is not None and not found.temporary:
         if found.verified:
             return conditions.passed(found.reason, found.message)
@@ -169,6 +170,7 @@ async def reconcile_template(
     connection: Connection | None = None,
     *,
     signatures: SignatureMode | None = None,
+    reuse_signatures: bool = True,
 ) -> TemplateOutcome:
     """Validate the template, list its Models, and guard its deletion while they use it.
 
@@ -217,7 +219,9 @@ async def reconcile_template(
             verdict = tag_check
         elif signatures is not None:
             image = (body.get("spec") or {}).get("image") or {}
-            signed = await _signed(body, connection, image.get("digest") or resolved)
+            signed = await _signed(
+                body, connection, image.get("digest") or resolved, reuse=reuse_signatures
+            )
             if not signed.ok and signatures is SignatureMode.ENFORCE:
                 verdict = signed
     # An edited template (its tag, or anything else) runs nothing pinned for the old spec:
