@@ -24,6 +24,8 @@ from typing import Any
 
 import pytest
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from support.cluster import Cluster, RealNode
 from support.controllers import HPAS, MODELS, apply_documents, model_state
@@ -34,6 +36,13 @@ from support.workloads import registry_documents, served_documents
 ROOT = Path(__file__).resolve().parent.parent
 ALERTS = ROOT / "charts" / "modelyard" / "files" / "alerts.yaml"
 DASHBOARD = ROOT / "charts" / "modelyard" / "files" / "dashboard.json"
+#: A release key nobody signed the model server with: its signature checks count as missing.
+PUBLIC_KEY = (
+    ec.generate_private_key(ec.SECP256R1())
+    .public_key()
+    .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    .decode()
+)
 #: Alerts the scenario below makes true (pending, since most wait minutes before firing).
 PRESENT = {
     "ModelyardModelsNotReady",
@@ -200,7 +209,32 @@ async def test_dashboard_and_alerts_return_series_from_a_real_scrape(
             "digest": real_node.digest,
         },
     }
-    await apply_documents(cluster, [orphan, offline, unverifiable, mismatched])
+    # A Registry that asks for signatures: its version's signature is checked (and counted).
+    signed_registry = registry_documents(real_node)[1]
+    signed_registry["metadata"]["name"] = "signed"
+    signed_registry["spec"]["signatures"] = {"publicKeys": [{"secretName": "release-key"}]}
+    release_key = {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "release-key", "labels": {"modelyard.dev/use": "true"}},
+        "stringData": {"cosign.pub": PUBLIC_KEY},
+    }
+    unsigned = {
+        "apiVersion": "modelyard.dev/v1alpha1",
+        "kind": "ModelVersion",
+        "metadata": {"name": "served-3-0-0"},
+        "spec": {
+            "model": "served",
+            "version": "3.0.0",
+            "registry": "signed",
+            "repository": real_node.repository,
+            "digest": real_node.digest,
+        },
+    }
+    await apply_documents(
+        cluster,
+        [orphan, offline, unverifiable, mismatched, signed_registry, release_key, unsigned],
+    )
     await eventually(
         lambda: model_state(cluster, "served-model")[0] == "READY",
         90,

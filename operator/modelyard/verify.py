@@ -29,7 +29,6 @@ from modelyard.api.v1alpha1 import (
     ModelVersion,
     Registry,
     RegistryType,
-    SignatureMode,
     parse,
 )
 from modelyard.registry import credentials as creds
@@ -41,6 +40,7 @@ from modelyard.registry.signatures import (
     TrustedKey,
     check_signatures,
     load_key,
+    trust_of,
 )
 from modelyard.registry.verify import Verification, verify, verify_mlflow
 from modelyard.render import load_documents
@@ -167,28 +167,20 @@ def mlflow_client_for(
 def trust_from_files(
     registry: Registry, secrets: dict[tuple[str, str], dict[str, Any]]
 ) -> Trust | None:
-    """The Registry's signature policy with the keys its Secrets in the files hold, read as
-    the operator reads them; None when it has no policy."""
+    """The Registry's signature policy with the keys of its Secrets among the files; None
+    when it has no policy."""
     policy = registry.spec.signatures
     if policy is None:
         return None
     namespace = registry.metadata.namespace or "default"
-    keys: list[TrustedKey] = []
-    problems: list[str] = []
-    for reference in policy.public_keys:
-        secret = secrets.get((namespace, reference.secret_name))
-        if secret is None:
-            problems.append(f"Secret {reference.secret_name} is not among the files")
-            continue
-        try:
-            pem = creds.secret_text(secret, reference.key)
-            if pem is None:
-                problems.append(f"Secret {reference.secret_name} has no key {reference.key}")
-                continue
-            keys.append(load_key(f"{reference.secret_name}/{reference.key}", pem))
-        except (creds.SecretInvalid, KeyInvalid) as error:
-            problems.append(f"Secret {reference.secret_name}: {error}")
-    return Trust(policy.mode is SignatureMode.ENFORCE, tuple(keys), tuple(problems))
+    found: dict[str, dict[str, Any] | str] = {
+        reference.secret_name: secrets.get(
+            (namespace, reference.secret_name),
+            f"Secret {reference.secret_name} is not among the files",
+        )
+        for reference in policy.public_keys
+    }
+    return trust_of(policy, found)
 
 
 def trust_from_key_files(paths: list[str]) -> Trust:

@@ -20,7 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from modelyard import metrics
-from modelyard.api.v1alpha1 import API_VERSION, Registry, RegistryType, SignatureMode
+from modelyard.api.v1alpha1 import API_VERSION, Registry, RegistryType
 from modelyard.builders.plan import pull_secret_name
 from modelyard.kube import Kube
 from modelyard.reconcile.common import describe, status_changed
@@ -28,12 +28,10 @@ from modelyard.registry import credentials as creds
 from modelyard.registry.mlflow import MlflowClient
 from modelyard.registry.oci import Credentials, Endpoint, OciClient, RegistryError
 from modelyard.registry.signatures import (
-    KeyInvalid,
     SignatureCheck,
     Trust,
-    TrustedKey,
     check_signatures,
-    load_key,
+    trust_of,
 )
 from modelyard.status import conditions, reasons
 
@@ -191,29 +189,17 @@ async def _ca(kube: Kube, registry: Registry) -> str | None:
 
 
 async def _trust(kube: Kube, registry: Registry) -> Trust | None:
-    """The Registry's signature policy with the keys its Secrets hold. A key that cannot be
-    read is named in `problems` and left out; the others still verify."""
+    """The Registry's signature policy with the keys its (consenting) Secrets hold."""
     policy = registry.spec.signatures
     if policy is None:
         return None
-    keys: list[TrustedKey] = []
-    problems: list[str] = []
-    for reference in policy.public_keys:
-        name = f"{reference.secret_name}/{reference.key}"
+    secrets: dict[str, Manifest | str] = {}
+    for name in dict.fromkeys(reference.secret_name for reference in policy.public_keys):
         try:
-            secret = await _secret(
-                kube, registry.metadata.namespace, reference.secret_name, "public key"
-            )
-            pem = creds.secret_text(secret, reference.key)
-            if pem is None:
-                problems.append(f"Secret {reference.secret_name} has no key {reference.key}")
-                continue
-            keys.append(load_key(name, pem))
+            secrets[name] = await _secret(kube, registry.metadata.namespace, name, "public key")
         except _Problem as problem:
-            problems.append(problem.message)
-        except (creds.SecretInvalid, KeyInvalid) as error:
-            problems.append(f"Secret {reference.secret_name}: {error}")
-    return Trust(policy.mode is SignatureMode.ENFORCE, tuple(keys), tuple(problems))
+            secrets[name] = problem.message
+    return trust_of(policy, secrets)
 
 
 def _signatures_condition(trust: Trust | None) -> dict[str, conditions.Check]:

@@ -25,7 +25,7 @@ import base64
 import binascii
 import hashlib
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,6 +35,8 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 
+from modelyard.api.v1alpha1 import SignatureMode, SignaturePolicy
+from modelyard.registry.credentials import SecretInvalid, secret_text
 from modelyard.registry.oci import OciClient, RegistryError
 
 #: The media types cosign writes, and what they hold.
@@ -181,6 +183,28 @@ class Trust:
         keys = ", ".join(str(key) for key in self.keys) or "none"
         mode = "Enforce" if self.enforce else "Warn"
         return f"{mode}; {len(self.keys)} public key{'s' if len(self.keys) != 1 else ''}: {keys}"
+
+
+def trust_of(policy: SignaturePolicy, secrets: Mapping[str, Mapping[str, Any] | str]) -> Trust:
+    """A policy with the keys its Secrets hold, read the same way by the operator and
+    `modelyard verify`. `secrets`: each Secret the policy names, or why it cannot be had. A
+    key that cannot be read is named in `problems` and left out; the others still verify."""
+    keys: list[TrustedKey] = []
+    problems: list[str] = []
+    for reference in policy.public_keys:
+        found = secrets.get(reference.secret_name, f"Secret {reference.secret_name} is missing")
+        if isinstance(found, str):
+            problems.append(found)
+            continue
+        try:
+            pem = secret_text(dict(found), reference.key)
+            if pem is None:
+                problems.append(f"Secret {reference.secret_name} has no key {reference.key}")
+                continue
+            keys.append(load_key(f"{reference.secret_name}/{reference.key}", pem))
+        except (SecretInvalid, KeyInvalid) as error:
+            problems.append(f"Secret {reference.secret_name}: {error}")
+    return Trust(policy.mode is SignatureMode.ENFORCE, tuple(keys), tuple(problems))
 
 
 @dataclass(frozen=True)
