@@ -502,7 +502,13 @@ class Cluster:
                         {"metadata": {"finalizers": None}},
                     )
         for resource in CLEANUP:
-            self._quietly(self.api.request, "DELETE", resource_path(resource, self.namespace))
+            # A collection of 1,000 Models is deleted one by one in the server, behind its
+            # controllers' work: minutes on a loaded machine, so a long timeout, and on
+            # timeout the namespace's deletion finishes the job.
+            self._quietly(
+                lambda path: self.api.request("DELETE", path, timeout=180),
+                resource_path(resource, self.namespace),
+            )
         self._quietly(self.api.delete, "v1/namespaces", None, self.namespace)
 
     def _safe_list(self, resource: str) -> list[Obj]:
@@ -513,5 +519,5 @@ class Cluster:
 
     @staticmethod
     def _quietly(call: Any, *args: Any) -> None:
-        with contextlib.suppress(ApiRefusal):
+        with contextlib.suppress(ApiRefusal, urllib3.exceptions.TimeoutError):
             call(*args)
