@@ -380,6 +380,38 @@ def test_version_selection_takes_the_highest_ready_match() -> None:
     assert result.blocking is not None and result.blocking.reason == reasons.VERSION_NOT_READY
 
 
+def test_a_pinned_model_says_why_its_version_is_not_ready() -> None:
+    """An unsigned version under Enforce is not Ready: a Model pinned to it names the cause."""
+    unsigned = typed(
+        "ModelVersion",
+        "awesome-llm-1.1.0",
+        status={
+            "conditions": [
+                {
+                    "type": "Ready",
+                    "status": "False",
+                    "reason": "SignatureMissing",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z",
+                }
+            ]
+        },
+    )
+    model = typed("Model", "awesome-chat")
+    assert model.spec.version is not None
+    pinned = model.model_copy(
+        update={
+            "spec": model.spec.model_copy(
+                update={"version": model.spec.version.model_copy(update={"version": "1.1.0"})}
+            )
+        }
+    )
+    result = plan_model(
+        pinned, typed("ModelTemplate", "chat-h100"), registries(), [unsigned], CONFIG
+    )
+    assert result.blocking is not None and result.blocking.reason == reasons.VERSION_NOT_READY
+    assert "(unverified: 1.1.0 (SignatureMissing))" in result.blocking.message
+
+
 def test_template_checks_catch_what_the_schema_cannot() -> None:
     document = copy.deepcopy(example(*RERANKER))
     document["spec"]["startupTimeoutSeconds"] = 60
