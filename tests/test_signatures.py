@@ -268,3 +268,37 @@ async def test_modelyard_verify_names_the_signer_or_the_cause(
     assert result.returncode == 1 and "KeyNotFound" in result.stdout
     assert "Secret cosign-pub is not among the files" in result.stdout
     assert "Traceback" not in result.stderr
+
+
+async def test_modelyard_verify_checks_template_images_under_a_policy(
+    signer: cosign.Cosign, local: LocalRegistry, tmp_path: Path
+) -> None:
+    owner = signer.generate_key_pair("owner")
+    signed = local.push(REPOSITORY, "stable", "signed weights")
+    unsigned = local.push(REPOSITORY, "nightly", "unsigned weights")
+    signer.sign(owner, f"{local.host}/{REPOSITORY}@{signed}", bundle=False)
+
+    def template(name: str, image: dict[str, str]) -> dict[str, Any]:
+        return {
+            "apiVersion": "modelyard.dev/v1alpha1",
+            "kind": "ModelTemplate",
+            "metadata": {"name": name, "namespace": "ml"},
+            "spec": {
+                "modelType": "EMBEDDING",
+                "image": {"registry": "local", "repository": REPOSITORY, **image},
+                "resources": {"cpus": 1, "memory": "1Gi"},
+            },
+        }
+
+    files = [
+        *release_files(local, owner.public_pem, {}),
+        template("by-tag", {"tag": "stable"}),
+        template("by-digest", {"digest": unsigned}),
+    ]
+    result = modelyard_verify(tmp_path, files)
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert f"ok   ml/by-tag (template): {local.host}/{REPOSITORY}@{signed} signed by" in "\n".join(
+        lines
+    )
+    assert any(line.startswith("FAIL ml/by-digest (template): SignatureMissing") for line in lines)

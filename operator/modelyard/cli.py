@@ -268,8 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
         "$MODELYARD_REGISTRY_USERNAME/$MODELYARD_REGISTRY_PASSWORD, else the Docker config "
         "(OCI) or $MLFLOW_TRACKING_USERNAME/$MLFLOW_TRACKING_PASSWORD or "
         "$MLFLOW_TRACKING_TOKEN (MLflow). A Registry with spec.signatures has each image's "
-        "cosign signature checked too, with the public keys of its Secrets in the files; the "
-        "line names the key that signed it.",
+        "cosign signature checked too (a template's image as well), with the public keys of its "
+        "Secrets in the files; the line names the key that signed it.",
     )
     verify_cmd.add_argument(
         "-f",

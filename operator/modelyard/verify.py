@@ -33,7 +33,7 @@ from modelyard.api.v1alpha1 import (
 )
 from modelyard.registry import credentials as creds
 from modelyard.registry.mlflow import MlflowClient
-from modelyard.registry.oci import Credentials, Endpoint, OciClient, gather_limited
+from modelyard.registry.oci import Credentials, Endpoint, OciClient, RegistryError, gather_limited
 from modelyard.registry.signatures import (
     KeyInvalid,
     Trust,
@@ -200,9 +200,10 @@ def trust_from_key_files(paths: list[str]) -> Trust:
 async def verify_files(
     paths: list[str], key_files: list[str] | None = None
 ) -> tuple[list[Line], list[str]]:
-    """One line per ModelVersion, and every input problem. `key_files`: check every image's
-    signatures with these keys instead of its Registry's policy."""
-    inputs = read_inputs(paths)
+    """One line per ModelVersion (and per template whose image must be signed), and every input
+    problem. `key_files`: check every image's signatures with these keys instead of its
+    Registry's policy."""
+    inputs = read_inputs(paths, need_versions=False)
     keys = trust_from_key_files(key_files) if key_files else None
     if keys is not None:
         inputs.errors.extend(keys.problems)
@@ -247,28 +248,89 @@ async def verify_files(
         result: Verification = await verify(client, spec.repository, spec.digest, spec.tag)
         if not result.verified:
             return Line(False, f"FAIL {label}: {result.reason}: {result.message}")
-        image = f"{client.endpoint.host}/{spec.repository}@{spec.digest}"
         trust = keys if keys is not None else trust_from_files(registry, inputs.secrets)
-        if trust is None:
-            return Line(True, f"ok   {label}: {image}")
-        signed = await check_signatures(
-            client, spec.repository, spec.digest, trust.keys, trust.problems
-        )
-        if signed.verified:
-            return Line(True, f"ok   {label}: {image} signed by {signed.signer}")
-        if not trust.enforce:
-            # The operator runs it (Warn mode) and says so; so does this line.
-            return Line(True, f"warn {label}: {signed.reason}: {signed.message}")
-        return Line(False, f"FAIL {label}: {signed.reason}: {signed.message}")
+        return await _signature_line(label, client, spec.repository, spec.digest, trust)
 
+    signed_templates = _templates_to_check(inputs, keys)
+    if not inputs.versions and not signed_templates and not inputs.errors:
+        inputs.errors.append("no ModelVersion found in the given files")
     try:
-        lines = await gather_limited([check(v) for v in inputs.versions])
+        lines = await gather_limited(
+            [
+                *(check(v) for v in inputs.versions),
+                *(_check_template(t, inputs, clients, keys) for t in signed_templates),
+            ]
+        )
     finally:
         for client in clients.values():
             await client.close()
         for mlflow_client in mlflow_clients.values():
             await mlflow_client.close()
     return lines, inputs.errors
+
+
+async def _check_template(
+    template: ModelTemplate,
+    inputs: Inputs,
+    clients: dict[tuple[str, str], OciClient],
+    keys: Trust | None,
+) -> Line:
+    """A template's image under a signature policy (or --key): by digest, or by the digest
+    its tag points to now, as the operator would pin it."""
+    image = template.spec.image
+    assert image is not None
+    namespace = template.metadata.namespace or "default"
+    label = f"{namespace}/{template.metadata.name} (template)"
+    key = (namespace, image.registry)
+    registry = inputs.registries[key]
+    try:
+        if key not in clients:
+            clients[key] = client_for(registry, inputs.secrets)
+        digest = image.digest or await clients[key].resolve(image.repository, image.tag or "")
+    except creds.SecretInvalid as error:
+        return Line(False, f"FAIL {label}: SecretInvalid: {error}")
+    except RegistryError as error:
+        return Line(False, f"FAIL {label}: {error.reason}: {error.message}")
+    if digest is None:
+        return Line(
+            False,
+            f"FAIL {label}: TagNotFound: {clients[key].endpoint.host}/{image.repository} "
+            f"has no tag {image.tag}",
+        )
+    trust = keys if keys is not None else trust_from_files(registry, inputs.secrets)
+    return await _signature_line(label, clients[key], image.repository, digest, trust)
+
+
+def _templates_to_check(inputs: Inputs, keys: Trust | None) -> list[ModelTemplate]:
+    """The templates whose image must be signed: their Registry (among the files) has a
+    signature policy, or --key asks it of every image."""
+    found = []
+    for template in inputs.templates:
+        if template.spec.image is None:
+            continue
+        namespace = template.metadata.namespace or "default"
+        registry = inputs.registries.get((namespace, template.spec.image.registry))
+        if registry is None or registry.spec.type is not RegistryType.OCI:
+            continue
+        if keys is not None or registry.spec.signatures is not None:
+            found.append(template)
+    return found
+
+
+async def _signature_line(
+    label: str, client: OciClient, repository: str, digest: str, trust: Trust | None
+) -> Line:
+    """The line for an image whose digest is there: its signer, or why it has none."""
+    image = f"{client.endpoint.host}/{repository}@{digest}"
+    if trust is None:
+        return Line(True, f"ok   {label}: {image}")
+    signed = await check_signatures(client, repository, digest, trust.keys, trust.problems)
+    if signed.verified:
+        return Line(True, f"ok   {label}: {image} signed by {signed.signer}")
+    if not trust.enforce:
+        # The operator runs it (Warn mode) and says so; so does this line.
+        return Line(True, f"warn {label}: {signed.reason}: {signed.message}")
+    return Line(False, f"FAIL {label}: {signed.reason}: {signed.message}")
 
 
 def summary(lines: list[Line]) -> str:
