@@ -10,6 +10,8 @@ from pydantic import ValidationError
 
 from modelyard.api.errors import describe_validation_error
 from modelyard.api.types import Resource
+from modelyard.kube import Kube
+from modelyard.status import conditions
 
 logger = logging.getLogger(__name__)
 
@@ -87,3 +89,20 @@ def _compact(value: Any) -> Any:
 def status_changed(previous: Manifest, new: Manifest) -> bool:
     """Whether writing `new` would change anything a reader can see."""
     return bool(_compact(previous) != _compact(new))
+
+
+async def warn_once(
+    kube: Kube,
+    body: Manifest,
+    previous_conditions: list[conditions.Condition] | None,
+    kind: str,
+    check: conditions.Check | None,
+) -> None:
+    """A Warning Event for a failed condition that does not decide Ready (a Warn-mode
+    signature, a key that cannot be read), once per cause: its reason and message."""
+    if check is None or check.ok:
+        return
+    before = conditions.find(previous_conditions, kind) or {}
+    if (before.get("reason"), before.get("message")) == (check.reason, check.message):
+        return
+    await kube.post_event(body, "Warning", check.reason, check.message, "modelyard")

@@ -23,7 +23,7 @@ from modelyard import metrics
 from modelyard.api.v1alpha1 import API_VERSION, Registry, RegistryType
 from modelyard.builders.plan import pull_secret_name
 from modelyard.kube import Kube
-from modelyard.reconcile.common import describe, status_changed
+from modelyard.reconcile.common import describe, status_changed, warn_once
 from modelyard.registry import credentials as creds
 from modelyard.registry.mlflow import MlflowClient
 from modelyard.registry.oci import Credentials, Endpoint, OciClient, RegistryError
@@ -401,16 +401,11 @@ async def _write_status(
         await kube.post_event(
             body, "Normal" if verdict.ok else "Warning", verdict.reason, verdict.message, COMPONENT
         )
-    await _announce_keys(body, previous, trust, kube)
+    await warn_once(
+        kube,
+        body,
+        previous.get("conditions"),
+        reasons.SIGNATURES,
+        _signatures_condition(trust).get(reasons.SIGNATURES),
+    )
     return written
-
-
-async def _announce_keys(
-    body: Manifest, previous: Manifest, trust: Trust | None, kube: Kube
-) -> None:
-    """A Warning Event when a key of the policy cannot be read (said once per cause)."""
-    check = _signatures_condition(trust).get(reasons.SIGNATURES)
-    before = conditions.find(previous.get("conditions"), reasons.SIGNATURES) or {}
-    if check is None or check.ok or before.get("message") == check.message:
-        return
-    await kube.post_event(body, "Warning", check.reason, check.message, COMPONENT)

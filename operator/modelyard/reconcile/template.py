@@ -12,7 +12,7 @@ from modelyard.api.v1alpha1 import API_VERSION, ModelTemplate, SignatureMode
 from modelyard.builders.plan import check_template
 from modelyard.config import OperatorConfig
 from modelyard.kube import Kube
-from modelyard.reconcile.common import describe, status_changed
+from modelyard.reconcile.common import describe, status_changed, warn_once
 from modelyard.reconcile.registry import Connection
 from modelyard.registry.oci import RegistryError
 from modelyard.status import conditions, reasons
@@ -87,16 +87,9 @@ async def write_template_status(
         await kube.post_event(
             body, "Normal" if verdict.ok else "Warning", verdict.reason, verdict.message, COMPONENT
         )
-    before_signed = conditions.find(previous.get("conditions"), reasons.SIGNED) or {}
-    if (
-        signed is not None
-        and not signed.ok
-        and signed.reason != verdict.reason
-        and (before_signed.get("reason"), before_signed.get("message"))
-        != (signed.reason, signed.message)
-    ):
-        # Warn mode: the image runs unsigned, and says so once per cause.
-        await kube.post_event(body, "Warning", signed.reason, signed.message, COMPONENT)
+    if signed is not None and signed.reason != verdict.reason:
+        # Warn mode: the image runs unsigned, and says so (Enforce: the Ready Event did).
+        await warn_once(kube, body, previous.get("conditions"), reasons.SIGNED, signed)
     return written
 
 

@@ -30,7 +30,7 @@ from pydantic import ValidationError
 from modelyard import metrics
 from modelyard.api.v1alpha1 import API_VERSION, ModelVersion
 from modelyard.kube import Kube
-from modelyard.reconcile.common import describe, status_changed
+from modelyard.reconcile.common import describe, status_changed, warn_once
 from modelyard.reconcile.registry import Connection
 from modelyard.registry.verify import MlflowVerification, verify, verify_mlflow
 from modelyard.status import conditions, reasons
@@ -374,17 +374,11 @@ async def _announce(
         await kube.post_event(
             body, "Normal" if ready.ok else "Warning", ready.reason, ready.message, COMPONENT
         )
-    signed = checks.get(reasons.SIGNED)
-    signed_before = conditions.find(previous.get("conditions"), reasons.SIGNED) or {}
-    if (
-        signed is not None
-        and not signed.ok
-        and ready.ok
-        and (signed_before.get("reason"), signed_before.get("message"))
-        != (signed.reason, signed.message)
-    ):
-        # Warn mode: the version runs unsigned, and says so once per cause.
-        await kube.post_event(body, "Warning", signed.reason, signed.message, COMPONENT)
+    if ready.ok:
+        # Warn mode: the version runs unsigned, and says so (Enforce: the Ready Event did).
+        await warn_once(
+            kube, body, previous.get("conditions"), reasons.SIGNED, checks.get(reasons.SIGNED)
+        )
     for condition, reason in (
         (reasons.TAG_CURRENT, reasons.TAG_MOVED),
         (reasons.ALIAS_CURRENT, reasons.ALIAS_MOVED),
