@@ -177,6 +177,16 @@ def test_configuration_from_values_is_what_the_operator_reads(helm: Helm, tmp_pa
     assert operator_config.load(path).gpu_types == operator_config.OperatorConfig().gpu_types
 
 
+def test_the_operator_refuses_a_lease_duration_the_lease_cannot_hold(tmp_path: Path) -> None:
+    """Whole seconds only: the Lease stores an integer, which is what a standby waits for."""
+    path = tmp_path / "config.yaml"
+    path.write_text("leaderElection: {leaseDurationSeconds: 10.4, renewDeadlineSeconds: 10.2}\n")
+    with pytest.raises(operator_config.ConfigError, match="leaseDurationSeconds"):
+        operator_config.load(path)
+    path.write_text("leaderElection: {leaseDurationSeconds: 11, renewDeadlineSeconds: 10.2}\n")
+    assert operator_config.load(path).leader_election.lease_duration_seconds == 11
+
+
 def test_namespaced_mode_uses_roles_and_watches_only_those_namespaces(helm: Helm) -> None:
     documents = render(helm, *NON_DEFAULT)
     roles = [r for r in by_kind(documents, "Role") if r["metadata"]["name"].endswith("-operator")]
@@ -223,6 +233,8 @@ def test_user_roles_aggregate_into_the_builtin_ones(helm: Helm) -> None:
         (["--set", "watchNamespaces[0]=Not_A_Namespace"], "watchNamespaces"),
         (["--set", "metrics.port=70000"], "port"),
         (["--set", "unknownKey=1"], "unknownKey"),
+        # The Lease holds whole seconds; a fraction would be rounded where standbys read it.
+        (["--set", "config.leaderElection.leaseDurationSeconds=10.4"], "leaseDurationSeconds"),
     ],
 )
 def test_values_schema_refuses_bad_values(helm: Helm, flag: list[str], fragment: str) -> None:

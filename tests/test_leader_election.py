@@ -282,3 +282,51 @@ async def test_a_leader_that_cannot_renew_stops_writing_before_anyone_could_take
         )
     finally:
         await stop_all(operators)
+
+
+async def test_an_election_whose_looks_fail_oddly_stands_by_and_leads_again(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """A Lease answered with a 200 that is not JSON (a proxy's error page), then a login that
+    fails (a kubeconfig or token file rotated badly): each is a failed look at the Lease, said
+    once. The leader stands by at its renew deadline (nobody may write), both processes live
+    on, and once the Lease can be read again a replica leads and the work goes on."""
+    operators = await replicas(cluster, tmp_path)
+    try:
+        leader = await leader_of(cluster, operators)
+        lease = r"/leases/modelyard-leader$"
+        page = cluster.fail("GET", lease, 200, times=None, body=b"<html>502 Bad Gateway</html>")
+        await eventually(
+            lambda: all(leader_metric(o) == 0 for o in operators.values()),
+            20,
+            "no replica leads",
+            operators[leader],
+        )
+        assert "not JSON" in operators[leader].output
+        cluster.faults.remove(page)
+        leader = await leader_of(cluster, operators)
+
+        kubeconfig = cluster.operator_kubeconfig(tmp_path)
+        good = kubeconfig.read_text()
+        kubeconfig.write_text("clusters: [not a kubeconfig\n")
+        refused = cluster.fail("GET", lease, 401, times=None)
+        await eventually(
+            lambda: all(leader_metric(o) == 0 for o in operators.values()),
+            20,
+            "no replica leads",
+            operators[leader],
+        )
+        assert "logging in again failed" in operators[leader].output
+        assert all(o.process is not None and o.process.poll() is None for o in operators.values())
+
+        kubeconfig.write_text(good)
+        cluster.faults.remove(refused)
+        await leader_of(cluster, operators)
+        await apply_documents(cluster, embedding_documents())
+        await eventually(
+            lambda: cluster.get(DEPLOYMENTS, cluster.namespace, "docs-embedder"),
+            20,
+            "work done once a replica leads again",
+        )
+    finally:
+        await stop_all(operators)

@@ -182,3 +182,47 @@ async def test_a_lasting_refusal_is_logged_once_while_it_is_retried(
     assert len(attempts) >= 3, f"retried {len(attempts)} times"
     retried = [line for line in operator.output.splitlines() if "trying again in" in line]
     assert len(retried) == 1, retried
+
+
+async def test_a_taken_port_is_one_line_and_a_stop_is_quiet(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """A second `modelyard run` on a machine whose metrics port is taken says so in one line
+    and exits; an operator stopped with SIGTERM (or Ctrl-C) says it stopped, without a
+    traceback."""
+    (tmp_path / "first").mkdir()
+    (tmp_path / "second").mkdir()
+    kubeconfig = cluster.operator_kubeconfig(tmp_path)
+    first = OperatorProcess(kubeconfig, tmp_path / "first", verbose=False).start()
+    try:
+        await eventually(first.metrics, 30, "the first operator's metrics", first)
+        second = OperatorProcess(
+            kubeconfig,
+            tmp_path / "second",
+            config={"metricsPort": first.metrics_port},
+            verbose=False,
+        ).start()
+        assert second.process is not None
+        await eventually(lambda: second.process.poll() is not None, 30, "the second to exit")
+        assert second.process.returncode != 0
+        said = second.output.strip().splitlines()
+        assert "Traceback" not in second.output, second.output
+        assert said[-1] == (
+            f"modelyard: cannot listen on the metrics port {first.metrics_port} (metricsPort in "
+            "the configuration; 0: off): Address already in use"
+        ), said
+    finally:
+        await first.stop()
+    assert first.process is not None and first.process.returncode == 0
+    assert "Traceback" not in first.output and "CancelledError" not in first.output, first.output
+    assert "stopped in" in first.output
+
+    # Stopped while it still lists (its lists held up by the proxy): as quiet.
+    (tmp_path / "third").mkdir()
+    cluster.fail("GET", r"/models$", code=0, times=None, delay=5)
+    third = OperatorProcess(kubeconfig, tmp_path / "third", verbose=False).start()
+    # Metrics are served from before the lists start, and the lists take 5 s.
+    await eventually(third.metrics, 30, "the third listing", third)
+    await third.stop()
+    assert third.process is not None and third.process.returncode == 0, third.output
+    assert "Traceback" not in third.output and "CancelledError" not in third.output, third.output

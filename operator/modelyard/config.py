@@ -174,7 +174,10 @@ class LeaderElection(_Config):
     defaults. A dead leader is replaced within `leaseDurationSeconds` plus one retry; a leader
     cut off from the API server stops writing after `renewDeadlineSeconds`."""
 
-    lease_duration_seconds: float = Field(15, alias="leaseDurationSeconds", gt=0, le=600)
+    #: Whole seconds: the Lease stores an integer, and a standby waits for what it stores.
+    #: Were 10.4 stored as 10, a standby could take over while a leader with a renew deadline
+    #: of 10.2 still wrote.
+    lease_duration_seconds: int = Field(15, alias="leaseDurationSeconds", ge=1, le=600, strict=True)
     renew_deadline_seconds: float = Field(10, alias="renewDeadlineSeconds", gt=0, le=600)
     retry_period_seconds: float = Field(2, alias="retryPeriodSeconds", gt=0, le=60)
 
@@ -206,6 +209,9 @@ class OperatorConfig(_Config):
     probes: Probes = Field(default_factory=Probes)
     external_models: ExternalModels = Field(default_factory=ExternalModels, alias="externalModels")
     leader_election: LeaderElection = Field(default_factory=LeaderElection, alias="leaderElection")
+    #: A watch that brings nothing for this long — not even the bookmark the API server sends
+    #: a quiet watch every minute — is taken for a silent connection, closed and resumed.
+    watch_idle_seconds: float = Field(90, alias="watchIdleSeconds", ge=1, le=3600)
 
 
 class ConfigError(Exception):

@@ -33,7 +33,9 @@ FORWARDED_RESPONSE_HEADERS = ("Content-Type", "Retry-After", "Warning", "Audit-I
 @dataclass
 class Fault:
     """Answer matching requests with `code` (0: forward after the delay), `times` times, once
-    `after` matching requests have gone through untouched."""
+    `after` matching requests have gone through untouched. `body`: answer these bytes as they
+    are (a proxy's error page with a 200). A watch answered 410 gets what a real server sends
+    after a compaction: a 200 whose one event is an ERROR with code 410."""
 
     method: str
     path: re.Pattern[str]
@@ -42,6 +44,7 @@ class Fault:
     retry_after: int | None = None
     delay: float = 0.0
     after: int = 0
+    body: bytes | None = None
     hits: int = 0
     passed: int = 0
 
@@ -104,6 +107,14 @@ class FaultProxy:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="proxy")
         self._watches: set[aiohttp.ClientResponse] = set()
+        #: Watches being relayed, by the path they asked for (see `stall_watches`).
+        self._relaying: dict[aiohttp.ClientResponse, str] = {}
+        #: Relayed watches that pass nothing on any more, their sockets left open.
+        self._stalled: set[aiohttp.ClientResponse] = set()
+        #: Watches whose next chunk is cut in half and their connection reset.
+        self._cut: set[aiohttp.ClientResponse] = set()
+        #: Seconds between single bytes of a watch (0: relayed as it comes).
+        self.drip = 0.0
         self._session: aiohttp.ClientSession | None = None
         self._runner: aiohttp.web.AppRunner | None = None
 
@@ -158,10 +169,35 @@ class FaultProxy:
         retry_after: int | None = None,
         delay: float = 0.0,
         after: int = 0,
+        body: bytes | None = None,
     ) -> Fault:
-        fault = Fault(method.upper(), re.compile(path), code, times, retry_after, delay, after)
+        fault = Fault(
+            method.upper(), re.compile(path), code, times, retry_after, delay, after, body
+        )
         self.faults.append(fault)
         return fault
+
+    def stall_watches(self, path: str = "") -> int:
+        """The watches open now whose path matches stop passing anything on, while their
+        sockets stay open: what a client sees of a half-open connection, an API server
+        instance gone, or a load balancer that dropped its backend. New requests go through,
+        as to another instance. How many were stalled."""
+        pattern = re.compile(path)
+        stalled = [w for w, asked in list(self._relaying.items()) if pattern.search(asked)]
+        self._stalled.update(stalled)
+        return len(stalled)
+
+    def stalled_watches_open(self) -> int:
+        """Stalled watches whose client has not given up on them yet."""
+        return len(self._stalled & set(self._relaying))
+
+    def reset_watches(self, path: str = "") -> int:
+        """The watches open now whose path matches are cut mid-event at their next chunk: half
+        of it is sent, then the connection is reset. How many."""
+        pattern = re.compile(path)
+        cut = [w for w, asked in list(self._relaying.items()) if pattern.search(asked)]
+        self._cut.update(cut)
+        return len(cut)
 
     def writes(self) -> list[Served]:
         return [entry for entry in list(self.served) if entry.method != "GET"]
@@ -225,6 +261,10 @@ class FaultProxy:
                 await asyncio.sleep(fault.delay)
                 if request.transport is None or request.transport.is_closing():
                     raise ClientGone
+            if fault.body is not None:
+                return aiohttp.web.Response(status=fault.code or 200, body=fault.body)
+            if fault.code == 410 and watching:
+                return _gone()
             if fault.code:
                 headers = {"Retry-After": str(fault.retry_after)} if fault.retry_after else {}
                 return aiohttp.web.json_response(
@@ -234,11 +274,7 @@ class FaultProxy:
                 )
         since = query.get("resourceVersion") or "0"
         if watching and since.isdigit() and 0 < int(since) < self.compacted_before:
-            # What a real server sends when etcd compacted past the requested revision.
-            gone = {"type": "ERROR", "object": _status(410, "Expired", "too old resource version")}
-            return aiohttp.web.Response(
-                status=200, body=json.dumps(gone).encode() + b"\n", content_type="application/json"
-            )
+            return _gone()
         assert self._session is not None
         headers = {k: request.headers[k] for k in FORWARDED_REQUEST_HEADERS if k in request.headers}
         body = await request.read()
@@ -265,15 +301,56 @@ class FaultProxy:
         stream = WatchStream(status=200, headers=reply_headers)
         await stream.prepare(request)
         self.served.append(Served(method, logged, 200, query))
+        await self._relay(request, stream, upstream, logged)
+        return stream
+
+    async def _relay(
+        self,
+        request: aiohttp.web.Request,
+        stream: WatchStream,
+        upstream: aiohttp.ClientResponse,
+        logged: str,
+    ) -> None:
+        """A watch's bytes to the client, as they come — or not, or cut, or in drips."""
         self._watches.add(upstream)
+        self._relaying[upstream] = logged
         try:
             async for chunk in upstream.content.iter_any():
-                await stream.write(chunk)
+                if upstream in self._stalled:
+                    # Nothing more reaches the client, which must notice by itself; the
+                    # stream ends once the client gives up on it (or the proxy stops).
+                    await _until_gone(request)
+                    break
+                if upstream in self._cut and request.transport is not None:
+                    await stream.write(chunk[: max(1, len(chunk) // 2)])
+                    request.transport.abort()
+                    break
+                if self.drip:
+                    for index in range(len(chunk)):
+                        await stream.write(chunk[index : index + 1])
+                        await asyncio.sleep(self.drip)
+                else:
+                    await stream.write(chunk)
         except (aiohttp.ClientError, ConnectionResetError, asyncio.CancelledError):
             pass
         finally:
             self._watches.discard(upstream)
+            self._relaying.pop(upstream, None)
+            self._stalled.discard(upstream)
+            self._cut.discard(upstream)
             upstream.close()
         with contextlib.suppress(ConnectionResetError, RuntimeError):
             await stream.write_eof()
-        return stream
+
+
+async def _until_gone(request: aiohttp.web.Request) -> None:
+    while request.transport is not None and not request.transport.is_closing():
+        await asyncio.sleep(0.1)
+
+
+def _gone() -> aiohttp.web.Response:
+    """What a real server answers a watch asking to resume from before an etcd compaction."""
+    gone = {"type": "ERROR", "object": _status(410, "Expired", "too old resource version")}
+    return aiohttp.web.Response(
+        status=200, body=json.dumps(gone).encode() + b"\n", content_type="application/json"
+    )

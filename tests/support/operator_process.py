@@ -13,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -46,12 +47,15 @@ class OperatorProcess:
         namespaces: list[str] | None = None,
         lease_namespace: str | None = None,
         name: str | None = None,
+        health_port: int | None = None,
     ) -> None:
         """`kubeconfig` of the cluster (see `Cluster.operator_kubeconfig`); None: the caller's.
         `lease_namespace`: run with --leader-elect, the Lease there; `name` as its POD_NAME."""
         self.verbose = verbose
         self.namespaces = namespaces or []
         self.lease_namespace = lease_namespace
+        #: Where /healthz and /readyz answer (`--liveness`); None: not served.
+        self.health_port = health_port
         self.directory = directory
         self.log_path = directory / f"operator-{time.monotonic_ns()}.log"
         self.env = dict(os.environ)
@@ -90,6 +94,11 @@ class OperatorProcess:
                     if self.lease_namespace
                     else []
                 ),
+                *(
+                    [f"--liveness=http://127.0.0.1:{self.health_port}/healthz"]
+                    if self.health_port
+                    else []
+                ),
             ],
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -97,6 +106,18 @@ class OperatorProcess:
             start_new_session=True,
         )
         return self
+
+    def readyz(self) -> tuple[int, str]:
+        """What /readyz answers now: (status, body); (0, "") while nothing listens."""
+        try:
+            with urllib.request.urlopen(
+                f"http://127.0.0.1:{self.health_port}/readyz", timeout=5
+            ) as answer:
+                return int(answer.status), str(answer.read().decode())
+        except urllib.error.HTTPError as refused:
+            return int(refused.code), str(refused.read().decode())
+        except OSError:
+            return 0, ""
 
     def metrics(self) -> str:
         """What /metrics answers now; empty while the operator does not serve it yet."""

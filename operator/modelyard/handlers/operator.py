@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import re
 import signal
@@ -270,6 +271,7 @@ def _own_informers(runner: Runner, kube: Kube, scopes: list[str | None]) -> list
                 trim=_body,
                 on_change=on_change,
                 absent_recheck=OWN_KIND_RECHECK,
+                idle=runner.config.watch_idle_seconds,
             )
             for namespace in scopes
         ]
@@ -306,6 +308,7 @@ def _child_informers(runner: Runner, kube: Kube, scopes: list[str | None]) -> li
                 owner_label=MODEL_LABEL,
                 trim=trim,
                 on_change=changed,
+                idle=runner.config.watch_idle_seconds,
             )
             for namespace in scopes
         ]
@@ -325,6 +328,7 @@ def _child_informers(runner: Runner, kube: Kube, scopes: list[str | None]) -> li
             owner_label=CONSENT_LABEL,
             trim=_trim_secret,
             on_change=secret_changed,
+            idle=runner.config.watch_idle_seconds,
         )
         for namespace in scopes
     ]
@@ -401,7 +405,7 @@ def _election(
         started=runner.lead,
         stopped=runner.stand_by,
     )
-    runner.kube.may_write = lambda: runner.leading and election.may_write()
+    runner.kube.write_allowance = lambda: election.write_allowance() if runner.leading else 0.0
     metrics.LEADER.set(0)
     return election
 
@@ -427,33 +431,69 @@ async def _shut_down(
     logger.info("stopped in %.2f s", time.monotonic() - started)
 
 
+async def _listen(
+    options: Options,
+    config: operator_config.OperatorConfig,
+    ready: asyncio.Event,
+    runner: Runner,
+) -> web.AppRunner | None:
+    """/healthz and /readyz (with --liveness), and /metrics; None without health checks.
+
+    A port taken — a second operator on the same machine, another program — is one line that
+    names the port and how to move it, not a traceback."""
+    health = None
+    port = "the health port (--liveness)"
+    try:
+        if options.liveness:
+            health = await _health(options.liveness, ready, runner)
+        port = f"the metrics port {config.metrics_port} (metricsPort in the configuration; 0: off)"
+        if config.metrics_port:
+            metrics.serve(config.metrics_port)
+    except OSError as error:
+        if health is not None:
+            await health.cleanup()
+        await runner.kube.close()
+        raise SystemExit(f"modelyard: cannot listen on {port}: {error.strerror or error}") from None
+    return health
+
+
 async def operate(options: Options) -> None:
     """Run until SIGTERM or SIGINT; a leader gives its Lease up on the way out."""
     config = operator_config.load()
     me = identity()
     lease_ns = lease_namespace(options.leader_elect_namespace) if options.leader_elect else ""
+    # First: a stop asked for while logging in (an exec plugin may take seconds) is a stop,
+    # not a traceback.
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stopping.set)
     kube = Kube(kube_login.login, config.field_manager, user_agent=f"modelyard/{me}")
     try:
         server = await kube.server()
     except kube_login.LoginError as error:
         raise SystemExit(f"modelyard: {error}") from None
+    if stopping.is_set():
+        await kube.close()
+        return
     egress = EgressPolicy(config.external_models, api_server_endpoints(server, dict(os.environ)))
     runner = Runner(kube, config, egress)
     scopes: list[str | None] = [*options.namespaces] if options.namespaces else [None]
     informers = _own_informers(runner, kube, scopes) + _child_informers(runner, kube, scopes)
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stopping.set)
     ready = asyncio.Event()
-    health = await _health(options.liveness, ready, runner) if options.liveness else None
-    if config.metrics_port:
-        metrics.serve(config.metrics_port)
-    tasks = [asyncio.create_task(informer.run()) for informer in informers]
+    health = await _listen(options, config, ready, runner)
+    died: list[str] = []
+    tasks = [
+        _supervised(asyncio.create_task(informer.run()), f"watching {informer.url}", stopping, died)
+        for informer in informers
+    ]
     tasks += [
-        asyncio.create_task(runner.release_memory()),
-        asyncio.create_task(runner.prober.run()),
-        asyncio.create_task(runner.checks()),
+        _supervised(asyncio.create_task(work), what, stopping, died)
+        for work, what in (
+            (runner.release_memory(), "releasing memory"),
+            (runner.prober.run(), "the prober"),
+            (runner.checks(), "the periodic checks"),
+        )
     ]
     election: LeaderElection | None = None
     electing: asyncio.Task[None] | None = None
@@ -468,6 +508,7 @@ async def operate(options: Options) -> None:
         waiting.cancel()
         if stopping.is_set():
             synced.cancel()
+            await asyncio.gather(synced, return_exceptions=True)
             return
         ready.set()
         logger.info(
@@ -477,9 +518,11 @@ async def operate(options: Options) -> None:
         )
         if options.leader_elect:
             election = _election(runner, config.leader_election, lease_ns, me)
-            electing = asyncio.create_task(election.run())
+            electing = _supervised(
+                asyncio.create_task(election.run()), "the leader election", stopping, died
+            )
         else:
-            kube.may_write = lambda: runner.leading
+            kube.write_allowance = lambda: math.inf if runner.leading else 0.0
             metrics.LEADER.set(1)
             runner.lead()
         await stopping.wait()
@@ -487,6 +530,33 @@ async def operate(options: Options) -> None:
         await _shut_down(runner, election, electing, tasks)
         if health is not None:
             await health.cleanup()
+    if died:
+        raise SystemExit(f"modelyard: stopped because {', '.join(died)} ended")
+
+
+def _supervised(
+    task: asyncio.Task[Any], what: str, stopping: asyncio.Event, died: list[str]
+) -> asyncio.Task[Any]:
+    """`task` must run until the operator stops: each catches and retries its own failures,
+    so one that ends anyway is a bug, and a process half alive (a store frozen, an election
+    gone while /readyz and modelyard_leader still say it leads) is worse than a restart. The
+    process stops, non-zero, and its pod is restarted."""
+
+    def ended(done: asyncio.Task[Any]) -> None:
+        if stopping.is_set() or done.cancelled():
+            return
+        error = done.exception()
+        logger.error(
+            "%s ended (%s); stopping so that the operator is restarted",
+            what,
+            f"{type(error).__name__}: {error}" if error else "returned",
+            exc_info=error,
+        )
+        died.append(what)
+        stopping.set()
+
+    task.add_done_callback(ended)
+    return task
 
 
 #: A `parameters` map as it appears in a logged dict repr, JSON, or JSON inside a repr'd string.
@@ -522,7 +592,11 @@ def run(options: Options, verbose: bool) -> None:
     # aiohttp's and asyncio's debug chatter is not the operator's story.
     for noisy in ("asyncio", "aiohttp"):
         logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.WARNING)
-    asyncio.run(operate(options))
+    try:
+        asyncio.run(operate(options))
+    except KeyboardInterrupt:
+        # Ctrl-C before the operator's own handler was in place (while Python starts).
+        raise SystemExit(130) from None
 
 
 __all__ = ["Options", "run"]

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import heapq
 import json
+import math
 import os
 import random
 import ssl
@@ -53,6 +54,8 @@ PLURALS: dict[tuple[str, str], str] = {
 CONCURRENCY = 32
 
 TEMPORARY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
+#: Asks the API server for an object's metadata alone.
+METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
 
 
 class NotLeading(Exception):  # noqa: N818 -- a state, not a failure
@@ -246,23 +249,37 @@ class Kube:
         #: Sent with every request: the API server's audit log tells the operator's processes
         #: (replicas of one Deployment share a service account) apart by it.
         self.user_agent = user_agent
-        #: Whether this process may write; asked before every write but the leader election's
-        #: own (see `modelyard.kube.lease`).
-        self.may_write: Callable[[], bool] = lambda: True
+        #: For how many more seconds this process may write (0: it may not): asked before a
+        #: write waits for its turn, again when its turn comes and before a retry after a new
+        #: login, and it bounds how long the write may take (see `modelyard.kube.lease`). The
+        #: leader election's own requests are exempt.
+        self.write_allowance: Callable[[], float] = lambda: math.inf
         self.field_manager = field_manager
         self._timeout = timeout
         self._credentials: Credentials | None = None
         self._login_lock = asyncio.Lock()
         self._session: aiohttp.ClientSession | None = None
+        #: Watches' own connections: a watch holds its connection for as long as it runs, so
+        #: watches must never take the connections calls are made on (see `_connect`).
+        self._watch_session: aiohttp.ClientSession | None = None
         self._discovery: dict[str, _Cached] = {}
         self._gate = PriorityGate(CONCURRENCY)
         self.requests = 0
         self.writes = 0
 
-    async def _connect(self, renew: bool = False) -> tuple[aiohttp.ClientSession, Credentials]:
+    async def _connect(
+        self, renew: bool = False, watching: bool = False
+    ) -> tuple[aiohttp.ClientSession, Credentials]:
         """The session and current credentials; logs in again when asked (after a 401) or when
-        the credentials say they expire. The connection pool is kept unless TLS material
-        changed: a rotated token only changes a header."""
+        the credentials say they expire. The connection pools are kept unless TLS material
+        changed: a rotated token only changes a header.
+
+        Calls and watches have pools apart. Calls share a bounded pool (at most CONCURRENCY
+        in flight, let in by the gate). Each watch holds a connection of its own for as long as
+        it runs — ten kinds in each watched namespace — and were they drawn from the calls' pool,
+        a few namespaces would fill it with watches and leave every call waiting for a
+        connection that never frees (an operator never ready). HTTP/1.1 has no way to share a
+        connection between streams, so the watches' pool grows with the watches."""
         credentials = self._credentials
         expired = credentials is not None and (credentials.expires or float("inf")) < (
             time.monotonic()
@@ -272,25 +289,59 @@ class Kube:
             # must not run an exec plugin once each.
             async with self._login_lock:
                 if self._credentials is credentials:  # nobody renewed them while we waited
-                    fresh = await asyncio.to_thread(self._login)
-                    if self._session is not None and (
-                        credentials is None or credentials.tls_identity() != fresh.tls_identity()
-                    ):
-                        await self._session.close()
-                        self._session = None
+                    fresh = await self._relogin(credentials)
+                    if credentials is None or credentials.tls_identity() != fresh.tls_identity():
+                        await self._close_sessions()
                     self._credentials = fresh
                 credentials = self._credentials
                 assert credentials is not None
-        if self._session is None:
-            self._session = aiohttp.ClientSession(
-                base_url=credentials.server.rstrip("/"),
-                # Calls in flight are bounded by the gate; the rest are the informers' watches.
-                # Each TLS connection holds 256 KB of buffers, so the pool is bounded too.
-                connector=aiohttp.TCPConnector(
-                    limit=CONCURRENCY + 16, ssl=credentials.ssl_context()
-                ),
-            )
-        return self._session, credentials
+        if self._session is None or self._watch_session is None:
+            try:
+                context = credentials.ssl_context()
+            except (OSError, ValueError) as error:  # ssl.SSLError is an OSError
+                raise ApiError(0, "LoginFailed", f"unusable TLS material: {error}") from None
+            base = credentials.server.rstrip("/")
+            if self._session is None:
+                # Calls in flight are bounded by the gate, and so is the pool: each TLS
+                # connection holds 256 KB of buffers. A few more than the gate lets in, for
+                # the election's calls, which skip the queue.
+                self._session = aiohttp.ClientSession(
+                    base_url=base,
+                    connector=aiohttp.TCPConnector(limit=CONCURRENCY + 8, ssl=context),
+                )
+            if self._watch_session is None:
+                self._watch_session = aiohttp.ClientSession(
+                    base_url=base, connector=aiohttp.TCPConnector(limit=0, ssl=context)
+                )
+        return (self._watch_session if watching else self._session), credentials
+
+    async def _close_sessions(self) -> None:
+        for session in (self._session, self._watch_session):
+            if session is not None:
+                await session.close()
+        self._session = self._watch_session = None
+
+    async def _relogin(self, previous: Credentials | None) -> Credentials:
+        """Credentials from the login; a failure after the first login (a rotated token file
+        gone, an exec plugin failing) is a temporary `ApiError`, so every caller — a pass, an
+        informer, the election — retries it as it retries an unreachable server. The first
+        login's failure is the caller's to report (`modelyard run` says it in one line)."""
+        if previous is None:
+            return await asyncio.to_thread(self._login)
+        try:
+            return await asyncio.to_thread(self._login)
+        except Exception as error:  # any failure of a login plugin
+            raise ApiError(0, "LoginFailed", f"logging in again failed: {error}") from None
+
+    def _write_time(self, method: str, url: str, electing: bool) -> float:
+        """How long this request may take: the client's timeout, and for a write no longer
+        than this process may still write; NotLeading when it may not at all."""
+        if method == "GET" or electing:
+            return self._timeout
+        allowance = self.write_allowance()
+        if allowance <= 0:
+            raise NotLeading(f"{method} {url}")
+        return min(self._timeout, allowance)
 
     async def server(self) -> str:
         """The API server's URL, as the credentials name it (logging in if not yet done)."""
@@ -298,9 +349,7 @@ class Kube:
         return credentials.server
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self._close_sessions()
 
     async def _call(
         self,
@@ -312,16 +361,16 @@ class Kube:
         *,
         priority: int = Priority.READ,
         electing: bool = False,
+        accept: str = "application/json",
     ) -> Manifest:
-        if method != "GET" and not electing and not self.may_write():
-            raise NotLeading(f"{method} {url}")
+        self._write_time(method, url, electing)  # a standby's write waits for nothing
         self.requests += 1
         if method != "GET":
             self.writes += 1
         metrics.API_REQUESTS.labels(method).inc()
         data = None if body is None else body if isinstance(body, bytes) else json.dumps(body)
         headers = {
-            "Accept": "application/json",
+            "Accept": accept,
             "Content-Type": content_type,
             "User-Agent": self.user_agent,
         }
@@ -329,6 +378,9 @@ class Kube:
         try:
             for attempt in (1, 2):
                 session, credentials = await self._connect(renew=attempt == 2)
+                # Asked again now: the turn (and a new login) may have taken long enough for
+                # the Lease to move, and the write may not outlast this process's allowance.
+                allowed = self._write_time(method, url, electing)
                 try:
                     async with session.request(
                         method,
@@ -336,7 +388,7 @@ class Kube:
                         data=data,
                         params=query,
                         headers={**headers, **credentials.headers()},
-                        timeout=aiohttp.ClientTimeout(total=self._timeout),
+                        timeout=aiohttp.ClientTimeout(total=allowed),
                     ) as response:
                         payload = await response.read()
                         if response.status == 401 and attempt == 1:
@@ -345,9 +397,13 @@ class Kube:
                             raise _problem(
                                 response.status, response.reason, payload, response.headers
                             )
-                        parsed: Manifest = json.loads(payload) if payload else {}
-                        return parsed
-                except (aiohttp.ClientError, TimeoutError) as error:
+                        return _json(payload, response.status)
+                except TimeoutError:
+                    if allowed < self._timeout:
+                        # Cut short by the allowance: this process may no longer write.
+                        raise NotLeading(f"{method} {url} (the Lease may have moved)") from None
+                    raise ApiError(0, "Unreachable", "timed out") from None
+                except aiohttp.ClientError as error:
                     raise ApiError(0, "Unreachable", str(error) or type(error).__name__) from None
             raise AssertionError("unreachable")  # pragma: no cover - the loop always returns
         finally:
@@ -437,6 +493,22 @@ class Kube:
                 return None
             raise
 
+    async def metadata(
+        self, api_version: str, kind: str, namespace: str | None, name: str
+    ) -> Manifest | None:
+        """An object's metadata only (PartialObjectMetadata): its labels without its data —
+        what to ask of a Secret that may not be read."""
+        try:
+            return await self._call(
+                "GET",
+                path(api_version, kind, namespace, name),
+                accept=METADATA_ONLY,
+            )
+        except ApiError as problem:
+            if problem.not_found:
+                return None
+            raise
+
     async def elect(self, method: str, url: str, body: Manifest | None = None) -> Manifest:
         """A leader election request (the Lease): the one write a standby makes."""
         return await self._call(method, url, body, priority=Priority.LEASE, electing=True)
@@ -445,8 +517,12 @@ class Kube:
         """One page of a list (`limit`/`continue` in `query`)."""
         return await self._call("GET", url, None, query)
 
-    async def watch(self, url: str, query: dict[str, str]) -> AsyncIterator[Manifest]:
-        """A watch stream's events as they come, until the server ends it.
+    async def watch(
+        self, url: str, query: dict[str, str], idle: float | None = None
+    ) -> AsyncIterator[Manifest]:
+        """A watch stream's events as they come, until the server ends it — or, with `idle`,
+        until nothing at all came for that many seconds (a temporary `ApiError`): a silent
+        connection raises nothing by itself.
 
         Lines are split here rather than by aiohttp's readline, whose 64 KiB limit a large
         object (a pod with a long status) can exceed.
@@ -454,7 +530,7 @@ class Kube:
         self.requests += 1
         metrics.API_REQUESTS.labels("WATCH").inc()
         for attempt in (1, 2):
-            session, credentials = await self._connect(renew=attempt == 2)
+            session, credentials = await self._connect(renew=attempt == 2, watching=True)
             try:
                 async with session.get(
                     url,
@@ -465,7 +541,7 @@ class Kube:
                         **credentials.headers(),
                     },
                     timeout=aiohttp.ClientTimeout(
-                        total=None, sock_connect=self._timeout, sock_read=None
+                        total=None, sock_connect=self._timeout, sock_read=idle
                     ),
                 ) as response:
                     if response.status == 401 and attempt == 1:
@@ -479,9 +555,13 @@ class Kube:
                         *lines, buffer = buffer.split(b"\n")
                         for line in lines:
                             if line.strip():
-                                yield json.loads(line)
+                                yield _json(line, response.status)
                     return
-            except (aiohttp.ClientError, TimeoutError) as error:
+            except TimeoutError as error:
+                if isinstance(error, aiohttp.ConnectionTimeoutError):
+                    raise ApiError(0, "Unreachable", "timed out connecting") from None
+                raise ApiError(0, "Silent", f"nothing came for {idle} s") from None
+            except aiohttp.ClientError as error:
                 raise ApiError(0, "Unreachable", str(error) or type(error).__name__) from None
 
     async def post_event(
@@ -536,6 +616,21 @@ class Kube:
                 raise
         self._discovery[key] = _Cached(value, time.monotonic() + ttl)
         return value
+
+
+def _json(payload: bytes, status: int) -> Manifest:
+    """A successful answer's body; one that is not a JSON object (a proxy's error page, a
+    truncated stream) is a temporary failure like an unreachable server, not a crash."""
+    if not payload:
+        return {}
+    try:
+        parsed = json.loads(payload)
+    except ValueError:
+        parsed = None
+    if not isinstance(parsed, dict):
+        shown = payload[:120].decode("utf-8", "replace")
+        raise ApiError(0, "InvalidResponse", f"{status} with a body that is not JSON: {shown!r}")
+    return parsed
 
 
 def _problem(status: Any, reason: Any, body: Any, headers: Any) -> ApiError:

@@ -9,7 +9,15 @@ workloads in the cluster cost nothing.
 
 A watch that ends is resumed from the last resourceVersion seen (bookmarks keep it current in
 quiet periods); one the server can no longer resume (410 Gone) is replaced by a fresh list, whose
-differences from the store are reported as events, so nothing is missed or reported twice.
+differences from the store are reported as events — an object the store did not hold as ADDED,
+one whose resourceVersion moved as MODIFIED, one gone as DELETED, and nothing for the rest — so
+nothing is missed, nothing unchanged wakes anyone, and what appeared during the gap (a Secret
+that began to consent) is told as the new object it is.
+
+A watch that goes silent — a half-open connection after an API server instance or a load
+balancer went away, NAT state flushed — raises nothing by itself. The server sends a bookmark
+at least every minute on a quiet watch, so one that brings nothing for `idle` seconds is dead:
+it is closed and resumed from its last resourceVersion.
 """
 
 from __future__ import annotations
@@ -32,6 +40,8 @@ PAGE = 500
 RETRY_DELAYS = (0.5, 1, 2, 5, 10, 30)
 #: A kind the server does not serve (KEDA not installed) is looked for again this often.
 ABSENT_RECHECK = 60.0
+#: A watch that brings nothing (not even a bookmark) for this long is taken for dead.
+WATCH_IDLE = 90.0
 
 
 class Informer:
@@ -48,6 +58,7 @@ class Informer:
         owner_label: str | None = None,
         group: Group | None = None,
         absent_recheck: float = ABSENT_RECHECK,
+        idle: float = WATCH_IDLE,
     ) -> None:
         """Objects are grouped by the value of `owner_label` (children: by their Model), or
         by `group` of the object."""
@@ -57,10 +68,13 @@ class Informer:
         self.owner_label = owner_label
         self.group = group
         self.absent_recheck = absent_recheck
+        self.idle = idle
         self.trim = trim
         self.on_change = on_change
         self.by_owner: dict[OwnerKey, dict[str, Manifest]] = {}
         self._owners: dict[tuple[str, str], OwnerKey] = {}  # (namespace, name) → owner
+        #: (namespace, name) → resourceVersion held: what a relist compares with.
+        self._versions: dict[tuple[str, str], str] = {}
         self.synced = asyncio.Event()
         self._version = ""
 
@@ -77,6 +91,7 @@ class Informer:
         where, owner = self._owner(obj)
         if event_type == "DELETED":
             self._owners.pop(where, None)
+            self._versions.pop(where, None)
             siblings = self.by_owner.get(owner)
             if siblings is not None:
                 siblings.pop(where[1], None)
@@ -89,6 +104,7 @@ class Informer:
                 before = self.by_owner.get(previous, {}).get(where[1]) or obj
                 self._put("DELETED", self._as_in(before, where, previous))
             self._owners[where] = owner
+            self._versions[where] = str((obj.get("metadata") or {}).get("resourceVersion") or "")
             self.by_owner.setdefault(owner, {})[where[1]] = self.trim(obj)
         self.on_change(event_type, owner, obj)
 
@@ -100,7 +116,8 @@ class Informer:
         return {**obj, "metadata": metadata}
 
     async def _relist(self) -> None:
-        """A full list; what it no longer holds is reported deleted, the rest as modified."""
+        """A full list, told as the differences from the store: new objects ADDED, changed
+        ones MODIFIED, those it no longer holds DELETED, the unchanged not at all."""
         seen: set[tuple[str, str]] = set()
         query = {"labelSelector": self.selector, "limit": str(PAGE)}
         while True:
@@ -109,8 +126,13 @@ class Informer:
                 # List items carry no kind of their own.
                 item.setdefault("apiVersion", page.get("apiVersion"))
                 item.setdefault("kind", str(page.get("kind", "")).removesuffix("List"))
-                seen.add(self._owner(item)[0])
-                self._put("MODIFIED", item)
+                where = self._owner(item)[0]
+                seen.add(where)
+                version = (item.get("metadata") or {}).get("resourceVersion")
+                if where not in self._owners:
+                    self._put("ADDED", item)
+                elif not version or self._versions.get(where) != version:
+                    self._put("MODIFIED", item)
             metadata = page.get("metadata") or {}
             if not metadata.get("continue"):
                 self._version = metadata.get("resourceVersion", "")
@@ -168,7 +190,7 @@ class Informer:
             "allowWatchBookmarks": "true",
             "timeoutSeconds": "600",
         }
-        async for event in self.kube.watch(self.url, query):
+        async for event in self.kube.watch(self.url, query, idle=self.idle):
             event_type, obj = event.get("type"), event.get("object") or {}
             if event_type == "ERROR":
                 raise ApiError(

@@ -5,18 +5,26 @@ The holder renews it every `retry_period`; the others read it as often and take 
 it has not changed for `lease_duration` — measured on their own clock from when they saw it
 change, never by comparing the holder's timestamps with theirs, so clock skew between nodes
 cannot make two leaders. A holder that could not renew for `renew_deadline` (shorter than the
-Lease) stops writing before anyone may take over; `may_write` says so even if the event loop
+Lease) stops writing before anyone may take over; `write_allowance` says so even if the event loop
 was too busy to notice. A holder that stops cleanly releases the Lease (empty holder), and the
 next standby takes it at its next look instead of waiting for it to expire.
 
 Every update carries the resourceVersion that was read, so of two processes trying at once the
 server lets exactly one through (409 for the other).
+
+The loop never ends but by cancellation: any failure of one look at the Lease (the server's
+refusal, a timeout, a failed re-login, a TLS error, an answer that is not JSON) is a failed
+look, and a leader whose looks fail stands by once its renew deadline passes, as with a refusal.
+Should the loop itself ever fail, it stands by, says so, and starts again: a process whose
+election died would otherwise say it leads (`/readyz`, `modelyard_leader`) while refusing
+every write, or leave the standby without a way to take over.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import random
 import time
 from collections.abc import Callable
@@ -70,6 +78,8 @@ class LeaderElection:
         self._observed: tuple[object, ...] | None = None
         self._observed_at = 0.0
         self.holder = ""
+        #: The cause of the looks failing now, said once (None while they succeed).
+        self._failure: str | None = None
 
     @property
     def url(self) -> str:
@@ -97,7 +107,8 @@ class LeaderElection:
         ours = previous.get("holderIdentity") == self.identity
         return {
             "holderIdentity": self.identity,
-            "leaseDurationSeconds": round(self.durations.lease),
+            # Never less than the duration this process counts with (a float in Durations).
+            "leaseDurationSeconds": math.ceil(self.durations.lease),
             "acquireTime": previous.get("acquireTime") if ours else now,
             "renewTime": now,
             "leaseTransitions": int(previous.get("leaseTransitions") or 0) + (0 if ours else 1),
@@ -144,13 +155,65 @@ class LeaderElection:
 
     async def _attempt(self, deadline: float) -> bool:
         try:
-            return await asyncio.wait_for(self.try_acquire_or_renew(), deadline)
-        except (ApiError, TimeoutError) as problem:
-            logger.debug("leader election: %s", problem or "timed out")
+            held = await asyncio.wait_for(self.try_acquire_or_renew(), deadline)
+        except Exception as problem:  # whatever failed, this look failed
+            self._failed(problem)
             return False
+        if self._failure is not None:
+            logger.info("leader election: Lease %s/%s readable again", self.namespace, self.name)
+            self._failure = None
+        return held
+
+    def _failed(self, problem: Exception) -> None:
+        """Said once per cause (at every retry period it would flood the log)."""
+        if isinstance(problem, TimeoutError):
+            cause = "timed out"
+        elif isinstance(problem, ApiError):
+            cause = str(problem)
+        else:
+            cause = f"{type(problem).__name__}: {problem}"
+        (logger.warning if cause != self._failure else logger.debug)(
+            "leader election: cannot look at Lease %s/%s: %s",
+            self.namespace,
+            self.name,
+            cause,
+        )
+        self._failure = cause
+
+    def write_allowance(self) -> float:
+        """For how many more seconds this process may write: until its renew deadline, counted
+        from when its last successful renewal was sent (0 when it does not lead)."""
+        if not self.leading:
+            return 0.0
+        return max(0.0, self._renewed + self.durations.renew_deadline - time.monotonic())
+
+    def _step_down(self) -> None:
+        if not self.leading:
+            return
+        self.leading = False
+        metrics.LEADER.set(0)
+        self._stopped()
 
     async def run(self) -> None:
-        """Forever: wait for the Lease, lead while it is renewed, stand by again if lost."""
+        """Forever: wait for the Lease, lead while it is renewed, stand by again if lost.
+
+        Only cancellation ends it: a failure of the loop itself (a bug) stands this process by
+        and starts the loop again after a retry period."""
+        while True:
+            try:
+                await self._elect()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                logger.exception(
+                    "leader election on Lease %s/%s failed; standing by and starting again",
+                    self.namespace,
+                    self.name,
+                )
+                self._step_down()
+                await asyncio.sleep(self.durations.retry_period)
+
+    async def _elect(self) -> None:
         while True:
             while True:
                 sent = time.monotonic()
@@ -172,15 +235,13 @@ class LeaderElection:
                     continue
                 if self.holder not in ("", self.identity) or not self.may_write():
                     break
-            self.leading = False
-            metrics.LEADER.set(0)
             logger.warning(
                 "lost Lease %s/%s (now held by %s): standing by",
                 self.namespace,
                 self.name,
                 self.holder or "nobody",
             )
-            self._stopped()
+            self._step_down()
 
     async def release(self) -> None:
         """Give the Lease up (on SIGTERM), so a standby takes it at its next look."""
