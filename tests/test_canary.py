@@ -17,8 +17,16 @@ from typing import Any
 
 import pytest
 
-from support.cluster import Cluster, RealNode
-from support.controllers import DEPLOYMENTS, MODELS, apply_documents, condition, events_for
+from support.api import ApiRefusal, resource_path
+from support.cluster import VERSIONS, Cluster, RealNode
+from support.controllers import (
+    DEPLOYMENTS,
+    MODELS,
+    PODS,
+    apply_documents,
+    condition,
+    events_for,
+)
 from support.operator_process import OperatorProcess, eventually
 from support.workloads import PROBES, registry_documents, template
 from test_node import pod_summary, pods_of, reaches, states_since, stayed_ready
@@ -157,6 +165,28 @@ async def test_a_canary_off_contract_or_crashing_is_rolled_back_and_a_good_one_p
     await rolled_back(cluster, node_operator, "CrashLoopBackOff")
     assert main_template(cluster) == current
 
+    # The serving pod goes (an eviction, a node drain, an OOM kill): for a moment nothing
+    # serves, and its replacement runs 1.0.0 again. The rolled-back 1.1.1 never reaches the
+    # serving Deployment, and the record of its rollback stays.
+    (serving_pod,) = pods_of(cluster, NAME)
+    await cluster.remove(PODS, ns, serving_pod["metadata"]["name"])
+    await eventually(
+        lambda: (
+            [p["metadata"]["uid"] for p in pods_of(cluster, NAME)]
+            not in ([], [serving_pod["metadata"]["uid"]])
+        ),
+        30,
+        "a replacement pod",
+        node_operator,
+    )
+    back = await reaches(cluster, node_operator, NAME, ("READY", "Available"), 90)
+    assert main_template(cluster) == current
+    assert rollout_of(cluster)["phase"] == "RolledBack", rollout_of(cluster)
+    assert rollout_of(cluster)["candidate"].startswith("1.1.1"), rollout_of(cluster)
+    assert back["status"]["resolvedVersion"] == "1.0.0"
+    assert cluster.get(DEPLOYMENTS, ns, CANARY) is None
+    since = int(back["metadata"]["resourceVersion"])
+
     good = await promoted_under_load(cluster, real_node, node_operator)
     assert image_of(cluster).endswith(good)
     model = await reaches(cluster, node_operator, NAME, ("READY", "Available"))
@@ -263,6 +293,8 @@ def free_cpu(cluster: Cluster, node: str) -> int:
         for pod in cluster.list("v1/pods")
         if pod["spec"].get("nodeName") == node
         and pod["status"].get("phase") not in ("Succeeded", "Failed")
+        # An earlier test's pods on their way out leave their room soon.
+        and not pod["metadata"].get("deletionTimestamp")
         for c in pod["spec"]["containers"]
     )
     return millicores(found["status"]["allocatable"]["cpu"]) - asked
@@ -308,3 +340,181 @@ async def test_without_room_a_one_worker_model_lends_its_worker_to_the_canary(
     deployment = cluster.get(DEPLOYMENTS, ns, NAME)
     assert deployment is not None and deployment["spec"]["replicas"] == 1
     assert image_of(cluster).endswith(good)
+
+
+def refuse_dip_records(cluster: Cluster) -> list[tuple[str, str]]:
+    """A ValidatingAdmissionPolicy (as a policy engine would) refusing every status write of
+    the test's Models that records a capacity dip; what to delete afterwards."""
+    name = f"no-dip-records-{cluster.namespace}"[:63]
+    cluster.api.apply(
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicy",
+            "metadata": {"name": name},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {
+                    "resourceRules": [
+                        {
+                            "apiGroups": ["modelyard.dev"],
+                            "apiVersions": ["*"],
+                            "operations": ["UPDATE"],
+                            "resources": ["models/status"],
+                        }
+                    ]
+                },
+                "validations": [
+                    {
+                        "expression": "!has(object.status.rollout) || "
+                        "!has(object.status.rollout.dippedFrom)",
+                        "message": "no capacity dips recorded here",
+                    }
+                ],
+            },
+        },
+        "modelyard-tests",
+    )
+    cluster.api.apply(
+        {
+            "apiVersion": "admissionregistration.k8s.io/v1",
+            "kind": "ValidatingAdmissionPolicyBinding",
+            "metadata": {"name": name},
+            "spec": {
+                "policyName": name,
+                "validationActions": ["Deny"],
+                "matchResources": {
+                    "namespaceSelector": {
+                        "matchLabels": {"kubernetes.io/metadata.name": cluster.namespace}
+                    }
+                },
+            },
+        },
+        "modelyard-tests",
+    )
+    return [
+        ("admissionregistration.k8s.io/v1/validatingadmissionpolicybindings", name),
+        ("admissionregistration.k8s.io/v1/validatingadmissionpolicies", name),
+    ]
+
+
+def unschedulable(pod: Obj) -> bool:
+    return any(
+        c.get("type") == "PodScheduled" and c.get("reason") == "Unschedulable"
+        for c in pod["status"].get("conditions", [])
+    )
+
+
+@pytest.mark.timeout(400)
+async def test_a_capacity_dip_is_recorded_before_a_worker_is_taken(
+    cluster: Cluster, real_node: RealNode, node_operator: OperatorProcess
+) -> None:
+    """Two serving workers, each asking 45% of the node's free CPU; the canary fits only once
+    one makes room. While the status write that records the dip is refused (a policy here; an
+    outage, a lost Lease or a SIGTERM between two writes alike), no worker is taken. Once it
+    goes through, one is, and both serve again when the rollout ends."""
+    ns = cluster.namespace
+    share = f"{free_cpu(cluster, real_node.name) * 45 // 100}m"
+    documents = canary_documents(real_node, dip=True, max_workers=2)
+    (served,) = [d for d in documents if d["kind"] == "ModelTemplate"]
+    served["spec"]["resources"]["cpus"] = share
+    await apply_documents(cluster, documents)
+    await reaches(cluster, node_operator, NAME, ("READY", "Available"))
+    # Two workers, as its autoscaler would have it under load (the HPA's own metric is not
+    # served here, so it keeps what it is given).
+    await cluster.patch(
+        DEPLOYMENTS, ns, NAME, {"spec": {"replicas": 2}}, subresource="scale", merge=True
+    )
+    await eventually(
+        lambda: (
+            len([p for p in pods_of(cluster, NAME) if "canary" not in p["metadata"]["name"]]) == 2
+            and reaches_ready(cluster)
+        ),
+        60,
+        "two serving workers",
+        node_operator,
+    )
+    policy = await asyncio.to_thread(refuse_dip_records, cluster)
+    try:
+        await eventually(lambda: refused_in_dry_run(cluster), 30, "the policy in force")
+        good = real_node.push("1.2.0", variant="good", env={"ANSWER": "conforming"})
+        await apply_documents(cluster, [version(real_node, "1.2.0", good)])
+        await eventually(
+            lambda: any(unschedulable(p) for p in canary_pods(cluster)),
+            60,
+            "the canary waiting for room",
+            node_operator,
+        )
+        await eventually(
+            lambda: "no capacity dips recorded here" in node_operator.output,
+            30,
+            "the dip's record refused",
+            node_operator,
+        )
+        for _ in range(16):  # 8 s of passes that may not record the dip
+            deployment = cluster.get(DEPLOYMENTS, ns, NAME)
+            assert deployment is not None and deployment["spec"]["replicas"] == 2, (
+                "a worker taken while its record was refused"
+            )
+            await asyncio.sleep(0.5)
+    finally:
+        for resource, name in policy:
+            await cluster.remove(resource, None, name)
+    await eventually(lambda: not refused_in_dry_run(cluster), 30, "the policy gone")
+    # Nothing the operator watches changes when a policy goes: the next change of the Model
+    # (here an annotation) brings the next pass.
+    await cluster.patch(
+        MODELS, ns, NAME, {"metadata": {"annotations": {"poke": "1"}}}, manager="kubectl"
+    )
+    lent = await eventually(
+        lambda: (r := rollout_of(cluster)).get("dippedFrom") == 2 and r,
+        60,
+        lambda: f"the dip recorded: {rollout_of(cluster)}",
+        node_operator,
+    )
+    assert "makes room" in lent["message"], lent
+    await eventually(
+        lambda: (cluster.get(DEPLOYMENTS, ns, NAME) or {}).get("spec", {}).get("replicas") == 1,
+        30,
+        "one worker lent",
+        node_operator,
+    )
+    # The version is withdrawn (a promotion would need a third slot to roll two workers on
+    # this full node): the canary goes, and the worker taken for it comes back.
+    await cluster.remove(VERSIONS, ns, "server-1.2.0")
+    await eventually(lambda: not rollout_of(cluster), 60, "the rollout withdrawn", node_operator)
+    await eventually(
+        lambda: (
+            (cluster.get(DEPLOYMENTS, ns, NAME) or {}).get("spec", {}).get("replicas") == 2
+            and reaches_ready(cluster)
+        ),
+        90,
+        "both serving workers back",
+        node_operator,
+    )
+
+
+def canary_pods(cluster: Cluster) -> list[Obj]:
+    return [p for p in pods_of(cluster, NAME) if p["metadata"]["name"].startswith(CANARY)]
+
+
+def reaches_ready(cluster: Cluster) -> bool:
+    deployment = cluster.get(DEPLOYMENTS, cluster.namespace, NAME) or {}
+    return int((deployment.get("status") or {}).get("readyReplicas") or 0) == 2
+
+
+def refused_in_dry_run(cluster: Cluster) -> bool:
+    """Whether the API server already enforces the policy (it loads policies in the
+    background): a dry run of the status write it refuses."""
+    path = resource_path(MODELS, cluster.namespace, NAME, "status")
+    patch = {"status": {"rollout": {"phase": "AwaitingCapacity", "dippedFrom": 2}}}
+    try:
+        cluster.api.request(
+            "PATCH",
+            path,
+            patch,
+            query={"dryRun": "All", "fieldManager": "test"},
+            content_type="application/merge-patch+json",
+        )
+    except ApiRefusal as refusal:
+        return "no capacity dips recorded here" in refusal.message
+    return False

@@ -91,6 +91,54 @@ def test_a_model_that_does_not_serve_is_rolled_at_once() -> None:
     assert step.roll_main and step.delete_canary and step.status is None
 
 
+RESTARTING = Observation(
+    conditions.failed("Deploying", "0 of 1 workers ready"), ModelState.DEPLOYING, 1, 0
+)
+CRASHING = Observation(conditions.failed("CrashLoopBackOff", "..."), ModelState.FAILED, 1, 0)
+SCALED_TO_ZERO = Observation(
+    conditions.passed("ScaledToZero", "no traffic"), ModelState.SCALED_TO_ZERO, 0, 0
+)
+
+
+def test_a_rolled_back_revision_stays_back_whatever_the_serving_workers_do() -> None:
+    """A restart, an eviction, a crash or a scale to zero of the current revision after a
+    rollback must not put the rolled-back candidate on the serving Deployment."""
+    back = under_way("RolledBack", reason="SchemaMismatch", modelGeneration=4)
+    for serving in (RESTARTING, CRASHING, SCALED_TO_ZERO):
+        held = decide(previous=back, main_serving=serving)
+        assert not held.roll_main, serving
+        assert held.status == back and held.canary is None, serving
+
+
+def test_a_candidate_under_analysis_is_judged_to_the_end_through_a_blip() -> None:
+    """The serving workers restarting mid-analysis neither skips the analysis nor promotes."""
+    analysing = decide(
+        canary=LIVE_CANARY,
+        canary_observation=READY,
+        canary_verdict=CONFORMS,
+        previous=under_way("Canary"),
+    )
+    for serving in (RESTARTING, CRASHING, SCALED_TO_ZERO):
+        step = decide(
+            canary=LIVE_CANARY,
+            canary_observation=READY,
+            canary_verdict=CONFORMS,
+            previous=analysing.status,
+            main_serving=serving,
+            now=NOW + 5,
+        )
+        assert step.phase == "Analysing" and not step.roll_main, serving
+    for phase in ("Canary", "AwaitingCapacity"):
+        step = decide(canary=LIVE_CANARY, previous=under_way(phase), main_serving=CRASHING)
+        assert not step.roll_main and step.phase == "Canary", phase
+
+
+def test_a_new_candidate_beside_restarting_workers_still_starts_a_canary() -> None:
+    for serving in (RESTARTING, SCALED_TO_ZERO):
+        step = decide(main_serving=serving)
+        assert step.phase == "Canary" and not step.roll_main, serving
+
+
 def test_failing_canary_workers_roll_back_and_a_full_node_waits() -> None:
     crash = Observation(
         conditions.failed("CrashLoopBackOff", "keeps crashing"), ModelState.FAILED, 2, 0
@@ -216,8 +264,14 @@ def test_a_capacity_dip_takes_one_autoscaled_worker_and_gives_it_back() -> None:
     waiting = under_way("AwaitingCapacity", message="0/1 nodes are available")
     step = rollout.Step(roll_main=False, status=dict(waiting), dip=True)
     reconcile._plan_dip(step, world, plan.workload, {})
-    assert (step.replicas, step.ceiling) == (2, 2)
+    # Recorded first: the worker is taken after this pass's status write, and the autoscaler
+    # is capped in the next pass, which reads the record.
+    assert (step.replicas, step.ceiling) == (2, None)
     assert step.status is not None and step.status["dippedFrom"] == 3
+    recorded = {**waiting, "dippedFrom": 3}
+    step = rollout.Step(roll_main=False, status=dict(waiting), dip=True)
+    reconcile._plan_dip(step, world, plan.workload, recorded)
+    assert (step.replicas, step.ceiling) == (2, 2), "recorded and not yet taken: taken now"
     # The autoscaler may not add the worker back meanwhile.
     (hpa,) = [
         m
@@ -225,6 +279,11 @@ def test_a_capacity_dip_takes_one_autoscaled_worker_and_gives_it_back() -> None:
         if m["kind"] == "HorizontalPodAutoscaler"
     ]
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 2)
+    # Taken: a later pass leaves the count alone (an autoscaler may go lower meanwhile).
+    world.children["Deployment"] = {**serving, "spec": {"replicas": 2}}
+    step = rollout.Step(roll_main=False, status=dict(waiting), dip=True)
+    reconcile._plan_dip(step, world, plan.workload, recorded)
+    assert (step.replicas, step.ceiling) == (None, 2)
 
     # Never below minWorkers (2): with two serving, none is spare.
     world.children["Deployment"] = {**serving, "spec": {"replicas": 2}}

@@ -35,7 +35,7 @@ from modelyard.builders import workload as wl
 from modelyard.builders.plan import Plan, plan_model
 from modelyard.config import OperatorConfig
 from modelyard.kube import ApiError, Kube
-from modelyard.reconcile import rollout
+from modelyard.reconcile import consent, rollout
 from modelyard.reconcile.common import (
     ReconcileError,
     describe,
@@ -50,6 +50,7 @@ from modelyard.reconcile.conformance import (
     pod_target,
     service_target,
 )
+from modelyard.registry.credentials import CONSENT_LABEL, CONSENT_VALUE
 from modelyard.status import conditions, reasons
 from modelyard.status.model import Observation, autoscaling, observe
 
@@ -134,6 +135,17 @@ async def _plan(world: ModelWorld, model: Model, config: OperatorConfig, kube: K
             permitted_secrets=permitted,
         )
     return plan
+
+
+async def _planned(
+    world: ModelWorld, model: Model, config: OperatorConfig, kube: Kube
+) -> tuple[Plan | None, conditions.Check | None]:
+    """The plan, and what blocks it (None: nothing)."""
+    try:
+        plan = await _plan(world, model, config, kube)
+    except ReconcileError as error:
+        return None, conditions.failed(error.reason, error.message)
+    return plan, plan.blocking
 
 
 def refusal(manifest: Manifest, error: ApiError) -> conditions.Check:
@@ -289,7 +301,11 @@ def _plan_dip(
 
     The count taken from is recorded in status.rollout (`dippedFrom`), so the worker comes
     back however the rollout ends — promoted, rolled back or withdrawn — even after a
-    restart of the operator."""
+    restart of the operator. The record comes first: the pass writes it before it takes the
+    worker (`reconcile_model`), and a recorded dip is taken from the recorded count, never
+    from the live one. A status write that fails, a Lease lost or a SIGTERM between the two
+    then leaves a dip recorded and not yet taken (the next pass takes it), never a worker
+    taken and not recorded (the next pass would take another, and give back too few)."""
     main = world.children.get("Deployment")
     dipped_from = before.get("dippedFrom")
     status = step.status
@@ -307,6 +323,8 @@ def _plan_dip(
                 f"{status['message']}; one of the {dipped_from} serving workers makes room for it"
             )
             step.ceiling = max(dipped_from - 1, 1)
+            if int((main.get("spec") or {}).get("replicas") or 0) > dipped_from - 1:
+                step.replicas = max(dipped_from - 1, 0)  # recorded, not yet taken
             return
         # Over: the worker comes back. A promotion first lets the canary go, since the room
         # it takes is the room the serving workers need to roll.
@@ -325,8 +343,10 @@ def _plan_dip(
             f"{minimum})"
         )
         return
+    # Taken once recorded (after this pass's status write); the autoscaler's ceiling too, in
+    # the next pass, which reads the record: a ceiling applied now would have the autoscaler
+    # take the worker before the record is written.
     step.replicas = target
-    step.ceiling = max(target, 1)
     status["dippedFrom"] = replicas
     status["message"] = (
         f"{status['message']}; one of the {replicas} serving workers makes room for it"
@@ -539,19 +559,15 @@ async def reconcile_model(
         return await _reconcile_external(
             world, model, kube, prober, previous=previous, persistent=persistent
         )
-    if model is not None:
-        try:
-            plan = await _plan(world, model, config, kube)
-            blocking = plan.blocking
-        except ReconcileError as error:
-            blocking = conditions.failed(error.reason, error.message)
     outcome = Outcome(state=None, reason="")
     deployment = world.children.get("Deployment")
+    if model is not None:
+        plan, blocking = await _planned(world, model, config, kube)
+        withdrawn = await _withdraw_revoked(world, kube, outcome) if blocking else None
+        if withdrawn is not None:
+            blocking, deployment = withdrawn, None
     workload = plan.workload if plan else None
-    desired_hash = ""
-    if plan is not None and plan.children is not None:
-        pod_annotations = plan.children.deployment["spec"]["template"]["metadata"]["annotations"]
-        desired_hash = pod_annotations[labels.SPEC_HASH_ANNOTATION]
+    desired_hash = _desired_hash(plan)
     main_pods = [pod for pod in world.pods if not rollout.is_canary_pod(pod)]
     first_turn = first_turn and "Deployment" not in world.children
     step: rollout.Step | None = None
@@ -576,13 +592,10 @@ async def reconcile_model(
         if first_turn and outcome.refused is None:
             outcome.unfinished = True
             return outcome
-    if (
-        step is not None
-        and step.replicas is not None
-        and deployment is not None
-        and int((deployment.get("spec") or {}).get("replicas") or 0) != step.replicas
-    ):
-        deployment = await _set_serving_replicas(world, step.replicas, kube)
+    resize, live_replicas = _resize(step, deployment)
+    if resize is not None and resize > live_replicas:
+        # A worker given back: nothing to record first.
+        deployment = await _set_serving_replicas(world, resize, kube)
         outcome.written.append(deployment)
     serving_hash = desired_hash
     if step is not None and not step.roll_main:
@@ -636,9 +649,64 @@ async def reconcile_model(
     if step is not None:
         outcome.recheck_after = step.recheck_after
     outcome = await _publish(body, previous, status, kube, outcome)
+    if resize is not None and resize < live_replicas:
+        # A worker taken for a canary: only now that status records the count it came from.
+        outcome.written.append(await _set_serving_replicas(world, resize, kube))
     if step is not None:
         await _announce_rollout(body, previous.get("rollout"), step, kube)
     return outcome
+
+
+async def _withdraw_revoked(
+    world: ModelWorld, kube: Kube, outcome: Outcome
+) -> conditions.Check | None:
+    """A blocked Model whose workers read a Secret that no longer consents loses them (see
+    `modelyard.reconcile.consent`): why, or None when nothing was withdrawn."""
+    if world.permitted_secrets is None:
+        return None
+    metadata = world.model["metadata"]
+    namespace, name = metadata.get("namespace") or "default", metadata["name"]
+    workloads = [world.children.get("Deployment"), world.canary]
+    secrets = await consent.revoked(kube, namespace, workloads, world.permitted_secrets)
+    if not secrets:
+        return None
+    for workload in workloads:
+        if workload is None:
+            continue
+        gone = workload["metadata"]["name"]
+        if await kube.delete("apps/v1", "Deployment", namespace, gone):
+            outcome.deleted += 1
+        outcome.deleted_names.append(("Deployment", (namespace, gone)))
+    named = ", ".join(secrets)
+    logger.warning(
+        "Model %s/%s: Secret %s no longer lets modelyard use it; its workers were stopped",
+        namespace,
+        name,
+        named,
+    )
+    return conditions.failed(
+        reasons.SECRET_NOT_PERMITTED,
+        f"the workers were stopped: they read Secret {named}, which no longer carries "
+        f"{CONSENT_LABEL}={CONSENT_VALUE}; they come back once it does again, or once the "
+        "Model no longer needs it",
+    )
+
+
+def _desired_hash(plan: Plan | None) -> str:
+    """The pod-template hash of the revision the plan asks for ("" without one)."""
+    if plan is None or plan.children is None:
+        return ""
+    annotations = plan.children.deployment["spec"]["template"]["metadata"]["annotations"]
+    return str(annotations[labels.SPEC_HASH_ANNOTATION])
+
+
+def _resize(step: rollout.Step | None, deployment: Manifest | None) -> tuple[int | None, int]:
+    """The serving Deployment's count this pass sets for a capacity dip (None: none), and
+    the count it has now."""
+    live = int(((deployment or {}).get("spec") or {}).get("replicas") or 0)
+    if step is None or step.replicas is None or deployment is None:
+        return None, live
+    return step.replicas, live
 
 
 def _classes(status: Manifest, offered: tuple[str, ...] | None, registered: list[str]) -> None:

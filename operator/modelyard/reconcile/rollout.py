@@ -208,23 +208,31 @@ def decide(
             generation=generation,
         )
     assert main_serving is not None
-    dipped = isinstance(previous.get("dippedFrom"), int) and phase in UNDER_WAY
-    if main_serving.state is not ModelState.READY and not dipped:
-        # Nothing serves to protect: a Model that does not serve is rolled at once. (One whose
-        # only worker made room for the canary is waiting for it, not broken.)
+    if (
+        phase == RolloutPhase.ROLLED_BACK
+        and same_candidate
+        and previous.get("modelGeneration") == generation
+    ):
+        # Not again until the Model (or what it resolves to) changes — whatever the serving
+        # workers do meanwhile: a restart, an eviction or a scale to zero of the current
+        # revision is no verdict on the candidate, which failed on its own pods.
+        return Step(roll_main=False, delete_canary=canary is not None, status=previous)
+    judging = same_candidate and phase in UNDER_WAY
+    broken = (
+        main_serving.state is ModelState.FAILED or main_serving.available.reason in CAPACITY_REASONS
+    )
+    if broken and not main_serving.available.ok and not judging:
+        # Nothing serves to protect: a Model whose workers fail (crash loop, failed pulls) or
+        # cannot be placed is rolled at once. Only before a rollout starts: once a candidate is
+        # being judged, it is judged to the end, or a blip of the serving workers would promote
+        # it unchecked. (Starting, restarting or scaled-to-zero workers are not broken: a
+        # canary still runs.)
         return Step(roll_main=True, delete_canary=canary is not None, status=None)
     base = {
         "current": revisions.current,
         "candidate": revisions.candidate,
         "candidateRevision": revisions.candidate_hash,
     }
-    if (
-        phase == RolloutPhase.ROLLED_BACK
-        and same_candidate
-        and previous.get("modelGeneration") == generation
-    ):
-        # Not again until the Model (or what it resolves to) changes.
-        return Step(roll_main=False, delete_canary=canary is not None, status=previous)
     canary_manifest = _canary(desired, rules.canary_workers)
     fresh = not same_candidate or phase not in UNDER_WAY
     if fresh:
