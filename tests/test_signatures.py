@@ -8,6 +8,7 @@ asks `check_signatures`, which the operator and `modelyard verify` both use.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -302,3 +303,88 @@ async def test_modelyard_verify_checks_template_images_under_a_policy(
         lines
     )
     assert any(line.startswith("FAIL ml/by-digest (template): SignatureMissing") for line in lines)
+
+
+def push_blob(registry: LocalRegistry, data: bytes) -> dict[str, Any]:
+    """A blob put in the repository as any client with push rights may (a monolithic upload);
+    its descriptor."""
+    digest = "sha256:" + hashlib.sha256(data).hexdigest()
+    start = urllib.request.Request(
+        f"{registry.url}/v2/{REPOSITORY}/blobs/uploads/", data=b"", method="POST"
+    )
+    with urllib.request.urlopen(start, timeout=10) as response:
+        location = response.headers["Location"]
+    if location.startswith("/"):
+        location = registry.url + location
+    joiner = "&" if "?" in location else "?"
+    put = urllib.request.Request(
+        f"{location}{joiner}digest={digest}",
+        data=data,
+        method="PUT",
+        headers={"Content-Type": "application/octet-stream"},
+    )
+    urllib.request.urlopen(put, timeout=10).close()
+    return {"digest": digest, "size": len(data)}
+
+
+class CountingClient(OciClient):
+    """The operator's registry client, counting the blobs it fetches."""
+
+    blobs = 0
+
+    async def blob(self, repository: str, digest: str, limit: int = 4 * 2**20) -> bytes:
+        CountingClient.blobs += 1
+        return await super().blob(repository, digest, limit)
+
+
+async def test_a_flood_of_signatures_is_read_only_up_to_a_bound(
+    signer: cosign.Cosign, local: LocalRegistry
+) -> None:
+    """Whoever may push to a repository may give an image a hundred signature layers, or one
+    of many megabytes: the operator, shared by every team, reads 32 at most, none larger than
+    256 KiB, and says what it left unread."""
+    owner = signer.generate_key_pair("owner")
+    image = local.push(REPOSITORY, "1.0.0", "flooded")
+    config = push_blob(local, b"{}")
+    layers = []
+    for index in range(100):
+        payload = json.dumps(
+            {"critical": {"image": {"docker-manifest-digest": image}}, "optional": {"n": index}}
+        ).encode()
+        layers.append(
+            {
+                **push_blob(local, payload),
+                "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+                "annotations": {"dev.cosignproject.cosign/signature": "bm90IGEgc2lnbmF0dXJl"},
+            }
+        )
+    huge = push_blob(local, b"x" * (300 * 2**10))
+    layers.insert(
+        0,
+        {
+            **huge,
+            "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+            "annotations": {"dev.cosignproject.cosign/signature": "bm90IGEgc2lnbmF0dXJl"},
+        },
+    )
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": MANIFEST,
+        "config": {**config, "mediaType": "application/vnd.oci.image.config.v1+json"},
+        "layers": layers,
+    }
+    put = urllib.request.Request(
+        f"{local.url}/v2/{REPOSITORY}/manifests/{image.replace(':', '-')}.sig",
+        data=json.dumps(manifest).encode(),
+        method="PUT",
+        headers={"Content-Type": MANIFEST},
+    )
+    urllib.request.urlopen(put, timeout=10).close()
+
+    CountingClient.blobs = 0
+    async with CountingClient(Endpoint(local.url)) as client:
+        found = await check_signatures(client, REPOSITORY, image, [trusted(owner)])
+    assert found.reason == SignatureVerdict.INVALID, found.message
+    assert CountingClient.blobs == 32
+    assert "68 more signatures not read (at most 32 are)" in found.message, found.message
+    assert "1 larger than 256 KiB not read" in found.message, found.message

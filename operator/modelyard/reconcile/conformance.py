@@ -246,8 +246,8 @@ async def _client(kube: Kube, target: Target, policy: EgressPolicy | None) -> Mo
         insecure_skip_verify=target.insecure_skip_verify,
         timeout=target.timeout,
     )
-    resolver = policy.resolver() if policy is not None and target.external else None
-    return ModelEndpoint(endpoint, headers=headers, resolver=resolver)
+    egress = policy if target.external else None
+    return ModelEndpoint(endpoint, headers=headers, egress=egress)
 
 
 def _unreachable(error: RegistryError) -> Check:

@@ -25,6 +25,7 @@ from modelyard.builders.plan import pull_secret_name
 from modelyard.kube import Kube
 from modelyard.reconcile.common import describe, status_changed, warn_once
 from modelyard.registry import credentials as creds
+from modelyard.registry.egress import EgressPolicy
 from modelyard.registry.mlflow import MlflowClient
 from modelyard.registry.oci import Credentials, Endpoint, OciClient, RegistryError
 from modelyard.registry.signatures import (
@@ -106,6 +107,8 @@ class Connections:
     """Per-process cache of registry clients, keyed by (namespace, Registry name)."""
 
     by_key: dict[Key, Connection] = field(default_factory=dict)
+    #: Where registries (and their redirects and token services) may send the operator.
+    egress: EgressPolicy | None = None
     #: Why a Registry has no connection (its Secret is gone, refused or invalid), for the
     #: versions and templates that wait on it.
     problems: dict[Key, str] = field(default_factory=dict)
@@ -128,9 +131,11 @@ class Connections:
         if current is not None:
             await current.close()
         connection = Connection(
-            OciClient(endpoint, credentials),
+            OciClient(endpoint, credentials, egress=self.egress),
             fingerprint,
-            MlflowClient(endpoint, credentials) if kind is RegistryType.MLFLOW else None,
+            MlflowClient(endpoint, credentials, egress=self.egress)
+            if kind is RegistryType.MLFLOW
+            else None,
         )
         if current is not None:
             connection.pull_secret_hash = current.pull_secret_hash
@@ -154,9 +159,9 @@ class Connections:
 
 
 class _Problem(Exception):  # noqa: N818 -- a verdict, carried to the status
-    def __init__(self, reason: str, message: str) -> None:
+    def __init__(self, reason: str, message: str, purpose: str = "") -> None:
         super().__init__(message)
-        self.reason, self.message = reason, message
+        self.reason, self.message, self.purpose = reason, message, purpose
 
 
 async def _secret(kube: Kube, namespace: str | None, name: str, purpose: str) -> Manifest:
@@ -166,7 +171,7 @@ async def _secret(kube: Kube, namespace: str | None, name: str, purpose: str) ->
             reasons.SECRET_NOT_FOUND, f"Secret {name} ({purpose}) does not exist in this namespace"
         )
     if not creds.consents(secret):
-        raise _Problem(reasons.SECRET_NOT_PERMITTED, creds.refusal(name, purpose))
+        raise _Problem(reasons.SECRET_NOT_PERMITTED, creds.refusal(name, purpose), purpose)
     return secret
 
 
@@ -247,34 +252,48 @@ async def _pull_secret(
     document = creds.docker_config(connection.client.endpoint.host, credentials)
     digest = hashlib.sha256(document.encode()).hexdigest()
     if connection.pull_secret_hash != digest:
-        await kube.apply(
-            {
-                "apiVersion": "v1",
-                "kind": "Secret",
-                "type": creds.DOCKER_CONFIG,
-                "metadata": {
-                    "name": name,
-                    "namespace": registry.metadata.namespace,
-                    "labels": {
-                        "app.kubernetes.io/managed-by": "modelyard",
-                        "modelyard.dev/registry": registry.metadata.name,
-                    },
-                    "ownerReferences": [
-                        {
-                            "apiVersion": API_VERSION,
-                            "kind": "Registry",
-                            "name": registry.metadata.name,
-                            "uid": body["metadata"].get("uid"),
-                            "controller": True,
-                            "blockOwnerDeletion": True,
-                        }
-                    ],
-                },
-                "data": {".dockerconfigjson": base64.b64encode(document.encode()).decode()},
-            }
-        )
+        await kube.apply(_pull_secret_manifest(registry, body, name, document))
         connection.pull_secret_hash = digest
     return name
+
+
+def _pull_secret_manifest(registry: Registry, body: Manifest, name: str, document: str) -> Manifest:
+    """The pull Secret the operator writes for `registry`, holding `document`."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "type": creds.DOCKER_CONFIG,
+        "metadata": {
+            "name": name,
+            "namespace": registry.metadata.namespace,
+            "labels": {
+                "app.kubernetes.io/managed-by": "modelyard",
+                "modelyard.dev/registry": registry.metadata.name,
+            },
+            "ownerReferences": [
+                {
+                    "apiVersion": API_VERSION,
+                    "kind": "Registry",
+                    "name": registry.metadata.name,
+                    "uid": body["metadata"].get("uid"),
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "data": {".dockerconfigjson": base64.b64encode(document.encode()).decode()},
+    }
+
+
+async def _withdraw_pull_secret(
+    kube: Kube, registry: Registry, body: Manifest, published: str | None
+) -> None:
+    """The credentials Secret no longer consents: the pull Secret is published no more (Models
+    that pulled with the user's own Secret stop reading it, see `modelyard.reconcile.consent`),
+    and the one the operator wrote from it is emptied — a copy of what the owner took back."""
+    derived = f"{registry.metadata.name}-pull"
+    if published == derived:
+        await kube.apply(_pull_secret_manifest(registry, body, derived, '{"auths": {}}'))
 
 
 @dataclass
@@ -342,6 +361,10 @@ async def reconcile_registry(
             await connections.drop(key, f"{problem.reason}: {problem.message}")
             connection = None
             pull_secret = previous.get("pullSecret")
+            if problem.reason == reasons.SECRET_NOT_PERMITTED and problem.purpose == "credentials":
+                # Consent taken back: pods stop pulling with what came from the Secret.
+                await _withdraw_pull_secret(kube, registry, body, pull_secret)
+                pull_secret = None
         except RegistryError as error:
             verdict = conditions.failed(error.reason, error.message)
         if not verdict.ok:

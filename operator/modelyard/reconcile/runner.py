@@ -234,7 +234,7 @@ class Runner:
         self._slots: dict[tuple[str, Key], _Slot] = {}
         #: What our own writes returned, by (kind, namespace, name); see `newest`.
         self._latest: dict[tuple[str, str, str], Manifest] = {}
-        self.connections = Connections()
+        self.connections = Connections(egress=egress)
         self._template_fingerprints: dict[Key, tuple[Any, ...]] = {}
         self.states = metrics.ReadyStates()
         self.passes = 0

@@ -43,13 +43,42 @@ def _address(host: str) -> Address | None:
         return None
 
 
+#: NAT64's well-known prefix (RFC 6052): the IPv4 address is the last 32 bits.
+NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+#: NAT64's local-use prefix (RFC 8215), whose embedding depends on the operator's prefix length:
+#: judged as the IPv4 range it may reach, which is every range.
+NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")
+#: IPv4-compatible addresses (RFC 4291, deprecated): ::a.b.c.d.
+IPV4_COMPATIBLE = ipaddress.IPv6Network("::/96")
+
+
+def _as_ipv4(address: Address) -> ipaddress.IPv4Address | None:
+    """The IPv4 address an IPv6 form carries — mapped, compatible, 6to4, NAT64, Teredo's
+    server — which is where a packet to it ends up: judged as that address."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return None
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[0]
+    if address in NAT64 or (address in IPV4_COMPATIBLE and int(address) > 1):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    return None
+
+
 @dataclass
 class EgressPolicy:
     """The configured policy plus the API server's own endpoints, which are never allowed."""
 
     config: ExternalModels = field(default_factory=ExternalModels)
     #: (host, port) pairs of the cluster's API server: its URL from the operator's login,
-    #: and the `kubernetes` Service as pods see it.
+    #: and the `kubernetes` Service as pods see it. The host is refused on every port: the
+    #: machine that serves the API serves the kubelet, etcd and the controllers beside it. A
+    #: loopback host is the exception (an operator run beside a local cluster, or through a
+    #: local proxy): its port alone is refused, and loopback as a whole is `deniedCIDRs`'s to
+    #: decide (denied by default).
     api_servers: set[tuple[str, int]] = field(default_factory=set)
 
     def __post_init__(self) -> None:
@@ -62,6 +91,18 @@ class EgressPolicy:
             "kubernetes.default.svc",
             "kubernetes.default.svc.cluster.local",
         }
+        self._api_hosts: set[str] = set()
+        self._api_addresses: set[Address] = set()
+        self._api_ports: set[tuple[str, int]] = set()
+        for given, port in self.api_servers:
+            host = given.lower().strip("[]").rstrip(".")
+            literal = _address(host)
+            if host == "localhost" or (literal is not None and _normal(literal).is_loopback):
+                self._api_ports.add((str(_normal(literal)) if literal else host, port))
+            elif literal is not None:
+                self._api_addresses.add(_normal(literal))
+            else:
+                self._api_hosts.add(host)
 
     def check_url(self, url: str) -> None:
         """Everything decidable without resolving: scheme, host name, a literal address."""
@@ -78,8 +119,8 @@ class EgressPolicy:
             raise NotPermitted("the URL has no host")
         if host in self._denied_hosts:
             raise NotPermitted(f"host {host} is denied (cloud metadata or the cluster's API)")
-        if (host, port) in self.api_servers:
-            raise NotPermitted(f"{host}:{port} is the cluster's API server")
+        if host.strip("[]") in self._api_hosts or (host, port) in self._api_ports:
+            raise NotPermitted(f"{host} is the cluster's API server")
         literal = _address(host)
         if (
             literal is None
@@ -94,10 +135,12 @@ class EgressPolicy:
             self.check_address(literal, port, host)
 
     def check_address(self, address: Address, port: int, host: str) -> None:
-        if (str(address), port) in self.api_servers:
-            raise NotPermitted(f"{host}:{port} is the cluster's API server")
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
+        """`port` is not a way around it: every rule is about where the packet goes."""
+        address = _normal(address)
+        if address in self._api_addresses or (str(address), port) in self._api_ports:
+            raise NotPermitted(f"{host} is {address}, the cluster's API server")
+        if isinstance(address, ipaddress.IPv6Address) and address in NAT64_LOCAL:
+            raise NotPermitted(f"{host} is {address}, a NAT64 address whose IPv4 cannot be told")
         for network in self._denied:
             if address.version == network.version and address in network:
                 raise NotPermitted(f"{host} is {address}, in denied range {network}")
@@ -154,6 +197,10 @@ class _CheckingResolver(AbstractResolver):
 
     async def close(self) -> None:
         await self.inner.close()
+
+
+def _normal(address: Address) -> Address:
+    return _as_ipv4(address) or address
 
 
 def api_server_endpoints(

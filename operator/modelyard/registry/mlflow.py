@@ -109,9 +109,7 @@ class MlflowClient(HttpClient):
         if header:
             headers["Authorization"] = header
         with transport(self.endpoint):
-            async with self._http().get(url, headers=headers) as response:
-                body = await response.read()
-                status = response.status
+            status, _, body = await self.fetch("GET", url, headers)
         if status == 200:
             try:
                 payload = json.loads(body or b"{}")

@@ -23,10 +23,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Self
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
-from aiohttp.abc import AbstractResolver
+
+from modelyard.registry.egress import EgressPolicy, NotPermitted
 
 #: Everything a registry may answer a manifest request with: OCI index and manifest, Docker v2
 #: manifest list and manifest. Without them a registry may convert, and the digest changes.
@@ -54,6 +55,8 @@ class Failure:
     UNREACHABLE = "Unreachable"
     #: A model server sent the operator to another origin, which it does not follow.
     REDIRECTED = "RedirectRefused"
+    #: The URL, a redirect or a token service is outside the egress policy: never asked.
+    NOT_PERMITTED = "EndpointNotPermitted"
 
 
 class RegistryError(Exception):
@@ -132,8 +135,10 @@ class HttpClient:
 
     endpoint: Endpoint
     credentials: Credentials = field(default_factory=Credentials)
-    #: Checks each address before connecting (`modelyard.registry.egress`); None: any.
-    resolver: AbstractResolver | None = None
+    #: Where requests may go (`modelyard.registry.egress`): every URL asked — the endpoint,
+    #: each redirect, a token service — is checked before it is asked, and every address
+    #: again when connecting. None: anywhere (the CLI, run by a user for themselves).
+    egress: EgressPolicy | None = None
     _session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Self:
@@ -152,10 +157,65 @@ class HttpClient:
             self._session = aiohttp.ClientSession(
                 timeout=aiohttp.ClientTimeout(total=self.endpoint.timeout),
                 connector=aiohttp.TCPConnector(
-                    ssl=ssl_context(self.endpoint), resolver=self.resolver
+                    ssl=ssl_context(self.endpoint),
+                    resolver=self.egress.resolver() if self.egress is not None else None,
                 ),
             )
         return self._session
+
+    async def permitted(self, url: str) -> None:
+        """Raises unless the egress policy lets `url` be asked (the reason says which rule)."""
+        if self.egress is None:
+            return
+        try:
+            await self.egress.check(url)
+        except NotPermitted as refusal:
+            raise RegistryError(Failure.NOT_PERMITTED, str(refusal)) from None
+
+    async def fetch(
+        self, method: str, url: str, headers: dict[str, str], limit: int = MAX_BODY
+    ) -> tuple[int, dict[str, str], bytes]:
+        """One request, redirects followed by hand (at most MAX_REDIRECTS): each target is
+        checked against the egress policy first, and credentials go only to the origin they
+        were given for. Registries send blob downloads to storage elsewhere; aiohttp would
+        follow a redirect to any address, and literal addresses skip its resolver."""
+        for _hop in range(MAX_REDIRECTS + 1):
+            await self.permitted(url)
+            async with self._http().request(
+                method, url, headers=headers, allow_redirects=False
+            ) as response:
+                location = response.headers.get("Location")
+                if response.status in REDIRECTS and location:
+                    target = urljoin(url, location)
+                    if _origin(target) != _origin(url):
+                        headers = {k: v for k, v in headers.items() if k != "Authorization"}
+                    url = target
+                    continue
+                body = await response.content.read(limit + 1) if method == "GET" else b""
+                if len(body) > limit:
+                    raise RegistryError(
+                        Failure.UNREACHABLE,
+                        f"{self.endpoint.host} answered {method} {_path(url)} with more than "
+                        f"{limit // 2**10} KiB",
+                    )
+                return response.status, dict(response.headers), body
+        raise RegistryError(
+            Failure.UNREACHABLE, f"more than {MAX_REDIRECTS} redirects from {self.endpoint.host}"
+        )
+
+
+#: Redirects a registry client follows (each checked); what status codes mean one.
+MAX_REDIRECTS = 5
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    return (parts.scheme.lower(), (parts.hostname or "").lower(), parts.port)
+
+
+def _path(url: str) -> str:
+    return urlsplit(url).path
 
 
 @dataclass
@@ -194,11 +254,11 @@ class OciClient(HttpClient):
             _check_digest(body, reference, self.endpoint.host)
         return body
 
-    async def blob(self, repository: str, digest: str) -> bytes:
-        """A blob's bytes, checked against its digest."""
+    async def blob(self, repository: str, digest: str, limit: int = MAX_BODY) -> bytes:
+        """A blob's bytes, checked against its digest; more than `limit` bytes is an error."""
         path = f"/v2/{repository}/blobs/{digest}"
         scope = f"repository:{repository}:pull"
-        _, _, body = await self._request("GET", path, scope=scope, ok=(200,))
+        _, _, body = await self._request("GET", path, scope=scope, ok=(200,), limit=limit)
         _check_digest(body, digest, self.endpoint.host)
         return body
 
@@ -245,11 +305,17 @@ class OciClient(HttpClient):
         return found
 
     async def _request(
-        self, method: str, path: str, *, scope: str | None, ok: tuple[int, ...]
+        self,
+        method: str,
+        path: str,
+        *,
+        scope: str | None,
+        ok: tuple[int, ...],
+        limit: int = MAX_BODY,
     ) -> tuple[int, dict[str, str], bytes]:
         authorization = self._cached_token(scope)
         for _attempt in range(2):
-            status, headers, body = await self._send(method, path, authorization)
+            status, headers, body = await self._send(method, path, authorization, limit)
             if status in ok:
                 return status, headers, body
             if status == 401 and _attempt == 0:
@@ -259,23 +325,13 @@ class OciClient(HttpClient):
         raise RegistryError(Failure.UNAUTHORIZED, "the registry refused the credentials")
 
     async def _send(
-        self, method: str, path: str, authorization: str | None
+        self, method: str, path: str, authorization: str | None, limit: int = MAX_BODY
     ) -> tuple[int, dict[str, str], bytes]:
         headers = {"Accept": MANIFEST_TYPES}
         if authorization:
             headers["Authorization"] = authorization
         with transport(self.endpoint):
-            async with self._http().request(
-                method, self.endpoint.base + path, headers=headers, allow_redirects=True
-            ) as response:
-                body = await response.content.read(MAX_BODY + 1) if method == "GET" else b""
-                if len(body) > MAX_BODY:
-                    raise RegistryError(
-                        Failure.UNREACHABLE,
-                        f"{self.endpoint.host} answered {method} {path} with more than "
-                        f"{MAX_BODY // 2**20} MiB",
-                    )
-                return response.status, dict(response.headers), body
+            return await self.fetch(method, self.endpoint.base + path, headers, limit)
 
     def _cached_token(self, scope: str | None) -> str | None:
         token = self._tokens.get(scope or "")
@@ -308,8 +364,15 @@ class OciClient(HttpClient):
             if value
         }
         headers = {} if self.credentials.anonymous else {"Authorization": self.credentials.basic()}
+        # The registry names the token service: it is asked only where the policy allows, and
+        # gets the credentials only on the registry's own origin or over https.
+        await self.permitted(realm)
+        if _origin(realm) != _origin(self.endpoint.base) and not realm.startswith("https://"):
+            headers = {}
         try:
-            async with self._http().get(realm, params=query, headers=headers) as response:
+            async with self._http().get(
+                realm, params=query, headers=headers, allow_redirects=False
+            ) as response:
                 if response.status in (401, 403):
                     raise RegistryError(
                         Failure.UNAUTHORIZED, "the token service refused the credentials"

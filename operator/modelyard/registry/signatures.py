@@ -21,6 +21,7 @@ trusted root and a transparency log, which a Registry's policy does not name.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -47,6 +48,15 @@ IN_TOTO = "application/vnd.in-toto+json"
 #: What cosign's statement of a signature says; an attestation (an SBOM, a provenance) signed
 #: by the same key is a statement about the image, not a signature of it.
 COSIGN_SIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"
+#: Signatures read for one image at most, across the .sig tag and the referrers. cosign adds a
+#: layer per `cosign sign`, so a real image has a few; whoever can push to the repository can
+#: add thousands, and the operator is shared by every team: beyond this many, the rest are not
+#: fetched, and the verdict says so.
+MAX_SIGNATURES = 32
+#: One signature's payload or bundle at most (a simple-signing payload is under 1 KiB, a bundle
+#: a few KiB): a larger one is not fetched. With MAX_SIGNATURES, what one check holds in memory
+#: is bounded (8 MiB).
+MAX_SIGNATURE_BYTES = 256 * 2**10
 
 PublicKey = ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | rsa.RSAPublicKey
 
@@ -300,7 +310,43 @@ def bundle_signatures(bundle: bytes, where: str, digest: str) -> list[_Signed]:
     return found
 
 
-async def _tag_signatures(client: OciClient, repository: str, digest: str) -> list[_Signed]:
+@dataclass
+class _Budget:
+    """What one check may still read: signatures, and what was left unread and why."""
+
+    left: int = MAX_SIGNATURES
+    unread: int = 0
+    too_large: int = 0
+
+    def take(self, layer: Mapping[str, Any]) -> bool:
+        """Whether to fetch this signature's blob."""
+        if self.left <= 0:
+            self.unread += 1
+            return False
+        size = layer.get("size")
+        if isinstance(size, int) and size > MAX_SIGNATURE_BYTES:
+            self.too_large += 1
+            return False
+        self.left -= 1
+        return True
+
+    def said(self) -> str:
+        words = []
+        if self.unread:
+            words.append(
+                f"{self.unread} more signature{'s' if self.unread != 1 else ''} not read "
+                f"(at most {MAX_SIGNATURES} are)"
+            )
+        if self.too_large:
+            words.append(
+                f"{self.too_large} larger than {MAX_SIGNATURE_BYTES // 2**10} KiB not read"
+            )
+        return "; ".join(words)
+
+
+async def _tag_signatures(
+    client: OciClient, repository: str, digest: str, budget: _Budget
+) -> list[_Signed]:
     tag = digest.replace(":", "-") + ".sig"
     manifest = await client.manifest(repository, tag)
     if manifest is None:
@@ -311,7 +357,9 @@ async def _tag_signatures(client: OciClient, repository: str, digest: str) -> li
         signature = _b64(annotations.get(SIGNATURE_ANNOTATION))
         if signature is None or layer.get("mediaType") != SIMPLE_SIGNING:
             continue
-        payload = await client.blob(repository, str(layer.get("digest")))
+        if not budget.take(layer):
+            continue
+        payload = await client.blob(repository, str(layer.get("digest")), MAX_SIGNATURE_BYTES)
         found.append(_Signed(f"tag {tag}", payload, signature, _simple_signing_digest(payload)))
     return found
 
@@ -325,11 +373,16 @@ def _layers(manifest: bytes) -> list[dict[str, Any]]:
     return [layer for layer in layers or [] if isinstance(layer, dict)]
 
 
-async def _referrer_signatures(client: OciClient, repository: str, digest: str) -> list[_Signed]:
+async def _referrer_signatures(
+    client: OciClient, repository: str, digest: str, budget: _Budget
+) -> list[_Signed]:
     found: list[_Signed] = []
     for descriptor in await client.referrers(repository, digest):
         artifact = str(descriptor.get("artifactType") or "")
         if not artifact.startswith(BUNDLE_PREFIX):
+            continue
+        if budget.left <= 0:
+            budget.unread += 1  # its manifest is not even fetched
             continue
         manifest_digest = str(descriptor.get("digest"))
         manifest = await client.manifest(repository, manifest_digest)
@@ -338,7 +391,9 @@ async def _referrer_signatures(client: OciClient, repository: str, digest: str) 
         for layer in _layers(manifest):
             if not str(layer.get("mediaType") or "").startswith(BUNDLE_PREFIX):
                 continue
-            bundle = await client.blob(repository, str(layer.get("digest")))
+            if not budget.take(layer):
+                continue
+            bundle = await client.blob(repository, str(layer.get("digest")), MAX_SIGNATURE_BYTES)
             found.extend(bundle_signatures(bundle, f"referrer {manifest_digest[:19]}…", digest))
     return found
 
@@ -359,19 +414,37 @@ async def check_signatures(
             SignatureVerdict.KEY_NOT_FOUND,
             "no public key of the signature policy could be read: " + "; ".join(problems),
         )
+    budget = _Budget()
     try:
         found = [
-            *await _tag_signatures(client, repository, digest),
-            *await _referrer_signatures(client, repository, digest),
+            *await _tag_signatures(client, repository, digest, budget),
+            *await _referrer_signatures(client, repository, digest, budget),
         ]
     except RegistryError as error:
         return SignatureCheck(error.reason, error.message, temporary=error.temporary)
     if not found:
+        unread = budget.said()
         return SignatureCheck(
             SignatureVerdict.MISSING,
             f"{where} has no cosign signature (looked for the tag "
-            f"{digest.replace(':', '-')}.sig and OCI referrers)",
+            f"{digest.replace(':', '-')}.sig and OCI referrers)"
+            + (f"; {unread}" if unread else ""),
         )
+    # Up to MAX_SIGNATURES times 16 keys: off the event loop, which every Model's pass shares.
+    return await asyncio.to_thread(
+        lambda: _verdict(found, keys, digest, where=where, problems=problems, budget=budget)
+    )
+
+
+def _verdict(
+    found: Sequence[_Signed],
+    keys: Sequence[TrustedKey],
+    digest: str,
+    *,
+    where: str,
+    problems: Sequence[str],
+    budget: _Budget,
+) -> SignatureCheck:
     copied: list[str] = []
     for signed in found:
         for key in keys:
@@ -395,6 +468,8 @@ async def check_signatures(
             f"{len(found)} signature{'s' if len(found) != 1 else ''} of {where}, none by a "
             f"trusted key ({trusted})"
         )
+    if budget.said():
+        message += f"; {budget.said()}"
     if problems:
         message += "; keys not read: " + "; ".join(problems)
     return SignatureCheck(SignatureVerdict.INVALID, message)
