@@ -110,6 +110,18 @@ def test_a_rolled_back_revision_stays_back_whatever_the_serving_workers_do() -> 
         assert held.status == back and held.canary is None, serving
 
 
+def test_a_serving_deployment_gone_is_not_made_again_from_a_rolled_back_revision() -> None:
+    """Deleted by hand, or its workers withdrawn: nothing serves until the Model changes,
+    rather than the revision that was rolled back."""
+    back = under_way("RolledBack", reason="CrashLoopBackOff", modelGeneration=4)
+    step = decide(previous=back, main=None, main_serving=None)
+    assert not step.roll_main and step.status is not None
+    assert "not made again" in step.status["message"]
+    again = decide(previous=step.status, main=None, main_serving=None)
+    assert again.status == step.status, "said once, not appended at every pass"
+    assert decide(previous=back, main=None, main_serving=None, generation=5).roll_main
+
+
 def test_a_candidate_under_analysis_is_judged_to_the_end_through_a_blip() -> None:
     """The serving workers restarting mid-analysis neither skips the analysis nor promotes."""
     analysing = decide(

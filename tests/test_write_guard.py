@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import pytest
 
-from modelyard.kube import Kube, NotLeading, path
+from modelyard.kube import ApiError, Kube, NotLeading, path
 from modelyard.kube.client import CONCURRENCY, Credentials
 from support.cluster import Cluster
 
@@ -110,3 +110,18 @@ async def test_a_write_held_up_past_the_allowance_is_abandoned_and_never_lands(
     finally:
         await kube.close()
     assert cluster.get(SERVICES, cluster.namespace, "slow") is None
+
+
+async def test_a_slow_write_while_the_lease_is_renewed_is_a_timeout_not_a_lost_lease(
+    cluster: Cluster,
+) -> None:
+    """A write slowed past what was left of the allowance when it was sent (a slow webhook),
+    while renewals go on: a temporary failure, retried by the runner, not a lost Lease."""
+    kube = client(cluster, lambda: 2.0)  # renewed all along: always 2 s left
+    try:
+        cluster.fail("PATCH", r"/services/webhooked$", code=0, times=1, delay=4)
+        with pytest.raises(ApiError) as raised:
+            await kube.apply(service(cluster, "webhooked"))
+        assert raised.value.temporary
+    finally:
+        await kube.close()

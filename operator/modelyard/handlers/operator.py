@@ -47,7 +47,7 @@ from modelyard.kube.informer import AcrossScopes, Informer, OwnerKey
 from modelyard.kube.lease import Durations, LeaderElection
 from modelyard.reconcile.runner import Runner
 from modelyard.registry.credentials import CONSENT_LABEL, CONSENT_VALUE
-from modelyard.registry.egress import EgressPolicy, api_server_endpoints
+from modelyard.registry.egress import EgressPolicy, api_server_endpoints, with_addresses
 
 API_VERSION = "modelyard.dev/v1alpha1"
 PREFIX = "modelyard.dev"
@@ -468,7 +468,15 @@ async def operate(options: Options) -> None:
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stopping.set)
-    kube = Kube(kube_login.login, config.field_manager, user_agent=f"modelyard/{me}")
+    # client-go's liveness (a PING after 30 s of silence, 15 s for its answer), shortened with
+    # watchIdleSeconds: a connection is found dead before its watches' own limit runs out.
+    kube = Kube(
+        kube_login.login,
+        config.field_manager,
+        user_agent=f"modelyard/{me}",
+        ping_after=min(30.0, config.watch_idle_seconds / 3),
+        ping_timeout=min(15.0, config.watch_idle_seconds / 3),
+    )
     try:
         server = await kube.server()
     except kube_login.LoginError as error:
@@ -476,25 +484,17 @@ async def operate(options: Options) -> None:
     if stopping.is_set():
         await kube.close()
         return
-    egress = EgressPolicy(config.external_models, api_server_endpoints(server, dict(os.environ)))
+    egress = EgressPolicy(
+        config.external_models,
+        await with_addresses(api_server_endpoints(server, dict(os.environ))),
+    )
     runner = Runner(kube, config, egress)
     scopes: list[str | None] = [*options.namespaces] if options.namespaces else [None]
     informers = _own_informers(runner, kube, scopes) + _child_informers(runner, kube, scopes)
     ready = asyncio.Event()
     health = await _listen(options, config, ready, runner)
     died: list[str] = []
-    tasks = [
-        _supervised(asyncio.create_task(informer.run()), f"watching {informer.url}", stopping, died)
-        for informer in informers
-    ]
-    tasks += [
-        _supervised(asyncio.create_task(work), what, stopping, died)
-        for work, what in (
-            (runner.release_memory(), "releasing memory"),
-            (runner.prober.run(), "the prober"),
-            (runner.checks(), "the periodic checks"),
-        )
-    ]
+    tasks = _start_tasks(informers, runner, stopping, died)
     election: LeaderElection | None = None
     electing: asyncio.Task[None] | None = None
     try:
@@ -509,29 +509,42 @@ async def operate(options: Options) -> None:
         if stopping.is_set():
             synced.cancel()
             await asyncio.gather(synced, return_exceptions=True)
-            return
-        ready.set()
-        logger.info(
-            "watching %s: %d objects listed",
-            ", ".join(options.namespaces) or "all namespaces",
-            sum(len(group) for informer in informers for group in informer.by_owner.values()),
-        )
-        if options.leader_elect:
-            election = _election(runner, config.leader_election, lease_ns, me)
-            electing = _supervised(
-                asyncio.create_task(election.run()), "the leader election", stopping, died
-            )
         else:
-            kube.write_allowance = lambda: math.inf if runner.leading else 0.0
-            metrics.LEADER.set(1)
-            runner.lead()
-        await stopping.wait()
+            ready.set()
+            logger.info(
+                "watching %s: %d objects listed",
+                ", ".join(options.namespaces) or "all namespaces",
+                sum(len(group) for informer in informers for group in informer.by_owner.values()),
+            )
+            if options.leader_elect:
+                election = _election(runner, config.leader_election, lease_ns, me)
+                electing = _supervised(
+                    asyncio.create_task(election.run()), "the leader election", stopping, died
+                )
+            else:
+                kube.write_allowance = lambda: math.inf if runner.leading else 0.0
+                metrics.LEADER.set(1)
+                runner.lead()
+            await stopping.wait()
     finally:
         await _shut_down(runner, election, electing, tasks)
         if health is not None:
             await health.cleanup()
     if died:
         raise SystemExit(f"modelyard: stopped because {', '.join(died)} ended")
+
+
+def _start_tasks(
+    informers: list[Informer], runner: Runner, stopping: asyncio.Event, died: list[str]
+) -> list[asyncio.Task[Any]]:
+    """Everything that runs for the process's life, supervised."""
+    works = [(informer.run(), f"watching {informer.url}") for informer in informers]
+    works += [
+        (runner.release_memory(), "releasing memory"),
+        (runner.prober.run(), "the prober"),
+        (runner.checks(), "the periodic checks"),
+    ]
+    return [_supervised(asyncio.create_task(work), what, stopping, died) for work, what in works]
 
 
 def _supervised(

@@ -77,6 +77,8 @@ class Informer:
         self._versions: dict[tuple[str, str], str] = {}
         self.synced = asyncio.Event()
         self._version = ""
+        #: The current watch brought an event (a bookmark included).
+        self._delivered = False
 
     def _owner(self, obj: Manifest) -> tuple[tuple[str, str], OwnerKey]:
         metadata = obj.get("metadata") or {}
@@ -104,9 +106,12 @@ class Informer:
                 before = self.by_owner.get(previous, {}).get(where[1]) or obj
                 self._put("DELETED", self._as_in(before, where, previous))
             self._owners[where] = owner
-            self._versions[where] = str((obj.get("metadata") or {}).get("resourceVersion") or "")
             self.by_owner.setdefault(owner, {})[where[1]] = self.trim(obj)
         self.on_change(event_type, owner, obj)
+        if event_type != "DELETED":
+            # Only once told: a change whose callback failed is told again by the relist that
+            # the failure starts.
+            self._versions[where] = str((obj.get("metadata") or {}).get("resourceVersion") or "")
 
     def _as_in(self, obj: Manifest, where: tuple[str, str], owner: OwnerKey) -> Manifest:
         """`obj` as it was when it belonged to `owner` (for a deletion from there)."""
@@ -156,6 +161,8 @@ class Informer:
                 await self._watch()
                 failures = 0
             except ApiError as problem:
+                if self._delivered:
+                    failures = 0  # it worked for a while: a silent end is not a failure streak
                 if problem.status == 410:
                     must_list = True  # too old to resume: start over from a list
                     continue
@@ -184,6 +191,7 @@ class Informer:
                 await asyncio.sleep(delay)
 
     async def _watch(self) -> None:
+        self._delivered = False
         query = {
             "labelSelector": self.selector,
             "resourceVersion": self._version,
@@ -199,6 +207,7 @@ class Informer:
             version = (obj.get("metadata") or {}).get("resourceVersion")
             if version:
                 self._version = version
+            self._delivered = True
             if event_type in ("ADDED", "MODIFIED", "DELETED"):
                 self._put(str(event_type), obj)
 

@@ -563,9 +563,9 @@ async def reconcile_model(
     deployment = world.children.get("Deployment")
     if model is not None:
         plan, blocking = await _planned(world, model, config, kube)
-        withdrawn = await _withdraw_revoked(world, kube, outcome) if blocking else None
+        withdrawn = await _withdraw_revoked(world, kube, outcome)
         if withdrawn is not None:
-            blocking, deployment = withdrawn, None
+            blocking, deployment = withdrawn, world.children.get("Deployment")
     workload = plan.workload if plan else None
     desired_hash = _desired_hash(plan)
     main_pods = [pod for pod in world.pods if not rollout.is_canary_pod(pod)]
@@ -660,26 +660,38 @@ async def reconcile_model(
 async def _withdraw_revoked(
     world: ModelWorld, kube: Kube, outcome: Outcome
 ) -> conditions.Check | None:
-    """A blocked Model whose workers read a Secret that no longer consents loses them (see
-    `modelyard.reconcile.consent`): why, or None when nothing was withdrawn."""
+    """Workers that read a Secret which no longer consents go (`modelyard.reconcile.consent`),
+    asked at every pass — a Model whose spec moved on from the Secret may still run workers
+    that read it. Why (None: nothing went); what went is gone from `world` too."""
     if world.permitted_secrets is None:
         return None
     metadata = world.model["metadata"]
     namespace, name = metadata.get("namespace") or "default", metadata["name"]
-    workloads = [world.children.get("Deployment"), world.canary]
-    secrets = await consent.revoked(kube, namespace, workloads, world.permitted_secrets)
+    ours = frozenset(
+        str(published)
+        for registry in world.registries
+        if (published := (registry.get("status") or {}).get("pullSecret"))
+        == f"{(registry.get('metadata') or {}).get('name')}-pull"
+    )
+    workloads = [w for w in (world.children.get("Deployment"), world.canary) if w is not None]
+    secrets = await consent.revoked(kube, namespace, workloads, world.permitted_secrets | ours)
     if not secrets:
         return None
     for workload in workloads:
-        if workload is None:
-            continue
+        if not consent.referenced_secrets(workload) & set(secrets):
+            continue  # reads none of them: it stays
         gone = workload["metadata"]["name"]
         if await kube.delete("apps/v1", "Deployment", namespace, gone):
             outcome.deleted += 1
         outcome.deleted_names.append(("Deployment", (namespace, gone)))
+        if gone == name:
+            world.children.pop("Deployment", None)
+        else:
+            world.canary = None
     named = ", ".join(secrets)
     logger.warning(
-        "Model %s/%s: Secret %s no longer lets modelyard use it; its workers were stopped",
+        "Model %s/%s: Secret %s no longer lets modelyard use it; the workers that read it "
+        "were stopped",
         namespace,
         name,
         named,

@@ -328,9 +328,10 @@ async def reconcile_registry(
             registry.spec.tls.insecure_skip_verify if registry.spec.tls else False,
         )
         try:
+            # Credentials first: their consent taken back must be seen whatever else is wrong.
+            credentials, secret = await _credentials(kube, registry, endpoint.host)
             ca = await _ca(kube, registry)
             endpoint = Endpoint(registry.spec.url, ca, endpoint.insecure_skip_verify)
-            credentials, secret = await _credentials(kube, registry, endpoint.host)
             connection = await connections.put(key, endpoint, credentials, registry.spec.type)
             connection.check_interval = registry.spec.check_interval_seconds
             trust = await _trust(kube, registry)

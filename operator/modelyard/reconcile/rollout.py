@@ -198,6 +198,19 @@ def decide(
         and revisions.current_hash is not None
         and revisions.current_hash != revisions.candidate_hash
     )
+    if (
+        main is None
+        and phase == RolloutPhase.ROLLED_BACK
+        and same_candidate
+        and previous.get("modelGeneration") == generation
+    ):
+        # The serving Deployment is gone (deleted by hand, or its workers withdrawn): it is not
+        # made again from the revision that was rolled back. Nothing serves until the Model
+        # changes.
+        gone = "the serving Deployment is gone and is not made again from this revision"
+        message = str(previous.get("message") or "")
+        status = {**previous, "message": message if gone in message else f"{message}; {gone}"}
+        return Step(roll_main=False, delete_canary=canary is not None, status=status)
     if not rolling_out:
         return _settled(
             revisions,

@@ -777,7 +777,9 @@ class Runner:
                     await asyncio.sleep(delay)
                     slot.again = True
             except NotLeading:
-                return  # the Lease was lost mid-pass: whoever leads now does it
+                if not self.leading:
+                    return  # the Lease was lost mid-pass: whoever leads now does it
+                await self._again(slot)  # still leading (renewed since): made again
             except ApiError as problem:
                 cause = str(problem)
                 if not problem.temporary:
@@ -814,6 +816,12 @@ class Runner:
                     # thousands of idle Models.
                     del self._slots[(kind, key)]
                 return
+
+    @staticmethod
+    async def _again(slot: _Slot) -> None:
+        slot.failures += 1
+        await asyncio.sleep(min(MAX_BACKOFF, 0.5 * 2**slot.failures))
+        slot.again = True
 
     def busy(self) -> bool:
         return any(s.task is not None and not s.task.done() for s in self._slots.values())

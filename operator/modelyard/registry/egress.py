@@ -11,6 +11,7 @@ resolver), so a name that resolves elsewhere later (DNS rebinding) gets nowhere 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fnmatch
 import ipaddress
 import socket
@@ -203,6 +204,20 @@ def _normal(address: Address) -> Address:
     return _as_ipv4(address) or address
 
 
+async def with_addresses(endpoints: set[tuple[str, int]]) -> set[tuple[str, int]]:
+    """The endpoints and the addresses their names resolve to now: a URL naming the API
+    server by one of its addresses, or by another name, is refused too."""
+    found = set(endpoints)
+    loop = asyncio.get_running_loop()
+    for host, port in endpoints:
+        if _address(host) is not None:
+            continue
+        with contextlib.suppress(OSError):
+            for *_, sockaddr in await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM):
+                found.add((str(sockaddr[0]), port))
+    return found
+
+
 def api_server_endpoints(
     server_url: str | None, environment: dict[str, Any]
 ) -> set[tuple[str, int]]:
@@ -218,4 +233,4 @@ def api_server_endpoints(
     return found
 
 
-__all__ = ["EgressPolicy", "NotPermitted", "api_server_endpoints"]
+__all__ = ["EgressPolicy", "NotPermitted", "api_server_endpoints", "with_addresses"]

@@ -45,6 +45,8 @@ _NEXT_LINK = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
 TAGS_PAGE = 100
 #: More than any manifest, signature or tag page; a larger answer is refused, not read.
 MAX_BODY = 4 * 2**20
+#: More than any token service's answer (a JWT and a few fields).
+MAX_TOKEN_ANSWER = 256 * 2**10
 
 
 class Failure:
@@ -191,7 +193,7 @@ class HttpClient:
                         headers = {k: v for k, v in headers.items() if k != "Authorization"}
                     url = target
                     continue
-                body = await response.content.read(limit + 1) if method == "GET" else b""
+                body = await _read(response, limit) if method == "GET" else b""
                 if len(body) > limit:
                     raise RegistryError(
                         Failure.UNREACHABLE,
@@ -202,6 +204,18 @@ class HttpClient:
         raise RegistryError(
             Failure.UNREACHABLE, f"more than {MAX_REDIRECTS} redirects from {self.endpoint.host}"
         )
+
+
+async def _read(response: aiohttp.ClientResponse, limit: int) -> bytes:
+    """The body, up to one byte more than `limit` (the caller refuses that): `read(n)` gives
+    what is buffered now, not n bytes, so an answer in several packets needs a loop."""
+    body = bytearray()
+    while len(body) <= limit:
+        chunk = await response.content.read(limit + 1 - len(body))
+        if not chunk:
+            break
+        body += chunk
+    return bytes(body)
 
 
 #: Redirects a registry client follows (each checked); what status codes mean one.
@@ -379,7 +393,9 @@ class OciClient(HttpClient):
                     )
                 if response.status != 200:
                     raise classify(response.status, "token request")
-                payload = json.loads(await response.read())
+                payload = json.loads(await _read(response, MAX_TOKEN_ANSWER))
+                if not isinstance(payload, dict):
+                    raise ValueError("not a JSON object")
         except (aiohttp.ClientError, TimeoutError, ValueError) as error:
             raise RegistryError(
                 Failure.UNREACHABLE, f"token service failed: {type(error).__name__}", temporary=True

@@ -317,6 +317,10 @@ class _Budget:
     left: int = MAX_SIGNATURES
     unread: int = 0
     too_large: int = 0
+    #: Signatures whose bytes could not be had (another digest, too large for what they said).
+    broken: int = 0
+    #: Referrer manifests still to be fetched: each costs a request, bundle or not.
+    manifests: int = MAX_SIGNATURES
 
     def take(self, layer: Mapping[str, Any]) -> bool:
         """Whether to fetch this signature's blob."""
@@ -341,7 +345,21 @@ class _Budget:
             words.append(
                 f"{self.too_large} larger than {MAX_SIGNATURE_BYTES // 2**10} KiB not read"
             )
+        if self.broken:
+            words.append(f"{self.broken} could not be read")
         return "; ".join(words)
+
+    async def fetch(self, client: OciClient, repository: str, digest: str) -> bytes | None:
+        """A signature's bytes; None (counted) when the registry cannot give them as they
+        were declared: one bad signature must not hide a good one. An outage still fails the
+        whole check (it is temporary)."""
+        try:
+            return await client.blob(repository, digest, MAX_SIGNATURE_BYTES)
+        except RegistryError as error:
+            if error.temporary:
+                raise
+            self.broken += 1
+            return None
 
 
 async def _tag_signatures(
@@ -359,8 +377,10 @@ async def _tag_signatures(
             continue
         if not budget.take(layer):
             continue
-        payload = await client.blob(repository, str(layer.get("digest")), MAX_SIGNATURE_BYTES)
-        found.append(_Signed(f"tag {tag}", payload, signature, _simple_signing_digest(payload)))
+        payload = await budget.fetch(client, repository, str(layer.get("digest")))
+        if payload is not None:
+            names = _simple_signing_digest(payload)
+            found.append(_Signed(f"tag {tag}", payload, signature, names))
     return found
 
 
@@ -381,9 +401,10 @@ async def _referrer_signatures(
         artifact = str(descriptor.get("artifactType") or "")
         if not artifact.startswith(BUNDLE_PREFIX):
             continue
-        if budget.left <= 0:
+        if budget.left <= 0 or budget.manifests <= 0:
             budget.unread += 1  # its manifest is not even fetched
             continue
+        budget.manifests -= 1
         manifest_digest = str(descriptor.get("digest"))
         manifest = await client.manifest(repository, manifest_digest)
         if manifest is None:
@@ -393,8 +414,10 @@ async def _referrer_signatures(
                 continue
             if not budget.take(layer):
                 continue
-            bundle = await client.blob(repository, str(layer.get("digest")), MAX_SIGNATURE_BYTES)
-            found.extend(bundle_signatures(bundle, f"referrer {manifest_digest[:19]}…", digest))
+            bundle = await budget.fetch(client, repository, str(layer.get("digest")))
+            if bundle is not None:
+                where = f"referrer {manifest_digest[:19]}…"
+                found.extend(bundle_signatures(bundle, where, digest))
     return found
 
 
