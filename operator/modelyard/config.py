@@ -210,7 +210,9 @@ class OperatorConfig(_Config):
     external_models: ExternalModels = Field(default_factory=ExternalModels, alias="externalModels")
     leader_election: LeaderElection = Field(default_factory=LeaderElection, alias="leaderElection")
     #: A watch that brings nothing for this long — not even the bookmark the API server sends
-    #: a quiet watch every minute — is taken for a silent connection, closed and resumed.
+    #: a quiet watch every minute — is taken for a silent connection, closed and resumed. An
+    #: HTTP/2 connection silent for a third of it (at most 30 s) is sent a PING, and closed if
+    #: no answer comes within another third (at most 15 s).
     watch_idle_seconds: float = Field(90, alias="watchIdleSeconds", ge=1, le=3600)
 
 

@@ -21,6 +21,21 @@ class Relay:
         self._loop = asyncio.new_event_loop()
         self._server: asyncio.Server | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True, name="relay")
+        #: Connections open now, and those that pass nothing on any more (`stall`).
+        self._open: set[asyncio.StreamWriter] = set()
+        self._stalled: set[asyncio.StreamWriter] = set()
+
+    def stall(self) -> int:
+        """Every connection open now stops passing bytes either way, its sockets left open —
+        a half-open connection as a client meets one (an API server instance or a load
+        balancer gone, NAT state flushed). New connections go through. How many stalled."""
+        stalled = set(self._open)
+        self._stalled |= stalled
+        return len(stalled)
+
+    def connections(self) -> int:
+        """Connections open now (stalled ones included, until their client closes them)."""
+        return len(self._open)
 
     def start(self) -> Relay:
         self._thread.start()
@@ -37,14 +52,28 @@ class Relay:
         except OSError:
             writer.close()
             return
-        await asyncio.gather(
-            self._pipe(reader, upstream_writer), self._pipe(upstream_reader, writer)
-        )
+        self._open.add(writer)
+        try:
+            await asyncio.gather(
+                self._pipe(reader, upstream_writer, writer),
+                self._pipe(upstream_reader, writer, writer),
+            )
+        finally:
+            self._open.discard(writer)
+            self._stalled.discard(writer)
 
-    @staticmethod
-    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        client: asyncio.StreamWriter,
+    ) -> None:
         try:
             while chunk := await reader.read(65536):
+                if client in self._stalled:
+                    # Nothing passes any more; the connection ends when its client gives up.
+                    await reader.read()
+                    break
                 writer.write(chunk)
                 await writer.drain()
         except (OSError, asyncio.IncompleteReadError):

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import heapq
 import json
+import logging
 import math
 import os
 import random
@@ -27,12 +28,15 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlencode
 
 import aiohttp
 
 from modelyard import metrics
+from modelyard.kube import http2
 
 Manifest = dict[str, Any]
+logger = logging.getLogger(__name__)
 
 #: apiVersion/kind → plural, for every kind the operator reads or writes.
 PLURALS: dict[tuple[str, str], str] = {
@@ -244,6 +248,9 @@ class Kube:
         field_manager: str,
         timeout: float = 30,
         user_agent: str = "modelyard",
+        *,
+        ping_after: float = 30.0,
+        ping_timeout: float = 15.0,
     ) -> None:
         self._login = login
         #: Sent with every request: the API server's audit log tells the operator's processes
@@ -262,6 +269,13 @@ class Kube:
         #: Watches' own connections: a watch holds its connection for as long as it runs, so
         #: watches must never take the connections calls are made on (see `_connect`).
         self._watch_session: aiohttp.ClientSession | None = None
+        #: Watches as HTTP/2 streams, many to a connection (`modelyard.kube.http2`), where the
+        #: server speaks it; `_watch_session` where it does not.
+        self._streams: http2.Pool | None = None
+        #: A connection silent this long is sent a PING, and closed without an answer in
+        #: `ping_timeout` (client-go: 30 s and 15 s).
+        self.ping_after = ping_after
+        self.ping_timeout = ping_timeout
         self._discovery: dict[str, _Cached] = {}
         self._gate = PriorityGate(CONCURRENCY)
         self.requests = 0
@@ -313,6 +327,14 @@ class Kube:
                 self._watch_session = aiohttp.ClientSession(
                     base_url=base, connector=aiohttp.TCPConnector(limit=0, ssl=context)
                 )
+                # A context of its own: it offers h2 by ALPN, which aiohttp's must not.
+                self._streams = http2.Pool(
+                    base,
+                    credentials.ssl_context(),
+                    connect_timeout=self._timeout,
+                    ping_after=self.ping_after,
+                    ping_timeout=self.ping_timeout,
+                )
         return (self._watch_session if watching else self._session), credentials
 
     async def _close_sessions(self) -> None:
@@ -320,6 +342,17 @@ class Kube:
             if session is not None:
                 await session.close()
         self._session = self._watch_session = None
+        if self._streams is not None:
+            await self._streams.close()
+            self._streams = None
+
+    def watch_connections(self) -> tuple[str, int]:
+        """How watches travel now, and on how many HTTP/2 connections ("HTTP/1.1", 0: each
+        watch on a connection of its own)."""
+        streams = self._streams
+        if streams is not None and not streams.unavailable:
+            return "HTTP/2", len([c for c in streams.connections if c.failure is None])
+        return "HTTP/1.1", 0
 
     async def _relogin(self, previous: Credentials | None) -> Credentials:
         """Credentials from the login; a failure after the first login (a rotated token file
@@ -374,7 +407,10 @@ class Kube:
             "Content-Type": content_type,
             "User-Agent": self.user_agent,
         }
-        await self._gate(priority)
+        # The election's own calls skip the gate: a renewal waiting behind 32 slow calls would
+        # miss its deadline and stand a healthy leader down. (The pool has room for them.)
+        if not electing:
+            await self._gate(priority)
         try:
             for attempt in (1, 2):
                 session, credentials = await self._connect(renew=attempt == 2)
@@ -399,15 +435,17 @@ class Kube:
                             )
                         return _json(payload, response.status)
                 except TimeoutError:
-                    if allowed < self._timeout:
-                        # Cut short by the allowance: this process may no longer write.
+                    if allowed < self._timeout and self.write_allowance() <= 0:
+                        # Cut short by the allowance, which has run out: the Lease may have
+                        # moved, and this process may no longer write.
                         raise NotLeading(f"{method} {url} (the Lease may have moved)") from None
                     raise ApiError(0, "Unreachable", "timed out") from None
                 except aiohttp.ClientError as error:
                     raise ApiError(0, "Unreachable", str(error) or type(error).__name__) from None
             raise AssertionError("unreachable")  # pragma: no cover - the loop always returns
         finally:
-            self._gate.release()
+            if not electing:
+                self._gate.release()
 
     async def apply(self, manifest: Manifest, field_manager: str | None = None) -> Manifest:
         """Server-side apply under the operator's field manager (or `field_manager`); the
@@ -531,6 +569,22 @@ class Kube:
         metrics.API_REQUESTS.labels("WATCH").inc()
         for attempt in (1, 2):
             session, credentials = await self._connect(renew=attempt == 2, watching=True)
+            streams = self._streams
+            if streams is not None and not streams.unavailable:
+                try:
+                    async for event in self._watch_stream(streams, url, query, credentials, idle):
+                        yield event
+                    return
+                except _Unauthorized:
+                    if attempt == 1:
+                        continue
+                    refused = "the API server refused the credentials"
+                    raise ApiError(401, "Unauthorized", refused) from None
+                except http2.Unavailable:
+                    logger.info(
+                        "%s does not speak HTTP/2: each watch takes a connection of its own",
+                        streams.authority,
+                    )
             try:
                 async with session.get(
                     url,
@@ -564,6 +618,49 @@ class Kube:
             except aiohttp.ClientError as error:
                 raise ApiError(0, "Unreachable", str(error) or type(error).__name__) from None
 
+    async def _watch_stream(
+        self,
+        streams: http2.Pool,
+        url: str,
+        query: dict[str, str],
+        credentials: Credentials,
+        idle: float | None,
+    ) -> AsyncIterator[Manifest]:
+        """One watch as an HTTP/2 stream; `_Unauthorized` on a 401 (the caller logs in again)."""
+        target = f"{url}?{urlencode({**query, 'watch': 'true'})}"
+        headers = {
+            "accept": "application/json",
+            "user-agent": self.user_agent,
+            **{name.lower(): value for name, value in credentials.headers().items()},
+        }
+        try:
+            stream = await streams.stream(target, headers)
+        except http2.StreamError as error:
+            raise ApiError(0, "Unreachable", str(error)) from None
+        try:
+            try:
+                await asyncio.wait_for(stream.answered(), self._timeout)
+            except TimeoutError:
+                raise ApiError(0, "Unreachable", "no answer to the watch") from None
+            if stream.status == 401:
+                raise _Unauthorized
+            if stream.status != 200:
+                payload = await stream.read()
+                raise _problem(stream.status, "", payload, stream.headers)
+            buffer = b""
+            async for chunk in stream.body(idle):
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if line.strip():
+                        yield _json(line, stream.status)
+        except TimeoutError:
+            raise ApiError(0, "Silent", f"nothing came for {idle} s") from None
+        except http2.StreamError as error:
+            raise ApiError(0, "Unreachable", str(error)) from None
+        finally:
+            stream.close()
+
     async def post_event(
         self, involved: Manifest, event_type: str, reason: str, message: str, component: str
     ) -> None:
@@ -594,7 +691,7 @@ class Kube:
             "count": 1,
         }
         # Best effort: losing an Event must never fail or retry a reconcile.
-        with contextlib.suppress(ApiError):
+        with contextlib.suppress(ApiError, NotLeading):
             url = path("v1", "Event", namespace)
             await self._call("POST", url, event, None, priority=Priority.EVENT)
 
@@ -616,6 +713,10 @@ class Kube:
                 raise
         self._discovery[key] = _Cached(value, time.monotonic() + ttl)
         return value
+
+
+class _Unauthorized(Exception):  # noqa: N818 -- a signal between two methods
+    """A watch stream answered 401: log in again, once."""
 
 
 def _json(payload: bytes, status: int) -> Manifest:
