@@ -99,6 +99,11 @@ dev: kind-up docker-build kind-load deploy ## All of the above, then the CPU exa
 test-e2e: $(BIN)/helm ## End-to-end tests on the current cluster (skipped when none is reachable).
 	$(BIN)/python -m pytest -m e2e tests/e2e -v
 
+MINUTES ?= 20
+.PHONY: soak
+soak: $(STAMP) ## Soak MINUTES: two replicas, a driver, chaos, invariants (root, real node); writes docs/reliability.md.
+	$(BIN)/python bench/soak.py --minutes $(MINUTES)
+
 N ?= 1000
 NAMESPACES ?= 1 20
 .PHONY: bench

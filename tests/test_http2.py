@@ -10,7 +10,6 @@ closed, failing every watch on it so each resumes elsewhere.
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -107,16 +106,6 @@ async def test_a_silent_connection_is_found_out_by_a_ping(cluster: Cluster) -> N
         relay.stop()
 
 
-def connections_to(pid: int, port: int) -> int:
-    listing = subprocess.run(
-        ["ss", "-Htnp", "state", "established", "dport", f"= :{port}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return sum(1 for line in listing.splitlines() if f"pid={pid}," in line)
-
-
 @pytest.mark.timeout(300)
 async def test_an_operator_serving_fifty_namespaces_is_ready_on_a_few_connections(
     cluster: Cluster, tmp_path: Path
@@ -166,9 +155,7 @@ async def test_an_operator_serving_fifty_namespaces_is_ready_on_a_few_connection
         await eventually(
             lambda: cluster.get(DEPLOYMENTS, last, "docs-embedder"), 30, "the last one", operator
         )
-        assert operator.process is not None
-        port = int(plane.server.rsplit(":", 1)[1])
-        opened = connections_to(operator.process.pid, port)
+        opened = operator.connections_to(int(plane.server.rsplit(":", 1)[1]))
         assert opened <= 50, f"{opened} connections for 500 watches"
     finally:
         await operator.stop()

@@ -93,6 +93,15 @@ async def leader_of(
     return found
 
 
+async def nobody_leads(operators: dict[str, OperatorProcess], leader: str) -> None:
+    await eventually(
+        lambda: all(leader_metric(o) == 0 for o in operators.values()),
+        20,
+        "no replica leads",
+        operators[leader],
+    )
+
+
 async def stop_all(operators: dict[str, OperatorProcess]) -> None:
     await asyncio.gather(*(o.stop() for o in operators.values()))
 
@@ -255,12 +264,7 @@ async def test_a_leader_that_cannot_renew_stops_writing_before_anyone_could_take
         )
         refused = cluster.fail("PUT", r"/leases/modelyard-leader$", 503, times=None)
         cut_off = time.monotonic()
-        await eventually(
-            lambda: all(leader_metric(o) == 0 for o in operators.values()),
-            20,
-            "no replica leads",
-            operators[leader],
-        )
+        await nobody_leads(operators, leader)
         stood_by = time.monotonic() - cut_off
         assert stood_by <= 10 + 2 + 1, f"stood by {stood_by:.1f} s after renewals failed"
         assert "lost Lease" in operators[leader].output
@@ -296,12 +300,7 @@ async def test_an_election_whose_looks_fail_oddly_stands_by_and_leads_again(
         leader = await leader_of(cluster, operators)
         lease = r"/leases/modelyard-leader$"
         page = cluster.fail("GET", lease, 200, times=None, body=b"<html>502 Bad Gateway</html>")
-        await eventually(
-            lambda: all(leader_metric(o) == 0 for o in operators.values()),
-            20,
-            "no replica leads",
-            operators[leader],
-        )
+        await nobody_leads(operators, leader)
         assert "not JSON" in operators[leader].output
         cluster.faults.remove(page)
         leader = await leader_of(cluster, operators)
@@ -310,12 +309,7 @@ async def test_an_election_whose_looks_fail_oddly_stands_by_and_leads_again(
         good = kubeconfig.read_text()
         kubeconfig.write_text("clusters: [not a kubeconfig\n")
         refused = cluster.fail("GET", lease, 401, times=None)
-        await eventually(
-            lambda: all(leader_metric(o) == 0 for o in operators.values()),
-            20,
-            "no replica leads",
-            operators[leader],
-        )
+        await nobody_leads(operators, leader)
         assert "logging in again failed" in operators[leader].output
         assert all(o.process is not None and o.process.poll() is None for o in operators.values())
 

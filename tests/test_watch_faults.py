@@ -64,6 +64,13 @@ async def served(cluster: Cluster, operator: OperatorProcess) -> None:
     await quiet(cluster, operator, calm=1.5)
 
 
+def quick_to_notice(cluster: Cluster, tmp_path: Path) -> OperatorProcess:
+    """An operator that takes a watch silent for IDLE seconds for a dead one."""
+    return OperatorProcess(
+        cluster.operator_kubeconfig(tmp_path), tmp_path, config={"watchIdleSeconds": IDLE}
+    ).start()
+
+
 def reconciles(operator: OperatorProcess, kind: str = "Model") -> float:
     """Passes made so far, by the operator's own counter."""
     pattern = rf'^modelyard_reconciles_total{{kind="{kind}",result="[^"]+"}} (\S+)$'
@@ -73,9 +80,7 @@ def reconciles(operator: OperatorProcess, kind: str = "Model") -> float:
 async def test_a_stalled_watch_is_noticed_and_resumed_from_where_it_was(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    operator = OperatorProcess(
-        cluster.operator_kubeconfig(tmp_path), tmp_path, config={"watchIdleSeconds": IDLE}
-    ).start()
+    operator = quick_to_notice(cluster, tmp_path)
     try:
         await served(cluster, operator)
         assert cluster.proxy.stall_watches(r"/models\?watch") >= 1
@@ -113,9 +118,7 @@ async def test_a_watch_reset_mid_event_is_resumed_and_nothing_half_read(
 async def test_a_dripping_watch_delivers_whole_events_and_is_not_taken_for_silence(
     cluster: Cluster, tmp_path: Path
 ) -> None:
-    operator = OperatorProcess(
-        cluster.operator_kubeconfig(tmp_path), tmp_path, config={"watchIdleSeconds": IDLE}
-    ).start()
+    operator = quick_to_notice(cluster, tmp_path)
     try:
         await served(cluster, operator)
         # A byte every 2 ms: a Model's event (a few KB) takes seconds, longer than

@@ -152,6 +152,12 @@ class FaultProxy:
 
     async def _stop(self) -> None:
         await self._drop()
+        # Requests still held (a stalled watch whose client never gave up, a delay) end here,
+        # not as tasks destroyed pending when the loop stops.
+        held = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in held:
+            task.cancel()
+        await asyncio.gather(*held, return_exceptions=True)
         if self._runner is not None:
             await self._runner.cleanup()
         if self._session is not None:

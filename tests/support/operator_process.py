@@ -119,6 +119,18 @@ class OperatorProcess:
         except OSError:
             return 0, ""
 
+    def connections_to(self, port: int) -> int:
+        """Established TCP connections of this process to `port` (the API server's), as
+        `ss` lists them."""
+        assert self.process is not None
+        listing = subprocess.run(
+            ["ss", "-Htnp", "state", "established", "dport", f"= :{port}"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return sum(1 for line in listing.splitlines() if f"pid={self.process.pid}," in line)
+
     def metrics(self) -> str:
         """What /metrics answers now; empty while the operator does not serve it yet."""
         try:

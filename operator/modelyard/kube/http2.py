@@ -244,8 +244,12 @@ class _Connection:
                 if time.monotonic() - self.last_read < self.ping_after:
                     continue
                 self._pong = asyncio.get_running_loop().create_future()
-                self.h2.ping(os.urandom(8))
-                self._flush()
+                try:
+                    self.h2.ping(os.urandom(8))
+                    self._flush()
+                except (h2.exceptions.H2Error, OSError) as error:
+                    self.fail(StreamError(f"cannot PING: {error}"))
+                    return
                 try:
                     await asyncio.wait_for(self._pong, self.ping_timeout)
                 except TimeoutError:
