@@ -448,10 +448,12 @@ def _conforms(pod: Obj) -> bool:
 
 
 async def soak(minutes: float, work: Path) -> Report:
-    session = Session.start(work / "kubernetes", with_node=True)
+    (work / "kubernetes").mkdir()
+    # In a thread: starting the node runs event loops of its own.
+    session = await asyncio.to_thread(Session.start, work / "kubernetes", None, True)
     node = session.real_node
     if node is None:
-        session.stop()
+        await asyncio.to_thread(session.stop)
         raise SystemExit(f"the soak needs the real node: {session.no_node}")
     cluster = Cluster(session, "soak")
     run = Soak(session, cluster, node, work)
@@ -480,7 +482,7 @@ async def soak(minutes: float, work: Path) -> Report:
         for operator in run.operators.values():
             await operator.stop()
         cluster.close()
-        session.stop()
+        await asyncio.to_thread(session.stop)
         left = leftovers(node.node)
         if left:
             run.report.violated(f"the node left behind: {left}")
