@@ -10,10 +10,17 @@ closed, failing every watch on it so each resumes elsewhere.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ssl
 import time
 from pathlib import Path
 from typing import Any
 
+import h2.config
+import h2.connection
+import h2.events
+import h2.exceptions
+import hyperframe.frame
 import pytest
 import yaml
 
@@ -23,6 +30,7 @@ from support.cluster import Cluster
 from support.controllers import DEPLOYMENTS
 from support.examples import example
 from support.operator_process import OperatorProcess, eventually, free_port
+from support.registry import self_signed
 from support.relay import Relay
 from test_operator import embedding_documents
 
@@ -161,3 +169,73 @@ async def test_an_operator_serving_fifty_namespaces_is_ready_on_a_few_connection
         await operator.stop()
         for namespace in namespaces[1:]:
             await cluster.remove("v1/namespaces", None, namespace)
+
+
+class Draining:
+    """An HTTP/2 server over TLS that answers a watch with one event, then GOAWAY, then another
+    event on the same stream — what a Go server does when it drains a connection (in-flight
+    streams go on). The API server sends GOAWAY only when it shuts down, which the tests'
+    control plane (it embeds etcd) cannot do on cue: hence this server."""
+
+    def __init__(self, directory: Path) -> None:
+        self.cert, self.key = directory / "server.crt", directory / "server.key"
+        self_signed(self.cert, self.key, "127.0.0.1")
+        self.connections = 0
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert, self.key)
+        context.set_alpn_protocols(["h2"])
+        self.server = await asyncio.start_server(self.serve, "127.0.0.1", 0, ssl=context)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connections += 1
+        connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=False))
+        connection.initiate_connection()
+        writer.write(connection.data_to_send())
+        event = b'{"type":"ADDED","object":{"metadata":{"name":"%s","resourceVersion":"%d"}}}\n'
+        with contextlib.suppress(OSError, h2.exceptions.H2Error):
+            while data := await reader.read(65536):
+                for received in connection.receive_data(data):
+                    if isinstance(received, h2.events.RequestReceived):
+                        stream = received.stream_id
+                        connection.send_headers(stream, [(":status", "200")])
+                        connection.send_data(stream, event % (b"before", 1))
+                        writer.write(connection.data_to_send())
+                        await writer.drain()
+                        await asyncio.sleep(0.2)
+                        connection.close_connection(last_stream_id=stream)
+                        # More of the stream after the GOAWAY, as a Go server sends it (h2
+                        # itself refuses to, hence the frame made by hand).
+                        after = hyperframe.frame.DataFrame(stream, data=event % (b"after", 2))
+                        writer.write(connection.data_to_send() + after.serialize())
+                        await writer.drain()
+                        continue
+                writer.write(connection.data_to_send())
+                await writer.drain()
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+
+
+async def test_a_draining_server_ends_its_watches_gracefully(tmp_path: Path) -> None:
+    """A GOAWAY ends every watch on the connection as a normal end — the informer resumes at
+    once from its last resourceVersion, on a new connection — not as a failure with a backoff
+    (the h2 library takes no frame after a GOAWAY, so the streams cannot be read on)."""
+    draining = Draining(tmp_path)
+    port = await draining.start()
+    credentials = Credentials(
+        server=f"https://127.0.0.1:{port}", token="t", ca_path=str(draining.cert)
+    )
+    kube = Kube(lambda: credentials, "modelyard")
+    try:
+        for round_ in (1, 2):
+            names = [e["object"]["metadata"]["name"] async for e in kube.watch("/api/v1/pods", {})]
+            assert names[0] == "before", names
+            assert draining.connections == round_, "each watch after a GOAWAY on a new one"
+    finally:
+        await kube.close()
+        draining.stop()

@@ -304,14 +304,22 @@ class Kube:
             async with self._login_lock:
                 if self._credentials is credentials:  # nobody renewed them while we waited
                     fresh = await self._relogin(credentials)
-                    if credentials is None or credentials.tls_identity() != fresh.tls_identity():
-                        await self._close_sessions()
+                    stale = (
+                        credentials is None or credentials.tls_identity() != fresh.tls_identity()
+                    )
+                    # The new credentials first: a call that comes in while the old pools
+                    # close builds new ones with these, never with the old TLS material.
                     self._credentials = fresh
+                    if stale:
+                        await self._close_sessions()
                 credentials = self._credentials
                 assert credentials is not None
         if self._session is None or self._watch_session is None:
             try:
                 context = credentials.ssl_context()
+                # A context of its own for the streams: it offers h2 by ALPN, which
+                # aiohttp's must not.
+                streams_context = credentials.ssl_context()
             except (OSError, ValueError) as error:  # ssl.SSLError is an OSError
                 raise ApiError(0, "LoginFailed", f"unusable TLS material: {error}") from None
             base = credentials.server.rstrip("/")
@@ -327,10 +335,9 @@ class Kube:
                 self._watch_session = aiohttp.ClientSession(
                     base_url=base, connector=aiohttp.TCPConnector(limit=0, ssl=context)
                 )
-                # A context of its own: it offers h2 by ALPN, which aiohttp's must not.
                 self._streams = http2.Pool(
                     base,
-                    credentials.ssl_context(),
+                    streams_context,
                     connect_timeout=self._timeout,
                     ping_after=self.ping_after,
                     ping_timeout=self.ping_timeout,
@@ -338,13 +345,14 @@ class Kube:
         return (self._watch_session if watching else self._session), credentials
 
     async def _close_sessions(self) -> None:
-        for session in (self._session, self._watch_session):
+        # Detached before anything is awaited: whatever comes in meanwhile makes new ones.
+        sessions, streams = (self._session, self._watch_session), self._streams
+        self._session = self._watch_session = self._streams = None
+        for session in sessions:
             if session is not None:
                 await session.close()
-        self._session = self._watch_session = None
-        if self._streams is not None:
-            await self._streams.close()
-            self._streams = None
+        if streams is not None:
+            await streams.close()
 
     def watch_connections(self) -> tuple[str, int]:
         """How watches travel now, and on how many HTTP/2 connections ("HTTP/1.1", 0: each
@@ -645,7 +653,10 @@ class Kube:
             if stream.status == 401:
                 raise _Unauthorized
             if stream.status != 200:
-                payload = await stream.read()
+                try:
+                    payload = await asyncio.wait_for(stream.read(), self._timeout)
+                except TimeoutError:
+                    payload = b""
                 raise _problem(stream.status, "", payload, stream.headers)
             buffer = b""
             async for chunk in stream.body(idle):
@@ -656,6 +667,10 @@ class Kube:
                         yield _json(line, stream.status)
         except TimeoutError:
             raise ApiError(0, "Silent", f"nothing came for {idle} s") from None
+        except http2.GoingAway as error:
+            if stream.status == 200:
+                return  # the server drains the connection: the caller resumes, on another
+            raise ApiError(0, "Unreachable", str(error)) from None
         except http2.StreamError as error:
             raise ApiError(0, "Unreachable", str(error)) from None
         finally:
@@ -746,7 +761,10 @@ def _problem(status: Any, reason: Any, body: Any, headers: Any) -> ApiError:
     except (TypeError, ValueError, AttributeError):
         message = str(body or "")[:500]
     retry_after = None
-    value = (headers or {}).get("Retry-After")
+    # HTTP/2 header names are lowercase; aiohttp's lookup ignores case, a dict does not.
+    value = next(
+        (v for k, v in dict(headers or {}).items() if str(k).lower() == "retry-after"), None
+    )
     if value:
         try:
             retry_after = float(value)

@@ -52,6 +52,11 @@ class StreamError(Exception):
     """A stream or its connection ended before the answer did; the message says how."""
 
 
+class GoingAway(StreamError):  # noqa: N818 -- the server's word, not a failure
+    """The server closes the connection gracefully (GOAWAY), or refused the stream before
+    doing anything with it (REFUSED_STREAM): nothing was lost, ask again elsewhere."""
+
+
 @dataclass
 class _Stream:
     connection: _Connection
@@ -176,7 +181,6 @@ class _Connection:
         with contextlib.suppress(h2.exceptions.H2Error):
             self.h2.reset_stream(stream.stream_id, h2.errors.ErrorCodes.CANCEL)
             self._flush()
-        self._close_if_done()
 
     async def _read(self) -> None:
         try:
@@ -187,10 +191,20 @@ class _Connection:
                 self.last_read = time.monotonic()
                 for event in self.h2.receive_data(data):
                     self._handle(event)
+                    if self.failure is not None:
+                        return
                 self._flush()
         except asyncio.CancelledError:
             raise
-        except Exception as problem:  # a protocol error, a reset, the end: every stream ends
+        except h2.exceptions.ProtocolError as problem:
+            if self.h2.state_machine.state is h2.connection.ConnectionState.CLOSED:
+                # A GOAWAY came in this read, and h2 takes no frame after it: the events of
+                # the same read are lost with it, which a watch resumed from its last
+                # resourceVersion gets again.
+                self.fail(GoingAway(f"the server is going away ({problem})"))
+            else:
+                self.fail(StreamError(str(problem)))
+        except Exception as problem:  # a reset, the end: every stream ends
             self.fail(problem if isinstance(problem, StreamError) else StreamError(str(problem)))
 
     def _handle(self, event: h2.events.Event) -> None:
@@ -202,10 +216,10 @@ class _Connection:
             stream.answered.set()
         elif isinstance(event, h2.events.DataReceived):
             if event.flow_controlled_length:
-                # A stream reset by us may still receive what was in flight: only the
-                # connection's window is given back then.
-                with contextlib.suppress(h2.exceptions.StreamClosedError):
-                    self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+                # Given back at once (h2 credits a stream we reset by itself): the windows
+                # bound what is in flight, not what waits in a stream's queue. Watch events
+                # are taken from it as they come.
+                self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
             if stream is not None and event.data:
                 stream.chunks.put_nowait(event.data)
         elif isinstance(event, h2.events.StreamEnded) and stream is not None:
@@ -213,11 +227,11 @@ class _Connection:
             stream.answered.set()
             stream.chunks.put_nowait(None)
             self.streams.pop(event.stream_id, None)
-            self._close_if_done()
         elif isinstance(event, h2.events.StreamReset) and stream is not None:
-            stream.fail(StreamError(f"the server reset the stream ({event.error_code!r})"))
+            refused = event.error_code == h2.errors.ErrorCodes.REFUSED_STREAM
+            kind = GoingAway if refused else StreamError
+            stream.fail(kind(f"the server reset the stream ({event.error_code!r})"))
             self.streams.pop(event.stream_id, None)
-            self._close_if_done()
         elif isinstance(event, h2.events.RemoteSettingsChanged):
             changed = event.changed_settings.get(h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS)
             if changed is not None:
@@ -226,15 +240,11 @@ class _Connection:
             if self._pong is not None and not self._pong.done():
                 self._pong.set_result(None)
         elif isinstance(event, h2.events.ConnectionTerminated):
-            # GOAWAY (an API server shutting down gracefully): streams it will not answer end
-            # now, the others may finish; nothing new is started here.
+            # GOAWAY (an API server draining or restarting). h2 takes no frame after it (its
+            # connection is CLOSED: the open streams could not be read to their end), so every
+            # stream ends now, as a graceful end: each watch resumes on a new connection.
             self.going_away = True
-            last = event.last_stream_id or 0
-            for stream_id, gone in list(self.streams.items()):
-                if stream_id > last:
-                    gone.fail(StreamError("the server is going away"))
-                    self.streams.pop(stream_id, None)
-            self._close_if_done()
+            self.fail(GoingAway(f"the server is going away ({event.error_code!r})"))
 
     async def _ping(self) -> None:
         """client-go's liveness: PING a connection that has been silent for `ping_after`."""
@@ -273,10 +283,6 @@ class _Connection:
         if asyncio.current_task() is not self._pinging:
             self._pinging.cancel()
 
-    def _close_if_done(self) -> None:
-        if self.going_away and not self.streams:
-            self.fail(StreamError("the server went away"))
-
     async def close(self) -> None:
         self.fail(StreamError("closed"))
         for task in (self._reading, self._pinging):
@@ -307,6 +313,8 @@ class Pool:
         #: Known not to speak HTTP/2: every watch goes over HTTP/1.1 instead.
         self.unavailable = self.context is None
         self._opening = asyncio.Lock()
+        #: Closed (new credentials): nothing new is opened here.
+        self.closed = False
 
     async def stream(self, path: str, headers: dict[str, str]) -> Stream:
         """A GET on a connection with room, opening one if none has; Unavailable when the
@@ -314,13 +322,22 @@ class Pool:
         if self.unavailable:
             raise Unavailable(self.authority)
         async with self._opening:
+            if self.closed:
+                raise GoingAway("the connection pool was closed (new credentials)")
             self.connections = [c for c in self.connections if c.failure is None]
             connection = next((c for c in self.connections if c.has_room()), None)
             if connection is None:
                 connection = await self._connect()
+                if self.closed:
+                    await connection.close()
+                    raise GoingAway("the connection pool was closed (new credentials)")
                 self.connections.append(connection)
             try:
                 return Stream(connection.request(path, headers))
+            except h2.exceptions.TooManyStreamsError:
+                # The server lowered its limit: this connection is full, not broken.
+                connection.limit = len(connection.streams) + HEADROOM
+                raise GoingAway("the connection is full") from None
             except (h2.exceptions.H2Error, OSError) as error:
                 # Closed under us (a GOAWAY, a reset) between the look and the request.
                 connection.fail(StreamError(f"the connection failed: {error}"))
@@ -349,8 +366,9 @@ class Pool:
         return sum(len(c.streams) for c in self.connections if c.failure is None)
 
     async def close(self) -> None:
+        self.closed = True
         connections, self.connections = self.connections, []
         await asyncio.gather(*(c.close() for c in connections), return_exceptions=True)
 
 
-__all__ = ["Pool", "Stream", "StreamError", "Unavailable"]
+__all__ = ["GoingAway", "Pool", "Stream", "StreamError", "Unavailable"]

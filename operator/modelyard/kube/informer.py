@@ -92,8 +92,6 @@ class Informer:
     def _put(self, event_type: str, obj: Manifest) -> None:
         where, owner = self._owner(obj)
         if event_type == "DELETED":
-            self._owners.pop(where, None)
-            self._versions.pop(where, None)
             siblings = self.by_owner.get(owner)
             if siblings is not None:
                 siblings.pop(where[1], None)
@@ -108,9 +106,12 @@ class Informer:
             self._owners[where] = owner
             self.by_owner.setdefault(owner, {})[where[1]] = self.trim(obj)
         self.on_change(event_type, owner, obj)
-        if event_type != "DELETED":
-            # Only once told: a change whose callback failed is told again by the relist that
-            # the failure starts.
+        # Only once told: a change (or a deletion) whose callback failed is told again by the
+        # relist that the failure starts.
+        if event_type == "DELETED":
+            self._owners.pop(where, None)
+            self._versions.pop(where, None)
+        else:
             self._versions[where] = str((obj.get("metadata") or {}).get("resourceVersion") or "")
 
     def _as_in(self, obj: Manifest, where: tuple[str, str], owner: OwnerKey) -> Manifest:
@@ -161,7 +162,8 @@ class Informer:
                 await self._watch()
                 failures = 0
             except ApiError as problem:
-                if self._delivered:
+                worked, self._delivered = self._delivered, False
+                if worked:
                     failures = 0  # it worked for a while: a silent end is not a failure streak
                 if problem.status == 410:
                     must_list = True  # too old to resume: start over from a list
