@@ -43,6 +43,7 @@ import os
 import platform
 import random
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -501,7 +502,13 @@ def write(report: Report, minutes: float, out: Path) -> str:
         f"{CONVERGENCE_BOUND:.0f} s. bench/soak.py's docstring says each invariant and fault.",
         "",
         f"Last run: `make soak MINUTES={minutes:g}`, ended {ended}, on {platform.node()} "
-        f"({os.cpu_count()} cores).",
+        f"({os.cpu_count()} cores), at commit {_commit()}.",
+        "",
+        "The operators talk to the API server through the fault proxy, so their watches take",
+        "the HTTP/1.1 way there; HTTP/2 is proved by tests/test_http2.py and the chart-on-node",
+        "test. The API server's outage is played at the proxy (every watch dropped, every call",
+        "503 for 5 s, then 410 on every resume): the server process embeds the cluster's etcd",
+        "and is not restarted.",
         "",
         "| | |",
         "|---|---|",
@@ -538,6 +545,16 @@ def write(report: Report, minutes: float, out: Path) -> str:
     text = "\n".join(lines)
     out.write_text(text)
     return text
+
+
+def _commit() -> str:
+    found = subprocess.run(
+        ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    return found.stdout.strip() or "?"
 
 
 def main() -> None:
