@@ -13,12 +13,18 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
 import yarl
 
-from modelyard.registry.oci import Endpoint, Failure, HttpClient, RegistryError, transport
+from modelyard.registry.oci import (
+    MAX_REDIRECTS,
+    Endpoint,
+    Failure,
+    HttpClient,
+    RegistryError,
+    read_limited,
+    transport,
+)
 
-MAX_REDIRECTS = 5
 REDIRECTS = frozenset({301, 302, 303, 307, 308})
 #: Bytes of an answer read at most: a probe's answer is small, a runaway server's is not.
 MAX_ANSWER = 4 * 1024 * 1024
@@ -59,7 +65,7 @@ class ModelEndpoint(HttpClient):
                     if response.status in REDIRECTS and location:
                         url = _same_origin(url, str(response.url.join(yarl.URL(location))))
                         continue
-                    raw = await _read_answer(response.content)
+                    raw = await read_limited(response.content, MAX_ANSWER)
                     status = response.status
                     break
             else:
@@ -96,22 +102,6 @@ def _same_origin(current: str, target: str) -> str:
 class RedirectRefused(RegistryError):  # noqa: N818 -- a verdict, carried to the status
     def __init__(self, message: str) -> None:
         super().__init__(Failure.REDIRECTED, message)
-
-
-async def _read_answer(content: aiohttp.StreamReader) -> bytes:
-    """The whole answer, up to one byte past the limit (so that a larger one is told apart).
-
-    `read(n)` returns what has arrived so far, not n bytes: one read of a large answer, or
-    of one sent in pieces, would judge a correct answer "not JSON" at random."""
-    chunks: list[bytes] = []
-    size = 0
-    while size <= MAX_ANSWER:
-        chunk = await content.read(MAX_ANSWER + 1 - size)
-        if not chunk:
-            break
-        chunks.append(chunk)
-        size += len(chunk)
-    return b"".join(chunks)
 
 
 __all__ = ["Answer", "Endpoint", "ModelEndpoint"]

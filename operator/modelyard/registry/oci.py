@@ -193,7 +193,7 @@ class HttpClient:
                         headers = {k: v for k, v in headers.items() if k != "Authorization"}
                     url = target
                     continue
-                body = await _read(response, limit) if method == "GET" else b""
+                body = await read_limited(response.content, limit) if method == "GET" else b""
                 if len(body) > limit:
                     raise RegistryError(
                         Failure.UNREACHABLE,
@@ -206,12 +206,13 @@ class HttpClient:
         )
 
 
-async def _read(response: aiohttp.ClientResponse, limit: int) -> bytes:
-    """The body, up to one byte more than `limit` (the caller refuses that): `read(n)` gives
-    what is buffered now, not n bytes, so an answer in several packets needs a loop."""
+async def read_limited(content: aiohttp.StreamReader, limit: int) -> bytes:
+    """The body, up to one byte more than `limit` (so that a larger one is told apart):
+    `read(n)` gives what has arrived so far, not n bytes, so an answer that comes in several
+    packets needs a loop — one read would judge a correct answer "not JSON" at random."""
     body = bytearray()
     while len(body) <= limit:
-        chunk = await response.content.read(limit + 1 - len(body))
+        chunk = await content.read(limit + 1 - len(body))
         if not chunk:
             break
         body += chunk
@@ -393,7 +394,7 @@ class OciClient(HttpClient):
                     )
                 if response.status != 200:
                     raise classify(response.status, "token request")
-                payload = json.loads(await _read(response, MAX_TOKEN_ANSWER))
+                payload = json.loads(await read_limited(response.content, MAX_TOKEN_ANSWER))
                 if not isinstance(payload, dict):
                     raise ValueError("not a JSON object")
         except (aiohttp.ClientError, TimeoutError, ValueError) as error:
