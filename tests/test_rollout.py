@@ -268,43 +268,45 @@ def embedder_plan() -> Any:
 
 
 def test_a_capacity_dip_takes_one_autoscaled_worker_and_gives_it_back() -> None:
-    from modelyard.reconcile import model as reconcile  # noqa: PLC0415
+    from modelyard.reconcile.model.apply import to_apply  # noqa: PLC0415
+    from modelyard.reconcile.model.capacity import plan_dip  # noqa: PLC0415
+    from modelyard.reconcile.model.world import ModelWorld  # noqa: PLC0415
 
     plan = embedder_plan()
     serving = {"metadata": {"name": "docs-embedder"}, "spec": {"replicas": 3}}
-    world = reconcile.ModelWorld(model={}, template=None, children={"Deployment": serving})
+    world = ModelWorld(model={}, template=None, children={"Deployment": serving})
     waiting = under_way("AwaitingCapacity", message="0/1 nodes are available")
     step = rollout.Step(roll_main=False, status=dict(waiting), dip=True)
-    reconcile._plan_dip(step, world, plan.workload, {})
+    plan_dip(step, world, plan.workload, {})
     # Recorded first: the worker is taken after this pass's status write, and the autoscaler
     # is capped in the next pass, which reads the record.
     assert (step.replicas, step.ceiling) == (2, None)
     assert step.status is not None and step.status["dippedFrom"] == 3
     recorded = {**waiting, "dippedFrom": 3}
     step = rollout.Step(roll_main=False, status=dict(waiting), dip=True)
-    reconcile._plan_dip(step, world, plan.workload, recorded)
+    plan_dip(step, world, plan.workload, recorded)
     assert (step.replicas, step.ceiling) == (2, 2), "recorded and not yet taken: taken now"
     # The autoscaler may not add the worker back meanwhile.
     (hpa,) = [
         m
-        for m in reconcile._to_apply(plan.children.manifests, False, step)
+        for m in to_apply(plan.children.manifests, False, step)
         if m["kind"] == "HorizontalPodAutoscaler"
     ]
     assert (hpa["spec"]["minReplicas"], hpa["spec"]["maxReplicas"]) == (2, 2)
     # Taken: a later pass leaves the count alone (an autoscaler may go lower meanwhile).
     world.children["Deployment"] = {**serving, "spec": {"replicas": 2}}
     step = rollout.Step(roll_main=False, status=dict(waiting), dip=True)
-    reconcile._plan_dip(step, world, plan.workload, recorded)
+    plan_dip(step, world, plan.workload, recorded)
     assert (step.replicas, step.ceiling) == (None, 2)
 
     # Never below minWorkers (2): with two serving, none is spare.
     world.children["Deployment"] = {**serving, "spec": {"replicas": 2}}
     step = rollout.Step(roll_main=False, status=dict(waiting), dip=True)
-    reconcile._plan_dip(step, world, plan.workload, {})
+    plan_dip(step, world, plan.workload, {})
     assert step.replicas is None and step.ceiling is None
     assert step.status is not None and "no serving worker to spare" in step.status["message"]
 
     # However it ends, the count comes back: here, rolled back.
     back = rollout.Step(roll_main=False, status=under_way("RolledBack"), delete_canary=True)
-    reconcile._plan_dip(back, world, plan.workload, {**waiting, "dippedFrom": 3})
+    plan_dip(back, world, plan.workload, {**waiting, "dippedFrom": 3})
     assert back.replicas == 3 and back.ceiling is None

@@ -34,7 +34,7 @@ from modelyard.registry.signatures import (
     check_signatures,
     trust_of,
 )
-from modelyard.status import conditions, reasons
+from modelyard.status import conditions, kstatus, reasons
 
 logger = logging.getLogger(__name__)
 Manifest = dict[str, Any]
@@ -397,7 +397,7 @@ async def _write_status(
     status: Manifest = {
         "conditions": conditions.merge(
             previous.get("conditions"),
-            conditions.with_kstatus(
+            kstatus.from_ready(
                 {**_signatures_condition(trust), reasons.READY: verdict}, reasons.PERMANENT
             ),
             metadata.get("generation"),

@@ -127,7 +127,7 @@ class Step:
     #: The canary waits for room and may take a serving worker's (allowCapacityDip).
     dip: bool = False
     #: The serving Deployment's count to set (a worker taken away, or given back), and its
-    #: autoscaler's ceiling meanwhile; None: as planned (see `reconcile.model._plan_dip`).
+    #: autoscaler's ceiling meanwhile; None: as planned (see `reconcile.model.capacity.plan_dip`).
     replicas: int | None = None
     ceiling: int | None = None
 

@@ -15,7 +15,7 @@ from modelyard.kube import Kube
 from modelyard.reconcile.common import describe, status_changed, warn_once
 from modelyard.reconcile.registry import Connection
 from modelyard.registry.oci import RegistryError
-from modelyard.status import conditions, reasons
+from modelyard.status import conditions, kstatus, reasons
 
 logger = logging.getLogger(__name__)
 Manifest = dict[str, Any]
@@ -61,7 +61,7 @@ async def write_template_status(
         **previous,
         "conditions": conditions.merge(
             previous.get("conditions"),
-            conditions.with_kstatus({**checks, reasons.READY: verdict}, reasons.PERMANENT),
+            kstatus.from_ready({**checks, reasons.READY: verdict}, reasons.PERMANENT),
             generation,
         ),
         "observedGeneration": generation,

@@ -33,7 +33,7 @@ from modelyard.kube import Kube
 from modelyard.reconcile.common import describe, status_changed, warn_once
 from modelyard.reconcile.registry import Connection
 from modelyard.registry.verify import MlflowVerification, verify, verify_mlflow
-from modelyard.status import conditions, reasons
+from modelyard.status import conditions, kstatus, reasons
 
 logger = logging.getLogger(__name__)
 Manifest = dict[str, Any]
@@ -140,7 +140,7 @@ async def reconcile_version(
         return await _unreachable_since_verified(
             body, previous, ready.message if ready else "the registry did not answer", kube
         )
-    checks = conditions.with_kstatus(found.checks, reasons.PERMANENT)
+    checks = kstatus.from_ready(found.checks, reasons.PERMANENT)
     ready = checks[reasons.READY]
     status: Manifest = {
         "conditions": conditions.merge(

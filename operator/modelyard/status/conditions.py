@@ -83,16 +83,3 @@ def find(conditions: list[Condition] | None, kind: str) -> Condition | None:
 def is_true(conditions: list[Condition] | None, kind: str) -> bool:
     condition = find(conditions, kind)
     return condition is not None and condition.get("status") == TRUE
-
-
-def with_kstatus(checks: dict[str, Check], permanent: frozenset[str]) -> dict[str, Check]:
-    """`checks` with kstatus's Stalled or Reconciling before Ready, for the kinds whose Ready
-    alone says it (templates, registries, versions): a failure whose reason is in `permanent`
-    only a change can help (Stalled: Flux fails at once), any other is still being worked on
-    (Reconciling). Each present only while True."""
-    ready = checks.get("Ready")
-    if ready is None or ready.ok:
-        return checks
-    kind = "Stalled" if ready.reason in permanent else "Reconciling"
-    others = {k: v for k, v in checks.items() if k != "Ready"}
-    return {**others, kind: Check(TRUE, ready.reason, ready.message), "Ready": ready}

@@ -1,0 +1,156 @@
+"""Where a canary rollout stands, from the stores, the Model's last status and the prober's
+memory of each canary worker; `rollout.decide` (pure) then says what to do. Nothing here
+writes: the step it returns is applied by `apply` and recorded by `status`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelyard.api.v1alpha1 import (
+    Model,
+    ModelState,
+    RolloutStrategy,
+)
+from modelyard.builders import drift, labels
+from modelyard.builders import workload as wl
+from modelyard.config import OperatorConfig
+from modelyard.reconcile import rollout
+from modelyard.reconcile.conformance import (
+    Prober,
+    of_template,
+    pod_target,
+)
+from modelyard.reconcile.model.world import ModelWorld
+from modelyard.status import conditions, reasons
+from modelyard.status.model import observe
+
+Manifest = dict[str, Any]
+
+
+def rollout_step(
+    model: Model,
+    workload: wl.Workload,
+    *,
+    desired: Manifest,
+    desired_hash: str,
+    world: ModelWorld,
+    main_pods: list[Manifest],
+    prober: Prober | None,
+    config: OperatorConfig,
+    previous: Manifest,
+) -> rollout.Step:
+    """Where a canary rollout stands, from the stores and the Model's last status."""
+    rules = rollout.settings(workload.template, model.spec.rollout)
+    if (
+        rules.strategy is RolloutStrategy.ROLLING
+        and world.canary is None
+        and not previous.get("rollout")
+    ):
+        return rollout.Step()  # the common case, and nothing to read for it
+    main = world.children.get("Deployment")
+    live_hash = drift.template_hash(main)
+    startup = workload.template.startup_timeout_seconds
+    key = (model.metadata.namespace or "default", model.metadata.name)
+    main_serving = (
+        observe(main, main_pods, live_hash or desired_hash, workload.scaling.min_workers, startup)
+        if main is not None
+        else None
+    )
+    canary_pods = [
+        pod
+        for pod in world.pods
+        if rollout.is_canary_pod(pod)
+        and ((pod.get("metadata") or {}).get("annotations") or {}).get(labels.SPEC_HASH_ANNOTATION)
+        == desired_hash
+    ]
+    canary_observation = (
+        observe(world.canary, canary_pods, desired_hash, rules.canary_workers, startup)
+        if world.canary is not None
+        else None
+    )
+    verdict = None
+    if (
+        prober is not None
+        and workload.template.probe is not None
+        and canary_observation is not None
+        and canary_observation.state is ModelState.READY
+    ):
+        verdict = _canary_verdict(
+            key, workload, pods=canary_pods, revision=desired_hash, prober=prober, config=config
+        )
+    elif prober is not None:
+        prober.forget_canary(key)
+    changing = live_hash is not None and live_hash != desired_hash
+    revisions = rollout.Revisions(
+        current_hash=live_hash,
+        candidate_hash=desired_hash,
+        current=_describe(previous.get("resolvedVersion"), drift.pod_image(main))
+        if changing
+        else "",
+        candidate=_describe(workload.version, workload.image),
+    )
+    return rollout.decide(
+        rules,
+        revisions,
+        desired=desired,
+        main=main,
+        canary=world.canary,
+        main_serving=main_serving,
+        canary_observation=canary_observation,
+        canary_verdict=verdict,
+        has_probe=workload.template.probe is not None,
+        previous=previous.get("rollout"),
+        generation=model.metadata.generation,
+    )
+
+
+def _canary_verdict(
+    key: tuple[str, str],
+    workload: wl.Workload,
+    *,
+    pods: list[Manifest],
+    revision: str,
+    prober: Prober,
+    config: OperatorConfig,
+) -> conditions.Check | None:
+    """The probe's verdict on every ready canary worker, each asked on its own address: the
+    first that fails, else a pass once all answered (None until then)."""
+    probe = workload.template.probe
+    assert probe is not None
+    asked: set[tuple[str, ...]] = set()
+    found: list[conditions.Check | None] = []
+    for pod in pods:
+        address = (pod.get("status") or {}).get("podIP")
+        name = str((pod.get("metadata") or {}).get("name"))
+        if not address:
+            continue
+        probe_key = (*key, name)
+        asked.add(probe_key)
+        target = pod_target(
+            key[0],
+            str(address),
+            port=workload.template.port,
+            model_type=workload.template.model_type.value,
+            probe=probe,
+            revision=revision,
+            config=config.probes,
+        )
+        verdict = prober.verdict(probe_key, of_template(target, workload.template), model=key)
+        found.append(None if verdict is None else verdict.conformant or verdict.available)
+    prober.forget_canary(key, keep=frozenset(asked))
+    failing = [check for check in found if check is not None and not check.ok]
+    if failing:
+        return failing[0]
+    if not found or any(check is None for check in found):
+        return None
+    return conditions.passed(reasons.CONFORMANT, f"{len(found)} canary workers answer correctly")
+
+
+def _describe(version: str | None, image: str | None) -> str:
+    """A revision in words: its version, and its image's digest (or tag) in short."""
+    short = ""
+    if image:
+        short = image.rsplit("@", 1)[1][:19] if "@" in image else image.rsplit("/", 1)[-1]
+    if version and short:
+        return f"{version} ({short})"
+    return version or short or "?"
