@@ -1,15 +1,19 @@
 """The four kinds of `modelyard.dev/v1alpha1`: Registry, ModelTemplate, ModelVersion and Model.
 
 These classes are the single source of the API: the CRDs in `crds/` are generated from them
-(`make crds`), and the operator and the CLI parse manifests with them. Cross-field rules live
-twice on purpose — as CEL (`x-kubernetes-validations`, enforced by the apiserver at apply time)
-and as pydantic validators (enforced when the operator or `modelyard render` reads a manifest) —
-and `tests/test_schema.py` runs the same bad manifests through both.
+(`make crds`), and the operator and the CLI parse manifests with them. Cross-field rules are
+enforced twice on purpose — as CEL (`x-kubernetes-validations`, by the apiserver at apply time)
+and as pydantic validators (when the operator or `modelyard render` reads a manifest): CEL
+cannot run here, and pydantic cannot run in the apiserver. Rules on a whole object's name are
+declared once (`NameRule`) with both forms side by side; for the rest, `tests/test_schema.py`
+runs the same catalogue of bad manifests through both and fails when they disagree.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Callable
 from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field, WithJsonSchema, model_validator
@@ -1297,25 +1301,43 @@ KINDS: tuple[type[Resource], ...] = (Registry, ModelTemplate, ModelVersion, Mode
 
 #: A Model's canary Deployment is named after it with this suffix, so no Model may end so.
 CANARY_SUFFIX = "-canary"
-_CANARY_NAME = (
-    f"a Model's name may not end in {CANARY_SUFFIX}: that is the name of another Model's "
-    "canary Deployment"
-)
+
+
+@dataclasses.dataclass(frozen=True)
+class NameRule:
+    """A rule on a whole object's name, said once: the apiserver enforces it as CEL (only
+    metadata.name is reachable from the root), `parse` as Python, with the same message."""
+
+    cel: str
+    holds: Callable[[str], bool]
+    message: str
+
+
+_NAME_RULES: dict[str, tuple[NameRule, ...]] = {
+    "Model": (
+        NameRule(
+            cel=f"self.metadata.name.matches(r'{formats.SERVICE_NAME}') && "
+            f"size(self.metadata.name) <= {formats.SERVICE_NAME_MAX}",
+            holds=lambda name: (
+                formats.matches(formats.SERVICE_NAME, name)
+                and len(name) <= formats.SERVICE_NAME_MAX
+            ),
+            message="a Model's name becomes its Service's name: lowercase letters, digits and "
+            "'-', starting with a letter, at most 63 characters",
+        ),
+        NameRule(
+            cel=f"!self.metadata.name.endsWith('{CANARY_SUFFIX}')",
+            holds=lambda name: not name.endswith(CANARY_SUFFIX),
+            message=f"a Model's name may not end in {CANARY_SUFFIX}: that is the name of "
+            "another Model's canary Deployment",
+        ),
+    )
+}
 
 
 def root_rules(kind: str) -> list[dict[str, str]]:
-    """CEL rules on the whole object (only metadata.name is reachable there)."""
-    if kind == "Model":
-        return [
-            cel_rule(
-                f"self.metadata.name.matches(r'{formats.SERVICE_NAME}') && "
-                f"size(self.metadata.name) <= {formats.SERVICE_NAME_MAX}",
-                "a Model's name becomes its Service's name: lowercase letters, digits and '-', "
-                "starting with a letter, at most 63 characters",
-            ),
-            cel_rule(f"!self.metadata.name.endsWith('{CANARY_SUFFIX}')", _CANARY_NAME),
-        ]
-    return []
+    """CEL rules on the whole object, for the CRD."""
+    return [cel_rule(rule.cel, rule.message) for rule in _NAME_RULES.get(kind, ())]
 
 
 def parse(manifest: dict[str, Any]) -> Resource:
@@ -1326,10 +1348,7 @@ def parse(manifest: dict[str, Any]) -> Resource:
         raise ValueError(f"not a {API_VERSION} kind: {manifest.get('apiVersion')}/{kind}")
     # Strict JSON mode gives the wire's semantics: "300" is not an integer, as on the apiserver.
     resource = by_kind[kind].model_validate_json(json.dumps(manifest), strict=True)
-    if kind == "Model":
-        name = resource.metadata.name
-        if not formats.matches(formats.SERVICE_NAME, name) or len(name) > formats.SERVICE_NAME_MAX:
-            raise ValueError(root_rules("Model")[0]["message"])
-        if name.endswith(CANARY_SUFFIX):
-            raise ValueError(_CANARY_NAME)
+    for rule in _NAME_RULES.get(kind, ()):
+        if not rule.holds(resource.metadata.name):
+            raise ValueError(rule.message)
     return resource
