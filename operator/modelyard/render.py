@@ -31,7 +31,8 @@ from modelyard.api.v1alpha1 import (
     parse,
 )
 from modelyard.builders import external as external_children
-from modelyard.builders.plan import check_template, image_host, plan_model, pull_secret_name
+from modelyard.builders.images import image_host, pull_secret_name
+from modelyard.builders.plan import check_template, plan_model
 from modelyard.config import OperatorConfig
 from modelyard.status import reasons
 from modelyard.status.conditions import now

@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from modelyard import metrics
 from modelyard.api.v1alpha1 import API_VERSION, Registry, RegistryType
-from modelyard.builders.plan import pull_secret_name
+from modelyard.builders.images import pull_secret_name
 from modelyard.kube import Kube
 from modelyard.reconcile.common import describe, status_changed, warn_once
 from modelyard.registry import credentials as creds
