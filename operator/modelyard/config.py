@@ -138,11 +138,12 @@ DEFAULT_DENIED_HOSTS = ["metadata.google.internal", "metadata", "metadata.azure.
 
 
 class ExternalModels(_Config):
-    """Where a Model's `external.url` may send the operator's requests.
+    """Where a URL a user chose may send the operator's requests: a Model's `external.url`, a
+    Registry's URL (OCI or MLflow), and the redirects and token services those name.
 
-    Anyone who may write a Model may point it at a URL; the operator then sends GETs and POSTs
-    there from its own network position and reports what came back. This policy keeps that
-    from reaching what a Model writer could not reach themselves. Empty allow lists allow
+    Anyone who may write a Model or a Registry may point it at a URL; the operator then sends
+    GETs and POSTs there from its own network position and reports what came back. This policy
+    keeps that from reaching what the user could not reach themselves. Empty allow lists allow
     any host or address not denied; every address a host resolves to is checked, at the
     moment of connecting.
     """

@@ -1,10 +1,11 @@
-"""Where the operator may send a request a Model writer chose: an external Model's URL.
+"""Where the operator may send a request whose URL a user chose: an external Model's URL, a
+Registry's (OCI or MLflow), and wherever those send it on — redirects and token services.
 
-The operator sits inside the cluster with its own network position and credentials; a Model
-writer who could make it ask any URL and report reachability, status and the answer's shape
+The operator sits inside the cluster with its own network position and credentials; a user
+who could make it ask any URL and report reachability, status and the answer's shape
 would have an oracle into everything the operator reaches (cloud metadata, the API server, the
-operator's own pod). Every external request is checked here twice: the URL before it is asked
-(a clear reason on the Model), and each address at the moment of connecting (an aiohttp
+operator's own pod). Each of those requests is checked here twice: the URL before it is asked
+(a clear reason in the status), and each address at the moment of connecting (an aiohttp
 resolver), so a name that resolves elsewhere later (DNS rebinding) gets nowhere either.
 """
 
