@@ -1,232 +1,49 @@
 """The one client of the Kubernetes API: asynchronous, on the operator's own event loop.
 
-One `Kube` per process: building an API client per call doubles reaction time (docs/design.md).
-Calls use explicit paths, so any kind — ours, KEDA's, built-in — is reached the same way without
-per-kind client classes or discovery round-trips. They run on kopf's event loop through aiohttp
-(already there for kopf): the official synchronous client needed a worker thread per call in
-flight, and under a burst of Models 40% of the operator's CPU went to that client and to the
-threads contending for the interpreter (docs/performance.md).
+One `Kube` per process: building an API client per call doubled reaction time (docs/design.md).
+Calls go through aiohttp on the event loop the operator already runs: the official synchronous
+client needed a worker thread per call in flight, and under a burst of Models most of the
+operator's CPU went to that client, to HTTP, and to its threads (docs/performance.md).
 
-Every failure leaves this module as an `ApiError` that says whether retrying can help
-(409, 429, 5xx, timeouts) or not (422 invalid, 403 forbidden, 404 on a write): the one error
-taxonomy the reconcilers act on.
+What this module answers for is how a call is made: the connection pools (calls and watches
+apart), logging in again when the server refuses the credentials or they expire, the order
+calls wait in, and the write guard — no write leaves a process that may not write (see
+`write_allowance`). The pieces around it have modules of their own: which path a kind is at
+(`paths`), how a failure is classified (`errors`), the waiting order (`gate`), where the
+credentials come from (`login`) and how a watch's stream is read (`watch`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import json
 import logging
 import math
-import os
 import random
-import ssl
-import tempfile
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlencode
 
 import aiohttp
 
 from modelyard import metrics
 from modelyard.kube import http2
+from modelyard.kube.errors import TEMPORARY_STATUSES, ApiError, NotLeading, api_error, json_body
+from modelyard.kube.gate import Priority, PriorityGate
+from modelyard.kube.login import Credentials
+from modelyard.kube.paths import PLURALS, path
+from modelyard.kube.watch import Unauthorized, events_over_http1, events_over_http2
 
 Manifest = dict[str, Any]
 logger = logging.getLogger(__name__)
 
-#: apiVersion/kind → plural, for every kind the operator reads or writes.
-PLURALS: dict[tuple[str, str], str] = {
-    ("apps/v1", "Deployment"): "deployments",
-    ("v1", "Service"): "services",
-    ("v1", "Pod"): "pods",
-    ("v1", "Event"): "events",
-    ("v1", "Secret"): "secrets",
-    ("autoscaling/v2", "HorizontalPodAutoscaler"): "horizontalpodautoscalers",
-    ("keda.sh/v1alpha1", "ScaledObject"): "scaledobjects",
-    ("modelyard.dev/v1alpha1", "Model"): "models",
-    ("modelyard.dev/v1alpha1", "ModelTemplate"): "modeltemplates",
-    ("modelyard.dev/v1alpha1", "ModelVersion"): "modelversions",
-    ("modelyard.dev/v1alpha1", "Registry"): "registries",
-    ("coordination.k8s.io/v1", "Lease"): "leases",
-}
-
 #: API calls in flight at once: the connection pool is sized to it.
 CONCURRENCY = 32
 
-TEMPORARY_STATUSES = frozenset({408, 409, 429, 500, 502, 503, 504})
 #: Asks the API server for an object's metadata alone.
 METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
-
-
-class NotLeading(Exception):  # noqa: N818 -- a state, not a failure
-    """A write asked for by a process that does not hold the leader Lease (any more).
-
-    Raised before anything is sent: a standby, or a leader that just lost its Lease, must not
-    write, or two processes would fight over the same objects. Not an `ApiError`, so no
-    reconciler mistakes it for the server's refusal and reports it in a status.
-    """
-
-
-class ApiError(Exception):
-    """A failed API call, classified once for every caller."""
-
-    def __init__(self, status: int, reason: str, message: str, retry_after: float | None = None):
-        super().__init__(f"{status} {reason}: {message}")
-        self.status = status
-        self.reason = reason
-        self.message = message
-        self.retry_after = retry_after
-
-    @property
-    def temporary(self) -> bool:
-        return self.status in TEMPORARY_STATUSES or self.status == 0
-
-    @property
-    def not_found(self) -> bool:
-        return self.status == 404
-
-
-def path(api_version: str, kind: str, namespace: str | None, name: str | None = None) -> str:
-    plural = PLURALS[(api_version, kind)]
-    prefix = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
-    scope = f"/namespaces/{namespace}" if namespace else ""
-    return f"{prefix}{scope}/{plural}" + (f"/{name}" if name else "")
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """Where the API is and who we are there (`modelyard.kube.login` finds them)."""
-
-    server: str
-    token: str | None = None
-    #: Another Authorization header than a bearer token (basic auth), whole.
-    authorization: str | None = None
-    ca_path: str | None = None
-    ca_data: bytes | None = None
-    certificate_path: str | None = None
-    certificate_data: bytes | None = None
-    private_key_path: str | None = None
-    private_key_data: bytes | None = None
-    insecure: bool = False
-    #: When to log in again (time.monotonic()), for a rotated token file or an expiring token.
-    expires: float | None = field(default=None, compare=False)
-
-    def tls_identity(self) -> tuple[Any, ...]:
-        """What a connection pool is bound to; a new token alone does not change it."""
-        return (
-            self.server,
-            self.ca_path,
-            self.ca_data,
-            self.certificate_path,
-            self.certificate_data,
-            self.private_key_path,
-            self.private_key_data,
-            self.insecure,
-        )
-
-    def headers(self) -> dict[str, str]:
-        if self.token:
-            return {"Authorization": f"Bearer {self.token}"}
-        if self.authorization:
-            return {"Authorization": self.authorization}
-        return {}
-
-    def ssl_context(self) -> ssl.SSLContext | bool:
-        if not self.server.startswith("https"):
-            return False
-        context = ssl.create_default_context(
-            cafile=self.ca_path, cadata=self.ca_data.decode() if self.ca_data else None
-        )
-        if self.insecure:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
-        if self.certificate_path or self.certificate_data:
-            with _as_files(
-                (self.certificate_path, self.certificate_data),
-                (self.private_key_path, self.private_key_data),
-            ) as (certificate, key):
-                context.load_cert_chain(certificate, key)
-        return context
-
-    def __repr__(self) -> str:  # never a token or a key in a log line
-        return f"Credentials(server={self.server!r})"
-
-
-@contextlib.contextmanager
-def _as_files(*items: tuple[str | None, bytes | None]) -> Any:
-    """ssl loads client certificates from files only; inline kubeconfig data is written to
-    private temporary files for the moment it takes."""
-    paths: list[str | None] = []
-    created: list[str] = []
-    try:
-        for given, data in items:
-            if given or data is None:
-                paths.append(given)
-                continue
-            handle, name = tempfile.mkstemp(prefix="modelyard-")
-            created.append(name)
-            with os.fdopen(handle, "wb") as file:
-                file.write(data)
-            paths.append(name)
-        yield paths
-    finally:
-        for name in created:
-            with contextlib.suppress(OSError):
-                os.unlink(name)
-
-
-class Priority:
-    """Which API calls go first when many wait.
-
-    Writes share one rank, first come first served: which Model's work goes first is decided
-    before, by the runner's turns (a new Model's Deployment first). Ranking Deployments above
-    Services here held every Service back until a burst's last Deployment, and Services are
-    what the API server is slowest to create (one at a time, under its ClusterIP allocator's
-    lock): a burst took half as long again as the same writes from a plain client."""
-
-    LEASE = -1  # leadership: a renewal stuck behind a burst would lose the Lease
-    WRITE = 0  # children, status, finalizers
-    READ = 0
-    EVENT = 1  # best effort
-
-
-class PriorityGate:
-    """At most `limit` calls in flight; waiting calls are let in by priority, then by arrival.
-
-    A burst of new Models otherwise queues every Model's Deployment behind the Services,
-    autoscalers and status writes of the Models that came before it.
-    """
-
-    def __init__(self, limit: int) -> None:
-        self._free = limit
-        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
-        self._arrivals = 0
-
-    async def __call__(self, priority: int) -> None:
-        if self._free > 0 and not self._waiting:
-            self._free -= 1
-            return
-        self._arrivals += 1
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._waiting, (priority, self._arrivals, future))
-        try:
-            await future
-        except asyncio.CancelledError:
-            if future.done() and not future.cancelled():
-                self.release()  # granted, then cancelled before running: pass the slot on
-            raise
-
-    def release(self) -> None:
-        while self._waiting:
-            _, _, future = heapq.heappop(self._waiting)
-            if not future.done():
-                future.set_result(None)
-                return
-        self._free += 1
 
 
 @dataclass
@@ -236,10 +53,12 @@ class _Cached:
 
 
 class Kube:
-    """Server-side apply, status patches, deletes, events, discovery and watches — nothing else.
+    """Server-side apply, status and finalizer patches, deletes, reads, the leader Lease,
+    events, discovery and watches — nothing else.
 
-    `login` is called for the first request and again after a 401 (a rotated service-account
-    token, an expired exec-plugin token), so credentials are never cached past their use.
+    `login` is called for the first request, again after a 401 (a rotated service-account
+    token, an expired exec-plugin token) and when the credentials it gave say they expire: a
+    credential is used until the server refuses it or it runs out, never past that.
     """
 
     def __init__(
@@ -289,11 +108,12 @@ class Kube:
         changed: a rotated token only changes a header.
 
         Calls and watches have pools apart. Calls share a bounded pool (at most CONCURRENCY
-        in flight, let in by the gate). Each watch holds a connection of its own for as long as
-        it runs — ten kinds in each watched namespace — and were they drawn from the calls' pool,
-        a few namespaces would fill it with watches and leave every call waiting for a
-        connection that never frees (an operator never ready). HTTP/1.1 has no way to share a
-        connection between streams, so the watches' pool grows with the watches."""
+        in flight, let in by the gate). A watch holds its connection for as long as it runs —
+        ten kinds in each watched namespace — and were they drawn from the calls' pool, a few
+        namespaces would fill it with watches and leave every call waiting for a connection
+        that never frees (an operator never ready). Over HTTP/2 watches share a few connections
+        of their own (`_streams`); over HTTP/1.1, which cannot share a connection between
+        streams, each takes one, so the watches' pool grows with the watches."""
         credentials = self._credentials
         expired = credentials is not None and (credentials.expires or float("inf")) < (
             time.monotonic()
@@ -438,10 +258,10 @@ class Kube:
                         if response.status == 401 and attempt == 1:
                             continue  # new credentials, once
                         if not 200 <= response.status < 300:
-                            raise _problem(
+                            raise api_error(
                                 response.status, response.reason, payload, response.headers
                             )
-                        return _json(payload, response.status)
+                        return json_body(payload, response.status)
                 except TimeoutError:
                     if allowed < self._timeout and self.write_allowance() <= 0:
                         # Cut short by the allowance, which has run out: the Lease may have
@@ -570,111 +390,57 @@ class Kube:
         until nothing at all came for that many seconds (a temporary `ApiError`): a silent
         connection raises nothing by itself.
 
-        Lines are split here rather than by aiohttp's readline, whose 64 KiB limit a large
-        object (a pod with a long status) can exceed.
+        Over HTTP/2 where the server speaks it, many watches to a connection; else each on a
+        connection of its own. A 401 logs in again, once.
         """
         self.requests += 1
         metrics.API_REQUESTS.labels("WATCH").inc()
         for attempt in (1, 2):
             session, credentials = await self._connect(renew=attempt == 2, watching=True)
+            headers = {
+                "Accept": "application/json",
+                "User-Agent": self.user_agent,
+                **credentials.headers(),
+            }
+            relogin = attempt == 1
             streams = self._streams
-            if streams is not None and not streams.unavailable:
-                try:
-                    async for event in self._watch_stream(streams, url, query, credentials, idle):
-                        yield event
-                    return
-                except _Unauthorized:
-                    if attempt == 1:
-                        continue
-                    refused = "the API server refused the credentials"
-                    raise ApiError(401, "Unauthorized", refused) from None
-                except http2.Unavailable:
-                    logger.info(
-                        "%s does not speak HTTP/2: each watch takes a connection of its own",
-                        streams.authority,
-                    )
             try:
-                async with session.get(
+                if streams is not None and not streams.unavailable:
+                    try:
+                        over_http2 = events_over_http2(
+                            streams,
+                            url,
+                            query,
+                            headers,
+                            answer_timeout=self._timeout,
+                            idle=idle,
+                            relogin=relogin,
+                        )
+                        # Closed as soon as the caller stops, not when it is collected.
+                        async with contextlib.aclosing(over_http2) as events:
+                            async for event in events:
+                                yield event
+                        return
+                    except http2.Unavailable:
+                        logger.info(
+                            "%s does not speak HTTP/2: each watch takes a connection of its own",
+                            streams.authority,
+                        )
+                over_http1 = events_over_http1(
+                    session,
                     url,
-                    params={**query, "watch": "true"},
-                    headers={
-                        "Accept": "application/json",
-                        "User-Agent": self.user_agent,
-                        **credentials.headers(),
-                    },
-                    timeout=aiohttp.ClientTimeout(
-                        total=None, sock_connect=self._timeout, sock_read=idle
-                    ),
-                ) as response:
-                    if response.status == 401 and attempt == 1:
-                        continue
-                    if response.status != 200:
-                        payload = await response.read()
-                        raise _problem(response.status, response.reason, payload, response.headers)
-                    buffer = b""
-                    async for chunk in response.content.iter_any():
-                        buffer += chunk
-                        *lines, buffer = buffer.split(b"\n")
-                        for line in lines:
-                            if line.strip():
-                                yield _json(line, response.status)
-                    return
-            except TimeoutError as error:
-                if isinstance(error, aiohttp.ConnectionTimeoutError):
-                    raise ApiError(0, "Unreachable", "timed out connecting") from None
-                raise ApiError(0, "Silent", f"nothing came for {idle} s") from None
-            except aiohttp.ClientError as error:
-                raise ApiError(0, "Unreachable", str(error) or type(error).__name__) from None
-
-    async def _watch_stream(
-        self,
-        streams: http2.Pool,
-        url: str,
-        query: dict[str, str],
-        credentials: Credentials,
-        idle: float | None,
-    ) -> AsyncIterator[Manifest]:
-        """One watch as an HTTP/2 stream; `_Unauthorized` on a 401 (the caller logs in again)."""
-        target = f"{url}?{urlencode({**query, 'watch': 'true'})}"
-        headers = {
-            "accept": "application/json",
-            "user-agent": self.user_agent,
-            **{name.lower(): value for name, value in credentials.headers().items()},
-        }
-        try:
-            stream = await streams.stream(target, headers)
-        except http2.StreamError as error:
-            raise ApiError(0, "Unreachable", str(error)) from None
-        try:
-            try:
-                await asyncio.wait_for(stream.answered(), self._timeout)
-            except TimeoutError:
-                raise ApiError(0, "Unreachable", "no answer to the watch") from None
-            if stream.status == 401:
-                raise _Unauthorized
-            if stream.status != 200:
-                try:
-                    payload = await asyncio.wait_for(stream.read(), self._timeout)
-                except TimeoutError:
-                    payload = b""
-                raise _problem(stream.status, "", payload, stream.headers)
-            buffer = b""
-            async for chunk in stream.body(idle):
-                buffer += chunk
-                *lines, buffer = buffer.split(b"\n")
-                for line in lines:
-                    if line.strip():
-                        yield _json(line, stream.status)
-        except TimeoutError:
-            raise ApiError(0, "Silent", f"nothing came for {idle} s") from None
-        except http2.GoingAway as error:
-            if stream.status == 200:
-                return  # the server drains the connection: the caller resumes, on another
-            raise ApiError(0, "Unreachable", str(error)) from None
-        except http2.StreamError as error:
-            raise ApiError(0, "Unreachable", str(error)) from None
-        finally:
-            stream.close()
+                    query,
+                    headers,
+                    connect_timeout=self._timeout,
+                    idle=idle,
+                    relogin=relogin,
+                )
+                async with contextlib.aclosing(over_http1) as events:
+                    async for event in events:
+                        yield event
+                return
+            except Unauthorized:
+                continue  # new credentials, once
 
     async def post_event(
         self, involved: Manifest, event_type: str, reason: str, message: str, component: str
@@ -730,44 +496,17 @@ class Kube:
         return value
 
 
-class _Unauthorized(Exception):  # noqa: N818 -- a signal between two methods
-    """A watch stream answered 401: log in again, once."""
-
-
-def _json(payload: bytes, status: int) -> Manifest:
-    """A successful answer's body; one that is not a JSON object (a proxy's error page, a
-    truncated stream) is a temporary failure like an unreachable server, not a crash."""
-    if not payload:
-        return {}
-    try:
-        parsed = json.loads(payload)
-    except ValueError:
-        parsed = None
-    if not isinstance(parsed, dict):
-        shown = payload[:120].decode("utf-8", "replace")
-        raise ApiError(0, "InvalidResponse", f"{status} with a body that is not JSON: {shown!r}")
-    return parsed
-
-
-def _problem(status: Any, reason: Any, body: Any, headers: Any) -> ApiError:
-    """Kubernetes `Status` bodies carry the reason and message worth showing."""
-    reason, message = str(reason or ""), ""
-    if isinstance(body, bytes):
-        body = body.decode("utf-8", "replace")
-    try:
-        payload = json.loads(body or "{}")
-        reason = payload.get("reason") or reason
-        message = payload.get("message") or ""
-    except (TypeError, ValueError, AttributeError):
-        message = str(body or "")[:500]
-    retry_after = None
-    # HTTP/2 header names are lowercase; aiohttp's lookup ignores case, a dict does not.
-    value = next(
-        (v for k, v in dict(headers or {}).items() if str(k).lower() == "retry-after"), None
-    )
-    if value:
-        try:
-            retry_after = float(value)
-        except ValueError:
-            retry_after = None
-    return ApiError(int(status or 0), reason, message, retry_after)
+# Moved to modules of their own, and still importable from here.
+__all__ = [
+    "CONCURRENCY",
+    "PLURALS",
+    "TEMPORARY_STATUSES",
+    "ApiError",
+    "Credentials",
+    "Kube",
+    "Manifest",
+    "NotLeading",
+    "Priority",
+    "PriorityGate",
+    "path",
+]

@@ -12,20 +12,23 @@ importing them brings the generated client in with them (about 38 MB): the price
 writing credential handling here.
 
 The loaders' answer is reduced to `Credentials`, what our client needs: the server, TLS
-material, the Authorization header, and when to log in again.
+material, the Authorization header, and when to log in again. `Credentials` also builds the TLS
+context from that material, so the client never handles certificate files itself.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import datetime
 import os
+import ssl
+import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-from modelyard.kube.client import Credentials
 
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 #: A token file may be rotated under us (bound service-account tokens are): read it again after
@@ -33,6 +36,91 @@ SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 TOKEN_FILE_TTL = 60.0
 #: An exec plugin's token is renewed this long before it says it expires.
 EXPIRY_MARGIN = 60.0
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Where the API is and who we are there, as `login()` found them."""
+
+    server: str
+    token: str | None = None
+    #: Another Authorization header than a bearer token (basic auth), whole.
+    authorization: str | None = None
+    ca_path: str | None = None
+    ca_data: bytes | None = None
+    certificate_path: str | None = None
+    certificate_data: bytes | None = None
+    private_key_path: str | None = None
+    private_key_data: bytes | None = None
+    insecure: bool = False
+    #: When to log in again (time.monotonic()), for a rotated token file or an expiring token.
+    expires: float | None = field(default=None, compare=False)
+
+    def tls_identity(self) -> tuple[Any, ...]:
+        """What a connection pool is bound to; a new token alone does not change it."""
+        return (
+            self.server,
+            self.ca_path,
+            self.ca_data,
+            self.certificate_path,
+            self.certificate_data,
+            self.private_key_path,
+            self.private_key_data,
+            self.insecure,
+        )
+
+    def headers(self) -> dict[str, str]:
+        if self.token:
+            return {"Authorization": f"Bearer {self.token}"}
+        if self.authorization:
+            return {"Authorization": self.authorization}
+        return {}
+
+    def ssl_context(self) -> ssl.SSLContext | bool:
+        """A new context each time (the caller may change it); False, no TLS, for http."""
+        if not self.server.startswith("https"):
+            return False
+        context = ssl.create_default_context(
+            cafile=self.ca_path, cadata=self.ca_data.decode() if self.ca_data else None
+        )
+        if self.insecure:
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE
+        if self.certificate_path or self.certificate_data:
+            with _as_files(
+                (self.certificate_path, self.certificate_data),
+                (self.private_key_path, self.private_key_data),
+            ) as (certificate, key):
+                context.load_cert_chain(certificate, key)
+        return context
+
+    def __repr__(self) -> str:  # never a token or a key in a log line
+        return f"Credentials(server={self.server!r})"
+
+
+@contextlib.contextmanager
+def _as_files(*items: tuple[str | None, bytes | None]) -> Any:
+    """ssl loads client certificates from files only: certificates given as data are written to
+    private temporary files for the moment it takes. (`login()` always gives paths — the
+    loaders write a kubeconfig's inline data to files themselves — so only Credentials made by
+    hand carry data.)"""
+    paths: list[str | None] = []
+    created: list[str] = []
+    try:
+        for given, data in items:
+            if given or data is None:
+                paths.append(given)
+                continue
+            handle, name = tempfile.mkstemp(prefix="modelyard-")
+            created.append(name)
+            with os.fdopen(handle, "wb") as file:
+                file.write(data)
+            paths.append(name)
+        yield paths
+    finally:
+        for name in created:
+            with contextlib.suppress(OSError):
+                os.unlink(name)
 
 
 class LoginError(Exception):
