@@ -34,7 +34,8 @@ from support.examples import example  # noqa: E402
 from support.operator_process import OperatorProcess, free_port  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "bench"))
-from run import kubeconfig, rss_mb  # noqa: E402
+from meter import rss_mb  # noqa: E402
+from stage import kubeconfig  # noqa: E402
 
 
 def documents(namespace: str) -> list[dict[str, object]]:

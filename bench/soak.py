@@ -75,7 +75,7 @@ from support.workloads import (  # noqa: E402
 )
 
 sys.path.insert(0, str(ROOT / "bench"))
-from run import rss_mb  # noqa: E402
+from meter import rss_mb  # noqa: E402
 
 Obj = dict[str, Any]
 LEASES = "coordination.k8s.io/v1/leases"
