@@ -5,17 +5,16 @@ Calls go through aiohttp on the event loop the operator already runs: the offici
 client needed a worker thread per call in flight, and under a burst of Models most of the
 operator's CPU went to that client, to HTTP, and to its threads (docs/performance.md).
 
-What this module answers for is how a call is made: the connection pools (calls and watches
-apart), logging in again when the server refuses the credentials or they expire, the order
-calls wait in, and the write guard — no write leaves a process that may not write (see
-`write_allowance`). The pieces around it have modules of their own: which path a kind is at
-(`paths`), how a failure is classified (`errors`), the waiting order (`gate`), where the
-credentials come from (`login`) and how a watch's stream is read (`watch`).
+What this module answers for is how a call is made: the request, its one retry with new
+credentials after a 401, its turn among the calls waiting, and the write guard — no write leaves
+a process that may not write (`write_allowance`). The pieces around it have modules of their
+own: the connections and logging in again (`pools`), which path a kind is at (`paths`), how a
+failure is classified (`errors`), the order of the waiting (`gate`), where credentials come
+from (`login`) and how a watch's stream is read (`watch`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import logging
@@ -34,13 +33,11 @@ from modelyard.kube.errors import TEMPORARY_STATUSES, ApiError, NotLeading, api_
 from modelyard.kube.gate import Priority, PriorityGate
 from modelyard.kube.login import Credentials
 from modelyard.kube.paths import PLURALS, path
+from modelyard.kube.pools import CONCURRENCY, Pools
 from modelyard.kube.watch import Unauthorized, events_over_http1, events_over_http2
 
 Manifest = dict[str, Any]
 logger = logging.getLogger(__name__)
-
-#: API calls in flight at once: the connection pool is sized to it.
-CONCURRENCY = 32
 
 #: Asks the API server for an object's metadata alone.
 METADATA_ONLY = "application/json;as=PartialObjectMetadata;g=meta.k8s.io;v=v1,application/json"
@@ -71,7 +68,6 @@ class Kube:
         ping_after: float = 30.0,
         ping_timeout: float = 15.0,
     ) -> None:
-        self._login = login
         #: Sent with every request: the API server's audit log tells the operator's processes
         #: (replicas of one Deployment share a service account) apart by it.
         self.user_agent = user_agent
@@ -82,19 +78,11 @@ class Kube:
         self.write_allowance: Callable[[], float] = lambda: math.inf
         self.field_manager = field_manager
         self._timeout = timeout
-        self._credentials: Credentials | None = None
-        self._login_lock = asyncio.Lock()
-        self._session: aiohttp.ClientSession | None = None
-        #: Watches' own connections: a watch holds its connection for as long as it runs, so
-        #: watches must never take the connections calls are made on (see `_connect`).
-        self._watch_session: aiohttp.ClientSession | None = None
-        #: Watches as HTTP/2 streams, many to a connection (`modelyard.kube.http2`), where the
-        #: server speaks it; `_watch_session` where it does not.
-        self._streams: http2.Pool | None = None
-        #: A connection silent this long is sent a PING, and closed without an answer in
-        #: `ping_timeout` (client-go: 30 s and 15 s).
-        self.ping_after = ping_after
-        self.ping_timeout = ping_timeout
+        #: A connection silent for `ping_after` s is sent a PING, and closed without an answer
+        #: in `ping_timeout` (client-go: 30 s and 15 s).
+        self._pools = Pools(
+            login, connect_timeout=timeout, ping_after=ping_after, ping_timeout=ping_timeout
+        )
         self._discovery: dict[str, _Cached] = {}
         self._gate = PriorityGate(CONCURRENCY)
         self.requests = 0
@@ -103,96 +91,14 @@ class Kube:
     async def _connect(
         self, renew: bool = False, watching: bool = False
     ) -> tuple[aiohttp.ClientSession, Credentials]:
-        """The session and current credentials; logs in again when asked (after a 401) or when
-        the credentials say they expire. The connection pools are kept unless TLS material
-        changed: a rotated token only changes a header.
-
-        Calls and watches have pools apart. Calls share a bounded pool (at most CONCURRENCY
-        in flight, let in by the gate). A watch holds its connection for as long as it runs —
-        ten kinds in each watched namespace — and were they drawn from the calls' pool, a few
-        namespaces would fill it with watches and leave every call waiting for a connection
-        that never frees (an operator never ready). Over HTTP/2 watches share a few connections
-        of their own (`_streams`); over HTTP/1.1, which cannot share a connection between
-        streams, each takes one, so the watches' pool grows with the watches."""
-        credentials = self._credentials
-        expired = credentials is not None and (credentials.expires or float("inf")) < (
-            time.monotonic()
-        )
-        if renew or expired or credentials is None:
-            # One login at a time: a burst of calls that all meet a 401 (or an expired token)
-            # must not run an exec plugin once each.
-            async with self._login_lock:
-                if self._credentials is credentials:  # nobody renewed them while we waited
-                    fresh = await self._relogin(credentials)
-                    stale = (
-                        credentials is None or credentials.tls_identity() != fresh.tls_identity()
-                    )
-                    # The new credentials first: a call that comes in while the old pools
-                    # close builds new ones with these, never with the old TLS material.
-                    self._credentials = fresh
-                    if stale:
-                        await self._close_sessions()
-                credentials = self._credentials
-                assert credentials is not None
-        if self._session is None or self._watch_session is None:
-            try:
-                context = credentials.ssl_context()
-                # A context of its own for the streams: it offers h2 by ALPN, which
-                # aiohttp's must not.
-                streams_context = credentials.ssl_context()
-            except (OSError, ValueError) as error:  # ssl.SSLError is an OSError
-                raise ApiError(0, "LoginFailed", f"unusable TLS material: {error}") from None
-            base = credentials.server.rstrip("/")
-            if self._session is None:
-                # Calls in flight are bounded by the gate, and so is the pool: each TLS
-                # connection holds 256 KB of buffers. A few more than the gate lets in, for
-                # the election's calls, which skip the queue.
-                self._session = aiohttp.ClientSession(
-                    base_url=base,
-                    connector=aiohttp.TCPConnector(limit=CONCURRENCY + 8, ssl=context),
-                )
-            if self._watch_session is None:
-                self._watch_session = aiohttp.ClientSession(
-                    base_url=base, connector=aiohttp.TCPConnector(limit=0, ssl=context)
-                )
-                self._streams = http2.Pool(
-                    base,
-                    streams_context,
-                    connect_timeout=self._timeout,
-                    ping_after=self.ping_after,
-                    ping_timeout=self.ping_timeout,
-                )
-        return (self._watch_session if watching else self._session), credentials
-
-    async def _close_sessions(self) -> None:
-        # Detached before anything is awaited: whatever comes in meanwhile makes new ones.
-        sessions, streams = (self._session, self._watch_session), self._streams
-        self._session = self._watch_session = self._streams = None
-        for session in sessions:
-            if session is not None:
-                await session.close()
-        if streams is not None:
-            await streams.close()
+        """The session for a call (or with `watching`, a watch) and current credentials,
+        logging in again when asked (after a 401) or when they expire (`Pools.connect`)."""
+        return await self._pools.connect(renew=renew, watching=watching)
 
     def watch_connections(self) -> tuple[str, int]:
         """How watches travel now, and on how many HTTP/2 connections ("HTTP/1.1", 0: each
         watch on a connection of its own)."""
-        streams = self._streams
-        if streams is not None and not streams.unavailable:
-            return "HTTP/2", len([c for c in streams.connections if c.failure is None])
-        return "HTTP/1.1", 0
-
-    async def _relogin(self, previous: Credentials | None) -> Credentials:
-        """Credentials from the login; a failure after the first login (a rotated token file
-        gone, an exec plugin failing) is a temporary `ApiError`, so every caller — a pass, an
-        informer, the election — retries it as it retries an unreachable server. The first
-        login's failure is the caller's to report (`modelyard run` says it in one line)."""
-        if previous is None:
-            return await asyncio.to_thread(self._login)
-        try:
-            return await asyncio.to_thread(self._login)
-        except Exception as error:  # any failure of a login plugin
-            raise ApiError(0, "LoginFailed", f"logging in again failed: {error}") from None
+        return self._pools.watch_connections()
 
     def _write_time(self, method: str, url: str, electing: bool) -> float:
         """How long this request may take: the client's timeout, and for a write no longer
@@ -210,7 +116,7 @@ class Kube:
         return credentials.server
 
     async def close(self) -> None:
-        await self._close_sessions()
+        await self._pools.close()
 
     async def _call(
         self,
@@ -403,7 +309,7 @@ class Kube:
                 **credentials.headers(),
             }
             relogin = attempt == 1
-            streams = self._streams
+            streams = self._pools.streams
             try:
                 if streams is not None and not streams.unavailable:
                     try:
