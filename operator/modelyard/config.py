@@ -121,9 +121,10 @@ class Probes(_Config):
     concurrency: int = Field(16, ge=1, le=1024)
 
 
-#: Where no external Model may point the operator, whoever writes it: the cloud metadata
-#: services (instance credentials), link-local addresses, and the operator's own pod
-#: (loopback). The cluster's API server is refused besides, whatever this list says.
+#: Where no URL a user chose (an external Model's, a Registry's, and where they redirect) may
+#: send the operator, whoever writes it: the cloud metadata services (instance credentials),
+#: link-local addresses, and the operator's own pod (loopback). The cluster's API server is
+#: refused besides, whatever this list says.
 DEFAULT_DENIED_CIDRS = [
     "169.254.0.0/16",
     "fe80::/10",

@@ -2,9 +2,12 @@
 
 It runs the operator's own planning code (`modelyard.builders.plan`) on what it reads from files,
 so a platform team can review a template change, or a CI pipeline can diff it, without a
-cluster — the way `helm template` is used. Two things need a cluster and are assumed instead:
-ModelVersions read from files count as verified (their spec digest is used), and a template image
-given by tag is shown by tag (the operator pins it to the digest the tag resolves to).
+cluster — the way `helm template` is used. What needs a cluster is assumed instead:
+ModelVersions read from files count as verified (their spec digest is used); a template image
+given by tag is shown by tag (the operator pins it to the digest the tag resolves to), and its
+signatures are not checked (`modelyard verify` does); a Registry's pull Secret is the one the
+operator would publish; every Secret a parameter names counts as consenting; KEDA counts as
+installed.
 """
 
 from __future__ import annotations

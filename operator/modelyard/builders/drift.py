@@ -4,7 +4,8 @@ Applying an unchanged manifest is harmless but costs a write per child per recon
 reconciles happen on every pod event. A child is applied when it is missing, when its desired
 manifest changed since the last apply (a hash recorded on the child — this is also how a field
 removed from the template gets removed: SSA drops fields the manager no longer sends), or when
-someone edited a field we own (every field we send must still hold the value we sent).
+someone edited a field we own in its spec or labels (each one we send there must still hold the
+value we sent; annotations are not compared).
 """
 
 from __future__ import annotations

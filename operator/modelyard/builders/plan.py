@@ -1,7 +1,9 @@
 """From a Model and what it refers to, the whole desired state — or why there is none.
 
 `plan_model` is pure: the reconciler hands it what the operator's indices hold, `modelyard
-render` hands it what it read from files, and both get the same children and the same reasons.
+render` hands it what it read from files, and both get the same children and the same reasons
+from the same inputs — but for what only a cluster can judge, which render leaves unchecked
+(`allow_tag`: a tag not yet pinned, a template image's signatures; `permitted_secrets`).
 """
 
 from __future__ import annotations

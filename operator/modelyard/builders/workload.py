@@ -110,8 +110,8 @@ def _probes(template: ModelTemplateSpec) -> Manifest:
         }
     }
     if template.startup_timeout_seconds > 0:
-        # The startup probe holds liveness-style restarts off while the model loads, and gives
-        # up after startupTimeoutSeconds in total (counted from container start).
+        # The startup probe gives a loading model startupTimeoutSeconds in total (counted from
+        # container start), readiness checks waiting meanwhile; then the kubelet restarts it.
         budget = max(
             template.startup_timeout_seconds - readiness.initial_delay_seconds,
             STARTUP_PROBE_PERIOD,

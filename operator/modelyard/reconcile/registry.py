@@ -392,7 +392,7 @@ async def _write_status(
     kube: Kube,
 ) -> Manifest | None:
     """Write the Registry's status if it changed (the object as written), with an Event when
-    its readiness or its keys turn."""
+    its Ready reason changes, and a Warning once per cause while a key cannot be read."""
     metadata = body.get("metadata") or {}
     status: Manifest = {
         "conditions": conditions.merge(

@@ -218,7 +218,8 @@ async def reconcile_template(
             if not signed.ok and signatures is SignatureMode.ENFORCE:
                 verdict = signed
     # An edited template (its tag, or anything else) runs nothing pinned for the old spec:
-    # its Models wait for the new digest (TemplateNotReady) and keep what already runs.
+    # its Models wait for the new digest (ImageUnresolved) and, under an Enforce policy, for
+    # its signatures (TemplateNotReady), and keep what already runs.
     written = await write_template_status(
         body, verdict, models, kube, resolved, pinning=True, signed=signed
     )

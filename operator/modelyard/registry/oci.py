@@ -43,7 +43,8 @@ DIGEST_HEADER = "Docker-Content-Digest"
 _CHALLENGE_PARAM = re.compile(r'(\w+)="([^"]*)"')
 _NEXT_LINK = re.compile(r'<([^>]+)>\s*;\s*rel="?next"?')
 TAGS_PAGE = 100
-#: More than any manifest, signature or tag page; a larger answer is refused, not read.
+#: More than any manifest, signature or tag page; a larger answer is refused once one byte
+#: past this has been read, never read whole.
 MAX_BODY = 4 * 2**20
 #: More than any token service's answer (a JWT and a few fields).
 MAX_TOKEN_ANSWER = 256 * 2**10
@@ -137,9 +138,11 @@ class HttpClient:
 
     endpoint: Endpoint
     credentials: Credentials = field(default_factory=Credentials)
-    #: Where requests may go (`modelyard.registry.egress`): every URL asked — the endpoint,
-    #: each redirect, a token service — is checked before it is asked, and every address
-    #: again when connecting. None: anywhere (the CLI, run by a user for themselves).
+    #: Where requests may go (`modelyard.registry.egress`): the OCI and MLflow clients check
+    #: every URL they ask — the endpoint, each redirect, a token service — before asking it;
+    #: a ModelEndpoint's caller checks its URL, and it follows redirects only within that
+    #: origin. Every address is checked again when connecting. None: anywhere (the CLI, run
+    #: by a user for themselves).
     egress: EgressPolicy | None = None
     _session: aiohttp.ClientSession | None = None
 
@@ -253,7 +256,7 @@ class OciClient(HttpClient):
         digest = headers.get(DIGEST_HEADER)
         if digest:
             return digest
-        # Some registries omit the header on HEAD; the body of a GET names it or hashes to it.
+        # Some registries omit the header on HEAD but send it with a GET's answer.
         status, headers, _ = await self._request("GET", path, scope=scope, ok=(200, 404))
         return headers.get(DIGEST_HEADER) if status == 200 else None
 

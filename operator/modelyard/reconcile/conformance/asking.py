@@ -109,7 +109,8 @@ def _refused(method: str, url: str, answer: Answer) -> Check | None:
 
 
 async def _health(client: ModelEndpoint, target: Target) -> Check:
-    """An external server's health: its health path's 2xx, or any answer at all."""
+    """An external server's health: its health path's 2xx, or, without one, any answer but a
+    refusal (401, 403) or a server error (5xx)."""
     path = target.health_path or ""
     url = client.url(path)
     answer = await client.get(path)

@@ -40,7 +40,8 @@ class Target:
     probe_path: str | None = None
     probe_request: str | None = None
     timeout: float = 10.0
-    #: External models only: GET this path for health; without it, any answer counts.
+    #: External models only: GET this path for health; without it, any answer counts but a
+    #: refusal (401, 403) or a server error (5xx).
     health_path: str | None = None
     external: bool = False
     credential: Credential | None = None

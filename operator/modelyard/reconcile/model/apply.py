@@ -1,7 +1,8 @@
-"""The only writes a pass makes to a Model's children: apply what differs, delete what must
-not exist, hand replicas over to an autoscaler or a capacity dip, and stop workers that read a
-Secret which no longer consents. Kept together so one module answers for what the operator
-changes in a user's namespace."""
+"""The writes a pass makes to the children of a Model run in the cluster: apply what differs,
+delete what must not exist, hand replicas over to an autoscaler or a capacity dip, and stop
+workers that read a Secret which no longer consents. Kept together so one module answers for
+what the operator changes in a user's namespace; an external Model's Service (and the workers
+it no longer has) are `external`'s."""
 
 from __future__ import annotations
 
