@@ -453,3 +453,48 @@ def test_a_template_the_operator_marks_invalid_makes_no_workers() -> None:
     assert result.blocking is not None
     assert result.blocking.reason == reasons.TEMPLATE_NOT_READY
     assert "startupTimeoutSeconds (60) is shorter than" in result.blocking.message
+
+
+def test_an_unchecked_signature_is_a_wait_and_a_missing_one_stalls() -> None:
+    """Under Enforce, a template's image runs only once its signature verified. Until the
+    first check (a new or just-edited template) the Model waits — Reconciling, so a Flux
+    health check keeps waiting; only a definite verdict (SignatureMissing) stalls it."""
+    from modelyard.api.v1alpha1 import ModelState  # noqa: PLC0415
+    from modelyard.status import kstatus  # noqa: PLC0415
+
+    enforcing = {
+        **registries(),
+        "dockerhub": typed(
+            "Registry",
+            "dockerhub",
+            spec__signatures={
+                "mode": "Enforce",
+                "publicKeys": [{"secretName": "release-signing-key", "key": "cosign.pub"}],
+            },
+        ),
+    }
+    model = typed("Model", "my-reranking-model")
+    unchecked = typed(*RERANKER)
+    missing = typed(
+        *RERANKER,
+        metadata__generation=1,
+        status={
+            "observedGeneration": 1,
+            "conditions": [
+                {
+                    "type": "Signed",
+                    "status": "False",
+                    "reason": "SignatureMissing",
+                    "message": "no cosign signature",
+                    "lastTransitionTime": "2026-01-01T00:00:00Z",
+                }
+            ],
+        },
+    )
+    waits = plan_model(model, unchecked, enforcing, [], CONFIG).blocking
+    assert waits is not None and waits.reason == reasons.SIGNATURE_PENDING, waits
+    assert "not checked yet" in waits.message
+    assert reasons.RECONCILING in kstatus.for_model(waits, ModelState.PENDING)
+    stalls = plan_model(model, missing, enforcing, [], CONFIG).blocking
+    assert stalls is not None and stalls.reason == reasons.TEMPLATE_NOT_READY, stalls
+    assert reasons.STALLED in kstatus.for_model(stalls, ModelState.PENDING)

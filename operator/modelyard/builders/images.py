@@ -296,8 +296,17 @@ def _unsigned_template_image(template: ModelTemplate, registry: Registry) -> Che
     if current and signed is not None and signed.status == ConditionStatus.TRUE:
         return None
     why = f"{signed.reason}: {signed.message}" if current and signed else "not checked yet"
+    # Only a verdict on the signature itself stalls the Model (kstatus Stalled: Flux fails at
+    # once); a check still to come, or one the registry could not answer, is a wait.
+    definite = current and signed is not None and signed.reason in SIGNATURE_VERDICTS
     return failed(
-        reasons.TEMPLATE_NOT_READY,
+        reasons.TEMPLATE_NOT_READY if definite else reasons.SIGNATURE_PENDING,
         f"ModelTemplate {template.metadata.name}'s image must be signed as Registry "
         f"{registry.metadata.name} requires: {why}",
     )
+
+
+#: What a signature check decided, as opposed to why it could not decide.
+SIGNATURE_VERDICTS = frozenset(
+    {reasons.SIGNATURE_MISSING, reasons.SIGNATURE_INVALID, reasons.KEY_NOT_FOUND}
+)

@@ -30,6 +30,9 @@ RESOLVED: Final = "Resolved"
 NOT_REQUIRED: Final = "NotRequired"
 TEMPLATE_NOT_FOUND: Final = "TemplateNotFound"
 TEMPLATE_NOT_READY: Final = "TemplateNotReady"
+#: Under an Enforce policy, the template's image waits for its first (or next) signature check:
+#: a wait that ends by itself, unlike TemplateNotReady.
+SIGNATURE_PENDING: Final = "SignaturePending"
 REGISTRY_NOT_FOUND: Final = "RegistryNotFound"
 VERSION_REQUIRED: Final = "VersionRequired"
 VERSION_NOT_FOUND: Final = MlflowVerdict.NOT_FOUND
@@ -150,6 +153,7 @@ WAITING: Final = frozenset(
     {
         TEMPLATE_NOT_FOUND,
         TEMPLATE_NOT_READY,
+        SIGNATURE_PENDING,
         REGISTRY_NOT_FOUND,
         VERSION_NOT_FOUND,
         VERSION_NOT_READY,
@@ -183,5 +187,6 @@ PERMANENT: Final = frozenset(
     }
 )
 #: Model Ready=False reasons that wait (state PENDING) but on something only a change can fix:
-#: a template the operator found invalid.
+#: a template the operator found invalid, or whose image's signature is definitely missing or
+#: wrong (not one whose check is still to come: that is SIGNATURE_PENDING).
 STALLED_WAITING: Final = frozenset({TEMPLATE_NOT_READY})
