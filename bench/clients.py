@@ -25,7 +25,8 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+from paths import ROOT, install_apart
+
 LIBRARIES = ROOT / ".cache" / "bench-clients"
 REQUIREMENTS = ["kubernetes_asyncio==36.1.0", "kr8s==0.20.15"]
 CONCURRENCY = 32
@@ -235,21 +236,7 @@ async def exercise(name: str, kubeconfig: str, namespace: str, n: int) -> dict[s
 
 
 def libraries() -> Path:
-    if not (LIBRARIES / "kr8s").exists():
-        subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--target",
-                str(LIBRARIES),
-                *REQUIREMENTS,
-            ],
-            check=True,
-        )
-    return LIBRARIES
+    return install_apart(LIBRARIES, "kr8s", REQUIREMENTS)
 
 
 def main() -> None:

@@ -24,18 +24,18 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from paths import ROOT
+
 sys.path.insert(0, str(ROOT / "tests"))
 
-from support import control_plane  # noqa: E402
-from support.api import Api  # noqa: E402
-from support.cluster import install_crds, operator_identity  # noqa: E402
-from support.examples import example  # noqa: E402
-from support.operator_process import OperatorProcess, free_port  # noqa: E402
+from meter import rss_mb
+from stage import kubeconfig
 
-sys.path.insert(0, str(ROOT / "bench"))
-from meter import rss_mb  # noqa: E402
-from stage import kubeconfig  # noqa: E402
+from support import control_plane
+from support.api import Api
+from support.cluster import install_crds, operator_identity
+from support.examples import example
+from support.operator_process import OperatorProcess, free_port
 
 
 def documents(namespace: str) -> list[dict[str, object]]:
