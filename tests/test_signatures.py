@@ -388,3 +388,73 @@ async def test_a_flood_of_signatures_is_read_only_up_to_a_bound(
     assert CountingClient.blobs == 32
     assert "68 more signatures not read (at most 32 are)" in found.message, found.message
     assert "1 larger than 256 KiB not read" in found.message, found.message
+
+
+def put_manifest(registry: LocalRegistry, reference: str, document: dict[str, Any]) -> str:
+    """A manifest or index put as any client with push rights may; its digest."""
+    data = json.dumps(document).encode()
+    put = urllib.request.Request(
+        f"{registry.url}/v2/{REPOSITORY}/manifests/{reference}",
+        data=data,
+        method="PUT",
+        headers={"Content-Type": document["mediaType"]},
+    )
+    urllib.request.urlopen(put, timeout=10).close()
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+async def test_a_bundle_listing_thousands_of_signatures_counts_each(
+    signer: cosign.Cosign, local: LocalRegistry
+) -> None:
+    """One Sigstore bundle, well under the size bound, may list thousands of signatures in its
+    DSSE envelope, each to be verified against every key: they count against the same bound
+    of 32 as signatures stored one per blob, and the verdict says how many were left unread."""
+    import base64  # noqa: PLC0415
+
+    owner = signer.generate_key_pair("owner")
+    image = local.push(REPOSITORY, "1.0.0", "one-bundle-many-signatures")
+    statement = {
+        "_type": "https://in-toto.io/Statement/v1",
+        "subject": [{"name": REPOSITORY, "digest": {"sha256": image.removeprefix("sha256:")}}],
+        "predicateType": "https://sigstore.dev/cosign/sign/v1",
+        "predicate": {},
+    }
+    bundle_type = "application/vnd.dev.sigstore.bundle.v0.3+json"
+    bundle = {
+        "mediaType": bundle_type,
+        "dsseEnvelope": {
+            "payload": base64.b64encode(json.dumps(statement).encode()).decode(),
+            "payloadType": "application/vnd.in-toto+json",
+            "signatures": [
+                {"sig": base64.b64encode(f"not a signature {n}".encode()).decode()}
+                for n in range(2000)
+            ],
+        },
+    }
+    empty = push_blob(local, b"{}")
+    referrer = {
+        "schemaVersion": 2,
+        "mediaType": MANIFEST,
+        "artifactType": bundle_type,
+        "config": {**empty, "mediaType": "application/vnd.oci.empty.v1+json"},
+        "layers": [{**push_blob(local, json.dumps(bundle).encode()), "mediaType": bundle_type}],
+    }
+    referrer_digest = put_manifest(local, "bundle", referrer)
+    index = {
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [
+            {
+                "mediaType": MANIFEST,
+                "digest": referrer_digest,
+                "size": len(json.dumps(referrer).encode()),
+                "artifactType": bundle_type,
+            }
+        ],
+    }
+    put_manifest(local, image.replace(":", "-"), index)
+
+    async with OciClient(Endpoint(local.url)) as client:
+        found = await check_signatures(client, REPOSITORY, image, [trusted(owner)])
+    assert found.reason == SignatureVerdict.INVALID, found.message
+    assert "1968 more signatures not read (at most 32 are)" in found.message, found.message

@@ -48,10 +48,10 @@ IN_TOTO = "application/vnd.in-toto+json"
 #: What cosign's statement of a signature says; an attestation (an SBOM, a provenance) signed
 #: by the same key is a statement about the image, not a signature of it.
 COSIGN_SIGN_PREDICATE = "https://sigstore.dev/cosign/sign/v1"
-#: Signatures read for one image at most, across the .sig tag and the referrers. cosign adds a
-#: layer per `cosign sign`, so a real image has a few; whoever can push to the repository can
-#: add thousands, and the operator is shared by every team: beyond this many, the rest are not
-#: fetched, and the verdict says so.
+#: Signatures read for one image at most, across the .sig tag, the referrers and the entries of
+#: each bundle's envelope. cosign adds one per `cosign sign`, so a real image has a few; whoever
+#: can push to the repository can add thousands, and the operator is shared by every team:
+#: beyond this many, the rest are neither fetched nor verified, and the verdict says so.
 MAX_SIGNATURES = 32
 #: One signature's payload or bundle at most (a simple-signing payload is under 1 KiB, a bundle
 #: a few KiB): a larger one is not fetched. With MAX_SIGNATURES, what one check holds in memory
@@ -303,10 +303,12 @@ def bundle_signatures(bundle: bytes, where: str, digest: str) -> list[_Signed]:
                 # is not a signature of it, whoever signed it.
                 return []
             names = digest if digest in subjects else (subjects[0] if subjects else None)
+            # One message for every signature of the envelope: they all sign the same bytes.
+            message = _pae(payload_type, payload)
             for entry in envelope.get("signatures") or []:
                 signature = _b64((entry or {}).get("sig")) if isinstance(entry, dict) else None
                 if signature is not None:
-                    found.append(_Signed(where, _pae(payload_type, payload), signature, names))
+                    found.append(_Signed(where, message, signature, names))
     return found
 
 
@@ -333,6 +335,15 @@ class _Budget:
             return False
         self.left -= 1
         return True
+
+    def within(self, signed: list[_Signed]) -> list[_Signed]:
+        """The signatures of one bundle the budget still allows. Its blob was taken for the
+        first; a DSSE envelope may list any number more, each verified against every key, so
+        they count as signatures too."""
+        allowed = 1 + max(self.left, 0)
+        self.left -= max(min(len(signed), allowed) - 1, 0)
+        self.unread += max(len(signed) - allowed, 0)
+        return signed[:allowed]
 
     def said(self) -> str:
         words = []
@@ -417,7 +428,7 @@ async def _referrer_signatures(
             bundle = await budget.fetch(client, repository, str(layer.get("digest")))
             if bundle is not None:
                 where = f"referrer {manifest_digest[:19]}…"
-                found.extend(bundle_signatures(bundle, where, digest))
+                found.extend(budget.within(bundle_signatures(bundle, where, digest)))
     return found
 
 
