@@ -18,6 +18,9 @@ look, and a leader whose looks fail stands by once its renew deadline passes, as
 Should the loop itself ever fail, it stands by, says so, and starts again: a process whose
 election died would otherwise say it leads (`/readyz`, `modelyard_leader`) while refusing
 every write, or leave the standby without a way to take over.
+
+What the API client asks before each write is composed here too (`write_guard`): writes need
+both this process's runner leading and, with an election, a Lease renewed in time.
 """
 
 from __future__ import annotations
@@ -268,4 +271,25 @@ class LeaderElection:
             logger.warning("could not release Lease %s/%s: %s", self.namespace, self.name, problem)
 
 
-__all__ = ["Durations", "LeaderElection"]
+def write_guard(
+    leading: Callable[[], bool], election: LeaderElection | None = None
+) -> Callable[[], float]:
+    """The client's write allowance (`Kube.write_allowance`): for how many more seconds this
+    process may write.
+
+    Nothing while the runner does not lead (`leading`): it stands by the moment the election
+    loses the Lease and before the Lease is released on a stop. While it leads, the election's
+    allowance, which ends at the renew deadline even if the event loop was too busy to notice
+    (`LeaderElection.write_allowance`); without an election, a process that leads may write
+    for ever.
+    """
+
+    def allowance() -> float:
+        if not leading():
+            return 0.0
+        return election.write_allowance() if election is not None else math.inf
+
+    return allowance
+
+
+__all__ = ["Durations", "LeaderElection", "write_guard"]
