@@ -2,7 +2,7 @@
 records, and how delays and counts are read from it.
 
 The server's log, not the harness's clock: a figure then includes everything between an
-operator and the server, and counts every request of either identity, a framework's own
+operator and the server, and counts every request of each identity, a framework's own
 bookkeeping included. Pure (no server, no files), so tests/test_bench_audit.py checks it on a
 saved excerpt of a real log.
 """

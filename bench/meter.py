@@ -2,7 +2,7 @@
 samples of our operator, and the control plane's own CPU profile.
 
 Read from outside the program (/proc, py-spy, the API server's pprof), never reported by it, so
-the operator and the baselines are measured the same way and none can flatter itself.
+ours and the baselines have their memory and CPU measured alike, and none reports on itself.
 """
 
 from __future__ import annotations

@@ -1,37 +1,47 @@
-"""modelyard's benchmark: N Models through the real operator on a real API server, against the
-naive kopf baseline on the same server in the same run.
+"""modelyard's benchmark: N Models through the real operator on a real API server, against kopf
+baselines and a floor client on the same server in the same run.
 
-    make bench                      # N=1000
-    make bench N="1000 5000"        # several sizes, one report
+    make bench                          # N=1000 over 1 and over 20 namespaces
+    make bench N="1000 5000"            # several sizes, one report
+    make bench NAMESPACES="1 10 50"     # the Models spread over K namespaces
 
 It starts the project's control plane (tests/cluster: kube-apiserver, kube-controller-manager and
 etcd on loopback; the HPA controller is left out, so thousands of HPAs without a metrics API do
-not load the machine), installs the CRDs, and gives each operator its own identity: ours the
-chart's ServiceAccount and ClusterRole, the baseline a ServiceAccount of its own. Requests are
-counted by the API server itself, from its audit log (every request of either identity, kopf's
-own bookkeeping included, with the server's timestamps), so nothing sits between an operator
+not load the machine), installs the CRDs, and gives each program its own identity: ours the
+chart's ServiceAccount and ClusterRole, each baseline a ServiceAccount of its own. Requests are
+counted by the API server itself, from its audit log (every request of each identity, kopf's
+own bookkeeping included, with the server's timestamps), so nothing sits between a program
 and the server.
 
-For each N, ours first, then the baseline (each cluster-wide, each after the other's objects are
-gone): N Models are created as fast as the server takes them; measured from the audit log:
+For each N and K, ours first, then each baseline (each cluster-wide, each after the other's
+objects are gone): N Models are created as fast as the server takes them; measured from the
+audit log:
 
 - time from a Model's creation to its Deployment's creation (p50, p95, p99), as the server saw
   both;
-- until every Model has its Deployment, Service, autoscaler and a first status (the baseline:
-  its one Deployment);
-- API requests per Model from the first creation until then, and until the operator settles;
-- after the harness plays the kubelet (every pod running and ready): until every Model is READY,
-  how long the operator still writes after the last READY status (settling), and its writes per
-  minute over an idle window that starts once it has made no write for 10 s;
-- its resident memory at the end of that idle window, and the time to Deployment of Models
-  created one at a time into an operator that already holds N.
+- until every Model has its Deployment, Service, autoscaler and a first status (the naive
+  baseline: its one Deployment);
+- API requests per Model from the first creation until then, and until the program settles;
+- its resident memory after the burst and once settled;
+- ours only: after the harness plays the kubelet (every pod running and ready), until every
+  Model is READY, how long it still writes after the last READY status, its writes per minute
+  over an idle window that starts once it has made no write for 10 s, and what it writes when
+  restarted over the settled Models;
+- ours and the naive baseline: the time to Deployment of Models created one at a time into a
+  program that already holds N.
 
 `--profile` samples our operator with py-spy during the burst (summary in bench/results/);
 BENCH_CONTROLLERS=a,b overrides the controller-manager's controllers, to see what their work
 costs the operators.
 
-Results go to bench/results/bench-<N>.json and the table in docs/performance.md. Figures are
-measured, never asserted: tests do not time anything.
+Results go to bench/results/bench-<N>-<K>.json and the table in docs/performance.md. Figures are
+measured, never asserted: tests/test_bench_audit.py checks how they are read from the log, never
+how large they are.
+
+This file is only the command line. The rest, each alone readable: stage.py (the control plane
+and the identities), load.py (what the harness creates), kubelet.py (the played kubelet),
+meter.py (memory, CPU, profiles), audit.py (the figures read from the audit log), scenarios.py
+(the steps a program goes through), baselines.py (the other programs), report.py (the tables).
 """
 
 from __future__ import annotations

@@ -31,6 +31,10 @@ invariant was violated or nothing converged.
 
 The API server process is not restarted (it embeds the cluster's etcd); its outage is played at
 the proxy, which is where an operator meets one.
+
+This file is the driver, the run and the command line; soak_stage.py holds the replicas and what
+the driver made, soak_chaos.py the faults, soak_invariants.py the checker and what converged
+means, soak_report.py the counts and the page written from them.
 """
 
 from __future__ import annotations
