@@ -153,6 +153,42 @@ async def test_slow_registry_times_out_as_temporary(plain: LocalRegistry) -> Non
         await runner.cleanup()
 
 
+async def test_a_registry_that_never_names_the_digest_is_hashed(plain: LocalRegistry) -> None:
+    """A registry (or a proxy in front of it) that sends no Docker-Content-Digest on HEAD nor
+    on GET: the tag still resolves, to the hash of the manifest as stored, and a version pinned
+    to the right digest verifies instead of being reported missing."""
+    digest = plain.push("team/reranker", "1.0.0", "weights v1")
+
+    async def without_digest(request: aiohttp.web.Request) -> aiohttp.web.StreamResponse:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.request(
+                request.method, f"{plain.url}{request.rel_url}", headers=request.headers
+            ) as answer,
+        ):
+            body = await answer.read()
+            headers = {
+                k: v
+                for k, v in answer.headers.items()
+                if k.lower() in ("content-type", "www-authenticate")
+            }
+            return aiohttp.web.Response(status=answer.status, body=body, headers=headers)
+
+    app = aiohttp.web.Application()
+    app.router.add_route("*", "/{tail:.*}", without_digest)
+    runner = aiohttp.web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await aiohttp.web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        async with OciClient(Endpoint(f"http://127.0.0.1:{port}")) as registry:
+            assert await registry.resolve("team/reranker", "1.0.0") == digest
+            assert (await verify(registry, "team/reranker", digest, "1.0.0")).verified
+            assert await registry.resolve("team/reranker", "2.0.0") is None
+    finally:
+        await runner.cleanup()
+
+
 class TokenRegistry:
     """A registry front that demands Bearer tokens from its own token service, as quay.io does."""
 

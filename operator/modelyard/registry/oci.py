@@ -256,9 +256,13 @@ class OciClient(HttpClient):
         digest = headers.get(DIGEST_HEADER)
         if digest:
             return digest
-        # Some registries omit the header on HEAD but send it with a GET's answer.
-        status, headers, _ = await self._request("GET", path, scope=scope, ok=(200, 404))
-        return headers.get(DIGEST_HEADER) if status == 200 else None
+        # Some registries omit the header on HEAD but send it with a GET's answer; some (or a
+        # proxy in front of them) send it with neither, and then the manifest as stored is what
+        # the digest is the hash of.
+        status, headers, body = await self._request("GET", path, scope=scope, ok=(200, 404))
+        if status != 200:
+            return None
+        return headers.get(DIGEST_HEADER) or "sha256:" + hashlib.sha256(body).hexdigest()
 
     async def manifest(self, repository: str, reference: str) -> bytes | None:
         """The manifest a tag or digest names, as stored; None when there is none. Asked by
