@@ -1,30 +1,24 @@
-"""The operator process: informers, the one reconcile queue, leadership, health and metrics.
+"""The operator process: start it, lead or stand by, serve health and metrics, stop it.
 
-Everything the reconcilers read is in memory, so a reconcile makes no GET requests: our own
-kinds and the children (Deployments, Services, autoscalers, pods) come from the informers of
-`modelyard.kube.informer`, which keep only the fields the reconcilers read. Each event only
-says "look again" to the runner's queue (`modelyard.reconcile.runner`): a child's event asks
-for a pass over the Model in its `modelyard.dev/model` label; template, Registry and
-ModelVersion events fan out to the Models that depend on them. Passes are level-based — they
-decide what to write — so nothing is persisted per object: no diff-base annotation, no
-progress, no finalizer of ours on Models.
-
-With `--leader-elect`, replicas share one Lease (`modelyard.kube.lease`): all keep their
-informers warm and serve /metrics and health, and only the holder's runner schedules passes.
+`operate` logs in, fills the runner's stores from the informers (`modelyard.handlers.informers`)
+and only then lets passes start, since a pass must see the children that already exist. With
+`--leader-elect`, replicas share one Lease (`modelyard.kube.lease`): all keep their informers
+warm and serve /metrics and health, and only the holder's runner schedules passes; writes need
+both (`modelyard.kube.lease.write_guard`). Every task that must live as long as the process is
+supervised: one that ends anyway stops the process, non-zero. A stop stops writes first, then
+gives the Lease up. Log lines are kept clear of Models' parameters (`RedactParameters`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 import re
 import signal
 import socket
 import time
 import uuid
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,306 +28,20 @@ from aiohttp import web
 
 from modelyard import config as operator_config
 from modelyard import metrics
-from modelyard.builders import drift
-from modelyard.builders.labels import (
-    MANAGED_BY,
-    MODEL_LABEL,
-    SPEC_HASH_ANNOTATION,
-    TRACK_LABEL,
-)
-from modelyard.kube import Kube, Manifest, path
+from modelyard.handlers.informers import child_informers, own_informers
+from modelyard.handlers.memory import release_memory
+from modelyard.kube import Kube
 from modelyard.kube import login as kube_login
-from modelyard.kube.informer import AcrossScopes, Informer, OwnerKey
-from modelyard.kube.lease import Durations, LeaderElection
+from modelyard.kube.informer import Informer
+from modelyard.kube.lease import Durations, LeaderElection, write_guard
 from modelyard.reconcile.runner import Runner
-from modelyard.registry.credentials import CONSENT_LABEL, CONSENT_VALUE
 from modelyard.registry.egress import EgressPolicy, api_server_endpoints, with_addresses
 
-API_VERSION = "modelyard.dev/v1alpha1"
-PREFIX = "modelyard.dev"
 LEASE_NAME = "modelyard-leader"
 #: Where a pod finds its own namespace.
 SERVICE_ACCOUNT_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
-#: A CRD not installed yet is looked for this often (KEDA's, which is optional, less often).
-OWN_KIND_RECHECK = 10.0
 
 logger = logging.getLogger("modelyard")
-Key = tuple[str, str]
-
-#: The kinds of child watched by an informer each, with their apiVersion.
-WATCHED_CHILDREN: dict[str, str] = {
-    "Deployment": "apps/v1",
-    "Service": "v1",
-    "HorizontalPodAutoscaler": "autoscaling/v2",
-    "ScaledObject": "keda.sh/v1alpha1",
-    "Pod": "v1",
-}
-SELECTOR = f"app.kubernetes.io/managed-by={MANAGED_BY}"
-
-
-#: The parts of a container's status that `modelyard.status.model` reads.
-_CONTAINER_FIELDS = ("name", "image", "ready", "started", "restartCount")
-
-
-def _trim_container(container: Manifest) -> Manifest:
-    kept = {key: container[key] for key in _CONTAINER_FIELDS if key in container}
-    waiting = (container.get("state") or {}).get("waiting")
-    if waiting:
-        kept["state"] = {"waiting": waiting}
-    terminated = (container.get("lastState") or {}).get("terminated")
-    if terminated:
-        kept["lastState"] = {
-            "terminated": {
-                k: terminated[k]
-                for k in ("exitCode", "reason", "message", "startedAt", "finishedAt")
-                if k in terminated
-            }
-        }
-    return kept
-
-
-def _trim_pod(pod: Manifest) -> Manifest:
-    """Only what decides a Model's state, to keep memory flat with thousands of pods."""
-    meta = pod.get("metadata") or {}
-    status = pod.get("status") or {}
-    annotations = meta.get("annotations") or {}
-    trimmed: Manifest = drift.compact(
-        {
-            "metadata": {
-                "name": meta.get("name"),
-                "annotations": {SPEC_HASH_ANNOTATION: annotations.get(SPEC_HASH_ANNOTATION)},
-                "labels": {k: v for k, v in (meta.get("labels") or {}).items() if k == TRACK_LABEL},
-                "deletionTimestamp": meta.get("deletionTimestamp"),
-            },
-            "status": {
-                # A canary's pods are asked the probe on their own address.
-                "podIP": status.get("podIP"),
-                "conditions": [
-                    {k: c.get(k) for k in ("type", "status", "reason", "message") if k in c}
-                    for c in status.get("conditions") or []
-                ],
-                "containerStatuses": [
-                    _trim_container(c) for c in status.get("containerStatuses") or []
-                ],
-            },
-        }
-    )
-    return trimmed
-
-
-def _trim_secret(secret: Manifest) -> Manifest:
-    metadata = secret.get("metadata") or {}
-    return {"metadata": {"name": metadata.get("name"), "namespace": metadata.get("namespace")}}
-
-
-def _body(obj: Manifest) -> Manifest:
-    """One of our objects as the stores keep it: without managedFields (the largest part of a
-    real object) nor the copy of the whole spec that releases running on kopf annotated, its
-    strings shared with the other kept objects (`drift.compact`)."""
-    copied = dict(obj)
-    metadata = dict(copied.get("metadata") or {})
-    metadata.pop("managedFields", None)
-    annotations = metadata.get("annotations")
-    if annotations:
-        metadata["annotations"] = {
-            k: v for k, v in annotations.items() if not k.startswith(f"{PREFIX}/last-handled")
-        }
-    copied["metadata"] = metadata
-    compacted: Manifest = drift.compact(copied)
-    return compacted
-
-
-def _by_name(obj: Manifest) -> OwnerKey:
-    metadata = obj.get("metadata") or {}
-    return (metadata.get("namespace") or "default", metadata.get("name", ""))
-
-
-def _by_namespace(obj: Manifest) -> OwnerKey:
-    return ((obj.get("metadata") or {}).get("namespace") or "default", "")
-
-
-class ByNamespace(Mapping[str, list[Manifest]]):
-    """Registries and ModelVersions as the runner reads them: namespace → objects."""
-
-    def __init__(self, store: AcrossScopes) -> None:
-        self.store = store
-
-    def __getitem__(self, namespace: str) -> list[Manifest]:
-        return self.store[(namespace, "")]
-
-    def __contains__(self, namespace: object) -> bool:
-        return (namespace, "") in self.store
-
-    def __iter__(self) -> Iterator[str]:
-        for namespace, _ in self.store:
-            yield namespace
-
-    def __len__(self) -> int:
-        return len(self.store)
-
-
-@dataclass
-class Seen:
-    """What the handlers remember of each of our objects to tell a change worth a pass from
-    a status write or a relist: generation, deletion, and a Model's template."""
-
-    generations: dict[tuple[str, Key], tuple[Any, Any]]
-    templates: dict[Key, str]
-    models_by_template: dict[Key, set[str]]
-
-    def changed(self, kind: str, key: Key, event: str, obj: Manifest) -> bool:
-        """A new object, a new spec (generation), a deletion begun or done."""
-        if event == "DELETED":
-            self.generations.pop((kind, key), None)
-            return True
-        metadata = obj.get("metadata") or {}
-        now = (metadata.get("generation"), bool(metadata.get("deletionTimestamp")))
-        before = self.generations.get((kind, key))
-        self.generations[(kind, key)] = now
-        return before != now
-
-    def template_of(self, key: Key, event: str, obj: Manifest) -> tuple[str | None, str | None]:
-        """A Model's template before and after this event, its index kept up to date."""
-        before = self.templates.get(key)
-        after = None if event == "DELETED" else ((obj.get("spec") or {}).get("template") or None)
-        if before == after:
-            return before, after
-        if before is not None:
-            names = self.models_by_template.get((key[0], before))
-            if names is not None:
-                names.discard(key[1])
-                if not names:
-                    del self.models_by_template[(key[0], before)]
-            del self.templates[key]
-        if after is not None:
-            self.templates[key] = after
-            self.models_by_template.setdefault((key[0], after), set()).add(key[1])
-        return before, after
-
-
-def _own_informers(runner: Runner, kube: Kube, scopes: list[str | None]) -> list[Informer]:
-    """Informers of Models, ModelTemplates, Registries and ModelVersions, and what their
-    events ask of the runner."""
-    seen = Seen({}, {}, {})
-
-    def model(event: str, key: OwnerKey, obj: Manifest) -> None:
-        before, after = seen.template_of(key, event, obj)
-        if before != after:
-            for template in (before, after):
-                if template:
-                    runner.template_soon((key[0], template), debounce=True)
-        if event == "DELETED":
-            runner.forget("Model", key)
-            runner.model_soon(key)
-        elif not runner.is_echo("Model", key, obj):
-            runner.model_soon(key)
-
-    def template(event: str, key: OwnerKey, obj: Manifest) -> None:
-        echo = event != "DELETED" and runner.is_echo("ModelTemplate", key, obj)
-        if seen.changed("ModelTemplate", key, event, obj) or not echo:
-            runner.template_soon(key)
-        if event == "DELETED" or runner.template_changed_for_models(key, obj):
-            for name in runner.models_using_template(*key):
-                runner.model_soon((key[0], name))
-
-    def registry(event: str, group: OwnerKey, obj: Manifest) -> None:
-        key = _by_name(obj)
-        if seen.changed("Registry", key, event, obj):
-            runner.registry_soon(key)
-        # Models take their pull Secret and image host from the Registry.
-        for name in runner.models_in_namespace(key[0]):
-            runner.model_soon((key[0], name))
-
-    def version(event: str, group: OwnerKey, obj: Manifest) -> None:
-        key = _by_name(obj)
-        if seen.changed("ModelVersion", key, event, obj):
-            runner.version_soon(key)
-        # A duplicate of it may now own its version; Models may roll to it.
-        for other in runner.same_version(key, dict(obj.get("spec") or {})):
-            runner.version_soon((key[0], other["metadata"]["name"]))
-        for name in runner.models_in_namespace(key[0]):
-            runner.model_soon((key[0], name))
-
-    handlers = {
-        "Model": (model, _by_name),
-        "ModelTemplate": (template, _by_name),
-        "Registry": (registry, _by_namespace),
-        "ModelVersion": (version, _by_namespace),
-    }
-    stores: dict[str, list[Informer]] = {}
-    for kind, (on_change, group) in handlers.items():
-        stores[kind] = [
-            Informer(
-                kube,
-                path(API_VERSION, kind, namespace),
-                "",
-                group=group,
-                trim=_body,
-                on_change=on_change,
-                absent_recheck=OWN_KIND_RECHECK,
-                idle=runner.config.watch_idle_seconds,
-            )
-            for namespace in scopes
-        ]
-    runner.indices = {
-        "model_bodies": AcrossScopes(stores["Model"]),
-        "template_bodies": AcrossScopes(stores["ModelTemplate"]),
-        "registry_bodies": ByNamespace(AcrossScopes(stores["Registry"])),
-        "version_bodies": ByNamespace(AcrossScopes(stores["ModelVersion"])),
-        "models_by_template": seen.models_by_template,
-    }
-    return [informer for each in stores.values() for informer in each]
-
-
-def _child_informers(runner: Runner, kube: Kube, scopes: list[str | None]) -> list[Informer]:
-    informers: dict[str, list[Informer]] = {}
-    for kind, api_version in WATCHED_CHILDREN.items():
-
-        def changed(event: str, owner: OwnerKey, obj: Manifest, kind: str = kind) -> None:
-            if not owner[1]:
-                return  # our label without a Model's name: not ours to reconcile
-            if event == "DELETED":
-                # By its own name: a Model's canary Deployment is not its Deployment.
-                runner.forget(kind, (owner[0], (obj.get("metadata") or {}).get("name", "")))
-            elif runner.is_echo(kind, owner, obj):
-                return
-            runner.model_soon(owner)
-
-        trim = _trim_pod if kind == "Pod" else drift.packed
-        informers[kind] = [
-            Informer(
-                kube,
-                path(api_version, kind, namespace),
-                SELECTOR,
-                owner_label=MODEL_LABEL,
-                trim=trim,
-                on_change=changed,
-                idle=runner.config.watch_idle_seconds,
-            )
-            for namespace in scopes
-        ]
-    runner.children = {kind: AcrossScopes(each) for kind, each in informers.items()}
-
-    def secret_changed(event: str, owner: OwnerKey, obj: Manifest) -> None:
-        runner.secret_changed(owner[0], (obj.get("metadata") or {}).get("name", ""), event)
-
-    # Only the Secrets whose owners let modelyard use them, and of those only their names:
-    # the thousands of other Secrets of a cluster (Helm releases, service account tokens)
-    # cost the operator no memory and no passes. Their data is read when used.
-    secrets = [
-        Informer(
-            kube,
-            path("v1", "Secret", namespace),
-            f"{CONSENT_LABEL}={CONSENT_VALUE}",
-            owner_label=CONSENT_LABEL,
-            trim=_trim_secret,
-            on_change=secret_changed,
-            idle=runner.config.watch_idle_seconds,
-        )
-        for namespace in scopes
-    ]
-    runner.consenting = AcrossScopes(secrets)
-    return [informer for each in [*informers.values(), secrets] for informer in each]
 
 
 @dataclass(frozen=True)
@@ -405,7 +113,7 @@ def _election(
         started=runner.lead,
         stopped=runner.stand_by,
     )
-    runner.kube.write_allowance = lambda: election.write_allowance() if runner.leading else 0.0
+    runner.kube.write_allowance = write_guard(lambda: runner.leading, election)
     metrics.LEADER.set(0)
     return election
 
@@ -490,7 +198,7 @@ async def operate(options: Options) -> None:
     )
     runner = Runner(kube, config, egress)
     scopes: list[str | None] = [*options.namespaces] if options.namespaces else [None]
-    informers = _own_informers(runner, kube, scopes) + _child_informers(runner, kube, scopes)
+    informers = own_informers(runner, kube, scopes) + child_informers(runner, kube, scopes)
     ready = asyncio.Event()
     health = await _listen(options, config, ready, runner)
     died: list[str] = []
@@ -522,7 +230,7 @@ async def operate(options: Options) -> None:
                     asyncio.create_task(election.run()), "the leader election", stopping, died
                 )
             else:
-                kube.write_allowance = lambda: math.inf if runner.leading else 0.0
+                kube.write_allowance = write_guard(lambda: runner.leading)
                 metrics.LEADER.set(1)
                 runner.lead()
             await stopping.wait()
@@ -540,7 +248,7 @@ def _start_tasks(
     """Everything that runs for the process's life, supervised."""
     works = [(informer.run(), f"watching {informer.url}") for informer in informers]
     works += [
-        (runner.release_memory(), "releasing memory"),
+        (release_memory(runner), "releasing memory"),
         (runner.prober.run(), "the prober"),
         (runner.checks(), "the periodic checks"),
     ]
