@@ -9,10 +9,11 @@ that leads runs everything.
 
 A pass reads the informers' stores (live mappings kept by `modelyard.handlers`; only read
 here), takes the newer of each object and what our own last write returned
-(`modelyard.kube.written`), and calls the kind's reconcile. What the outcome wakes follows the
-rules of `modelyard.reconcile.wakes`. Kept here because they are about the domain: a new
-Model's first turn (its Deployment, ahead of the rest), a refusal reported in status once it
-persists, and when signatures and registries are checked again.
+(`modelyard.kube.written`), and calls the kind's reconcile; what a change wakes, here as in
+the informers, follows the rules of `modelyard.reconcile.wakes`. Kept here, not in the queue,
+because they are about the domain: a new Model's first turn (its Deployment, ahead of the
+rest), a refusal reported in status once it persists, and when signatures and registries are
+checked again.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from modelyard.kube.written import Written
 from modelyard.reconcile import wakes
 from modelyard.reconcile.conformance import Prober
 from modelyard.reconcile.indices import Indices, Key, Manifest, every, first, named
+from modelyard.reconcile.legacy import release_legacy_finalizer
 from modelyard.reconcile.model import ModelWorld, Outcome, reconcile_model
 from modelyard.reconcile.queue import Result, Worker, WorkQueue
 from modelyard.reconcile.registry import (
@@ -60,9 +62,6 @@ LATER_PASSES_IN_FLIGHT = 32
 TEMPLATE_DEBOUNCE = 0.5
 #: How often the periodic checks look for Registries and versions that are due.
 CHECK_STEP = 5.0
-#: The finalizer kopf added to templates, Registries and ModelVersions in releases that ran on
-#: it: removed from objects being deleted, or they would never go.
-LEGACY_FINALIZER = "modelyard.dev/kopf-finalizer"
 
 #: The kinds a Model owns one of each, by its name.
 CHILD_KINDS = ("Deployment", "Service", "HorizontalPodAutoscaler", "ScaledObject")
@@ -115,24 +114,6 @@ def model_world(
             for secret in every(consenting, (namespace, CONSENT_VALUE))
         ),
     )
-
-
-async def release_legacy_finalizer(body: Manifest, kube: Kube) -> Manifest:
-    """An object being deleted loses kopf's old finalizer (nothing here acts on it); the
-    object as it is afterwards."""
-    metadata = body.get("metadata") or {}
-    finalizers = list(metadata.get("finalizers") or [])
-    if metadata.get("deletionTimestamp") and LEGACY_FINALIZER in finalizers:
-        finalizers.remove(LEGACY_FINALIZER)
-        return await kube.set_finalizers(
-            str(body.get("apiVersion")),
-            str(body.get("kind")),
-            metadata.get("namespace"),
-            metadata["name"],
-            finalizers=finalizers,
-            resource_version=metadata.get("resourceVersion"),
-        )
-    return body
 
 
 def _verdict_of(run: Callable[[Key], Awaitable[Any]]) -> Worker[Key]:
