@@ -57,7 +57,7 @@ class Result:
     refused: str | None = None
 
 
-Worker = Callable[[K], Awaitable["Result | None"]]
+Worker = Callable[[K], Awaitable[Result | None]]
 
 
 @dataclass
