@@ -114,6 +114,14 @@ def test_backoff_doubles_up_to_its_cap_and_forgets() -> None:
     assert backoff.when("k") == 1.0
 
 
+def test_a_key_failing_for_days_still_waits_the_cap() -> None:
+    """Past 1,024 failures in a row (17 hours at the cap) the doubling would overflow a float;
+    the wait stays the cap and the queue keeps draining."""
+    backoff: Backoff[str] = Backoff()
+    waits = [backoff.when("k") for _ in range(5000)]
+    assert waits[-1] == MAX_BACKOFF and backoff.failures("k") == 5000
+
+
 def test_a_retry_after_is_the_wait_and_still_counts() -> None:
     backoff: Backoff[str] = Backoff()
     assert backoff.when("k", retry_after=7.0) == 7.0

@@ -38,7 +38,9 @@ class Backoff(Generic[K]):
         failures = self._failures[key] = self._failures.get(key, 0) + 1
         if retry_after:
             return retry_after
-        return min(self.cap if cap is None else cap, self.base * 2.0**failures)
+        # The exponent stops where any cap is long reached: 2.0**1024 overflows, and a key
+        # failing for a day must not end the queue's drain with an OverflowError.
+        return min(self.cap if cap is None else cap, self.base * 2.0 ** min(failures, 64))
 
     def forget(self, key: K) -> None:
         """`key` succeeded (or is gone): its next failure waits the shortest again."""
