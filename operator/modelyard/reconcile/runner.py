@@ -35,7 +35,8 @@ from modelyard.reconcile import wakes
 from modelyard.reconcile.conformance import Prober
 from modelyard.reconcile.indices import Indices, Key, Manifest, every, first, named
 from modelyard.reconcile.legacy import release_legacy_finalizer
-from modelyard.reconcile.model import ModelWorld, Outcome, reconcile_model
+from modelyard.reconcile.model import Outcome, reconcile_model
+from modelyard.reconcile.model.world import CHILD_KINDS, Children, model_world
 from modelyard.reconcile.queue import Result, Worker, WorkQueue
 from modelyard.reconcile.registry import (
     Connection,
@@ -45,7 +46,6 @@ from modelyard.reconcile.registry import (
 )
 from modelyard.reconcile.template import TemplateOutcome, reconcile_template
 from modelyard.reconcile.version import VersionOutcome, reconcile_version
-from modelyard.registry.credentials import CONSENT_VALUE
 from modelyard.registry.egress import EgressPolicy
 
 logger = logging.getLogger(__name__)
@@ -64,9 +64,7 @@ TEMPLATE_DEBOUNCE = 0.5
 CHECK_STEP = 5.0
 
 #: The kinds a Model owns one of each, by its name.
-CHILD_KINDS = ("Deployment", "Service", "HorizontalPodAutoscaler", "ScaledObject")
 #: Kind → (namespace, Model) → that Model's objects of the kind.
-Children = Mapping[str, Mapping[Key, Iterable[Manifest]]]
 
 
 def _epoch(timestamp: Any) -> float:
@@ -75,45 +73,6 @@ def _epoch(timestamp: Any) -> float:
         return float(calendar.timegm(time.strptime(str(timestamp), "%Y-%m-%dT%H:%M:%SZ")))
     except ValueError:
         return time.time()
-
-
-def model_world(
-    key: Key,
-    indices: Indices,
-    children: Children,
-    consenting: Mapping[Key, Iterable[Manifest]] | None = None,
-) -> ModelWorld | None:
-    """Everything about one Model, from the indices; None when the Model is gone."""
-    namespace = key[0]
-    body = first(indices.get("model_bodies"), key)
-    if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
-        return None
-    template_name = (body.get("spec") or {}).get("template")
-    owned = {}
-    canary = None
-    for kind in CHILD_KINDS:
-        # By name: a Model's canary Deployment carries its label too.
-        for child in every(children.get(kind), key):
-            name = (child.get("metadata") or {}).get("name")
-            if name == key[1]:
-                owned[kind] = child
-            elif kind == "Deployment" and name == labels.canary_name(key[1]):
-                canary = child
-    return ModelWorld(
-        model=body,
-        template=first(indices.get("template_bodies"), (namespace, template_name)),
-        registries=every(indices.get("registry_bodies"), namespace),
-        versions=every(indices.get("version_bodies"), namespace),
-        children=owned,
-        canary=canary,
-        pods=every(children.get("Pod"), key),
-        permitted_secrets=None
-        if consenting is None
-        else frozenset(
-            (secret.get("metadata") or {}).get("name", "")
-            for secret in every(consenting, (namespace, CONSENT_VALUE))
-        ),
-    )
 
 
 def _verdict_of(run: Callable[[Key], Awaitable[Any]]) -> Worker[Key]:

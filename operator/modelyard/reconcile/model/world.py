@@ -4,6 +4,7 @@ the same two shapes, and the runner needs nothing else of the package."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,8 @@ from modelyard.builders.plan import Plan
 from modelyard.reconcile.common import (
     describe,
 )
+from modelyard.reconcile.indices import Indices, Key, every, first
+from modelyard.registry.credentials import CONSENT_VALUE
 from modelyard.status import conditions, reasons
 
 Manifest = dict[str, Any]
@@ -97,3 +100,48 @@ def desired_revision(plan: Plan | None) -> str:
         return ""
     annotations = plan.children.deployment["spec"]["template"]["metadata"]["annotations"]
     return str(annotations[labels.SPEC_HASH_ANNOTATION])
+
+
+#: The kinds a Model's children are, each watched and kept by the runner.
+CHILD_KINDS = ("Deployment", "Service", "HorizontalPodAutoscaler", "ScaledObject")
+#: Child kind → owning Model's key → the children (a Model's Deployment and its canary's).
+Children = Mapping[str, Mapping[Key, Iterable[Manifest]]]
+
+
+def model_world(
+    key: Key,
+    indices: Indices,
+    children: Children,
+    consenting: Mapping[Key, Iterable[Manifest]] | None = None,
+) -> ModelWorld | None:
+    """Everything about one Model, from the indices; None when the Model is gone."""
+    namespace = key[0]
+    body = first(indices.get("model_bodies"), key)
+    if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
+        return None
+    template_name = (body.get("spec") or {}).get("template")
+    owned = {}
+    canary = None
+    for kind in CHILD_KINDS:
+        # By name: a Model's canary Deployment carries its label too.
+        for child in every(children.get(kind), key):
+            name = (child.get("metadata") or {}).get("name")
+            if name == key[1]:
+                owned[kind] = child
+            elif kind == "Deployment" and name == labels.canary_name(key[1]):
+                canary = child
+    return ModelWorld(
+        model=body,
+        template=first(indices.get("template_bodies"), (namespace, template_name)),
+        registries=every(indices.get("registry_bodies"), namespace),
+        versions=every(indices.get("version_bodies"), namespace),
+        children=owned,
+        canary=canary,
+        pods=every(children.get("Pod"), key),
+        permitted_secrets=None
+        if consenting is None
+        else frozenset(
+            (secret.get("metadata") or {}).get("name", "")
+            for secret in every(consenting, (namespace, CONSENT_VALUE))
+        ),
+    )
