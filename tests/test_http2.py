@@ -24,8 +24,7 @@ import hyperframe.frame
 import pytest
 import yaml
 
-from modelyard.kube import ApiError, Kube, path
-from modelyard.kube.client import Credentials
+from modelyard.kube import ApiError, Credentials, Kube, path
 from support.cluster import Cluster
 from support.controllers import DEPLOYMENTS
 from support.examples import example

@@ -17,8 +17,7 @@ from collections.abc import Callable
 
 import pytest
 
-from modelyard.kube import ApiError, Kube, NotLeading, path
-from modelyard.kube.client import CONCURRENCY, Credentials
+from modelyard.kube import CONCURRENCY, ApiError, Credentials, Kube, NotLeading, path
 from support.cluster import Cluster
 
 SERVICES = "v1/services"

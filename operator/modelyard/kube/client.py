@@ -29,10 +29,10 @@ import aiohttp
 
 from modelyard import metrics
 from modelyard.kube import http2
-from modelyard.kube.errors import TEMPORARY_STATUSES, ApiError, NotLeading, api_error, json_body
+from modelyard.kube.errors import ApiError, NotLeading, api_error, json_body
 from modelyard.kube.gate import Priority, PriorityGate
 from modelyard.kube.login import Credentials
-from modelyard.kube.paths import PLURALS, path
+from modelyard.kube.paths import path
 from modelyard.kube.pools import CONCURRENCY, Pools
 from modelyard.kube.watch import Unauthorized, events_over_http1, events_over_http2
 
@@ -403,16 +403,4 @@ class Kube:
 
 
 # Moved to modules of their own, and still importable from here.
-__all__ = [
-    "CONCURRENCY",
-    "PLURALS",
-    "TEMPORARY_STATUSES",
-    "ApiError",
-    "Credentials",
-    "Kube",
-    "Manifest",
-    "NotLeading",
-    "Priority",
-    "PriorityGate",
-    "path",
-]
+__all__ = ["Kube", "Manifest"]

@@ -26,7 +26,8 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterator, Mapping
 
-from modelyard.kube.client import ApiError, Kube, Manifest
+from modelyard.kube.client import Kube, Manifest
+from modelyard.kube.errors import ApiError
 
 logger = logging.getLogger(__name__)
 

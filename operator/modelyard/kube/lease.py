@@ -34,7 +34,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from modelyard import metrics
-from modelyard.kube.client import ApiError, Kube, Manifest, path
+from modelyard.kube.client import Kube, Manifest
+from modelyard.kube.errors import ApiError
+from modelyard.kube.paths import path
 
 logger = logging.getLogger(__name__)
 

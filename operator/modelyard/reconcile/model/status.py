@@ -14,7 +14,7 @@ from modelyard.builders import drift, labels
 from modelyard.builders import workload as wl
 from modelyard.builders.plan import Plan
 from modelyard.config import OperatorConfig
-from modelyard.kube import ApiError
+from modelyard.kube.errors import ApiError
 from modelyard.reconcile import rollout
 from modelyard.reconcile.conformance import (
     Prober,
