@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -130,6 +131,23 @@ async def test_registry_stopped_mid_way_then_restarted(plain: LocalRegistry) -> 
         assert (await verify(registry, "team/reranker", digest, "1.0.0")).verified
 
 
+@contextlib.asynccontextmanager
+async def front(
+    handler: Callable[[aiohttp.web.Request], Awaitable[aiohttp.web.StreamResponse]],
+) -> AsyncIterator[str]:
+    """An HTTP server on loopback answering every path with `handler`; its URL."""
+    app = aiohttp.web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = aiohttp.web.AppRunner(app)
+    await runner.setup()
+    port = free_port()
+    await aiohttp.web.TCPSite(runner, "127.0.0.1", port).start()
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        await runner.cleanup()
+
+
 async def test_slow_registry_times_out_as_temporary(plain: LocalRegistry) -> None:
     """A proxy that answers after 3 s in front of the registry; the client gives up after 1 s."""
     digest = plain.push("team/reranker", "1.0.0", "weights v1")
@@ -138,19 +156,10 @@ async def test_slow_registry_times_out_as_temporary(plain: LocalRegistry) -> Non
         await asyncio.sleep(3)
         return aiohttp.web.Response(status=200)
 
-    app = aiohttp.web.Application()
-    app.router.add_route("*", "/{tail:.*}", slow)
-    runner = aiohttp.web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await aiohttp.web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        async with OciClient(Endpoint(f"http://127.0.0.1:{port}", timeout=1)) as registry:
-            result = await verify(registry, "team/reranker", digest, "1.0.0")
-        assert result.reason == "Unreachable" and result.temporary
-        assert "did not answer within 1 s" in result.message
-    finally:
-        await runner.cleanup()
+    async with front(slow) as url, OciClient(Endpoint(url, timeout=1)) as registry:
+        result = await verify(registry, "team/reranker", digest, "1.0.0")
+    assert result.reason == "Unreachable" and result.temporary
+    assert "did not answer within 1 s" in result.message
 
 
 async def test_a_registry_that_never_names_the_digest_is_hashed(plain: LocalRegistry) -> None:
@@ -174,19 +183,10 @@ async def test_a_registry_that_never_names_the_digest_is_hashed(plain: LocalRegi
             }
             return aiohttp.web.Response(status=answer.status, body=body, headers=headers)
 
-    app = aiohttp.web.Application()
-    app.router.add_route("*", "/{tail:.*}", without_digest)
-    runner = aiohttp.web.AppRunner(app)
-    await runner.setup()
-    port = free_port()
-    await aiohttp.web.TCPSite(runner, "127.0.0.1", port).start()
-    try:
-        async with OciClient(Endpoint(f"http://127.0.0.1:{port}")) as registry:
-            assert await registry.resolve("team/reranker", "1.0.0") == digest
-            assert (await verify(registry, "team/reranker", digest, "1.0.0")).verified
-            assert await registry.resolve("team/reranker", "2.0.0") is None
-    finally:
-        await runner.cleanup()
+    async with front(without_digest) as url, OciClient(Endpoint(url)) as registry:
+        assert await registry.resolve("team/reranker", "1.0.0") == digest
+        assert (await verify(registry, "team/reranker", digest, "1.0.0")).verified
+        assert await registry.resolve("team/reranker", "2.0.0") is None
 
 
 class TokenRegistry:
