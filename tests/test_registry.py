@@ -188,6 +188,16 @@ async def test_a_registry_that_never_names_the_digest_is_hashed(plain: LocalRegi
         assert (await verify(registry, "team/reranker", digest, "1.0.0")).verified
         assert await registry.resolve("team/reranker", "2.0.0") is None
 
+    async def login_page(request: aiohttp.web.Request) -> aiohttp.web.Response:
+        return aiohttp.web.Response(text="<html>Sign in</html>", content_type="text/html")
+
+    # Something that answers every path without a digest is not taken for a registry holding
+    # whatever is asked: no digest is made up from the hash of its page.
+    async with front(login_page) as url, OciClient(Endpoint(url)) as registry:
+        result = await verify(registry, "team/reranker", digest, None)
+    assert not result.verified and result.reason == "Unreachable", result
+    assert "not an image manifest" in result.message
+
 
 class TokenRegistry:
     """A registry front that demands Bearer tokens from its own token service, as quay.io does."""

@@ -262,7 +262,20 @@ class OciClient(HttpClient):
         status, headers, body = await self._request("GET", path, scope=scope, ok=(200, 404))
         if status != 200:
             return None
-        return headers.get(DIGEST_HEADER) or "sha256:" + hashlib.sha256(body).hexdigest()
+        if headers.get(DIGEST_HEADER):
+            return str(headers[DIGEST_HEADER])
+        if not _is_manifest(body):
+            # A login page or a web UI answering every path: no image was found, and none is
+            # to be made up from its hash.
+            raise RegistryError(
+                Failure.UNREACHABLE,
+                f"{self.endpoint.host} answered {path} with something that is not an image "
+                "manifest: is the Registry's URL its API?",
+            )
+        if reference.startswith("sha256:"):
+            _check_digest(body, reference, self.endpoint.host)
+            return reference
+        return "sha256:" + hashlib.sha256(body).hexdigest()
 
     async def manifest(self, repository: str, reference: str) -> bytes | None:
         """The manifest a tag or digest names, as stored; None when there is none. Asked by
@@ -438,6 +451,15 @@ def transport(endpoint: Endpoint) -> Iterator[None]:
             f"cannot reach {endpoint.host}: {type(error).__name__}",
             temporary=True,
         ) from None
+
+
+def _is_manifest(body: bytes) -> bool:
+    """Whether `body` reads as an OCI or Docker manifest or index (what a registry stores)."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        return False
+    return isinstance(document, dict) and isinstance(document.get("schemaVersion"), int)
 
 
 def _check_digest(body: bytes, digest: str, host: str) -> None:
