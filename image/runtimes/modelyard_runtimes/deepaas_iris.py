@@ -72,18 +72,18 @@ def get_predict_args() -> dict[str, Any]:
     }
 
 
-class Prediction(marshmallow.Schema):
+class IrisPrediction(marshmallow.Schema):
     label = fields.Str(required=True, metadata={"description": "Species"})
     probability = fields.Float(required=True, metadata={"description": "Between 0 and 1"})
 
 
-class Response(marshmallow.Schema):
+class IrisResponse(marshmallow.Schema):
     status = fields.Str(required=True)
-    predictions = fields.List(fields.Nested(Prediction), required=True)
+    predictions = fields.List(fields.Nested(IrisPrediction), required=True)
 
 
 #: What every answer of predict() is, checked by DEEPaaS and published in its OpenAPI document.
-schema = Response
+schema = IrisResponse
 
 
 def predict(**kwargs: Any) -> dict[str, Any]:
