@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from modelyard.registry.endpoint import MAX_ANSWER, ModelEndpoint
-from modelyard.registry.oci import Endpoint
+from modelyard.registry.http import Endpoint
 
 
 def serve(body: bytes, pieces: int) -> Iterator[str]:

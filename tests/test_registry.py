@@ -16,7 +16,8 @@ import aiohttp.web
 import pytest
 
 from modelyard.registry import credentials as creds
-from modelyard.registry.oci import Credentials, Endpoint, OciClient, RegistryError
+from modelyard.registry.http import Credentials, Endpoint, RegistryError
+from modelyard.registry.oci import OciClient
 from modelyard.registry.verify import verify
 from support.registry import LocalRegistry, free_port, require_tools
 

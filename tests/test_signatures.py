@@ -20,7 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
-from modelyard.registry.oci import Endpoint, OciClient
+from modelyard.registry.http import Endpoint
+from modelyard.registry.oci import OciClient
 from modelyard.registry.signatures import (
     KeyInvalid,
     SignatureVerdict,

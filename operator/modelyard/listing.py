@@ -13,7 +13,8 @@ from dataclasses import asdict, dataclass, field
 
 from modelyard.api.v1alpha1 import Registry, RegistryType
 from modelyard.registry import credentials as creds
-from modelyard.registry.oci import OciClient, RegistryError, gather_limited
+from modelyard.registry.http import RegistryError, gather_limited
+from modelyard.registry.oci import OciClient
 from modelyard.verify import Inputs, client_for, mlflow_client_for, read_inputs
 
 

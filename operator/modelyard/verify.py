@@ -32,8 +32,9 @@ from modelyard.api.v1alpha1 import (
     parse,
 )
 from modelyard.registry import credentials as creds
+from modelyard.registry.http import Credentials, Endpoint, RegistryError, gather_limited
 from modelyard.registry.mlflow import MlflowClient
-from modelyard.registry.oci import Credentials, Endpoint, OciClient, RegistryError, gather_limited
+from modelyard.registry.oci import OciClient
 from modelyard.registry.signatures import (
     KeyInvalid,
     Trust,

@@ -26,8 +26,9 @@ from modelyard.kube import Kube
 from modelyard.reconcile.common import describe, status_changed, warn_once
 from modelyard.registry import credentials as creds
 from modelyard.registry.egress import EgressPolicy
+from modelyard.registry.http import Credentials, Endpoint, RegistryError
 from modelyard.registry.mlflow import MlflowClient
-from modelyard.registry.oci import Credentials, Endpoint, OciClient, RegistryError
+from modelyard.registry.oci import OciClient
 from modelyard.registry.signatures import (
     SignatureCheck,
     Trust,

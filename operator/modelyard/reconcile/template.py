@@ -14,7 +14,7 @@ from modelyard.config import OperatorConfig
 from modelyard.kube import Kube
 from modelyard.reconcile.common import describe, status_changed, warn_once
 from modelyard.reconcile.registry import Connection
-from modelyard.registry.oci import RegistryError
+from modelyard.registry.http import RegistryError
 from modelyard.status import conditions, kstatus, reasons
 
 logger = logging.getLogger(__name__)

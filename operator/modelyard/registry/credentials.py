@@ -14,7 +14,7 @@ import binascii
 import json
 from typing import Any
 
-from modelyard.registry.oci import Credentials
+from modelyard.registry.http import Credentials
 
 DOCKER_CONFIG = "kubernetes.io/dockerconfigjson"
 BASIC_AUTH = "kubernetes.io/basic-auth"

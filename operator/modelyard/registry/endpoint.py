@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 import yarl
 
-from modelyard.registry.oci import (
+from modelyard.registry.http import (
     MAX_REDIRECTS,
     Endpoint,
     Failure,

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode
 
-from modelyard.registry.oci import (
+from modelyard.registry.http import (
     Credentials,
     Failure,
     HttpClient,

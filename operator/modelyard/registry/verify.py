@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from modelyard.registry.http import RegistryError
 from modelyard.registry.mlflow import MlflowClient, RegisteredVersion, Status
-from modelyard.registry.oci import OciClient, RegistryError
+from modelyard.registry.oci import OciClient
 
 
 class Verdict:

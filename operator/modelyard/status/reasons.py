@@ -6,7 +6,7 @@ they are constants here and nowhere else spelt out.
 
 from typing import Final
 
-from modelyard.registry.oci import Failure
+from modelyard.registry.http import Failure
 from modelyard.registry.signatures import SignatureVerdict
 from modelyard.registry.verify import MlflowVerdict, Verdict
 

@@ -13,7 +13,7 @@ from modelyard.reconcile.conformance.targets import Target
 from modelyard.registry import credentials
 from modelyard.registry.egress import EgressPolicy, NotPermitted
 from modelyard.registry.endpoint import Answer, Endpoint, ModelEndpoint
-from modelyard.registry.oci import Failure, RegistryError
+from modelyard.registry.http import Failure, RegistryError
 from modelyard.status import reasons
 from modelyard.status.conditions import Check, failed, passed
 

@@ -25,7 +25,8 @@ import asyncio
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-from modelyard.registry.oci import OciClient, RegistryError
+from modelyard.registry.http import RegistryError
+from modelyard.registry.oci import OciClient
 from modelyard.registry.signatures.formats import Signed, bundle_signatures
 from modelyard.registry.signatures.keys import KeyInvalid, Trust, TrustedKey, load_key, trust_of
 from modelyard.registry.signatures.reading import (

@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from modelyard.registry.oci import OciClient, RegistryError
+from modelyard.registry.http import RegistryError
+from modelyard.registry.oci import OciClient
 from modelyard.registry.signatures.formats import (
     BUNDLE_PREFIX,
     SIGNATURE_ANNOTATION,
