@@ -371,6 +371,54 @@ CATALOGUE = [
         expect="request",
     ),
     Bad(
+        "an MLflow probe sends its rows in one of MLflow's formats",
+        *TPL,
+        {"spec.probe": {"protocol": "MLflow", "request": {"rows": [[5.1, 3.5, 1.4, 0.2]]}}},
+        expect="exactly one of",
+    ),
+    Bad(
+        "an MLflow probe sends one format, not two",
+        *TPL,
+        {
+            "spec.probe": {
+                "protocol": "MLflow",
+                "request": {"instances": [[1, 2]], "inputs": [[1, 2]]},
+            }
+        },
+        expect="exactly one of",
+    ),
+    Bad(
+        "an Open Inference probe names its model",
+        *TPL,
+        {
+            "spec.probe": {
+                "protocol": "OpenInference",
+                "request": {
+                    "inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]
+                },
+            }
+        },
+        expect="model",
+    ),
+    Bad(
+        "a DEEPaaS probe does not choose its path",
+        *TPL,
+        {
+            "spec.probe": {
+                "protocol": "DEEPaaS",
+                "path": "/predict",
+                "request": {"sepal_length": 5.1},
+            }
+        },
+        expect="path",
+    ),
+    Bad(
+        "probes speak a protocol modelyard knows",
+        *TPL,
+        {"spec.probe": {"protocol": "Triton", "request": {"inputs": []}}},
+        expect="protocol",
+    ),
+    Bad(
         "a probe waits at least a second",
         *TPL,
         {"spec.probe.timeoutSeconds": 0},

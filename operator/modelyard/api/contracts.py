@@ -30,6 +30,8 @@ from pydantic import (
     model_validator,
 )
 
+from modelyard.api import protocols
+
 
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -408,14 +410,16 @@ def structural_request_schema() -> dict[str, Any]:
 
     A structural schema cannot say "one of five shapes", so it declares the union of their
     fields (typed, so the API server refuses `chunks: "text"` and CEL can require fields per
-    model type) and keeps nested objects open; pydantic judges the rest when the operator reads
-    the template.
+    model type), and the serving runtimes' protocols' fields (`modelyard.api.protocols`), and
+    keeps nested objects open; pydantic judges the rest when the operator reads the template.
     """
     properties: dict[str, Any] = {}
     for contract in CONTRACTS.values():
         schema = contract.request.model_json_schema()
         for name, field_schema in schema["properties"].items():
             properties.setdefault(name, _structural(field_schema))
+    for name, field_schema in protocols.REQUEST_FIELDS.items():
+        properties.setdefault(name, field_schema)
     return {
         "type": "object",
         "properties": dict(sorted(properties.items())),

@@ -18,7 +18,7 @@ from typing import Annotated, Any
 
 from pydantic import ConfigDict, Field, WithJsonSchema, model_validator
 
-from modelyard.api import contracts, formats
+from modelyard.api import contracts, formats, protocols
 from modelyard.api.types import (
     Condition,
     Digest,
@@ -458,19 +458,76 @@ class Parameter(SpecModel):
 ProbeRequest = Annotated[dict[str, Any], WithJsonSchema(contracts.structural_request_schema())]
 
 
+class ProbeProtocol(StrEnum):
+    """Whose protocol the probe speaks, and so what its answer is judged by."""
+
+    MODELYARD = "Modelyard"
+    MLFLOW = "MLflow"
+    DEEPAAS = "DEEPaaS"
+    OPEN_INFERENCE = "OpenInference"
+
+
+_PROTOCOL = (
+    "How the server is asked and its answer judged. Modelyard (default): POST the request to "
+    "path and judge the answer by the modelType's response schema. MLflow: MLflow's scoring "
+    "server (mlflow models serve): POST the request (dataframe_split, dataframe_records, "
+    "instances or inputs) to /invocations; the answer's predictions must have one row per "
+    "input row. DEEPaaS: the model (model, else the first GET /v2/models/ lists) must be "
+    "listed; its metadata is recorded in status.server; the request's fields are its predict "
+    "arguments, POSTed to /v2/models/{model}/predict/, and the answer must match the response "
+    "schema the server publishes (/swagger.json). OpenInference (KServe v2: MLServer, Triton): "
+    "/v2/health/ready and /v2/models/{model}/ready must answer; the model's metadata (inputs, "
+    "outputs) is recorded in status.server; the request ({inputs: [...]}) is POSTed to "
+    "/v2/models/{model}/infer, and every declared output must come back with its datatype and "
+    "a shape whose first dimension is the input batch's."
+)
+
+
 class Probe(SpecModel):
     """A sample request the operator sends once workers are ready, and whose answer must
-    conform to the model type's response schema before the Model is READY."""
+    conform — to the model type's response schema, or to the serving runtime's own protocol —
+    before the Model is READY."""
 
-    path: HttpPath = Field(
-        "/predict",
-        description="HTTP path the request is POSTed to, as JSON. Default /predict.",
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            cel_rule(
+                "!has(self.protocol) || self.protocol != 'MLflow' || ["
+                + ", ".join(f"has(self.request.{name})" for name in protocols.MLFLOW_INPUTS)
+                + "].filter(x, x).size() == 1",
+                "an MLflow probe's request has exactly one of "
+                + ", ".join(protocols.MLFLOW_INPUTS),
+                field_path=".request",
+            ),
+            cel_rule(
+                "!has(self.protocol) || self.protocol != 'OpenInference' || "
+                "(has(self.model) && has(self.request.inputs))",
+                "an OpenInference probe names its model and sends inputs",
+            ),
+            cel_rule(
+                "!has(self.protocol) || !(self.protocol in ['DEEPaaS', 'OpenInference']) || "
+                "!has(self.path)",
+                "path is the protocol's own for DEEPaaS and OpenInference: leave it out",
+                field_path=".path",
+            ),
+        )
+    )
+
+    protocol: ProbeProtocol = Field(ProbeProtocol.MODELYARD, description=_PROTOCOL)
+    model: ModelName | None = Field(
+        None,
+        description="The model's name in its server: the Open Inference Protocol's model name "
+        "(required there), DEEPaaS's model id (default: the first it lists).",
+    )
+    path: HttpPath | None = Field(
+        None,
+        description="HTTP path the request is POSTed to, as JSON. Default /predict "
+        "(Modelyard), /invocations (MLflow); DEEPaaS and OpenInference use their own paths.",
     )
     request: ProbeRequest = Field(
         ...,
-        description="The sample request, in the model type's request schema (`modelyard "
-        "schemas TYPE` shows it), e.g. {query: ..., chunks: [...]} for RERANKING. It is "
-        "validated against that schema when the template is applied.",
+        description="The sample request: in the model type's request schema (`modelyard "
+        "schemas TYPE` shows it), e.g. {query: ..., chunks: [...]} for RERANKING, or in the "
+        "protocol's own (see protocol). It is validated when the template is applied.",
     )
     timeout_seconds: int = Field(
         10,
@@ -479,6 +536,22 @@ class Probe(SpecModel):
         description="Seconds to wait for the answer before the endpoint counts as "
         "unreachable. Default 10.",
     )
+
+    @property
+    def effective_path(self) -> str:
+        """Where the request goes: the protocol's own path, or the one given."""
+        if self.protocol is ProbeProtocol.DEEPAAS:
+            return f"/v2/models/{self.model or '{model}'}/predict/"
+        if self.protocol is ProbeProtocol.OPEN_INFERENCE:
+            return f"/v2/models/{self.model}/infer"
+        if self.path:
+            return str(self.path)
+        return "/invocations" if self.protocol is ProbeProtocol.MLFLOW else "/predict"
+
+    @model_validator(mode="after")
+    def _protocol_request(self) -> Probe:
+        protocols.request_problems(self.protocol.value, self.model, self.path, self.request)
+        return self
 
 
 class RolloutStrategy(StrEnum):
@@ -534,7 +607,8 @@ def probe_rules(type_field: str) -> list[dict[str, str]]:
         needs = " && ".join(f"has(self.probe.request.{name})" for name in required)
         rules.append(
             cel_rule(
-                f"!has(self.probe) || self.{type_field} != '{model_type}' || ({needs})",
+                f"!has(self.probe) || self.{type_field} != '{model_type}' || "
+                f"(has(self.probe.protocol) && self.probe.protocol != 'Modelyard') || ({needs})",
                 f"probe.request must be a request of type {model_type}: it needs "
                 + " and ".join(required),
                 field_path=".probe.request",
@@ -545,7 +619,7 @@ def probe_rules(type_field: str) -> list[dict[str, str]]:
 
 def probe_problems(model_type: str, probe: Probe | None) -> None:
     """Raise when the probe's request does not conform to its type's request schema."""
-    if probe is None:
+    if probe is None or probe.protocol is not ProbeProtocol.MODELYARD:
         return
     found = contracts.check_request(model_type, probe.request)
     if found:
@@ -1197,6 +1271,29 @@ class RolloutStatus(SpecModel):
     )
 
 
+#: What a model's server says of it, as its protocol publishes it: open, since each protocol
+#: says different things.
+ServerMetadata = Annotated[
+    dict[str, Any],
+    WithJsonSchema({"type": "object", "x-kubernetes-preserve-unknown-fields": True}),
+]
+
+
+class ServerStatus(SpecModel):
+    """The model as its server describes it, recorded by the probe."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    protocol: ProbeProtocol = Field(..., description="The protocol the server was asked in.")
+    model: str | None = Field(None, description="The model's name or id in its server.")
+    metadata: ServerMetadata = Field(
+        default_factory=dict,
+        description="What the server publishes of the model: DEEPaaS's metadata (id, name, "
+        "description, license, author, version, url, links), the Open Inference Protocol's "
+        "(name, versions, platform, inputs, outputs).",
+    )
+
+
 class ModelStatus(SpecModel):
     """What is running for the Model, and whether it serves."""
 
@@ -1229,6 +1326,10 @@ class ModelStatus(SpecModel):
         max_length=1000,
         description="The classes the model server offers (GET classesPath), when none are "
         "registered.",
+    )
+    server: ServerStatus | None = Field(
+        None,
+        description="The model as its server describes it (DEEPaaS, OpenInference probes).",
     )
 
 

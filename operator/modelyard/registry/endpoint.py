@@ -9,6 +9,7 @@ caller's to judge; the header carrying a credential is never part of a message.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -53,13 +54,26 @@ class ModelEndpoint(HttpClient):
     async def post(self, path: str, payload: Any) -> Answer:
         return await self._send("POST", path, payload)
 
-    async def _send(self, method: str, path: str, payload: Any) -> Answer:
+    async def post_form(self, path: str, fields: Mapping[str, Any]) -> Answer:
+        """POST `fields` as an HTML form: how DEEPaaS takes a model's predict arguments."""
+        form = {
+            name: value if isinstance(value, str) else json.dumps(value)
+            for name, value in fields.items()
+        }
+        return await self._send("POST", path, None, form=form)
+
+    async def _send(
+        self, method: str, path: str, payload: Any, form: Mapping[str, str] | None = None
+    ) -> Answer:
         headers = {"Accept": "application/json", **self.headers}
         url = self.url(path)
         with transport(self.endpoint):
             for _ in range(MAX_REDIRECTS + 1):
+                body: dict[str, Any] = (
+                    {"data": dict(form)} if form is not None else {"json": payload}
+                )
                 async with self._http().request(
-                    method, url, json=payload, headers=headers, allow_redirects=False
+                    method, url, headers=headers, allow_redirects=False, **body
                 ) as response:
                     location = response.headers.get("Location")
                     if response.status in REDIRECTS and location:

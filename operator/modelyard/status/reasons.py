@@ -87,6 +87,13 @@ CONFORMANT: Final = "Conformant"
 SCHEMA_MISMATCH: Final = "SchemaMismatch"
 #: The answer is in the type's schema and says the model could not do it (status: failed).
 INFERENCE_FAILED: Final = "InferenceFailed"
+#: The model's server refuses the probe's sample (MLflow: its signature does not take it): the
+#: template's sample is wrong for this model, not the server.
+PROBE_REFUSED: Final = "ProbeRefused"
+#: A DEEPaaS server that does not list the model the probe names (or any model).
+MODEL_NOT_LISTED: Final = "ModelNotListed"
+#: An Open Inference Protocol server that says it, or the model, is not ready.
+MODEL_NOT_READY: Final = "ModelNotReady"
 #: A classifier's classes (GET classesPath) lack a registered class, or are no list of names.
 CLASSES_MISMATCH: Final = "ClassesMismatch"
 ENDPOINT_ERROR: Final = "EndpointError"

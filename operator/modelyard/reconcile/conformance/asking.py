@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from modelyard.api import contracts
 from modelyard.kube import ApiError, Kube
+from modelyard.reconcile.conformance.protocols import ASKERS, refused
 from modelyard.reconcile.conformance.targets import Target
 from modelyard.registry import credentials
 from modelyard.registry.egress import EgressPolicy, NotPermitted
-from modelyard.registry.endpoint import Answer, Endpoint, ModelEndpoint
+from modelyard.registry.endpoint import Endpoint, ModelEndpoint
 from modelyard.registry.http import Failure, RegistryError
 from modelyard.status import reasons
 from modelyard.status.conditions import Check, failed, passed
@@ -27,6 +29,8 @@ class Verdict:
     conformant: Check | None = None
     #: The classes the server offers, when none are registered and it was asked.
     classes: tuple[str, ...] | None = None
+    #: What the server says of the model, in its protocol's words (DEEPaaS, OpenInference).
+    server: dict[str, Any] | None = None
 
     @property
     def ok(self) -> bool:
@@ -96,18 +100,6 @@ def _unreachable(error: RegistryError) -> Check:
     return failed(reason, error.message)
 
 
-def _refused(method: str, url: str, answer: Answer) -> Check | None:
-    """The answer's status as a verdict: None when it is a success."""
-    if answer.status in (401, 403):
-        return failed(
-            reasons.UNAUTHORIZED,
-            f"{method} {url} answered {answer.status}: the server refused the credentials",
-        )
-    if not 200 <= answer.status < 300:
-        return failed(reasons.ENDPOINT_ERROR, f"{method} {url} answered HTTP {answer.status}")
-    return None
-
-
 async def _health(client: ModelEndpoint, target: Target) -> Check:
     """An external server's health: its health path's 2xx, or, without one, any answer but a
     refusal (401, 403) or a server error (5xx)."""
@@ -116,9 +108,9 @@ async def _health(client: ModelEndpoint, target: Target) -> Check:
     answer = await client.get(path)
     if target.health_path is None:
         if answer.status in (401, 403) or answer.status >= 500:
-            return _refused("GET", url, answer) or failed(reasons.ENDPOINT_ERROR, url)
+            return refused("GET", url, answer) or failed(reasons.ENDPOINT_ERROR, url)
         return passed(reasons.ANSWERING, f"{url} answers")
-    return _refused("GET", url, answer) or passed(reasons.ANSWERING, f"GET {url} answered 2xx")
+    return refused("GET", url, answer) or passed(reasons.ANSWERING, f"GET {url} answered 2xx")
 
 
 async def _offered_classes(client: ModelEndpoint, target: Target) -> tuple[str, ...] | Check:
@@ -127,9 +119,9 @@ async def _offered_classes(client: ModelEndpoint, target: Target) -> tuple[str, 
     assert target.classes_path is not None
     url = client.url(target.classes_path)
     answer = await client.get(target.classes_path)
-    refused = _refused("GET", url, answer)
-    if refused is not None:
-        return refused
+    problem = refused("GET", url, answer)
+    if problem is not None:
+        return problem
     offered = answer.body
     if (
         answer.not_json is not None
@@ -158,9 +150,9 @@ async def _conformance(
     request = json.loads(target.probe_request)
     url = client.url(target.probe_path)
     answer = await client.post(target.probe_path, request)
-    refused = _refused("POST", url, answer)
-    if refused is not None:
-        return refused
+    problem = refused("POST", url, answer)
+    if problem is not None:
+        return problem
     if answer.not_json is not None:
         return failed(
             reasons.SCHEMA_MISMATCH, f"POST {url}: the answer is not JSON ({answer.not_json})"
@@ -233,7 +225,12 @@ async def ask(kube: Kube, target: Target, policy: EgressPolicy | None = None) ->
                     passed(reasons.CONFORMANT, "the server offers the registered classes"),
                     offered,
                 )
-            conformant = await _conformance(client, target, offered or ())
+            server: dict[str, Any] | None = None
+            asker = ASKERS.get(target.protocol)
+            if asker is not None:
+                conformant, server = await asker(client, target)
+            else:
+                conformant = await _conformance(client, target, offered or ())
     except _Unanswered as problem:
         return _unanswered(target, problem.check)
     except RegistryError as error:
@@ -246,10 +243,13 @@ async def ask(kube: Kube, target: Target, policy: EgressPolicy | None = None) ->
         reasons.CONFORMANT,
         reasons.SCHEMA_MISMATCH,
         reasons.INFERENCE_FAILED,
+        reasons.PROBE_REFUSED,
+        reasons.MODEL_NOT_LISTED,
+        reasons.MODEL_NOT_READY,
     )
     available = (
         passed(reasons.ANSWERING, f"{client.url(target.probe_path or '')} answers")
         if answered
         else conformant
     )
-    return Verdict(fingerprint, available, conformant, offered)
+    return Verdict(fingerprint, available, conformant, offered, server)

@@ -10,6 +10,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from modelyard.config import Probes
 from modelyard.kube import Kube
@@ -100,6 +101,11 @@ class Prober:
         """The classes the server last listed, when the Model registered none."""
         entry = self._entries.get(key)
         return entry.verdict.classes if entry is not None and entry.verdict else None
+
+    def server_metadata(self, key: ProbeKey) -> dict[str, Any] | None:
+        """What the server last said of the model, in its protocol's words (None: nothing)."""
+        entry = self._entries.get(key)
+        return entry.verdict.server if entry is not None and entry.verdict else None
 
     def forget(self, key: ProbeKey) -> None:
         """Nothing to ask any more (not serving): a later target starts afresh."""

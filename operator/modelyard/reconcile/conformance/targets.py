@@ -9,6 +9,7 @@ import hashlib
 import json
 from dataclasses import dataclass
 
+from modelyard.api import protocols
 from modelyard.api.v1alpha1 import ExternalModel, ModelTemplateSpec, Probe
 from modelyard.config import Probes
 
@@ -54,6 +55,9 @@ class Target:
     classes: tuple[str, ...] = ()
     #: Where the server lists its classes (GET, a JSON list of strings); None: not asked.
     classes_path: str | None = None
+    #: Whose protocol the probe speaks (`modelyard.api.protocols`), and the model it names.
+    protocol: str = protocols.MODELYARD
+    model: str | None = None
 
     @property
     def fingerprint(self) -> str:
@@ -85,10 +89,12 @@ def _in_cluster(
         namespace=namespace,
         url=f"http://{address}",
         model_type=model_type,
-        probe_path=probe.path,
+        probe_path=probe.effective_path,
         probe_request=json.dumps(probe.request, sort_keys=True),
         timeout=float(probe.timeout_seconds),
         revision=revision,
+        protocol=probe.protocol.value,
+        model=probe.model,
     )
 
 
@@ -116,7 +122,7 @@ def external_target(namespace: str, external: ExternalModel) -> Target:
         namespace=namespace,
         url=external.url,
         model_type=external.model_type.value,
-        probe_path=probe.path if probe else None,
+        probe_path=probe.effective_path if probe else None,
         probe_request=json.dumps(probe.request, sort_keys=True) if probe else None,
         timeout=float(probe.timeout_seconds) if probe else 10.0,
         health_path=external.health_path,
@@ -130,6 +136,8 @@ def external_target(namespace: str, external: ExternalModel) -> Target:
         insecure_skip_verify=bool(tls and tls.insecure_skip_verify),
         classes=tuple(external.classes),
         classes_path=classes_path(external.model_type.value, external.classes_path),
+        protocol=probe.protocol.value if probe else protocols.MODELYARD,
+        model=probe.model if probe else None,
     )
 
 

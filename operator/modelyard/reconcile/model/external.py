@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from modelyard.api.v1alpha1 import (
+    ExternalModel,
     Model,
     ModelState,
 )
@@ -15,10 +16,11 @@ from modelyard.builders import external as external_children
 from modelyard.kube import ApiError, Kube
 from modelyard.reconcile.conformance import (
     Prober,
+    Verdict,
     external_target,
 )
 from modelyard.reconcile.model.publish import publish
-from modelyard.reconcile.model.status import classes, refusal
+from modelyard.reconcile.model.status import classes, refusal, server
 from modelyard.reconcile.model.world import WORKLOAD_KINDS, ModelWorld, Outcome
 from modelyard.status import conditions, kstatus, reasons
 
@@ -110,6 +112,12 @@ async def reconcile_external(
         "observedGeneration": generation,
         "endpoint": external.url,
     }
-    classes(status, verdict.classes if verdict else None, external.classes)
+    _as_the_server_says(status, verdict, external)
     outcome.state, outcome.reason = state.value, ready.reason
     return await publish(world.model, previous, status, kube, outcome)
+
+
+def _as_the_server_says(status: Manifest, verdict: Verdict | None, external: ExternalModel) -> None:
+    """The classes and the metadata the server last gave, when it was asked for them."""
+    classes(status, verdict.classes if verdict else None, external.classes)
+    server(status, verdict.server if verdict else None, external.probe)

@@ -4,11 +4,13 @@ server refused a child. Nothing here writes; `publish` does."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from modelyard.api.v1alpha1 import (
     Model,
     ModelState,
+    Probe,
 )
 from modelyard.builders import drift, labels
 from modelyard.builders import workload as wl
@@ -81,6 +83,11 @@ def assemble(
         status,
         prober.offered_classes(key_of(model)) if prober is not None else None,
         workload.template.classes if workload is not None else [],
+    )
+    server(
+        status,
+        prober.server_metadata(key_of(model)) if prober is not None else None,
+        workload.template.probe if workload is not None else None,
     )
     return status
 
@@ -236,6 +243,19 @@ def what_serves(
         status["resolvedVersion"] = previous["resolvedVersion"]
     else:
         status.pop("resolvedVersion", None)
+
+
+def server(status: Manifest, said: Mapping[str, Any] | None, probe: Probe | None) -> None:
+    """What the model's server last said of it (a DEEPaaS or Open Inference probe), in status:
+    `kubectl get model -o yaml` shows the model as its server describes it."""
+    if said is None or probe is None:
+        return
+    model = probe.model or said.get("id") or said.get("name")
+    status["server"] = {
+        "protocol": probe.protocol.value,
+        **({"model": str(model)} if model else {}),
+        "metadata": dict(said),
+    }
 
 
 def classes(status: Manifest, offered: tuple[str, ...] | None, registered: list[str]) -> None:

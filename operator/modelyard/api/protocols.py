@@ -1,0 +1,332 @@
+"""The serving runtimes' own protocols, as the probe speaks them: what a sample request must be,
+and what makes an answer right.
+
+Beside the model types' contracts (`modelyard.api.contracts`, the seed-002 schemas that modelyard
+defines), a template may declare that its image serves a protocol someone else defined: MLflow's
+scoring server, DEEPaaS, or the Open Inference Protocol (KServe v2: MLServer, Triton, KServe's
+own). The judgement is the protocol's, not ours: the rows MLflow promises, the response schema a
+DEEPaaS model publishes, the outputs an Open Inference model declares. Pure: the prober fetches,
+this decides, so every rule is tested without a server.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import jsonschema
+
+MODELYARD = "Modelyard"
+MLFLOW = "MLflow"
+DEEPAAS = "DEEPaaS"
+OPEN_INFERENCE = "OpenInference"
+
+#: MLflow's scoring server takes exactly one of these (its `/invocations` JSON formats).
+MLFLOW_INPUTS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+#: The Open Inference Protocol's tensor datatypes.
+DATATYPES = frozenset(
+    {
+        "BOOL",
+        "UINT8",
+        "UINT16",
+        "UINT32",
+        "UINT64",
+        "INT8",
+        "INT16",
+        "INT32",
+        "INT64",
+        "FP16",
+        "FP32",
+        "FP64",
+        "BYTES",
+    }
+)
+#: Request fields of the protocols' requests, declared in the CRD's structural schema (open
+#: shapes: MLflow's `inputs` may be a list or an object, the Open Inference Protocol's a list).
+REQUEST_FIELDS: dict[str, dict[str, Any]] = {
+    "dataframe_split": {
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": True,
+        "description": "MLflow: {columns: [...], data: [[...], ...]}, pandas' split orient.",
+    },
+    "dataframe_records": {
+        "type": "array",
+        "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
+        "description": "MLflow: one object per row.",
+    },
+    "instances": {
+        "x-kubernetes-preserve-unknown-fields": True,
+        "description": "MLflow: a list of rows (TensorFlow Serving's row format).",
+    },
+    "inputs": {
+        "x-kubernetes-preserve-unknown-fields": True,
+        "description": "MLflow: tensors in columnar format. Open Inference Protocol: the "
+        "input tensors, [{name, shape, datatype, data}].",
+    },
+}
+
+
+def request_problems(
+    protocol: str, model: str | None, path: str | None, request: Mapping[str, Any]
+) -> None:
+    """Raise ValueError when `request` cannot be a request of `protocol` (the template's error,
+    said when it is applied, not the server's when it answers)."""
+    if protocol == MLFLOW:
+        given = [name for name in MLFLOW_INPUTS if name in request]
+        if len(given) != 1:
+            raise ValueError(
+                "an MLflow probe's request has exactly one of "
+                + ", ".join(MLFLOW_INPUTS)
+                + (f" (it has {', '.join(given)})" if given else "")
+            )
+        if mlflow_rows(request) is None:
+            raise ValueError(
+                f"the MLflow probe's {given[0]} is not a table of rows MLflow reads "
+                "(dataframe_split: {columns, data}; dataframe_records and instances: a list)"
+            )
+    elif protocol == OPEN_INFERENCE:
+        if not model:
+            raise ValueError("an OpenInference probe names its model (probe.model)")
+        problems = inference_request_problems(request)
+        if problems:
+            raise ValueError("the OpenInference probe's request: " + "; ".join(problems))
+    elif protocol == DEEPAAS:
+        unsent = [k for k, v in request.items() if isinstance(v, (dict, list))]
+        if unsent:
+            raise ValueError(
+                "a DEEPaaS probe's request holds its predict arguments, each a value: "
+                + ", ".join(unsent)
+                + " is not"
+            )
+    if protocol in (DEEPAAS, OPEN_INFERENCE) and path:
+        raise ValueError(f"path is {protocol}'s own: leave it out")
+
+
+# -- MLflow ----------------------------------------------------------------------------------
+
+
+def mlflow_rows(request: Mapping[str, Any]) -> int | None:
+    """How many rows the request sends, as MLflow's scoring server counts them (None: not a
+    shape it reads)."""
+    if "dataframe_split" in request:
+        split = request["dataframe_split"]
+        data = split.get("data") if isinstance(split, Mapping) else None
+        return len(data) if isinstance(data, list) else None
+    for name in ("dataframe_records", "instances"):
+        if name in request:
+            rows = request[name]
+            return len(rows) if isinstance(rows, list) else None
+    if "inputs" in request:
+        inputs = request["inputs"]
+        if isinstance(inputs, list):
+            return len(inputs)
+        if isinstance(inputs, Mapping) and inputs:
+            first = next(iter(inputs.values()))
+            return len(first) if isinstance(first, list) else None
+    return None
+
+
+def mlflow_answer_problems(request: Mapping[str, Any], answer: Any) -> list[str]:
+    """MLflow's promise: `predictions`, one per input row."""
+    if not isinstance(answer, Mapping) or "predictions" not in answer:
+        return ["predictions: missing (MLflow's scoring server answers {predictions: ...})"]
+    predictions = answer["predictions"]
+    rows = mlflow_rows(request)
+    if isinstance(predictions, Mapping):
+        # A model with several outputs answers one column per output, each with the rows.
+        columns = {k: v for k, v in predictions.items() if isinstance(v, list)}
+        counts = {k: len(v) for k, v in columns.items()}
+        wrong = [f"{k} has {n}" for k, n in counts.items() if n != rows]
+        if not columns or wrong:
+            return [f"predictions: {', '.join(wrong) or 'no column'}, for {rows} input rows"]
+        return []
+    if not isinstance(predictions, list):
+        return ["predictions: not a list of rows"]
+    if len(predictions) != rows:
+        return [f"predictions: {len(predictions)} rows for {rows} input rows"]
+    return []
+
+
+# -- Open Inference Protocol -----------------------------------------------------------------
+
+
+def inference_request_problems(request: Mapping[str, Any]) -> list[str]:
+    """A v2 inference request: inputs, each a named tensor with a shape its data fills."""
+    inputs = request.get("inputs")
+    if not isinstance(inputs, list) or not inputs:
+        return ["inputs: a non-empty list of tensors"]
+    problems: list[str] = []
+    for index, tensor in enumerate(inputs):
+        where = f"inputs[{index}]"
+        if not isinstance(tensor, Mapping):
+            problems.append(f"{where}: not an object")
+            continue
+        problems.extend(_tensor_problems(where, tensor))
+    return problems
+
+
+def _tensor_problems(where: str, tensor: Mapping[str, Any]) -> list[str]:
+    problems: list[str] = []
+    if not isinstance(tensor.get("name"), str) or not tensor.get("name"):
+        problems.append(f"{where}.name: missing")
+    if tensor.get("datatype") not in DATATYPES:
+        problems.append(f"{where}.datatype: {tensor.get('datatype')!r} is not a v2 datatype")
+    shape = tensor.get("shape")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        problems.append(f"{where}.shape: not a list of sizes")
+        return problems
+    count = _elements(tensor.get("data"))
+    if count is None:
+        problems.append(f"{where}.data: missing")
+    elif count != math.prod(shape):
+        problems.append(f"{where}.data: {count} values for shape {shape}")
+    return problems
+
+
+def _elements(data: Any) -> int | None:
+    """The values of a tensor's data, flat or nested (both are allowed by the protocol)."""
+    if not isinstance(data, list):
+        return None
+    count = 0
+    for item in data:
+        count += _elements(item) or 0 if isinstance(item, list) else 1
+    return count
+
+
+def batch_of(request: Mapping[str, Any]) -> int | None:
+    """The batch the request sends: the first dimension its inputs share."""
+    sizes = {
+        tensor["shape"][0]
+        for tensor in request.get("inputs") or []
+        if isinstance(tensor, Mapping) and isinstance(tensor.get("shape"), list) and tensor["shape"]
+    }
+    return sizes.pop() if len(sizes) == 1 else None
+
+
+def metadata_problems(metadata: Any, model: str) -> list[str]:
+    """GET /v2/models/{model}: a name, and inputs and outputs as tensor metadata."""
+    if not isinstance(metadata, Mapping):
+        return ["the model's metadata is not a JSON object"]
+    problems = []
+    if metadata.get("name") != model:
+        problems.append(f"name: {metadata.get('name')!r}, not {model!r}")
+    for side in ("inputs", "outputs"):
+        for index, tensor in enumerate(metadata.get(side) or []):
+            if not isinstance(tensor, Mapping) or not isinstance(tensor.get("name"), str):
+                problems.append(f"{side}[{index}]: not tensor metadata")
+            elif tensor.get("datatype") not in DATATYPES:
+                problems.append(f"{side}[{index}].datatype: {tensor.get('datatype')!r}")
+    return problems
+
+
+def inference_answer_problems(
+    request: Mapping[str, Any], metadata: Mapping[str, Any], answer: Any
+) -> list[str]:
+    """Every declared output, with its datatype and a shape that fits the declared one and
+    whose first dimension is the request's batch; every output's data filling its shape."""
+    if not isinstance(answer, Mapping) or not isinstance(answer.get("outputs"), list):
+        return ["outputs: missing"]
+    outputs = {
+        tensor.get("name"): tensor for tensor in answer["outputs"] if isinstance(tensor, Mapping)
+    }
+    problems: list[str] = []
+    declared = [t for t in metadata.get("outputs") or [] if isinstance(t, Mapping)]
+    for tensor in declared:
+        name = tensor.get("name")
+        found = outputs.get(name)
+        if found is None:
+            problems.append(f"outputs.{name}: declared by the model, missing from the answer")
+            continue
+        if found.get("datatype") != tensor.get("datatype"):
+            problems.append(
+                f"outputs.{name}.datatype: {found.get('datatype')!r}, declared "
+                f"{tensor.get('datatype')!r}"
+            )
+        expected = tensor.get("shape")
+        shape = found.get("shape")
+        if isinstance(expected, list) and isinstance(shape, list):
+            fits = len(expected) == len(shape) and all(
+                e in (-1, s) for e, s in zip(expected, shape, strict=True)
+            )
+            if not fits:
+                problems.append(f"outputs.{name}.shape: {shape}, declared {expected}")
+    batch = batch_of(request)
+    for name, found in outputs.items():
+        where = f"outputs.{name}"
+        problems.extend(p for p in _tensor_problems(where, found) if ".datatype" not in p)
+        shape = found.get("shape")
+        if batch is not None and isinstance(shape, list) and (not shape or shape[0] != batch):
+            problems.append(f"{where}.shape: {shape}, for a batch of {batch}")
+    if not outputs:
+        problems.append("outputs: none")
+    return problems
+
+
+# -- DEEPaaS ---------------------------------------------------------------------------------
+
+
+#: What seed 004 names a DEEPaaS model's metadata by; recorded in the Model's status.
+DEEPAAS_METADATA = ("id", "name", "description", "license", "author", "version", "url", "links")
+
+
+def deepaas_model(listing: Any, wanted: str | None) -> Mapping[str, Any] | None:
+    """The model's entry in GET /v2/models/ (`{models: [...]}`): `wanted`, or the first."""
+    models = listing.get("models") if isinstance(listing, Mapping) else None
+    for entry in models or []:
+        if isinstance(entry, Mapping) and (wanted is None or entry.get("id") == wanted):
+            return entry
+    return None
+
+
+def deepaas_metadata(entry: Mapping[str, Any]) -> dict[str, Any]:
+    return {key: entry[key] for key in DEEPAAS_METADATA if key in entry}
+
+
+def predict_response_schema(openapi: Any, model: str) -> dict[str, Any] | None:
+    """The 200 answer's schema of POST /v2/models/{model}/predict/ in the server's own OpenAPI
+    (Swagger 2) document, with its definitions, as a JSON Schema; None when it publishes none."""
+    if not isinstance(openapi, Mapping):
+        return None
+    paths = openapi.get("paths") or {}
+    operation = None
+    for path, item in paths.items():
+        if path.rstrip("/") == f"/v2/models/{model}/predict" and isinstance(item, Mapping):
+            operation = item.get("post")
+    responses = operation.get("responses") if isinstance(operation, Mapping) else None
+    answer = (responses or {}).get("200") or (responses or {}).get(200)
+    schema = answer.get("schema") if isinstance(answer, Mapping) else None
+    if not isinstance(schema, Mapping):
+        return None
+    return {**schema, "definitions": openapi.get("definitions") or {}}
+
+
+def schema_problems(schema: Mapping[str, Any], answer: Any) -> list[str]:
+    """Where `answer` breaks `schema`, each named by its field."""
+    validator = jsonschema.Draft4Validator(schema)
+    problems = []
+    for error in sorted(validator.iter_errors(answer), key=lambda e: list(e.absolute_path)):
+        where = ".".join(str(part) for part in error.absolute_path) or "the answer"
+        problems.append(f"{where}: {error.message}")
+    return problems[:10]
+
+
+__all__ = [
+    "DEEPAAS",
+    "MLFLOW",
+    "MLFLOW_INPUTS",
+    "MODELYARD",
+    "OPEN_INFERENCE",
+    "REQUEST_FIELDS",
+    "batch_of",
+    "deepaas_metadata",
+    "deepaas_model",
+    "inference_answer_problems",
+    "inference_request_problems",
+    "metadata_problems",
+    "mlflow_answer_problems",
+    "mlflow_rows",
+    "predict_response_schema",
+    "request_problems",
+    "schema_problems",
+]

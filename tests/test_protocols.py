@@ -1,0 +1,233 @@
+"""The serving runtimes' protocols judged without a server: what a template's sample request
+must be, and which answers break the protocol — each named by its field, as the Model's
+status shows it. The same rules judge the real servers in tests/test_runtimes.py."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from modelyard.api import protocols
+from modelyard.api.v1alpha1 import parse
+from support.examples import example
+
+IRIS_ROWS = {
+    "dataframe_split": {
+        "columns": [
+            "sepal length (cm)",
+            "sepal width (cm)",
+            "petal length (cm)",
+            "petal width (cm)",
+        ],
+        "data": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]],
+    }
+}
+INFER = {"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP64", "data": [1.0] * 8}]}
+IRIS_METADATA = {
+    "name": "iris",
+    "platform": "sklearn",
+    "inputs": [{"name": "x", "datatype": "FP64", "shape": [-1, 4]}],
+    "outputs": [{"name": "predict", "datatype": "INT64", "shape": [-1, 1]}],
+}
+
+
+def template_with(probe: dict[str, Any]) -> Any:
+    document = example("ModelTemplate", "custom-reranking-model-template")
+    document["spec"]["modelType"] = "CUSTOM"
+    document["spec"]["probe"] = probe
+    return parse(document)
+
+
+@pytest.mark.parametrize(
+    ("probe", "expect"),
+    [
+        ({"protocol": "MLflow", "request": {"columns": []}}, "exactly one of"),
+        (
+            {"protocol": "MLflow", "request": {**IRIS_ROWS, "instances": [[1, 2, 3, 4]]}},
+            "it has dataframe_split, instances",
+        ),
+        ({"protocol": "MLflow", "request": {"instances": "all"}}, "not a table of rows"),
+        ({"protocol": "OpenInference", "request": INFER}, "names its model"),
+        (
+            {
+                "protocol": "OpenInference",
+                "model": "iris",
+                "request": {"inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP64"}]},
+            },
+            "inputs[0].data: missing",
+        ),
+        (
+            {
+                "protocol": "OpenInference",
+                "model": "iris",
+                "request": {
+                    "inputs": [{"name": "x", "shape": [2, 4], "datatype": "FP64", "data": [1]}]
+                },
+            },
+            "1 values for shape [2, 4]",
+        ),
+        (
+            {
+                "protocol": "OpenInference",
+                "model": "iris",
+                "request": {
+                    "inputs": [{"name": "x", "shape": [1], "datatype": "float", "data": [1]}]
+                },
+            },
+            "'float' is not a v2 datatype",
+        ),
+        (
+            {"protocol": "DEEPaaS", "request": {"features": [1, 2]}},
+            "features is not",
+        ),
+        (
+            {"protocol": "DEEPaaS", "path": "/predict", "request": {"sepal_length": 5.1}},
+            "path is DEEPaaS's own",
+        ),
+    ],
+)
+def test_a_sample_the_protocol_cannot_take_is_the_templates_error(
+    probe: dict[str, Any], expect: str
+) -> None:
+    with pytest.raises(ValueError) as refused:
+        template_with(probe)
+    assert expect in str(refused.value), refused.value
+
+
+def test_samples_each_protocol_takes_and_where_they_go() -> None:
+    mlflow = template_with({"protocol": "MLflow", "request": IRIS_ROWS}).spec.probe
+    assert mlflow.effective_path == "/invocations"
+    infer = template_with({"protocol": "OpenInference", "model": "iris", "request": INFER})
+    assert infer.spec.probe.effective_path == "/v2/models/iris/infer"
+    deepaas = template_with(
+        {"protocol": "DEEPaaS", "model": "iris", "request": {"sepal_length": 5.1}}
+    )
+    assert deepaas.spec.probe.effective_path == "/v2/models/iris/predict/"
+    # The default protocol is the model types' contracts: CUSTOM takes any object.
+    plain = template_with({"request": {"anything": 1}}).spec.probe
+    assert plain.protocol.value == "Modelyard" and plain.effective_path == "/predict"
+
+
+@pytest.mark.parametrize(
+    ("answer", "expect"),
+    [
+        ({"predictions": [0, 2]}, None),
+        ({"predictions": {"label": [0, 2], "score": [0.9, 0.8]}}, None),
+        ({"predictions": [0]}, "predictions: 1 rows for 2 input rows"),
+        ({"predictions": [0, 1, 2]}, "predictions: 3 rows for 2 input rows"),
+        ({"predictions": {"label": [0]}}, "label has 1"),
+        ({"outputs": [0, 2]}, "predictions: missing"),
+        ([0, 2], "predictions: missing"),
+    ],
+)
+def test_mlflow_promises_one_prediction_per_row(answer: Any, expect: str | None) -> None:
+    found = protocols.mlflow_answer_problems(IRIS_ROWS, answer)
+    assert (expect is None and not found) or (expect and any(expect in p for p in found)), found
+
+
+def test_mlflow_counts_rows_in_each_of_its_formats() -> None:
+    assert protocols.mlflow_rows(IRIS_ROWS) == 2
+    assert protocols.mlflow_rows({"dataframe_records": [{"a": 1}] * 3}) == 3
+    assert protocols.mlflow_rows({"instances": [[1, 2]] * 4}) == 4
+    assert protocols.mlflow_rows({"inputs": {"a": [1, 2, 3], "b": [4, 5, 6]}}) == 3
+
+
+def outputs(*tensors: dict[str, Any]) -> dict[str, Any]:
+    return {"model_name": "iris", "outputs": list(tensors)}
+
+
+@pytest.mark.parametrize(
+    ("answer", "expect"),
+    [
+        (outputs({"name": "predict", "shape": [2, 1], "datatype": "INT64", "data": [0, 2]}), None),
+        (
+            outputs({"name": "predict", "shape": [1, 1], "datatype": "INT64", "data": [0]}),
+            "outputs.predict.shape: [1, 1], for a batch of 2",
+        ),
+        (
+            outputs({"name": "predict", "shape": [2, 1], "datatype": "FP32", "data": [0, 2]}),
+            "outputs.predict.datatype: 'FP32', declared 'INT64'",
+        ),
+        (
+            outputs({"name": "predict", "shape": [2], "datatype": "INT64", "data": [0, 2]}),
+            "outputs.predict.shape: [2], declared [-1, 1]",
+        ),
+        (
+            outputs({"name": "predict", "shape": [2, 1], "datatype": "INT64", "data": [0]}),
+            "outputs.predict.data: 1 values for shape [2, 1]",
+        ),
+        (
+            outputs({"name": "proba", "shape": [2, 3], "datatype": "FP64", "data": [0.1] * 6}),
+            "outputs.predict: declared by the model, missing from the answer",
+        ),
+        ({"model_name": "iris"}, "outputs: missing"),
+    ],
+)
+def test_open_inference_outputs_as_declared_and_one_per_input(
+    answer: Any, expect: str | None
+) -> None:
+    found = protocols.inference_answer_problems(INFER, IRIS_METADATA, answer)
+    assert (expect is None and not found) or (expect and any(expect in p for p in found)), found
+
+
+def test_open_inference_metadata_names_the_model_and_types_its_tensors() -> None:
+    assert protocols.metadata_problems(IRIS_METADATA, "iris") == []
+    assert protocols.metadata_problems({**IRIS_METADATA, "name": "wine"}, "iris") == [
+        "name: 'wine', not 'iris'"
+    ]
+    broken = {**IRIS_METADATA, "outputs": [{"name": "predict", "datatype": "int"}]}
+    assert protocols.metadata_problems(broken, "iris") == ["outputs[0].datatype: 'int'"]
+
+
+OPENAPI = {
+    "swagger": "2.0",
+    "paths": {
+        "/v2/models/iris/predict/": {
+            "post": {"responses": {"200": {"schema": {"$ref": "#/definitions/Prediction"}}}}
+        }
+    },
+    "definitions": {
+        "Prediction": {
+            "type": "object",
+            "required": ["labels", "probabilities"],
+            "properties": {
+                "labels": {"type": "array", "items": {"type": "string"}},
+                "probabilities": {"type": "array", "items": {"type": "number"}},
+            },
+        }
+    },
+}
+
+
+def test_deepaas_answers_are_judged_by_the_schema_the_server_publishes() -> None:
+    schema = protocols.predict_response_schema(OPENAPI, "iris")
+    assert schema is not None
+    assert protocols.schema_problems(schema, {"labels": ["setosa"], "probabilities": [0.9]}) == []
+    found = protocols.schema_problems(schema, {"labels": [3], "probabilities": [0.9]})
+    assert found == ["labels.0: 3 is not of type 'string'"], found
+    found = protocols.schema_problems(schema, {"labels": ["setosa"]})
+    assert found == ["the answer: 'probabilities' is a required property"], found
+    assert protocols.predict_response_schema(OPENAPI, "wine") is None
+
+
+def test_deepaas_listing_names_the_model_and_its_metadata() -> None:
+    listing = {
+        "models": [
+            {
+                "id": "iris",
+                "name": "iris",
+                "description": "Iris flowers",
+                "license": "MIT",
+                "author": "modelyard",
+                "version": "1.0.0",
+                "url": "https://example.com",
+                "links": [{"rel": "self", "href": "/v2/models/iris"}],
+                "predict": {},
+            }
+        ]
+    }
+    entry = protocols.deepaas_model(listing, None)
+    assert entry is not None and protocols.deepaas_model(listing, "wine") is None
+    metadata = protocols.deepaas_metadata(entry)
+    assert list(metadata) == list(protocols.DEEPAAS_METADATA)
