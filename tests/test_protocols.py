@@ -130,7 +130,10 @@ def test_mlflow_counts_rows_in_each_of_its_formats() -> None:
     assert protocols.mlflow_rows(IRIS_ROWS) == 2
     assert protocols.mlflow_rows({"dataframe_records": [{"a": 1}] * 3}) == 3
     assert protocols.mlflow_rows({"instances": [[1, 2]] * 4}) == 4
-    assert protocols.mlflow_rows({"inputs": {"a": [1, 2, 3], "b": [4, 5, 6]}}) == 3
+    assert protocols.mlflow_rows({"inputs": [[1, 2]] * 3}) == 3
+    # Columnar inputs are an object: the CRD types inputs as a list (the Open Inference
+    # Protocol's tensors), so such a sample is refused when the template is applied.
+    assert protocols.mlflow_rows({"inputs": {"a": [1, 2, 3]}}) is None
 
 
 def outputs(*tensors: dict[str, Any]) -> dict[str, Any]:

@@ -375,6 +375,7 @@ CATALOGUE = [
         *TPL,
         {"spec.probe": {"protocol": "MLflow", "request": {"rows": [[5.1, 3.5, 1.4, 0.2]]}}},
         expect="exactly one of",
+        by_operator=True,
     ),
     Bad(
         "an MLflow probe sends one format, not two",
@@ -386,6 +387,7 @@ CATALOGUE = [
             }
         },
         expect="exactly one of",
+        by_operator=True,
     ),
     Bad(
         "an Open Inference probe names its model",

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,16 +31,18 @@ def _free_port() -> int:
 
 
 class MlflowServer:
-    def __init__(self, root: Path, *, basic_auth: bool = False) -> None:
+    def __init__(self, root: Path, *, basic_auth: bool = False, host: str = "127.0.0.1") -> None:
         self.root = root
         self.basic_auth = basic_auth
+        #: Where it listens: loopback, or the real node's address for pods to reach it.
+        self.host = host
         self.port = _free_port()
         self._process: subprocess.Popen[bytes] | None = None
         root.mkdir(parents=True, exist_ok=True)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     async def start(self) -> MlflowServer:
         env = {**os.environ, "MLFLOW_FLASK_SERVER_SECRET_KEY": "modelyard-tests"}
@@ -48,7 +50,7 @@ class MlflowServer:
             str(Path(sys.executable).parent / "mlflow"),
             "server",
             "--host",
-            "127.0.0.1",
+            self.host,
             "--port",
             str(self.port),
             "--backend-store-uri",
@@ -58,6 +60,10 @@ class MlflowServer:
             "--workers",
             "1",
         ]
+        if self.host != "127.0.0.1":
+            # MLflow checks the Host header (DNS rebinding); the node's address is not one of
+            # the private ranges it allows by default.
+            command += ["--allowed-hosts", f"{self.host},{self.host}:{self.port},localhost"]
         if self.basic_auth:
             config = self.root / "basic_auth.ini"
             config.write_text(
@@ -140,3 +146,18 @@ class MlflowServer:
 
         with self._as(ADMIN):
             AuthServiceClient(self.url).create_user(username, password)
+
+    def log_model(self, name: str, log: Callable[[Any], Any]) -> str:
+        """A model logged in a run by `log(mlflow)` (e.g. `mlflow.sklearn.log_model(...)`) and
+        registered as a new version of `name`, as a data scientist does; its version number.
+        The artifacts go through the tracking server (it proxies them), so whoever may read
+        the registry may load the model."""
+        import mlflow  # noqa: PLC0415 -- slow to import; only these tests need it
+
+        with self._as(ADMIN if self.basic_auth else None):
+            mlflow.set_tracking_uri(self.url)
+            mlflow.set_registry_uri(self.url)
+            with mlflow.start_run():
+                logged = log(mlflow)
+            registered = mlflow.register_model(logged.model_uri, name)
+            return str(registered.version)

@@ -42,8 +42,11 @@ DATATYPES = frozenset(
         "BYTES",
     }
 )
-#: Request fields of the protocols' requests, declared in the CRD's structural schema (open
-#: shapes: MLflow's `inputs` may be a list or an object, the Open Inference Protocol's a list).
+#: Request fields of the protocols' requests, declared in the CRD's structural schema so `kubectl
+#: explain` shows them; what is inside is open, and judged by `request_problems`. (MLflow's
+#: columnar `inputs`, an object of columns, is not taken: the Open Inference Protocol's `inputs`
+#: is a list, and one field has one type. MLflow takes the same rows as `dataframe_split`.)
+_ROWS = {"type": "array", "items": {"x-kubernetes-preserve-unknown-fields": True}}
 REQUEST_FIELDS: dict[str, dict[str, Any]] = {
     "dataframe_split": {
         "type": "object",
@@ -55,14 +58,11 @@ REQUEST_FIELDS: dict[str, dict[str, Any]] = {
         "items": {"type": "object", "x-kubernetes-preserve-unknown-fields": True},
         "description": "MLflow: one object per row.",
     },
-    "instances": {
-        "x-kubernetes-preserve-unknown-fields": True,
-        "description": "MLflow: a list of rows (TensorFlow Serving's row format).",
-    },
+    "instances": {**_ROWS, "description": "MLflow: a list of rows (TensorFlow Serving's)."},
     "inputs": {
-        "x-kubernetes-preserve-unknown-fields": True,
-        "description": "MLflow: tensors in columnar format. Open Inference Protocol: the "
-        "input tensors, [{name, shape, datatype, data}].",
+        **_ROWS,
+        "description": "MLflow: a list of rows. Open Inference Protocol: the input tensors, "
+        "[{name, shape, datatype, data}].",
     },
 }
 
@@ -83,7 +83,7 @@ def request_problems(
         if mlflow_rows(request) is None:
             raise ValueError(
                 f"the MLflow probe's {given[0]} is not a table of rows MLflow reads "
-                "(dataframe_split: {columns, data}; dataframe_records and instances: a list)"
+                "(dataframe_split: {columns, data}; dataframe_records, instances, inputs: a list)"
             )
     elif protocol == OPEN_INFERENCE:
         if not model:
@@ -119,11 +119,7 @@ def mlflow_rows(request: Mapping[str, Any]) -> int | None:
             return len(rows) if isinstance(rows, list) else None
     if "inputs" in request:
         inputs = request["inputs"]
-        if isinstance(inputs, list):
-            return len(inputs)
-        if isinstance(inputs, Mapping) and inputs:
-            first = next(iter(inputs.values()))
-            return len(first) if isinstance(first, list) else None
+        return len(inputs) if isinstance(inputs, list) else None
     return None
 
 
