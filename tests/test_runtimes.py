@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from support import images, runtime_image
-from support.cluster import VERSIONS, Cluster, RealNode
+from support.cluster import VERSIONS, Cluster, RealNode, Session
 from support.controllers import CONSENT, MODELS, apply_documents, condition
 from support.mlflow_server import MlflowServer
 from support.node import NODE_IP
@@ -43,9 +43,13 @@ PREDICT_ARGS = dict(zip(runtime_image.FEATURES, runtime_image.SAMPLES[0], strict
 
 
 @pytest.fixture(scope="session")
-def runtimes(real_node: RealNode) -> str:
-    """The runtimes' image, built (or taken from the cache) and pushed to the node's registry;
-    its digest."""
+def runtimes(node_session: Session) -> str:
+    """The runtimes' image, built (or taken from the cache) and pushed to the node's registry
+    once a session; its digest. (Each test asks for `real_node` too, which says why there is
+    none when there is none.)"""
+    real_node = node_session.real_node
+    if real_node is None:
+        pytest.skip(f"no real node: {node_session.no_node}")
     layout, tag, _ = runtime_image.build()
     runtime_image.push(layout, tag, real_node.registry.host, real_node.credentials)
     digest = images.run("skopeo", "inspect", "--format", "{{.Digest}}", f"oci:{layout}:{tag}")
@@ -110,6 +114,7 @@ async def failed_with(
     return found
 
 
+@pytest.mark.timeout(420)
 async def test_a_deepaas_model_is_ready_after_warm_with_its_metadata_and_its_schema(
     cluster: Cluster, real_node: RealNode, node_operator: OperatorProcess, runtimes: str
 ) -> None:
@@ -151,6 +156,7 @@ async def test_a_deepaas_model_is_ready_after_warm_with_its_metadata_and_its_sch
     assert "predictions.0.probability" in message and "is not of type 'number'" in message, message
 
 
+@pytest.mark.timeout(420)
 async def test_an_open_inference_model_is_ready_with_its_metadata_and_judged_by_it(
     cluster: Cluster, real_node: RealNode, node_operator: OperatorProcess, runtimes: str
 ) -> None:
@@ -278,6 +284,7 @@ def mlflow_documents(server: MlflowServer, digest: str, reader: tuple[str, str])
     ]
 
 
+@pytest.mark.timeout(900)
 async def test_seed_003_an_mlflow_model_by_alias_serves_rolls_and_rolls_back(
     cluster: Cluster,
     real_node: RealNode,
