@@ -128,7 +128,7 @@ async def main(runs: int) -> None:
             "skopeo", "inspect", "--format", "{{.Digest}}", f"oci:{layout}:{tag}"
         ).strip()
         mlflow = await MlflowServer(work / "mlflow", host=NODE_IP).start()
-        version = log_iris(mlflow, depth=None)
+        version = log_iris(mlflow, strength=1.0)
         mlflow.call("set_registered_model_alias", "iris", "champion", version)
         await apply_documents(
             cluster,

@@ -76,7 +76,8 @@ def runtime_template(name: str, runtime: Runtime, digest: str, probe: Obj) -> Ob
             "port": runtime.port,
             "readiness": {"path": runtime.readiness_path, "periodSeconds": 1},
             "startupTimeoutSeconds": 240,
-            "resources": {"cpus": "100m", "memory": "512Mi"},
+            # A third of a core: Python servers import for many seconds; the node has two cores.
+            "resources": {"cpus": "300m", "memory": "512Mi"},
             "scaling": {"minWorkers": 1, "maxWorkers": 1, "perWorker": 4},
             "probe": {**probe, "timeoutSeconds": 20},
         },
@@ -199,12 +200,12 @@ def mlflow_registry(url: str, **spec: Any) -> Obj:
     }
 
 
-def mlflow_version(name: str, number: str, **mlflow: str) -> Obj:
+def mlflow_version(object_name: str, number: str, **mlflow: str) -> Obj:
     """A ModelVersion of `iris` from the MLflow registry: by alias or by version number."""
     return {
         "apiVersion": "modelyard.dev/v1alpha1",
         "kind": "ModelVersion",
-        "metadata": {"name": name},
+        "metadata": {"name": object_name},
         "spec": {"model": "iris", "version": number, "registry": "mlflow", "mlflow": mlflow},
     }
 
@@ -224,15 +225,16 @@ mlflow.models.set_model(FewerRows())
 '''
 
 
-def log_iris(server: MlflowServer, *, depth: int | None) -> str:
+def log_iris(server: MlflowServer, *, strength: float) -> str:
     """An sklearn iris classifier trained now, from the data scikit-learn ships, logged and
     registered as `iris` the way a data scientist does; its version number."""
     from sklearn.datasets import load_iris  # noqa: PLC0415 -- slow; only this test needs it
-    from sklearn.tree import DecisionTreeClassifier  # noqa: PLC0415
+    from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
 
     features, labels = load_iris(return_X_y=True, as_frame=True)
     features.columns = list(runtime_image.FEATURES)
-    classifier = DecisionTreeClassifier(max_depth=depth, random_state=0).fit(features, labels)
+    # A linear model: MLflow saves scikit-learn models with skops, which loads it as trusted.
+    classifier = LogisticRegression(C=strength, max_iter=1000).fit(features, labels)
     return server.log_model(
         "iris",
         lambda mlflow: mlflow.sklearn.log_model(
@@ -302,7 +304,7 @@ async def test_seed_003_an_mlflow_model_by_alias_serves_rolls_and_rolls_back(
     try:
         reader = ("modelyard-reader", "reader-pa55word-1234")
         server.create_user(*reader)
-        first = log_iris(server, depth=1)
+        first = log_iris(server, strength=0.01)
         server.call("set_registered_model_alias", "iris", "champion", first)
         await apply_documents(
             cluster,
@@ -317,8 +319,8 @@ async def test_seed_003_an_mlflow_model_by_alias_serves_rolls_and_rolls_back(
         conformant = condition(ready, "Conformant")
         assert "answered 2 predictions for 2 rows" in conformant["message"], conformant
 
-        # The data scientist moves champion to a better tree; the platform publishes it.
-        second = log_iris(server, depth=None)
+        # The data scientist moves champion to a better fit; the platform publishes it.
+        second = log_iris(server, strength=1.0)
         server.call("set_registered_model_alias", "iris", "champion", second)
         await apply_documents(
             cluster, [mlflow_version("iris-1-1-0", "1.1.0", name="iris", alias="champion")]

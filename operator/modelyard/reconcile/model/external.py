@@ -89,7 +89,7 @@ async def reconcile_external(
         else:
             checks[reasons.CONFORMANT] = verdict.conformant or conditions.unknown(
                 reasons.AWAITING_ENDPOINT,
-                f"POST {external.probe.path} is sent once the server answers",
+                f"POST {external.probe.effective_path} is sent once the server answers",
             )
     if outcome.refused is not None:
         ready, state = outcome.refused, ModelState.FAILED

@@ -178,7 +178,8 @@ def conformance(
     if observation.state is not ModelState.READY:
         prober.forget(key)
         return conditions.unknown(
-            reasons.AWAITING_WORKERS, f"POST {probe.path} is sent once the workers are ready"
+            reasons.AWAITING_WORKERS,
+            f"POST {probe.effective_path} is sent once the workers are ready",
         )
     if worker is not None:
         target = pod_target(
@@ -203,7 +204,8 @@ def conformance(
     verdict = prober.verdict(key, of_template(target, workload.template))
     if verdict is None or verdict.conformant is None:
         return conditions.unknown(
-            reasons.PROBING, f"the workers are ready; waiting for the answer to POST {probe.path}"
+            reasons.PROBING,
+            f"the workers are ready; waiting for the answer to POST {probe.effective_path}",
         )
     return verdict.conformant
 
