@@ -922,6 +922,30 @@ class ModelVersionSpec(SpecModel):
         return self
 
 
+class SignatureColumn(SpecModel):
+    """One input column of an MLflow model's signature."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(..., description="The column's name.")
+    type: str = Field(..., description="Its MLflow type (double, long, string, ...).")
+    required: bool = Field(
+        True, description="False for an optional column (MLflow takes a sample without it)."
+    )
+
+
+class MlflowSignature(SpecModel):
+    """The input side of an MLflow model's signature, as its MLmodel file declares it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    inputs: list[SignatureColumn] = Field(
+        default_factory=list,
+        description="The input columns the model takes; an MLflow probe's sample must name "
+        "every required one, or it is not sent (ProbeRefused).",
+    )
+
+
 class MlflowResolution(SpecModel):
     """What the operator found in MLflow for a version, pinned at first verification."""
 
@@ -941,6 +965,17 @@ class MlflowResolution(SpecModel):
         description="The version the alias points to now; differs from version when the alias "
         "moved after it was pinned.",
     )
+    signature: MlflowSignature | None = Field(
+        None,
+        description="The model's signature (its named input columns) when it has one and the "
+        "tracking server serves its files (proxied artifacts).",
+    )
+
+    def required_inputs(self) -> tuple[str, ...]:
+        """The columns a sample must name: none when there is no signature."""
+        if self.signature is None:
+            return ()
+        return tuple(column.name for column in self.signature.inputs if column.required)
 
 
 class ModelVersionStatus(SpecModel):
