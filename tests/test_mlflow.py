@@ -71,7 +71,9 @@ def secret(name: str, kind: str = "kubernetes.io/basic-auth", **data: str) -> di
     }
 
 
-def version(name: str, number: str, registry_name: str = "mlflow", **mlflow: str) -> dict[str, Any]:
+def version(
+    name: str, number: str, registry_name: str = "mlflow", registered: str = MODEL, **mlflow: str
+) -> dict[str, Any]:
     return {
         "apiVersion": "modelyard.dev/v1alpha1",
         "kind": "ModelVersion",
@@ -80,7 +82,7 @@ def version(name: str, number: str, registry_name: str = "mlflow", **mlflow: str
             "model": "churn",
             "version": number,
             "registry": registry_name,
-            "mlflow": {"name": MODEL, **mlflow},
+            "mlflow": {"name": registered, **mlflow},
         },
     }
 
@@ -349,6 +351,64 @@ async def test_operator_pins_serves_and_reports_an_mlflow_version(
         assert all(word not in str(e) for e in cluster.list("v1/events"))
         for resource in (REGISTRIES, VERSIONS, MODELS):
             assert all(word not in str(r.get("status")) for r in cluster.list(resource))
+
+
+def log_wine(server: MlflowServer, *, example: bool) -> str:
+    """A wine classifier trained now from the data scikit-learn ships, logged (with an input
+    example, from which MLflow infers the signature, or without: no signature) and registered
+    as `wine`; its version number."""
+    from sklearn.datasets import load_wine  # noqa: PLC0415 -- slow; only this test needs it
+    from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
+
+    features, labels = load_wine(return_X_y=True, as_frame=True)
+    features = features[["alcohol", "malic_acid", "color_intensity"]]
+    classifier = LogisticRegression(max_iter=1000).fit(features, labels)
+    extra = {"input_example": features.head(2)} if example else {}
+    return server.log_model(
+        "wine", lambda mlflow: mlflow.sklearn.log_model(classifier, name="model", **extra)
+    )
+
+
+async def test_a_logged_models_signature_lands_in_the_version_status(
+    cluster: Cluster, operator: OperatorProcess, secured: MlflowServer
+) -> None:
+    """The operator reads the signature of a verified version from its MLmodel file, through
+    the tracking server's proxied artifacts with the Registry's credentials; a model logged
+    without one records none, and a version whose files the server does not serve (s3://) is
+    Ready all the same."""
+    signed = log_wine(secured, example=True)
+    unsigned = log_wine(secured, example=False)
+    elsewhere = secured.register("wine", "s3://models/wine/3")
+    await apply_documents(
+        cluster,
+        [
+            secret("reader", username=READER[0], password=READER[1]),
+            registry(secured.url, credentialsSecret="reader"),
+            *(
+                version(f"wine-{n}", f"1.0.{n}", registered="wine", version=n)
+                for n in (signed, unsigned, elsewhere)
+            ),
+        ],
+    )
+    for number in (signed, unsigned, elsewhere):
+        await eventually(
+            lambda n=number: reason(cluster, VERSIONS, f"wine-{n}") == "VersionVerified",
+            30,
+            f"wine {number} VersionVerified",
+            operator,
+        )
+    pinned = cluster.get(VERSIONS, cluster.namespace, f"wine-{signed}")["status"]["mlflow"]
+    assert pinned["signature"] == {
+        "inputs": [
+            {"name": name, "type": "double", "required": True}
+            for name in ("alcohol", "malic_acid", "color_intensity")
+        ]
+    }
+    for number in (unsigned, elsewhere):
+        status = cluster.get(VERSIONS, cluster.namespace, f"wine-{number}")["status"]
+        assert "signature" not in status["mlflow"], status
+    assert "cannot read the signature" not in operator.output
+    assert READER[1] not in operator.output
 
 
 def test_credentials_secret_shapes_become_the_header_mlflow_takes() -> None:

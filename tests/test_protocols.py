@@ -234,3 +234,154 @@ def test_deepaas_listing_names_the_model_and_its_metadata() -> None:
     assert entry is not None and protocols.deepaas_model(listing, "wine") is None
     metadata = protocols.deepaas_metadata(entry)
     assert list(metadata) == list(protocols.DEEPAAS_METADATA)
+
+
+IRIS_INPUTS = tuple(IRIS_ROWS["dataframe_split"]["columns"])
+
+
+@pytest.mark.parametrize(
+    ("request_", "expect"),
+    [
+        (IRIS_ROWS, []),
+        # Columns the signature lacks are ignored by MLflow: no problem.
+        (
+            {"dataframe_split": {**IRIS_ROWS["dataframe_split"], "columns": [*IRIS_INPUTS, "id"]}},
+            [],
+        ),
+        (
+            {"dataframe_split": {"columns": list(IRIS_INPUTS[:2]), "data": [[5.1, 3.5]]}},
+            ["dataframe_split.columns lacks petal length (cm), petal width (cm)"],
+        ),
+        (
+            {"dataframe_split": {"data": [[5.1, 3.5, 1.4, 0.2]]}},
+            [
+                "dataframe_split names no columns; the model's signature requires "
+                + ", ".join(IRIS_INPUTS)
+            ],
+        ),
+        (
+            {
+                "dataframe_records": [
+                    dict(zip(IRIS_INPUTS, [5.1, 3.5, 1.4, 0.2], strict=True)),
+                    dict(zip(IRIS_INPUTS[1:], [3.0, 5.2, 2.3], strict=True)),
+                ]
+            },
+            ["dataframe_records[1] lacks sepal length (cm)"],
+        ),
+        # instances and inputs are read by MLflow's own rules: left to the server.
+        ({"instances": [[5.1, 3.5, 1.4, 0.2]]}, []),
+    ],
+)
+def test_an_mlflow_sample_must_name_every_column_the_signature_requires(
+    request_: dict[str, Any], expect: list[str]
+) -> None:
+    assert protocols.mlflow_signature_problems(request_, IRIS_INPUTS) == expect
+    # No signature: nothing to judge by.
+    assert protocols.mlflow_signature_problems(request_, ()) == []
+
+
+async def test_a_sample_the_signature_refuses_is_not_sent() -> None:
+    """ask_mlflow judges the sample first: ProbeRefused naming the columns, no request."""
+    import json  # noqa: PLC0415
+
+    from modelyard.reconcile.conformance.protocols import ask_mlflow  # noqa: PLC0415
+    from modelyard.reconcile.conformance.targets import Target  # noqa: PLC0415
+
+    class Unreachable:
+        def url(self, path: str) -> str:
+            return "http://iris" + path
+
+        async def post(self, path: str, body: Any) -> Any:
+            raise AssertionError(f"POST {path} was sent")
+
+    sample = {"dataframe_split": {"columns": list(IRIS_INPUTS[1:]), "data": [[3.5, 1.4, 0.2]]}}
+    target = Target(
+        namespace="ml",
+        url="http://iris",
+        model_type="CUSTOM",
+        probe_path="/invocations",
+        probe_request=json.dumps(sample),
+        protocol=protocols.MLFLOW,
+        mlflow_inputs=IRIS_INPUTS,
+    )
+    check, said = await ask_mlflow(Unreachable(), target)  # type: ignore[arg-type]
+    assert (check.ok, check.reason, said) == (False, "ProbeRefused", None)
+    assert "dataframe_split.columns lacks sepal length (cm)" in check.message
+    assert "The sample is wrong, not the server" in check.message
+    assert "POST http://iris/invocations was not sent" in check.message
+
+
+def test_the_signature_read_from_an_mlmodel_file() -> None:
+    """Named columns are recorded (optional ones as such); a tensor or unnamed signature, or
+    none, gives no columns to judge a sample by."""
+    from modelyard.registry.mlflow import (  # noqa: PLC0415
+        SignatureError,
+        SignatureInput,
+        signature_inputs,
+    )
+
+    def mlmodel(inputs: str | None) -> str:
+        signature = f"signature:\n  inputs: '{inputs}'\n" if inputs is not None else ""
+        return "flavors:\n  python_function: {}\n" + signature
+
+    assert signature_inputs(
+        mlmodel(
+            '[{"type": "double", "name": "a", "required": true}, '
+            '{"type": "string", "name": "b", "required": false}]'
+        )
+    ) == (SignatureInput("a", "double"), SignatureInput("b", "string", required=False))
+    assert signature_inputs(mlmodel(None)) == ()
+    assert signature_inputs(mlmodel('[{"type": "double", "required": true}]')) == ()
+    assert (
+        signature_inputs(
+            mlmodel('[{"type": "tensor", "tensor-spec": {"dtype": "float64", "shape": [-1, 4]}}]')
+        )
+        == ()
+    )
+    with pytest.raises(SignatureError, match="not JSON"):
+        signature_inputs(mlmodel("[{not json"))
+
+
+def test_the_signature_of_the_version_the_workers_run_reaches_the_probe() -> None:
+    """The Model's pass finds the required columns in its Ready ModelVersion's status: none
+    for a version without a signature, one not Ready, or another model's."""
+    from modelyard.api.v1alpha1 import Model  # noqa: PLC0415
+    from modelyard.reconcile.model.world import ModelWorld  # noqa: PLC0415
+
+    def version(number: str, signature: Any, ready: str = "True", model: str = "iris") -> Any:
+        mlflow = {"version": "1", "modelUri": "models:/iris/1"}
+        if signature is not None:
+            mlflow["signature"] = signature
+        return {
+            "spec": {"model": model, "version": number},
+            "status": {"mlflow": mlflow, "conditions": [{"type": "Ready", "status": ready}]},
+        }
+
+    columns = {
+        "inputs": [
+            {"name": "a", "type": "double", "required": True},
+            {"name": "b", "type": "double", "required": False},
+        ]
+    }
+    world = ModelWorld(
+        model={},
+        template=None,
+        versions=[
+            version("1.0.0", columns, model="other"),
+            version("1.0.0", columns),
+            version("1.1.0", None),
+            version("1.2.0", columns, ready="False"),
+        ],
+    )
+    model = Model.model_validate(
+        {
+            "apiVersion": "modelyard.dev/v1alpha1",
+            "kind": "Model",
+            "metadata": {"name": "iris", "namespace": "ml"},
+            "spec": {"template": "t", "version": {"model": "iris", "version": ">=1.0.0"}},
+        }
+    )
+    assert world.mlflow_inputs(model, "1.0.0") == ("a",)
+    assert world.mlflow_inputs(model, "1.1.0") == ()
+    assert world.mlflow_inputs(model, "1.2.0") == ()
+    assert world.mlflow_inputs(model, None) == ()

@@ -12,7 +12,7 @@ this decides, so every rule is tested without a server.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jsonschema
@@ -121,6 +121,33 @@ def mlflow_rows(request: Mapping[str, Any]) -> int | None:
         inputs = request["inputs"]
         return len(inputs) if isinstance(inputs, list) else None
     return None
+
+
+def mlflow_signature_problems(request: Mapping[str, Any], inputs: Sequence[str]) -> list[str]:
+    """Where the sample cannot match the model's signature (`inputs`: the columns it
+    requires), as MLflow's schema enforcement judges it: a dataframe_split whose columns, or a
+    dataframe_records row whose keys, lack a required column. Columns the signature lacks are
+    no problem (MLflow ignores them); instances and inputs are read by rules of their own, and
+    left to the server."""
+    if not inputs:
+        return []
+    if "dataframe_split" in request:
+        split = request["dataframe_split"]
+        columns = split.get("columns") if isinstance(split, Mapping) else None
+        if not isinstance(columns, list):
+            return [
+                "dataframe_split names no columns; the model's signature requires "
+                + ", ".join(inputs)
+            ]
+        missing = [name for name in inputs if name not in columns]
+        return [f"dataframe_split.columns lacks {', '.join(missing)}"] if missing else []
+    problems: list[str] = []
+    rows = request.get("dataframe_records")
+    for index, row in enumerate(rows if isinstance(rows, list) else []):
+        missing = [name for name in inputs if not isinstance(row, Mapping) or name not in row]
+        if missing:
+            problems.append(f"dataframe_records[{index}] lacks {', '.join(missing)}")
+    return problems[:10]
 
 
 def mlflow_answer_problems(request: Mapping[str, Any], answer: Any) -> list[str]:
@@ -322,6 +349,7 @@ __all__ = [
     "metadata_problems",
     "mlflow_answer_problems",
     "mlflow_rows",
+    "mlflow_signature_problems",
     "predict_response_schema",
     "request_problems",
     "schema_problems",

@@ -472,7 +472,9 @@ _PROTOCOL = (
     "path and judge the answer by the modelType's response schema. MLflow: MLflow's scoring "
     "server (mlflow models serve): POST the request (dataframe_split, dataframe_records, "
     "instances or inputs) to /invocations; the answer's predictions must have one row per "
-    "input row. DEEPaaS: the model (model, else the first GET /v2/models/ lists) must be "
+    "input row. A dataframe_split or dataframe_records lacking a column the signature of the "
+    "Model's MLflow version requires (its ModelVersion's status.mlflow.signature) is not sent "
+    "(ProbeRefused). DEEPaaS: the model (model, else the first GET /v2/models/ lists) must be "
     "listed; its metadata is recorded in status.server; the request's fields are its predict "
     "arguments, POSTed to /v2/models/{model}/predict/, and the answer must match the response "
     "schema the server publishes (/swagger.json). OpenInference (KServe v2: MLServer, Triton): "
@@ -922,6 +924,30 @@ class ModelVersionSpec(SpecModel):
         return self
 
 
+class SignatureColumn(SpecModel):
+    """One input column of an MLflow model's signature."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    name: str = Field(..., description="The column's name.")
+    type: str = Field(..., description="Its MLflow type (double, long, string, ...).")
+    required: bool = Field(
+        True, description="False for an optional column (MLflow takes a sample without it)."
+    )
+
+
+class MlflowSignature(SpecModel):
+    """The input side of an MLflow model's signature, as its MLmodel file declares it."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    inputs: list[SignatureColumn] = Field(
+        default_factory=list,
+        description="The input columns the model takes; an MLflow probe's sample must name "
+        "every required one, or it is not sent (ProbeRefused).",
+    )
+
+
 class MlflowResolution(SpecModel):
     """What the operator found in MLflow for a version, pinned at first verification."""
 
@@ -941,6 +967,17 @@ class MlflowResolution(SpecModel):
         description="The version the alias points to now; differs from version when the alias "
         "moved after it was pinned.",
     )
+    signature: MlflowSignature | None = Field(
+        None,
+        description="The model's signature (its named input columns) when it has one and the "
+        "tracking server serves its files (proxied artifacts).",
+    )
+
+    def required_inputs(self) -> tuple[str, ...]:
+        """The columns a sample must name: none when there is no signature."""
+        if self.signature is None:
+            return ()
+        return tuple(column.name for column in self.signature.inputs if column.required)
 
 
 class ModelVersionStatus(SpecModel):

@@ -15,7 +15,9 @@ running and say so, and roll to nothing new.
 A version from an MLflow registry follows the same rules: the registered model version must exist
 and be READY in MLflow; an alias is resolved once and the version number pinned in
 `status.mlflow`, a later move is reported (AliasCurrent=False, AliasMoved) and never followed; a
-version deleted in MLflow stops being Ready (VersionNotFound).
+version deleted in MLflow stops being Ready (VersionNotFound). A verified version's signature
+(the input columns its MLmodel file declares) is recorded in `status.mlflow.signature`, for the
+MLflow probe to judge the template's sample by; failing to read it is logged, never un-Ready.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from modelyard.api.v1alpha1 import API_VERSION, ModelVersion
 from modelyard.kube import Kube
 from modelyard.reconcile.common import describe, status_changed, warn_once
 from modelyard.reconcile.registry import Connection
+from modelyard.registry.http import RegistryError
+from modelyard.registry.mlflow import MlflowClient
 from modelyard.registry.verify import MlflowVerification, verify, verify_mlflow
 from modelyard.status import conditions, kstatus, reasons
 
@@ -304,11 +308,57 @@ async def _verify_mlflow_version(
     )
     metrics.VERIFICATIONS.labels(result.reason).inc()
     found.unchanged = result.temporary and was_verified and result.reason != reasons.VERSION_PENDING
+    previous = found.mlflow
     found.checks, found.mlflow = _mlflow_checks(source.alias, result, found.mlflow)
     found.temporary = result.temporary
     found.image = None
     if result.verified and not was_verified:
         found.verified_time = conditions.now()
+    if result.verified and found.mlflow is not None:
+        signature = await _signature(
+            connection.mlflow, version, source.name, found.mlflow["version"], previous
+        )
+        if signature is not None:
+            found.mlflow["signature"] = signature
+
+
+#: The last failure to read a version's signature that was logged, by ModelVersion: each is
+#: logged once, not at every check.
+_SIGNATURE_FAILURES: dict[tuple[str | None, str], str] = {}
+
+
+async def _signature(
+    client: MlflowClient, version: ModelVersion, name: str, number: str, previous: Manifest | None
+) -> Manifest | None:
+    """`status.mlflow.signature` of the pinned version: its input columns, or None (no
+    signature). Readiness is the version's, not its signature's: a failure keeps what was
+    recorded of the same version, and is logged once."""
+    key = (version.metadata.namespace, version.metadata.name)
+    try:
+        inputs = await client.signature(name, number)
+    except RegistryError as error:
+        if _SIGNATURE_FAILURES.get(key) != error.message:
+            if len(_SIGNATURE_FAILURES) >= 4096:
+                _SIGNATURE_FAILURES.clear()
+            _SIGNATURE_FAILURES[key] = error.message
+            logger.warning(
+                "ModelVersion %s/%s: cannot read the signature of %s version %s: %s",
+                *key,
+                name,
+                number,
+                error.message,
+            )
+        kept = previous or {}
+        return kept.get("signature") if kept.get("version") == number else None
+    _SIGNATURE_FAILURES.pop(key, None)
+    if not inputs:
+        return None
+    return {
+        "inputs": [
+            {"name": column.name, "type": column.type, "required": column.required}
+            for column in inputs
+        ]
+    }
 
 
 def _mlflow_checks(

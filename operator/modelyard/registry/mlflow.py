@@ -1,13 +1,14 @@
 """A small client for an MLflow model registry's REST API (`/api/2.0/mlflow/...`).
 
 Only what a Registry check, a ModelVersion's verification and `modelyard models` need: does the
-server answer with these credentials, one version by number or by alias, and the registered
-models with their versions. Over aiohttp like the OCI client, with the same failure reasons
-(Unauthorized, Unreachable, TLSError) and the same rule: credentials never appear in an error
-message, a log line or anything returned.
+server answer with these credentials, one version by number or by alias, the input columns of a
+version's signature (its MLmodel file, through the server's proxied artifacts), and the
+registered models with their versions. Over aiohttp like the OCI client, with the same failure
+reasons (Unauthorized, Unreachable, TLSError) and the same rule: credentials never appear in an
+error message, a log line or anything returned.
 
 MLflow's own Python client is not used here: it pulls in a large dependency tree and is
-synchronous, while the operator only needs four GET requests on its event loop.
+synchronous, while the operator only needs a few GET requests on its event loop.
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ import datetime
 import json
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode, urlsplit
+
+import yaml
 
 from modelyard.registry.http import (
+    MAX_BODY,
     Credentials,
     Failure,
     HttpClient,
@@ -28,6 +32,13 @@ from modelyard.registry.http import (
 )
 
 API = "/api/2.0/mlflow"
+#: The tracking server's proxied artifacts (`mlflow server --serve-artifacts`, the default):
+#: `mlflow-artifacts:/<path>` is read at this prefix followed by the path.
+ARTIFACTS = "/api/2.0/mlflow-artifacts/artifacts"
+#: An MLmodel file is a few KiB; a larger answer is not one, and is not read whole.
+MLMODEL_LIMIT = 256 * 2**10
+#: Inputs recorded of one signature; beyond, the rest is not (a probe then checks fewer).
+MAX_INPUTS = 256
 #: MLflow's answer for a registered model, version or alias that does not exist.
 NOT_FOUND_CODES = ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE")
 PAGE = 100
@@ -72,6 +83,62 @@ class RegisteredVersion:
 
 
 @dataclass(frozen=True)
+class SignatureInput:
+    """One input column of a model's signature, as its MLmodel file declares it."""
+
+    name: str
+    type: str
+    required: bool = True
+
+
+class SignatureError(ValueError):
+    """The MLmodel file is there but is not what MLflow writes."""
+
+
+def signature_inputs(mlmodel: str) -> tuple[SignatureInput, ...]:
+    """The named input columns of an MLmodel file's signature (`signature.inputs`, a JSON
+    text); none when it has no signature, or one of tensors or unnamed columns (no column
+    names to judge a sample by)."""
+    try:
+        document = yaml.safe_load(mlmodel)
+    except yaml.YAMLError as error:
+        raise SignatureError(f"the MLmodel file is not YAML ({type(error).__name__})") from None
+    signature = document.get("signature") if isinstance(document, dict) else None
+    text = signature.get("inputs") if isinstance(signature, dict) else None
+    if not text:
+        return ()
+    try:
+        columns = json.loads(text) if isinstance(text, str) else text
+    except ValueError:
+        raise SignatureError("the MLmodel file's signature.inputs is not JSON") from None
+    if not isinstance(columns, list):
+        raise SignatureError("the MLmodel file's signature.inputs is not a list")
+    found: list[SignatureInput] = []
+    for column in columns:
+        if not isinstance(column, dict) or column.get("type") == "tensor":
+            return ()
+        name = column.get("name")
+        if not isinstance(name, str) or not name:
+            return ()
+        found.append(
+            SignatureInput(name, str(column.get("type")), column.get("required", True) is not False)
+        )
+    return tuple(found[:MAX_INPUTS])
+
+
+def proxied_path(artifact_uri: Any) -> str | None:
+    """The path of an `mlflow-artifacts:/...` URI, which the tracking server itself serves;
+    None for any other (s3://, gs://, a file path: storage the operator is given no access
+    to) and for one naming another server."""
+    if not isinstance(artifact_uri, str):
+        return None
+    parts = urlsplit(artifact_uri)
+    if parts.scheme != "mlflow-artifacts" or parts.netloc or not parts.path.startswith("/"):
+        return None
+    return parts.path.rstrip("/")
+
+
+@dataclass(frozen=True)
 class RegisteredModel:
     name: str
     aliases: dict[str, str]
@@ -99,18 +166,35 @@ def authorization(credentials: Credentials) -> str | None:
 class MlflowClient(HttpClient):
     """One MLflow server, one set of credentials; reuse it (it keeps its connections)."""
 
-    async def _get(self, path: str, query: dict[str, str]) -> dict[str, Any] | None:
-        """The answer's JSON; None when MLflow says the thing asked for does not exist."""
-        url = self.endpoint.url.rstrip("/") + API + path
+    #: Signatures read, by (model, version): a registered version's files do not change, and
+    #: version numbers are never reused. Only definite answers are kept.
+    _signatures: dict[tuple[str, str], tuple[SignatureInput, ...]] = field(
+        default_factory=dict, repr=False
+    )
+
+    async def _read(
+        self, path: str, query: dict[str, str], accept: str, limit: int = MAX_BODY
+    ) -> bytes | None:
+        """The answer's body; None when MLflow says the thing asked for does not exist."""
+        url = self.endpoint.url.rstrip("/") + path
         if query:
             url += "?" + urlencode(query)
-        headers = {"Accept": "application/json"}
+        headers = {"Accept": accept}
         header = authorization(self.credentials)
         if header:
             headers["Authorization"] = header
         with transport(self.endpoint):
-            status, _, body = await self.fetch("GET", url, headers)
+            status, _, body = await self.fetch("GET", url, headers, limit)
         if status == 200:
+            return body
+        if status in (400, 404) and _error_code(body) in NOT_FOUND_CODES:
+            return None
+        raise classify(status, f"MLflow {path.removeprefix(API)}")
+
+    async def _get(self, path: str, query: dict[str, str]) -> dict[str, Any] | None:
+        """The answer's JSON; None when MLflow says the thing asked for does not exist."""
+        body = await self._read(API + path, query, "application/json")
+        if body is not None:
             try:
                 payload = json.loads(body or b"{}")
             except ValueError:
@@ -118,9 +202,7 @@ class MlflowClient(HttpClient):
                     Failure.UNREACHABLE, f"{self.endpoint.host} answered {path} with no JSON"
                 ) from None
             return payload if isinstance(payload, dict) else {}
-        if status in (400, 404) and _error_code(body) in NOT_FOUND_CODES:
-            return None
-        raise classify(status, f"MLflow {path}")
+        return None
 
     async def ping(self) -> None:
         """Reachable, TLS trusted, and the credentials accepted by the model registry."""
@@ -137,6 +219,34 @@ class MlflowClient(HttpClient):
         if payload is None or "model_version" not in payload:
             return None
         return RegisteredVersion.from_api(payload["model_version"])
+
+    async def signature(self, name: str, number: str) -> tuple[SignatureInput, ...]:
+        """The input columns of the version's signature: where MLflow keeps its files
+        (`model-versions/get-download-uri`), then their MLmodel file through the server's
+        proxied artifacts. None found (no signature, files kept where the server does not
+        serve them, a version gone) is empty; a failure raises RegistryError."""
+        cached = self._signatures.get((name, number))
+        if cached is not None:
+            return cached
+        located = await self._get(
+            "/model-versions/get-download-uri", {"name": name, "version": number}
+        )
+        path = proxied_path((located or {}).get("artifact_uri"))
+        if path is None:
+            inputs: tuple[SignatureInput, ...] = ()
+        else:
+            body = await self._read(ARTIFACTS + quote(path) + "/MLmodel", {}, "*/*", MLMODEL_LIMIT)
+            try:
+                inputs = signature_inputs(body.decode("utf-8", "replace")) if body else ()
+            except SignatureError as error:
+                raise RegistryError(
+                    Failure.UNREACHABLE, f"{name} version {number}: {error}"
+                ) from None
+        if located is not None:
+            if len(self._signatures) >= 1024:
+                self._signatures.pop(next(iter(self._signatures)))
+            self._signatures[(name, number)] = inputs
+        return inputs
 
     async def models(self) -> list[RegisteredModel]:
         """Every registered model, with its aliases and all its versions (newest first)."""

@@ -50,10 +50,19 @@ def _mismatch(method: str, url: str, protocol: str, problems: list[str]) -> Chec
 
 
 async def ask_mlflow(client: ModelEndpoint, target: Target) -> tuple[Check, Metadata]:
-    """MLflow's scoring server: the sample POSTed to /invocations; one prediction per row."""
+    """MLflow's scoring server: the sample POSTed to /invocations; one prediction per row.
+    A sample that cannot match the model's signature is not sent: the template is wrong."""
     assert target.probe_path is not None and target.probe_request is not None
     request = json.loads(target.probe_request)
     url = client.url(target.probe_path)
+    unmatched = protocols.mlflow_signature_problems(request, target.mlflow_inputs)
+    if unmatched:
+        return failed(
+            reasons.PROBE_REFUSED,
+            "the template's probe.request cannot match the model's signature, which requires "
+            f"{', '.join(target.mlflow_inputs)}: {'; '.join(unmatched)}. The sample is wrong, "
+            f"not the server; POST {url} was not sent",
+        ), None
     answer = await client.post(target.probe_path, request)
     if answer.status == 400 and isinstance(answer.body, dict):
         # MLflow's own verdict on the input (SCHEMA_ENFORCEMENT_FAILED, BAD_REQUEST): the

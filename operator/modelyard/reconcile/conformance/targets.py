@@ -58,6 +58,9 @@ class Target:
     #: Whose protocol the probe speaks (`modelyard.api.protocols`), and the model it names.
     protocol: str = protocols.MODELYARD
     model: str | None = None
+    #: MLflow: the columns the signature of the version the workers run requires (its
+    #: `status.mlflow.signature`); a sample lacking one is not sent. Empty: no signature.
+    mlflow_inputs: tuple[str, ...] = ()
 
     @property
     def fingerprint(self) -> str:
@@ -75,15 +78,22 @@ def service_target(
     revision: str,
     config: Probes,
     cluster_ip: str = "",
+    mlflow_inputs: tuple[str, ...] = (),
 ) -> Target:
     address = config.service_address.format(
         name=name, namespace=namespace, port=port, clusterIP=cluster_ip
     )
-    return _in_cluster(namespace, address, model_type, probe, revision)
+    return _in_cluster(namespace, address, model_type, probe, revision, mlflow_inputs=mlflow_inputs)
 
 
 def _in_cluster(
-    namespace: str, address: str, model_type: str, probe: Probe, revision: str
+    namespace: str,
+    address: str,
+    model_type: str,
+    probe: Probe,
+    revision: str,
+    *,
+    mlflow_inputs: tuple[str, ...],
 ) -> Target:
     return Target(
         namespace=namespace,
@@ -95,6 +105,7 @@ def _in_cluster(
         revision=revision,
         protocol=probe.protocol.value,
         model=probe.model,
+        mlflow_inputs=mlflow_inputs if probe.protocol.value == protocols.MLFLOW else (),
     )
 
 
@@ -107,11 +118,12 @@ def pod_target(
     probe: Probe,
     revision: str,
     config: Probes,
+    mlflow_inputs: tuple[str, ...] = (),
 ) -> Target:
     """One worker asked on its own address: a canary's, or the current revision's while a
     canary shares the Service (whose answer could come from either)."""
     address = config.pod_address.format(podIP=pod_ip, port=port)
-    return _in_cluster(namespace, address, model_type, probe, revision)
+    return _in_cluster(namespace, address, model_type, probe, revision, mlflow_inputs=mlflow_inputs)
 
 
 def external_target(namespace: str, external: ExternalModel) -> Target:

@@ -76,7 +76,13 @@ def rollout_step(
         and canary_observation.state is ModelState.READY
     ):
         verdict = _canary_verdict(
-            key, workload, pods=canary_pods, revision=desired_hash, prober=prober, config=config
+            key,
+            workload,
+            pods=canary_pods,
+            revision=desired_hash,
+            prober=prober,
+            config=config,
+            mlflow_inputs=world.mlflow_inputs(model, workload.version),
         )
     elif prober is not None:
         prober.forget_canary(key)
@@ -112,6 +118,7 @@ def _canary_verdict(
     revision: str,
     prober: Prober,
     config: OperatorConfig,
+    mlflow_inputs: tuple[str, ...] = (),
 ) -> conditions.Check | None:
     """The probe's verdict on every ready canary worker, each asked on its own address: the
     first that fails, else a pass once all answered (None until then)."""
@@ -134,6 +141,7 @@ def _canary_verdict(
             probe=probe,
             revision=revision,
             config=config.probes,
+            mlflow_inputs=mlflow_inputs,
         )
         verdict = prober.verdict(probe_key, of_template(target, workload.template), model=key)
         found.append(None if verdict is None else verdict.conformant or verdict.available)

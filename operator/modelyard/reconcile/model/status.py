@@ -57,6 +57,11 @@ def assemble(
         or (step is not None and step.canary is not None)
         or any(rollout.is_canary_pod(pod) for pod in world.pods)
     )
+    # The signature the serving workers' sample is judged by: their version's, which during a
+    # canary is the one that ran before.
+    serving_version = workload.version if workload is not None else None
+    if step is not None and not step.roll_main:
+        serving_version = previous.get("resolvedVersion")
     status = model_status(
         model,
         plan=plan,
@@ -75,6 +80,7 @@ def assemble(
             config,
             service=world.children.get("Service"),
             worker=ready_pod(main_pods, serving_hash) if sharing else None,
+            mlflow_inputs=world.mlflow_inputs(model, serving_version),
         ),
         rollout_status=step.status if step is not None else previous.get("rollout"),
     )
@@ -168,6 +174,7 @@ def conformance(
     *,
     service: Manifest | None,
     worker: Manifest | None = None,
+    mlflow_inputs: tuple[str, ...] = (),
 ) -> conditions.Check | None:
     """The Conformant condition of a Model whose template declares a probe (else None):
     asked through its Service, or of one `worker` on its own address."""
@@ -190,6 +197,7 @@ def conformance(
             probe=probe,
             revision=desired_hash,
             config=config.probes,
+            mlflow_inputs=mlflow_inputs,
         )
     else:
         target = service_target(
@@ -200,6 +208,7 @@ def conformance(
             revision=desired_hash,
             config=config.probes,
             cluster_ip=str(((service or {}).get("spec") or {}).get("clusterIP") or ""),
+            mlflow_inputs=mlflow_inputs,
         )
     verdict = prober.verdict(key, of_template(target, workload.template))
     if verdict is None or verdict.conformant is None:

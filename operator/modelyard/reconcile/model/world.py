@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from modelyard.api.v1alpha1 import (
+    MlflowResolution,
     Model,
     parse,
 )
@@ -50,6 +51,28 @@ class ModelWorld:
     pods: list[Manifest] = field(default_factory=list)
     #: The namespace's Secrets that consent to modelyard's use; None: not checked.
     permitted_secrets: frozenset[str] | None = None
+
+    def mlflow_inputs(self, model: Model, version: str | None) -> tuple[str, ...]:
+        """The columns the signature of the Model's `version` requires, as its Ready
+        ModelVersion recorded them (`status.mlflow.signature`); none without one."""
+        selector = model.spec.version
+        if selector is None or not version:
+            return ()
+        for manifest in self.versions:
+            spec = manifest.get("spec") or {}
+            status = manifest.get("status") or {}
+            if (
+                spec.get("model") != selector.model
+                or spec.get("version") != version
+                or not status.get("mlflow")
+                or not conditions.is_true(status.get("conditions"), reasons.READY)
+            ):
+                continue
+            try:
+                return MlflowResolution.model_validate(status["mlflow"]).required_inputs()
+            except ValidationError:
+                return ()
+        return ()
 
 
 @dataclass
