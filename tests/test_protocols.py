@@ -385,3 +385,114 @@ def test_the_signature_of_the_version_the_workers_run_reaches_the_probe() -> Non
     assert world.mlflow_inputs(model, "1.1.0") == ()
     assert world.mlflow_inputs(model, "1.2.0") == ()
     assert world.mlflow_inputs(model, None) == ()
+
+
+def test_open_inference_judges_only_the_outputs_asked_for_and_batches_only_batched_ones() -> None:
+    """A request may name the outputs it wants; a model without a batch dimension (Triton's
+    max_batch_size 0) answers its declared shape whole: neither is a mismatch."""
+    two = {
+        **IRIS_METADATA,
+        "outputs": [
+            {"name": "predict", "datatype": "INT64", "shape": [-1, 1]},
+            {"name": "proba", "datatype": "FP64", "shape": [-1, 3]},
+        ],
+    }
+    only_predict = {**INFER, "outputs": [{"name": "predict"}]}
+    answer = outputs({"name": "predict", "shape": [2, 1], "datatype": "INT64", "data": [0, 2]})
+    assert protocols.inference_answer_problems(only_predict, two, answer) == []
+    assert protocols.inference_answer_problems(INFER, two, answer) == [
+        "outputs.proba: declared by the model, missing from the answer"
+    ]
+    unbatched = {
+        "name": "iris",
+        "inputs": [{"name": "x", "datatype": "FP32", "shape": [4]}],
+        "outputs": [{"name": "probabilities", "datatype": "FP32", "shape": [3]}],
+    }
+    one = {"inputs": [{"name": "x", "shape": [4], "datatype": "FP32", "data": [1.0] * 4}]}
+    whole = outputs({"name": "probabilities", "shape": [3], "datatype": "FP32", "data": [0.1] * 3})
+    assert protocols.inference_answer_problems(one, unbatched, whole) == []
+
+
+def test_deepaas_routes_by_its_self_link_whatever_id_the_model_claims() -> None:
+    """DEEPaaS lets a model's get_metadata override the listing's id (or falls back to "0"),
+    while its routes keep the entry point's name: the self link says where to send."""
+    claims = {
+        "models": [
+            {"id": "0", "name": "plain", "links": [{"rel": "self", "href": "/v2/models/plain"}]},
+            {"id": "iris-v1", "links": [{"rel": "self", "href": "/api/v2/models/iris/"}]},
+        ]
+    }
+    first = protocols.deepaas_model(claims, None)
+    assert first is not None and protocols.deepaas_route(first) == "plain"
+    by_route = protocols.deepaas_model(claims, "iris")
+    by_id = protocols.deepaas_model(claims, "iris-v1")
+    assert by_route is by_id is not None and protocols.deepaas_route(by_route) == "iris"
+
+
+def test_deepaas_schemas_read_as_the_server_writes_them() -> None:
+    """Swagger 2's x-nullable means null is allowed; a server under --base-path publishes its
+    paths with the prefix; a model without a schema gets DEEPaaS's placeholder, which says
+    predictions are a string while the server answers whatever the model returns."""
+    nullable = {
+        "paths": {
+            "/api/v2/models/iris/predict/": {
+                "post": {"responses": {"200": {"schema": {"$ref": "#/definitions/Out"}}}}
+            }
+        },
+        "definitions": {
+            "Out": {
+                "type": "object",
+                "properties": {"score": {"type": "number", "x-nullable": True}},
+            }
+        },
+    }
+    schema = protocols.predict_response_schema(nullable, "iris")
+    assert schema is not None
+    assert protocols.schema_problems(schema, {"score": None}) == []
+    assert protocols.schema_problems(schema, {"score": "high"}) != []
+    placeholder = {
+        "paths": {
+            "/v2/models/plain/predict/": {
+                "post": {"responses": {"200": {"schema": {"$ref": "#/definitions/Prediction"}}}}
+            }
+        },
+        "definitions": {
+            "Prediction": {
+                "type": "object",
+                "required": ["status", "predictions"],
+                "properties": {"status": {"type": "string"}, "predictions": {"type": "string"}},
+            }
+        },
+    }
+    schema = protocols.predict_response_schema(placeholder, "plain")
+    assert schema is not None
+    assert protocols.schema_problems(schema, {"status": "OK", "predictions": {"got": 1}}) == []
+    assert protocols.schema_problems(schema, {"predictions": {"got": 1}}) == [
+        "the answer: 'status' is a required property"
+    ]
+
+
+def test_a_servers_metadata_is_recorded_bounded_and_as_json() -> None:
+    """What a server says of its model lands in etcd: only the documented fields, never more
+    than 16 KiB, never a NaN JSON cannot carry."""
+    assert protocols.recorded({**IRIS_METADATA, "parameters": {"x": 1}}, ("name",)) == {
+        "name": "iris"
+    }
+    huge = protocols.recorded({"name": "x" * 20000}, ("name",))
+    assert list(huge) == ["omitted"] and "more than the 16 KiB" in huge["omitted"]
+    nan = protocols.recorded({"name": float("nan")}, ("name",))
+    assert list(nan) == ["omitted"] and "NaN" in nan["omitted"]
+
+
+def test_a_new_word_from_the_server_replaces_the_old_one_whole() -> None:
+    """status.server is written by a merge patch, which merges objects key by key: a key the
+    server no longer says is sent as null, so it does not linger (and the next pass, finding
+    the status as computed, writes nothing)."""
+    from modelyard.reconcile.model.publish import _replaced  # noqa: PLC0415
+
+    before = {"server": {"protocol": "DEEPaaS", "metadata": {"id": "iris", "license": "MIT"}}}
+    after = {"server": {"protocol": "DEEPaaS", "metadata": {"id": "iris"}}}
+    assert _replaced(before, after, "server") == {
+        "server": {"protocol": "DEEPaaS", "metadata": {"license": None, "id": "iris"}}
+    }
+    assert _replaced({}, after, "server") == {}

@@ -11,6 +11,7 @@ this decides, so every rule is tested without a server.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -92,7 +93,8 @@ def request_problems(
         if problems:
             raise ValueError("the OpenInference probe's request: " + "; ".join(problems))
     elif protocol == DEEPAAS:
-        unsent = [k for k, v in request.items() if isinstance(v, (dict, list))]
+        # Form fields: each a value (a null would be sent as the text "null").
+        unsent = [k for k, v in request.items() if v is None or isinstance(v, (dict, list))]
         if unsent:
             raise ValueError(
                 "a DEEPaaS probe's request holds its predict arguments, each a value: "
@@ -254,7 +256,13 @@ def inference_answer_problems(
         tensor.get("name"): tensor for tensor in answer["outputs"] if isinstance(tensor, Mapping)
     }
     problems: list[str] = []
-    declared = [t for t in metadata.get("outputs") or [] if isinstance(t, Mapping)]
+    # A request may name the outputs it wants (the protocol's `outputs`): only those come back.
+    asked = {t.get("name") for t in request.get("outputs") or [] if isinstance(t, Mapping)}
+    declared = [
+        t
+        for t in metadata.get("outputs") or []
+        if isinstance(t, Mapping) and (not asked or t.get("name") in asked)
+    ]
     for tensor in declared:
         name = tensor.get("name")
         found = outputs.get(name)
@@ -275,15 +283,47 @@ def inference_answer_problems(
             if not fits:
                 problems.append(f"outputs.{name}.shape: {shape}, declared {expected}")
     batch = batch_of(request)
+    # Only an output declared with a batch dimension (-1 first) answers one row per input row:
+    # a model without batching (Triton's max_batch_size 0) declares its shapes whole.
+    batched = {
+        t.get("name")
+        for t in declared
+        if isinstance(t.get("shape"), list) and t["shape"][:1] == [-1]
+    }
     for name, found in outputs.items():
         where = f"outputs.{name}"
         problems.extend(p for p in _tensor_problems(where, found) if ".datatype" not in p)
         shape = found.get("shape")
-        if batch is not None and isinstance(shape, list) and (not shape or shape[0] != batch):
+        if batch is None or name not in batched or not isinstance(shape, list):
+            continue
+        if not shape or shape[0] != batch:
             problems.append(f"{where}.shape: {shape}, for a batch of {batch}")
     if not outputs:
         problems.append("outputs: none")
     return problems
+
+
+#: What the Open Inference Protocol documents of a model's metadata; the rest is not recorded.
+INFERENCE_METADATA = ("name", "versions", "platform", "inputs", "outputs")
+#: The most of a server's metadata a Model's status records: it is written to etcd with every
+#: change, and a server (an external Model's, anyone's) chooses what it says.
+MAX_METADATA_BYTES = 16 * 2**10
+
+
+def recorded(metadata: Mapping[str, Any], keys: tuple[str, ...]) -> dict[str, Any]:
+    """The documented fields of a server's metadata, as a status may hold them: JSON (no NaN),
+    and not larger than MAX_METADATA_BYTES, else a note saying why there is nothing."""
+    kept = {key: metadata[key] for key in keys if key in metadata}
+    try:
+        size = len(json.dumps(kept, allow_nan=False))
+    except ValueError:
+        return {"omitted": "the server's metadata holds a number JSON cannot carry (NaN)"}
+    if size > MAX_METADATA_BYTES:
+        return {
+            "omitted": f"the server's metadata is {size // 2**10} KiB, more than the "
+            f"{MAX_METADATA_BYTES // 2**10} KiB a status records"
+        }
+    return kept
 
 
 # -- DEEPaaS ---------------------------------------------------------------------------------
@@ -293,17 +333,32 @@ def inference_answer_problems(
 DEEPAAS_METADATA = ("id", "name", "description", "license", "author", "version", "url", "links")
 
 
+def deepaas_route(entry: Mapping[str, Any]) -> str:
+    """The name a DEEPaaS model is served under (`/v2/models/<name>/...`): its self link's. A
+    model's own metadata may give it another `id` (DEEPaaS lets `get_metadata` override the
+    listing, and falls back to "0"), but the routes keep the entry point's name."""
+    for link in entry.get("links") or []:
+        if isinstance(link, Mapping) and link.get("rel") == "self":
+            href = str(link.get("href") or "").rstrip("/")
+            if href.rsplit("/", 2)[-2:-1] == ["models"]:
+                return href.rsplit("/", 1)[-1]
+    return str(entry.get("id"))
+
+
 def deepaas_model(listing: Any, wanted: str | None) -> Mapping[str, Any] | None:
-    """The model's entry in GET /v2/models/ (`{models: [...]}`): `wanted`, or the first."""
+    """The model's entry in GET /v2/models/ (`{models: [...]}`): `wanted` (by the name it is
+    served under, or its id), or the first."""
     models = listing.get("models") if isinstance(listing, Mapping) else None
     for entry in models or []:
-        if isinstance(entry, Mapping) and (wanted is None or entry.get("id") == wanted):
+        if not isinstance(entry, Mapping):
+            continue
+        if wanted is None or wanted in (deepaas_route(entry), entry.get("id")):
             return entry
     return None
 
 
 def deepaas_metadata(entry: Mapping[str, Any]) -> dict[str, Any]:
-    return {key: entry[key] for key in DEEPAAS_METADATA if key in entry}
+    return recorded(entry, DEEPAAS_METADATA)
 
 
 def predict_response_schema(openapi: Any, model: str) -> dict[str, Any] | None:
@@ -314,14 +369,40 @@ def predict_response_schema(openapi: Any, model: str) -> dict[str, Any] | None:
     paths = openapi.get("paths") or {}
     operation = None
     for path, item in paths.items():
-        if path.rstrip("/") == f"/v2/models/{model}/predict" and isinstance(item, Mapping):
+        # A server started with --base-path publishes its paths under that prefix.
+        if str(path).rstrip("/").endswith(f"/v2/models/{model}/predict") and isinstance(
+            item, Mapping
+        ):
             operation = item.get("post")
     responses = operation.get("responses") if isinstance(operation, Mapping) else None
     answer = (responses or {}).get("200") or (responses or {}).get(200)
     schema = answer.get("schema") if isinstance(answer, Mapping) else None
     if not isinstance(schema, Mapping):
         return None
-    return {**schema, "definitions": openapi.get("definitions") or {}}
+    definitions = dict(openapi.get("definitions") or {})
+    placeholder = definitions.get("Prediction")
+    if schema.get("$ref") == "#/definitions/Prediction" and isinstance(placeholder, Mapping):
+        # A model that declares no schema: DEEPaaS publishes its placeholder (predictions: a
+        # string) but answers whatever the model returns. Only its shape is judged then.
+        properties = dict(placeholder.get("properties") or {})
+        if (properties.get("predictions") or {}).get("type") == "string":
+            properties["predictions"] = {}
+            definitions["Prediction"] = {**placeholder, "properties": properties}
+    judged: dict[str, Any] = _nullable({**schema, "definitions": definitions})
+    return judged
+
+
+def _nullable(schema: Any) -> Any:
+    """Swagger 2's `x-nullable: true` (how apispec writes a field that may be None) as JSON
+    Schema says it: the type, or null."""
+    if isinstance(schema, list):
+        return [_nullable(item) for item in schema]
+    if not isinstance(schema, Mapping):
+        return schema
+    node = {key: _nullable(value) for key, value in schema.items()}
+    if node.get("x-nullable") is True and isinstance(node.get("type"), str):
+        node["type"] = [node["type"], "null"]
+    return node
 
 
 def schema_problems(schema: Mapping[str, Any], answer: Any) -> list[str]:
@@ -344,6 +425,7 @@ __all__ = [
     "batch_of",
     "deepaas_metadata",
     "deepaas_model",
+    "deepaas_route",
     "inference_answer_problems",
     "inference_request_problems",
     "metadata_problems",
@@ -351,6 +433,7 @@ __all__ = [
     "mlflow_rows",
     "mlflow_signature_problems",
     "predict_response_schema",
+    "recorded",
     "request_problems",
     "schema_problems",
 ]

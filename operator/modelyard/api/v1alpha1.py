@@ -501,7 +501,8 @@ class Probe(SpecModel):
             cel_rule(
                 "!has(self.protocol) || !(self.protocol in ['DEEPaaS', 'OpenInference']) || "
                 "!has(self.path)",
-                "path is the protocol's own for DEEPaaS and OpenInference: leave it out",
+                "path is the protocol's own for DEEPaaS and OpenInference: leave it out "
+                "(remove it from the template: an apply keeps a path set before)",
                 field_path=".path",
             ),
         )

@@ -64,7 +64,15 @@ async def ask_mlflow(client: ModelEndpoint, target: Target) -> tuple[Check, Meta
             f"not the server; POST {url} was not sent",
         ), None
     answer = await client.post(target.probe_path, request)
-    if answer.status == 400 and isinstance(answer.body, dict):
+    if (
+        answer.status == 400
+        and isinstance(answer.body, dict)
+        and answer.body.get("error_code")
+        in (
+            "INVALID_PARAMETER_VALUE",
+            "BAD_REQUEST",
+        )
+    ):
         # MLflow's own verdict on the input (SCHEMA_ENFORCEMENT_FAILED, BAD_REQUEST): the
         # model's signature refuses the template's sample.
         code = answer.body.get("error_code", "BAD_REQUEST")
@@ -98,7 +106,7 @@ async def ask_deepaas(client: ModelEndpoint, target: Target) -> tuple[Check, Met
     if entry is None:
         wanted = f"model {target.model}" if target.model else "any model"
         return failed(reasons.MODEL_NOT_LISTED, f"GET {listing_url} does not list {wanted}"), None
-    model = str(entry.get("id"))
+    model = protocols.deepaas_route(entry)
     metadata: dict[str, Any] = protocols.deepaas_metadata(entry)
     path = f"/v2/models/{model}/predict/"
     url = client.url(path)
@@ -134,6 +142,8 @@ async def ask_open_inference(client: ModelEndpoint, target: Target) -> tuple[Che
     for path in ("/v2/health/ready", f"/v2/models/{model}/ready"):
         answer = await client.get(path)
         problem = refused("GET", client.url(path), answer)
+        if problem is not None and problem.reason == reasons.UNAUTHORIZED:
+            return problem, None
         if problem is not None:
             return failed(
                 reasons.MODEL_NOT_READY, f"GET {client.url(path)} answered HTTP {answer.status}"
@@ -148,20 +158,21 @@ async def ask_open_inference(client: ModelEndpoint, target: Target) -> tuple[Che
     if found:
         return _mismatch("GET", metadata_url, protocols.OPEN_INFERENCE, found), None
     metadata = dict(described.body)
+    said = protocols.recorded(metadata, protocols.INFERENCE_METADATA)
     request = json.loads(target.probe_request)
     path = f"/v2/models/{model}/infer"
     url = client.url(path)
     answer = await client.post(path, request)
     problem = refused("POST", url, answer) or _not_json("POST", url, answer)
     if problem is not None:
-        return problem, metadata
+        return problem, said
     found = protocols.inference_answer_problems(request, metadata, answer.body)
     if found:
-        return _mismatch("POST", url, protocols.OPEN_INFERENCE, found), metadata
+        return _mismatch("POST", url, protocols.OPEN_INFERENCE, found), said
     outputs = ", ".join(str(t.get("name")) for t in answer.body.get("outputs") or [])
     return passed(
         reasons.CONFORMANT, f"POST {url} answered {outputs} as the model declares them"
-    ), metadata
+    ), said
 
 
 ASKERS: dict[str, Asker] = {

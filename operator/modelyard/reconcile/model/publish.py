@@ -42,7 +42,7 @@ async def publish(
             "Model",
             metadata.get("namespace"),
             metadata["name"],
-            {**dropped, **status},
+            {**dropped, **status, **_replaced(previous, status, "server")},
         )
         outcome.status_written = True
         outcome.written.append(written)
@@ -134,3 +134,19 @@ async def write_broken(
     }
     outcome.state, outcome.reason = status["state"], blocking.reason
     return await publish(body, previous, status, kube, outcome)
+
+
+def _replaced(previous: Manifest, status: Manifest, field: str) -> Manifest:
+    """`field` of the new status as the merge patch must send it to replace the old one whole:
+    what a server says of its model is its latest word, and a key it no longer says (or
+    another protocol's) must not linger (a merge patch merges objects key by key)."""
+    if field not in status or not isinstance(previous.get(field), dict):
+        return {}
+    return {field: _with_nulls(previous[field], status[field])}
+
+
+def _with_nulls(before: Any, after: Any) -> Any:
+    if not isinstance(before, dict) or not isinstance(after, dict):
+        return after
+    nulls: dict[str, Any] = {key: None for key in before if key not in after}
+    return {**nulls, **{key: _with_nulls(before.get(key), value) for key, value in after.items()}}
