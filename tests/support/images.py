@@ -14,6 +14,7 @@ import hashlib
 import os
 import shutil
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -157,3 +158,63 @@ def build() -> Images:
     run("umoci", "gc", "--layout", str(layout))
     (directory / "complete").write_text("")
     return Images(layout)
+
+
+@dataclass(frozen=True)
+class ScriptImage:
+    """An image a build script makes from sources in this checkout (the operator's, the real
+    runtimes'), cached in `cache/<fingerprint of the sources>/`, one at a time (each is tens to
+    hundreds of MB), and pushed to a registry as `repository:<fingerprint>`."""
+
+    cache: Path
+    sources: tuple[str, ...]
+    script: str
+    repository: str
+    #: A cold build may fetch a Debian root and wheels: minutes.
+    timeout: float = 1800
+
+    def fingerprint(self) -> str:
+        digest = hashlib.sha256()
+        for source in self.sources:
+            path = ROOT / source
+            files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+            for file in files:
+                if "__pycache__" in file.parts or file.suffix == ".pyc":
+                    continue
+                if any(part.endswith(".egg-info") for part in file.parts):
+                    continue
+                digest.update(str(file.relative_to(ROOT)).encode() + b"\0" + file.read_bytes())
+        return digest.hexdigest()[:16]
+
+    def build(self) -> tuple[Path, str, float]:
+        """The OCI layout holding the image, its tag, and the seconds building took (0:
+        cached). Needs root and the tools the script names."""
+        tag = self.fingerprint()
+        directory = self.cache / tag
+        layout = directory / "layout"
+        if (directory / "complete").exists():
+            return layout, tag, 0.0
+        shutil.rmtree(self.cache, ignore_errors=True)
+        directory.mkdir(parents=True)
+        started = time.monotonic()
+        result = subprocess.run(
+            [str(ROOT / self.script), str(layout), tag],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=self.timeout,
+        )
+        if result.returncode != 0:
+            raise RuntimeError(f"{self.script} failed: {result.stderr.strip()[-3000:]}")
+        (directory / "complete").write_text("")
+        return layout, tag, time.monotonic() - started
+
+    def push(self, layout: Path, tag: str, registry: str, credentials: tuple[str, str]) -> str:
+        """Push to `registry` as repository:tag; the image reference without the tag."""
+        push(layout, tag, registry, credentials, f"{self.repository}:{tag}")
+        return f"{registry}/{self.repository}"
+
+
+def compressed_megabytes(layout: Path) -> float:
+    return sum(p.stat().st_size for p in (layout / "blobs").rglob("*") if p.is_file()) / 1e6

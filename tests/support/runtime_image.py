@@ -8,10 +8,6 @@ port) and the path its readiness probe asks. `image/runtimes/README.md` shows th
 
 from __future__ import annotations
 
-import hashlib
-import shutil
-import subprocess
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -94,49 +90,18 @@ def mlflow(model_uri: str, tracking_uri: str, **env: str) -> Runtime:
     )
 
 
-def fingerprint() -> str:
-    digest = hashlib.sha256()
-    for source in SOURCES:
-        path = ROOT / source
-        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-        for file in files:
-            if "__pycache__" in file.parts or file.suffix == ".pyc" or ".egg-info" in str(file):
-                continue
-            digest.update(str(file.relative_to(ROOT)).encode() + b"\0" + file.read_bytes())
-    return digest.hexdigest()[:16]
+IMAGE = images.ScriptImage(CACHE, SOURCES, "image/runtimes/build.sh", REPOSITORY)
 
 
 def build() -> tuple[Path, str, float]:
     """The OCI layout holding the image, its tag, and the seconds building took (0: cached)."""
     operator_image.require_tools()  # the same tools, root and CI's rule as the operator's
-    tag = fingerprint()
-    directory = CACHE / tag
-    layout = directory / "layout"
-    if (directory / "complete").exists():
-        return layout, tag, 0.0
-    shutil.rmtree(CACHE, ignore_errors=True)  # one image at a time: each is ~200 MB
-    directory.mkdir(parents=True)
-    started = time.monotonic()
-    # A cold build fetches ~100 wheels and a Debian root: longer than images.run allows.
-    result = subprocess.run(
-        [str(ROOT / "image" / "runtimes" / "build.sh"), str(layout), tag],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=BUILD_TIMEOUT,
-    )
-    if result.returncode != 0:
-        raise RuntimeError(f"image/runtimes/build.sh failed: {result.stderr.strip()[-3000:]}")
-    (directory / "complete").write_text("")
-    return layout, tag, time.monotonic() - started
+    return IMAGE.build()
 
 
 def push(layout: Path, tag: str, registry: str, credentials: tuple[str, str]) -> str:
     """Push to `registry` as REPOSITORY:tag; the image reference without the tag."""
-    images.push(layout, tag, registry, credentials, f"{REPOSITORY}:{tag}")
-    return f"{registry}/{REPOSITORY}"
+    return IMAGE.push(layout, tag, registry, credentials)
 
 
-def compressed_megabytes(layout: Path) -> float:
-    return operator_image.compressed_megabytes(layout)
+compressed_megabytes = images.compressed_megabytes
