@@ -39,8 +39,9 @@ def test_render_examples_prints_valid_children(session: Session) -> None:
     assert ("v1", "Service") in kinds
     assert ("autoscaling/v2", "HorizontalPodAutoscaler") in kinds
     assert ("keda.sh/v1alpha1", "ScaledObject") in kinds
-    # Reranker, embedder, chat, MLflow churn classifier, and the quickstart's sample embedder.
-    assert len([k for k in kinds if k[1] == "Deployment"]) == 6
+    # Reranker, embedder, chat, MLflow churn classifier, the quickstart's sample embedder, and
+    # the three real runtimes' Models (MLflow's scoring server, DEEPaaS, MLServer).
+    assert len([k for k in kinds if k[1] == "Deployment"]) == 9
     # What `modelyard render | kubectl apply --server-side --dry-run=server -f -` would say.
     for namespace in ("ml-team", "quickstart"):
         session.api.apply(
@@ -55,6 +56,13 @@ def test_render_examples_prints_valid_children(session: Session) -> None:
     env = {e["name"]: e for e in churn["spec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["MODEL_URI"]["value"] == "models:/churn-classifier@champion"
     assert env["MLFLOW_TRACKING_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-reader"
+    # MLflow's scoring server is told which version to load through $(MODEL_URI).
+    iris = next(
+        d for d in documents if d["metadata"]["name"] == "iris" and d["kind"] == "Deployment"
+    )
+    container = iris["spec"]["template"]["spec"]["containers"][0]
+    assert "$(MODEL_URI)" in container["args"]
+    assert {e["name"] for e in container["env"]} >= {"MODEL_URI", "MLFLOW_TRACKING_URI"}
 
 
 def test_seed_reranker_renders_as_the_guide_describes() -> None:
