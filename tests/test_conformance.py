@@ -134,11 +134,12 @@ async def test_ready_needs_a_conforming_answer_to_the_templates_probe(
 
     # Asked again every 2 s; the same verdict writes nothing.
     asked = len(server.posts())
-    status_writes = len([w for w in cluster.writes() if f"/models/{MODEL}/status" in w.path])
+    status_path = f"/models/{MODEL}/status"
+    status_writes = len([w for w in await cluster.logged_writes() if status_path in w.path])
     await asyncio.sleep(5)
     assert len(server.posts()) >= asked + 2, "the probe is repeated periodically"
     assert status_writes == len(
-        [w for w in cluster.writes() if f"/models/{MODEL}/status" in w.path]
+        [w for w in await cluster.logged_writes() if status_path in w.path]
     ), "an unchanged verdict rewrote the status"
 
     # A rollout: the old workers serve on, so the Model stays READY on its last answer while

@@ -223,7 +223,7 @@ async def test_sigkill_in_the_middle_of_work_loses_nothing(
         assert half_done < len(names), "the kill was meant to land mid-way"
         # Converged: the restarted operator is idle, without a write.
         await asyncio.sleep(1.5)
-        before = len(cluster.writes())
+        before = len(await cluster.logged_writes())
         await asyncio.sleep(2)
         assert cluster.writes()[before:] == []
         for name in names:

@@ -478,7 +478,7 @@ async def test_restart_in_the_middle_of_work_converges_without_duplicates(
         assert env["BATCH_SIZE"] == "8"
         # Converged and idle: once the last in-flight writes land, nothing is written at all.
         await quiet(cluster, second)
-        writes = len(cluster.writes())
+        writes = len(await cluster.logged_writes())
         await asyncio.sleep(3)
         assert cluster.writes()[writes:] == [], "\n".join(map(str, cluster.writes()[writes:]))
         assert len(cluster.list(PODS, ns)) == 2 * len(names), "minWorkers 2 each, no more"

@@ -47,9 +47,9 @@ def warnings(cluster: Cluster, reason: str, name: str = MODEL) -> list[dict[str,
 
 async def writes_while_it_lasts(cluster: Cluster, seconds: float, path_part: str) -> int:
     """Attempts to write the refused child during `seconds` (a hot loop would make hundreds)."""
-    before = len([w for w in cluster.writes() if path_part in w.path])
+    before = len([w for w in await cluster.logged_writes() if path_part in w.path])
     await asyncio.sleep(seconds)
-    return len([w for w in cluster.writes() if path_part in w.path]) - before
+    return len([w for w in await cluster.logged_writes() if path_part in w.path]) - before
 
 
 async def test_a_quota_refusing_the_service_is_the_models_status_then_recovers(

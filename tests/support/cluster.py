@@ -375,6 +375,14 @@ class Cluster:
     def writes(self) -> list[Served]:
         return self.proxy.writes()
 
+    async def logged_writes(self, timeout: float = 10) -> list[Served]:
+        """The writes made so far, once the proxy has logged each answer: a status the test
+        read back may be stored a moment before the proxy logs the write that stored it."""
+        deadline = time.monotonic() + timeout
+        while not self.proxy.writes_logged() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        return self.proxy.writes()
+
     def fail(self, method: str, path: str, code: int = 500, **options: Any) -> Fault:
         return self.proxy.fail(method, path, code, **options)
 

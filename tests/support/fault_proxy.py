@@ -101,6 +101,9 @@ class FaultProxy:
         self.ca_file = ca_file
         self.faults: list[Fault] = []
         self.served: list[Served] = []
+        #: Writes forwarded whose answers are not yet logged in `served`: the server may have
+        #: stored one (and a test read it back) before the proxy logs it.
+        self._writes_in_flight = 0
         #: Watches asking to resume from before this revision get 410 Gone, as after compaction.
         self.compacted_before = 0
         self.url = ""
@@ -208,6 +211,10 @@ class FaultProxy:
     def writes(self) -> list[Served]:
         return [entry for entry in list(self.served) if entry.method != "GET"]
 
+    def writes_logged(self) -> bool:
+        """Whether every write forwarded so far has its answer logged."""
+        return self._writes_in_flight == 0
+
     async def drop_watches(self) -> None:
         """Close every open watch stream, as an apiserver restart or a load balancer would."""
         await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._drop(), self._loop))
@@ -242,15 +249,21 @@ class FaultProxy:
         query = dict(request.query)
         watching = query.get("watch") in ("true", "1")
         logged = request.path + ("?watch" if watching else "")
+        writing = method != "GET"
+        self._writes_in_flight += writing
         try:
-            response = await self._answer(request, method, logged, query, watching)
-        except ClientGone:
-            # The operator died (SIGKILL) while its request was held: nothing reaches the
-            # server, as nothing would through a connection that is gone.
-            return aiohttp.web.Response(status=499)
-        if not isinstance(response, WatchStream):  # a watch was recorded when it started
-            message = response.get(REFUSAL, "")
-            self.served.append(Served(method, logged, response.status, query, message))
+            try:
+                response = await self._answer(request, method, logged, query, watching)
+            except ClientGone:
+                # The operator died (SIGKILL) while its request was held: nothing reaches the
+                # server, as nothing would through a connection that is gone.
+                return aiohttp.web.Response(status=499)
+            if not isinstance(response, WatchStream):  # a watch was recorded when it started
+                message = response.get(REFUSAL, "")
+                self.served.append(Served(method, logged, response.status, query, message))
+        finally:
+            # Only once logged: a test reading the log never misses a write already stored.
+            self._writes_in_flight -= writing
         return response
 
     async def _answer(
