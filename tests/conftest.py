@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from support import control_plane, cosign
+from support import containerd, control_plane, cosign, node
 from support.cluster import (
     KEDA_CRD,
     Cluster,
@@ -33,6 +33,8 @@ SERVER: dict[str, str] = {}
 BUILD: dict[str, Any] = {}
 #: How cosign came to be, when the tests collected sign images with it.
 COSIGN_BUILD: dict[str, Any] = {}
+#: How containerd 2 came to be, when the tests collected run pods on the real node.
+CONTAINERD_BUILD: dict[str, Any] = {}
 #: What the real node left on the machine after it stopped (nothing, or the run fails).
 LEFT_BEHIND: list[str] = []
 
@@ -48,7 +50,8 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Build cosign before any test when a collected test signs with it (its modules import
-    support.cosign): a cold build takes minutes too."""
+    support.cosign), and containerd when one runs pods on the real node: a cold build takes
+    minutes too."""
     if any(
         getattr(item, "module", None) and "cosign" in vars(item.module) for item in session.items
     ):
@@ -56,6 +59,13 @@ def pytest_collection_finish(session: pytest.Session) -> None:
         started = time.monotonic()
         cosign.binary()
         COSIGN_BUILD.update(cached=cached, seconds=time.monotonic() - started)
+    if node.unavailable() is None and any(
+        "real_node" in getattr(item, "fixturenames", ()) for item in session.items
+    ):
+        cached = containerd.built()
+        started = time.monotonic()
+        containerd.binaries()
+        CONTAINERD_BUILD.update(cached=cached, seconds=time.monotonic() - started)
 
 
 @pytest.fixture(scope="session")
@@ -178,8 +188,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
     if on_node:
         terminalreporter.write_line(
             f"{len(on_node)} of them ran pods on the real node {SERVER.get('node')} "
-            "(kube-scheduler, kubelet, containerd + runc, CNI bridge, kube-proxy) of the "
-            f"control plane at {SERVER.get('node_server')}:"
+            f"(kube-scheduler, kubelet, containerd {containerd.VERSION} + runc, CNI bridge, "
+            f"kube-proxy) of the control plane at {SERVER.get('node_server')}:"
         )
         for path, count in sorted(
             collections.Counter(r.nodeid.split("::")[0] for r in on_node).items()
@@ -192,6 +202,15 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         how = "reused from .cache/cosign" if COSIGN_BUILD["cached"] else "built from its Go module"
         terminalreporter.write_line(
             f"cosign {cosign.VERSION}: {how} in {COSIGN_BUILD['seconds']:.1f} s"
+        )
+    if CONTAINERD_BUILD:
+        how = (
+            "reused from .cache/containerd"
+            if CONTAINERD_BUILD["cached"]
+            else "built from its Go module"
+        )
+        terminalreporter.write_line(
+            f"containerd {containerd.VERSION}: {how} in {CONTAINERD_BUILD['seconds']:.1f} s"
         )
 
 

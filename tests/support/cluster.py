@@ -30,7 +30,7 @@ from typing import Any
 import urllib3
 import yaml
 
-from support import control_plane, images
+from support import containerd, control_plane, images
 from support.api import Api, ApiRefusal, Obj, resource_path
 from support.audit import OPERATOR_WRITES_POLICY, AuditLog
 from support.audit import server_args as audit_args
@@ -218,6 +218,7 @@ class RealNode:
                 name=plane.node_name,
                 registry=registry.host,
                 pause_archive=built.pause_archive(),
+                runtime=containerd.binaries(),
             ).start()
         except BaseException:
             asyncio.run(registry.stop())

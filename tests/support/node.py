@@ -1,7 +1,8 @@
 """A real node joined to the test control plane: containerd, runc, CNI, a kubelet and kube-proxy.
 
 The kubelet and kube-proxy are the same binary as the control plane (tests/cluster), so they are
-of the same Kubernetes release; containerd, runc and the CNI plugins come from Debian's packages
+of the same Kubernetes release; containerd 2 is built from its Go module (`support.containerd`:
+Debian's 1.6 cannot mount image volumes); runc and the CNI plugins come from Debian's packages
 (`.ci/run` installs them). Pods run as real containers, pulled from the session's local registry
 with the pull Secret the operator wrote, and the kubelet — not a test — reports whether they run,
 crash or answer their readiness probe.
@@ -43,6 +44,7 @@ from typing import Any
 
 import yaml
 
+from support import containerd
 from support.control_plane import die_with_parent
 
 #: The whole test network; nothing outside it is ever a destination.
@@ -63,7 +65,7 @@ CNI_BIN = Path("/usr/lib/cni")
 #: Where a running node notes its state directory, so that a run killed before it could clean
 #: up is cleaned up by the next.
 MARKER = Path("/run/modelyard-test-node.json")
-TOOLS = ("containerd", "runc", "iptables", "ip", "ctr")
+TOOLS = ("runc", "iptables", "ip")
 
 
 def unavailable() -> str | None:
@@ -76,7 +78,7 @@ def unavailable() -> str | None:
     if missing:
         return (
             f"a real node needs {', '.join(missing)} "
-            "(apt-get install containerd runc containernetworking-plugins iptables conntrack)"
+            "(apt-get install runc containernetworking-plugins iptables conntrack)"
         )
     if (
         not Path("/sys/fs/cgroup/memory").is_dir()
@@ -124,6 +126,8 @@ class Node:
     #: host:port of the local registry containerd pulls from (plain HTTP).
     registry: str
     pause_archive: Path
+    #: The directory of containerd, its runc shim and ctr (`support.containerd`).
+    runtime: Path
     kubelet_port: int = field(default_factory=free_port)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
@@ -196,9 +200,11 @@ class Node:
         (cni_conf / "10-modelyard-test.conflist").write_text(json.dumps(self._cni(), indent=2))
         config = base / "config.toml"
         config.write_text(
-            f"""version = 2
+            f"""version = 3
 root = "{base / "root"}"
 state = "{base / "state"}"
+# Nothing from /etc/containerd: this node is configured here alone.
+imports = []
 disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
   "io.containerd.snapshotter.v1.zfs", "io.containerd.snapshotter.v1.devmapper",
   "io.containerd.internal.v1.tracing"]
@@ -206,25 +212,34 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   address = "{self.socket}"
 [ttrpc]
   address = "{self.socket}.ttrpc"
-[plugins."io.containerd.internal.v1.opt"]
+[plugins.'io.containerd.internal.v1.opt']
   path = "{base / "opt"}"
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = "{PAUSE_IMAGE}"
+[plugins.'io.containerd.nri.v1.nri']
+  disable = true
+[plugins.'io.containerd.grpc.v1.cri']
+  stream_server_address = "127.0.0.1"
+[plugins.'io.containerd.cri.v1.images']
+  snapshotter = "overlayfs"
+  [plugins.'io.containerd.cri.v1.images'.pinned_images]
+    sandbox = "{PAUSE_IMAGE}"
+  [plugins.'io.containerd.cri.v1.images'.registry]
+    config_path = "{base / "certs.d"}"
+[plugins.'io.containerd.cri.v1.runtime']
   # These machines lack CAP_SYS_RESOURCE: without this every container fails to start
   # ("can't get final child's PID from pipe: EOF").
   restrict_oom_score_adj = true
   netns_mounts_under_state_dir = true
-  stream_server_address = "127.0.0.1"
-  enable_cdi = false
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "{CNI_BIN}"
+  cdi_spec_dirs = []
+  [plugins.'io.containerd.cri.v1.runtime'.cni]
+    bin_dirs = ["{CNI_BIN}"]
     conf_dir = "{cni_conf}"
-  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
+  [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc]
     runtime_type = "io.containerd.runc.v2"
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
+    # Pinned by path: a containerd 1.6 shim on PATH (Debian's) is never the one started.
+    runtime_path = "{self.runtime / "containerd-shim-runc-v2"}"
+    [plugins.'io.containerd.cri.v1.runtime'.containerd.runtimes.runc.options]
       SystemdCgroup = false
-  [plugins."io.containerd.grpc.v1.cri".registry]
-    config_path = "{base / "certs.d"}"
+      BinaryName = "{shutil.which("runc") or "runc"}"
 """
         )
         # Go's HTTP client sends every request through the proxy but those to loopback, so
@@ -234,7 +249,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         }
         self._spawn(
             "containerd",
-            ["containerd", "--config", str(config)],
+            [str(self.runtime / "containerd"), "--config", str(config)],
             environment={**os.environ, **nowhere, "NO_PROXY": "", "no_proxy": ""},
         )
         deadline = time.monotonic() + 30
@@ -247,13 +262,17 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         self.ctr("images", "import", "--no-unpack=false", str(self.pause_archive))
 
     def ctr(self, *args: str) -> str:
-        return run("ctr", "--address", str(self.socket), "--namespace", "k8s.io", *args)
+        return run(*self._ctr, "--namespace", "k8s.io", *args)
+
+    @property
+    def _ctr(self) -> tuple[str, ...]:
+        return (str(self.runtime / "ctr"), "--address", str(self.socket))
 
     def _ctr_answers(self) -> bool:
         if not self.socket.exists():
             return False
         try:
-            run("ctr", "--address", str(self.socket), "version", timeout=5)
+            run(*self._ctr, "version", timeout=5)
         except (RuntimeError, subprocess.TimeoutExpired):
             return False
         return True
@@ -439,7 +458,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 self._ctr_quietly("containers", "delete", container)
 
     def _ctr_quietly(self, *args: str) -> None:
-        quietly("ctr", "--address", str(self.socket), "--namespace", "k8s.io", *args)
+        quietly(*self._ctr, "--namespace", "k8s.io", *args)
 
     def _kill_shims(self) -> None:
         """containerd leaves its shims running by design (they outlive restarts); ours go."""
@@ -603,6 +622,7 @@ def clean_up_after_an_earlier_run(name: str) -> None:
             name=left["name"],
             registry="",
             pause_archive=Path(),
+            runtime=containerd.CACHE,
         )
         stale.stop()
     MARKER.unlink(missing_ok=True)
