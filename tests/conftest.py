@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from support import containerd, control_plane, cosign, node
+from support import containerd, control_plane, cosign, images, node, runtime_image
 from support.cluster import (
     KEDA_CRD,
     Cluster,
@@ -239,3 +239,17 @@ async def server() -> AsyncIterator[ModelServer]:
     started = ModelServer().start()
     yield started
     started.stop()
+
+
+@pytest.fixture(scope="session")
+def runtimes(node_session: Session) -> str:
+    """The runtimes' image, built (or taken from the cache) and pushed to the node's registry
+    once a session; its digest. (Each test asks for `real_node` too, which says why there is
+    none when there is none.)"""
+    real_node = node_session.real_node
+    if real_node is None:
+        pytest.skip(f"no real node: {node_session.no_node}")
+    layout, tag, _ = runtime_image.build()
+    runtime_image.push(layout, tag, real_node.registry.host, real_node.credentials)
+    digest = images.run("skopeo", "inspect", "--format", "{{.Digest}}", f"oci:{layout}:{tag}")
+    return digest.strip()

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from support import images, runtime_image
-from support.cluster import VERSIONS, Cluster, RealNode, Session
+from support import runtime_image
+from support.cluster import VERSIONS, Cluster, RealNode
 from support.controllers import CONSENT, MODELS, apply_documents, condition
 from support.mlflow_server import MlflowServer
 from support.node import NODE_IP
@@ -40,20 +40,6 @@ INFER = {
     ]
 }
 PREDICT_ARGS = dict(zip(runtime_image.FEATURES, runtime_image.SAMPLES[0], strict=True))
-
-
-@pytest.fixture(scope="session")
-def runtimes(node_session: Session) -> str:
-    """The runtimes' image, built (or taken from the cache) and pushed to the node's registry
-    once a session; its digest. (Each test asks for `real_node` too, which says why there is
-    none when there is none.)"""
-    real_node = node_session.real_node
-    if real_node is None:
-        pytest.skip(f"no real node: {node_session.no_node}")
-    layout, tag, _ = runtime_image.build()
-    runtime_image.push(layout, tag, real_node.registry.host, real_node.credentials)
-    digest = images.run("skopeo", "inspect", "--format", "{{.Digest}}", f"oci:{layout}:{tag}")
-    return digest.strip()
 
 
 def runtime_template(name: str, runtime: Runtime, digest: str, probe: Obj) -> Obj:

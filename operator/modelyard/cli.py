@@ -68,6 +68,12 @@ def _verify(args: argparse.Namespace) -> int:
     return 1 if problems or any(not line.ok for line in lines) else 0
 
 
+def _verify_weights(args: argparse.Namespace) -> int:
+    from modelyard import weights  # noqa: PLC0415 -- the workers' init step only
+
+    return weights.main(Path(args.path), os.environ.get(weights.KEYS_VARIABLE, ""))
+
+
 def _models(args: argparse.Namespace) -> int:
     if _missing(args.filename):
         return 2
@@ -321,6 +327,16 @@ def build_parser() -> argparse.ArgumentParser:
         "-o", "--output", choices=("text", "json"), default="text", help="output format"
     )
     schemas_cmd.set_defaults(func=_schemas)
+
+    weights_cmd = commands.add_parser(
+        "verify-weights",
+        help="a worker's init step: do the mounted weights match their signed manifest?",
+        description="Checks the files under PATH against PATH/model.sig (an OpenSSF "
+        "model-signing signature) with the PEM public keys in $MODELYARD_WEIGHTS_PUBLIC_KEYS; "
+        "exit code 1, and the reason in the termination message, when they do not.",
+    )
+    weights_cmd.add_argument("path", help="the directory the weights are mounted at")
+    weights_cmd.set_defaults(func=_verify_weights)
 
     validate_cmd = commands.add_parser(
         "validate-request",

@@ -216,6 +216,10 @@ class OperatorConfig(_Config):
     #: HTTP/2 connection silent for a third of it (at most 30 s) is sent a PING, and closed if
     #: no answer comes within another third (at most 15 s).
     watch_idle_seconds: float = Field(90, alias="watchIdleSeconds", ge=1, le=3600)
+    #: The image whose `modelyard verify-weights` runs first in every worker whose weights
+    #: come from a Registry with an Enforce signature policy: the operator's own image (the
+    #: chart sets it). Without it such Models get no workers, and say why.
+    weights_verifier_image: str | None = Field(None, alias="weightsVerifierImage")
 
 
 class ConfigError(Exception):

@@ -68,9 +68,9 @@ def _repositories(registry: Registry, inputs: Inputs) -> list[str]:
         if (
             (version.metadata.namespace or "default") == namespace
             and version.spec.registry == registry.metadata.name
-            and version.spec.repository
+            and (published := version.spec.published()) is not None
         ):
-            named.add(version.spec.repository)
+            named.add(published[0])
     for template in inputs.templates:
         image = template.spec.image
         if (

@@ -107,6 +107,7 @@ def _assume_verified(version: ModelVersion, registries: dict[str, Registry]) -> 
     if registry is None:
         return version
     image: str | None = None
+    weights: str | None = None
     mlflow: MlflowResolution | None = None
     source = version.spec.mlflow
     if source is not None:
@@ -117,6 +118,9 @@ def _assume_verified(version: ModelVersion, registries: dict[str, Registry]) -> 
             else f"models:/{source.name}@{source.alias}"
         )
         mlflow = MlflowResolution(version=number, model_uri=uri)
+    elif version.spec.weights is not None:
+        files = version.spec.weights
+        weights = f"{image_host(registry)}/{files.repository}@{files.digest}"
     else:
         image = f"{image_host(registry)}/{version.spec.repository}@{version.spec.digest}"
     status = ModelVersionStatus(
@@ -130,6 +134,7 @@ def _assume_verified(version: ModelVersion, registries: dict[str, Registry]) -> 
         ],
         image=image,
         mlflow=mlflow,
+        weights=weights,
     )
     return version.model_copy(update={"status": status})
 

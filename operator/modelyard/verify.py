@@ -44,7 +44,9 @@ from modelyard.registry.signatures import (
     trust_of,
 )
 from modelyard.registry.verify import Verification, verify, verify_mlflow
+from modelyard.registry.weights import check_shape
 from modelyard.render import load_documents
+from modelyard.status import reasons
 
 
 @dataclass(frozen=True)
@@ -245,12 +247,22 @@ async def verify_files(
                 return Line(True, f"ok   {label}: {found.message}")
             return Line(False, f"FAIL {label}: {found.reason}: {found.message}")
         client = clients[key]
-        assert spec.repository is not None and spec.digest is not None
-        result: Verification = await verify(client, spec.repository, spec.digest, spec.tag)
+        published = spec.published()
+        assert published is not None
+        repository, digest, tag = published
+        result: Verification = await verify(client, repository, digest, tag)
         if not result.verified:
             return Line(False, f"FAIL {label}: {result.reason}: {result.message}")
+        if spec.weights is not None:
+            problem = await check_shape(client, repository, digest)
+            if problem is not None:
+                return Line(
+                    False,
+                    f"FAIL {label}: {reasons.WEIGHTS_NOT_MOUNTABLE}: {repository}@{digest} is "
+                    f"{problem}",
+                )
         trust = keys if keys is not None else trust_from_files(registry, inputs.secrets)
-        return await _signature_line(label, client, spec.repository, spec.digest, trust)
+        return await _signature_line(label, client, repository, digest, trust)
 
     signed_templates = _templates_to_check(inputs, keys)
     if not inputs.versions and not signed_templates and not inputs.errors:

@@ -203,7 +203,9 @@ class RealNode:
         registry_port: int | None = None,
         credentials: tuple[str, str] = ("modelyard-puller", "n0de-pull"),
     ) -> RealNode:
-        registry = LocalRegistry(tmp / "node-registry", auth=credentials)
+        registry = LocalRegistry(
+            tmp / "node-registry", auth=credentials, access_log=tmp / "node-registry.log"
+        )
         if registry_port is not None:
             registry.port = registry_port
         asyncio.run(registry.start())

@@ -89,6 +89,8 @@ class LocalRegistry:
     auth: tuple[str, str] | None = None
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    #: Where the registry's access log goes (every request, one line each), if anywhere.
+    access_log: Path | None = None
 
     @property
     def host(self) -> str:
@@ -107,7 +109,7 @@ class LocalRegistry:
         storage.mkdir(parents=True, exist_ok=True)
         config: dict[str, object] = {
             "version": 0.1,
-            "log": {"level": "error"},
+            "log": {"level": "error", "accesslog": {"disabled": self.access_log is None}},
             "storage": {"filesystem": {"rootdirectory": str(storage)}, "delete": {"enabled": True}},
             "http": {"addr": self.host},
         }
@@ -132,11 +134,17 @@ class LocalRegistry:
 
     async def start(self) -> LocalRegistry:
         config = self._configure()
-        self.process = subprocess.Popen(
-            die_with_parent(["docker-registry", "serve", str(config)]),
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        with contextlib.ExitStack() as files:
+            log = (
+                files.enter_context(self.access_log.open("ab"))
+                if self.access_log is not None
+                else subprocess.DEVNULL
+            )
+            self.process = subprocess.Popen(
+                die_with_parent(["docker-registry", "serve", str(config)]),
+                stdout=log,
+                stderr=log,
+            )
         deadline = time.monotonic() + 15
         context = ssl.create_default_context(cadata=self.ca_pem) if self.tls else None
         while time.monotonic() < deadline:
@@ -158,7 +166,14 @@ class LocalRegistry:
                 self.process.kill()
         self.process = None
 
-    def _skopeo_dest(self) -> list[str]:
+    def fetches(self, fragment: str) -> list[str]:
+        """The access log's GET requests whose line holds `fragment`."""
+        if self.access_log is None or not self.access_log.exists():
+            return []
+        lines = self.access_log.read_text(errors="replace").splitlines()
+        return [line for line in lines if fragment in line and '"GET ' in line]
+
+    def skopeo_destination(self) -> list[str]:
         flags = []
         if self.tls:
             flags.append(f"--dest-cert-dir={self.directory / 'certs'}")
@@ -184,7 +199,7 @@ class LocalRegistry:
             "skopeo",
             "copy",
             "--quiet",
-            *self._skopeo_dest(),
+            *self.skopeo_destination(),
             f"oci:{layout}:{tag}",
             f"docker://{self.host}/{repository}:{tag}",
         )

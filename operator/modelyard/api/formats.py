@@ -70,6 +70,8 @@ QUANTITY: Final = r"^([0-9]+(\.[0-9]+)?|\.[0-9]+)(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|E
 
 #: An HTTP path for probes.
 HTTP_PATH: Final = r"^/[^\s]*$"
+#: Where a container reads files: absolute, no "." or ".." segment, no ":" (a mount path).
+MOUNT_PATH: Final = r"^(/[A-Za-z0-9_-][A-Za-z0-9._-]*)+$"
 #: An HTTP header name: letters, digits, "-" and "_" (what real header names use).
 HEADER_NAME: Final = r"^[A-Za-z0-9_-]+$"
 #: A key of a Secret's data.

@@ -156,6 +156,11 @@ MlflowAlias = shaped(
 )
 Url = shaped(formats.URL, formats.URL_MAX, "must be an http:// or https:// URL")
 HttpPath = shaped(formats.HTTP_PATH, 1024, "must be an HTTP path starting with '/'")
+MountPath = shaped(
+    formats.MOUNT_PATH,
+    512,
+    "must be an absolute path such as /models, without '.' or '..' segments",
+)
 HeaderName = shaped(formats.HEADER_NAME, 256, "must be an HTTP header name, e.g. X-Api-Key")
 SecretKey = shaped(
     formats.SECRET_KEY, 253, "must be a key of a Secret: letters, digits, '-', '_' and '.'"

@@ -30,6 +30,7 @@ from modelyard.api.types import (
     MlflowModelName,
     MlflowVersion,
     ModelName,
+    MountPath,
     ObjectName,
     Quantity,
     Repository,
@@ -225,6 +226,12 @@ class RegistryStatus(SpecModel):
         None,
         description="Name of the Secret that pods pulling from this registry use as "
         "imagePullSecret.",
+    )
+    public_keys: list[str] = Field(
+        default_factory=list,
+        max_length=MAX_PUBLIC_KEYS,
+        description="The signature policy's public keys (PEM) as read from their Secrets: "
+        "workers whose weights come from this registry verify the mounted files with them.",
     )
 
 
@@ -637,6 +644,16 @@ _CLASSES = (
 )
 
 
+class TemplateWeights(SpecModel):
+    """Where the runtime finds a version's weights."""
+
+    mount_path: MountPath = Field(
+        ...,
+        description="Directory the version's weights are mounted at, read-only (an image "
+        "volume: the node pulls them by digest once and keeps them for every worker).",
+    )
+
+
 class ModelTemplateSpec(SpecModel):
     """How a kind of model runs: image, resources, scaling and the parameters Models supply."""
 
@@ -732,6 +749,12 @@ class ModelTemplateSpec(SpecModel):
     )
     classes: list[str] = Field(default_factory=list, max_length=1000, description=_CLASSES)
     classes_path: HttpPath | None = Field(None, description=_CLASSES_PATH)
+    weights: TemplateWeights | None = Field(
+        None,
+        description="Where the runtime reads a version's weights: ModelVersions with `weights` "
+        "run in this template's image, their weights mounted read-only at mountPath, so one "
+        "runtime serves many versions.",
+    )
 
     @model_validator(mode="after")
     def _probe_conforms(self) -> ModelTemplateSpec:
@@ -823,9 +846,25 @@ class Link(SpecModel):
 
 
 _ONE_SOURCE = (
-    "give either repository and digest (an image in an OCI registry) or mlflow (a version in "
-    "an MLflow model registry), not both"
+    "give exactly one of repository and digest (an image in an OCI registry), weights (files "
+    "in an OCI registry, run by the template's image) or mlflow (a version in an MLflow model "
+    "registry)"
 )
+
+
+class VersionWeights(SpecModel):
+    """A version's weights: an OCI image of files, pinned by digest, that the template's
+    runtime reads at its weights mount path."""
+
+    repository: Repository = Field(..., description="Repository path inside the registry.")
+    digest: Digest = Field(
+        ..., description="Digest of the weights as pushed, `sha256:` plus 64 hex digits."
+    )
+    tag: Tag | None = Field(
+        None,
+        description="Tag pushed with the weights; when given it must resolve to digest, and a "
+        "later move of the tag is reported.",
+    )
 
 
 class MlflowSource(SpecModel):
@@ -869,8 +908,9 @@ class ModelVersionSpec(SpecModel):
                 reason="FieldValueForbidden",
             ),
             cel_rule(
-                "has(self.mlflow) ? !has(self.repository) && !has(self.digest) && "
-                "!has(self.tag) : has(self.repository) && has(self.digest)",
+                "has(self.mlflow) || has(self.weights) ? !has(self.repository) && "
+                "!has(self.digest) && !has(self.tag) && !(has(self.mlflow) && "
+                "has(self.weights)) : has(self.repository) && has(self.digest)",
                 _ONE_SOURCE,
             ),
         )
@@ -908,17 +948,37 @@ class ModelVersionSpec(SpecModel):
         "Models running it use their template's image, told which model to load by "
         "MODEL_URI=models:/<name>/<version>.",
     )
+    weights: VersionWeights | None = Field(
+        None,
+        description="The version's weights as an OCI image of files in the registry (instead "
+        "of an image to run): Models run their template's image with these mounted at the "
+        "template's weights.mountPath. Checked to be mountable before any pod refers to them.",
+    )
     description: str = Field("", max_length=4096, description="What the model does.")
     author: str = Field("", max_length=256, description="Who made the model.")
     license: str = Field("", max_length=256, description="The model's license.")
     url: Url | None = Field(None, description="Home page or source repository of the model.")
     links: list[Link] = Field(default_factory=list, max_length=32, description="Related resources.")
 
+    def published(self) -> tuple[str, str, str | None] | None:
+        """(repository, digest, tag) of what the version publishes in an OCI registry, its
+        image or its weights; None for a version from MLflow."""
+        if self.weights is not None:
+            return self.weights.repository, self.weights.digest, self.weights.tag
+        if self.repository is not None and self.digest is not None:
+            return self.repository, self.digest, self.tag
+        return None
+
     @model_validator(mode="after")
     def _one_source(self) -> ModelVersionSpec:
         image = self.repository is not None and self.digest is not None
-        if self.mlflow is not None:
-            if self.repository is not None or self.digest is not None or self.tag is not None:
+        if self.mlflow is not None or self.weights is not None:
+            if (
+                self.repository is not None
+                or self.digest is not None
+                or self.tag is not None
+                or (self.mlflow is not None and self.weights is not None)
+            ):
                 raise ValueError(_ONE_SOURCE)
         elif not image:
             raise ValueError(_ONE_SOURCE)
@@ -1002,6 +1062,11 @@ class ModelVersionStatus(SpecModel):
     )
     mlflow: MlflowResolution | None = Field(
         None, description="The MLflow version found and pinned, for versions from MLflow."
+    )
+    weights: str | None = Field(
+        None,
+        description="Weights reference pods mount, `host/repository@sha256:...`, once "
+        "verified and found mountable.",
     )
 
 

@@ -110,7 +110,9 @@ def select_version(
     ready = [
         v
         for v in candidates
-        if is_ready(v) and v.status is not None and (v.status.image or v.status.mlflow)
+        if is_ready(v)
+        and v.status is not None
+        and (v.status.image or v.status.mlflow or v.status.weights)
     ]
     running = model.status.resolved_version if model.status else None
     stopped = next((v for v in candidates if v.spec.version == running and v not in ready), None)
@@ -206,6 +208,10 @@ class Resolved:
     version: str | None = None
     #: Set for a version from MLflow: where the template's image finds the model.
     env: list[dict[str, Any]] = field(default_factory=list)
+    #: Set for a version of weights: their reference by digest, mounted into the template's
+    #: image, and the Registry they are pulled from.
+    weights: str | None = None
+    weights_registry: Registry | None = None
 
 
 def resolve_image(
@@ -241,6 +247,16 @@ def resolve_image(
                 )
                 return resolved
             resolved.env = mlflow_environment(mlflow_registry, chosen)
+            registry_name = template.spec.image.registry
+        elif chosen is not None and chosen.status is not None and chosen.status.weights:
+            resolved.version = chosen.spec.version
+            problem = _weights_problem(template, chosen, registries)
+            if problem is not None:
+                checks[reasons.VERSION_RESOLVED] = problem
+                return resolved
+            assert template.spec.image is not None
+            resolved.weights = chosen.status.weights
+            resolved.weights_registry = registries[chosen.spec.registry]
             registry_name = template.spec.image.registry
         elif chosen is not None and chosen.status is not None:
             resolved.image, registry_name = chosen.status.image, chosen.spec.registry
@@ -280,6 +296,31 @@ def resolve_image(
             return resolved
         resolved.image = template_image_reference(template.spec.image, registry, digest)
     return resolved
+
+
+def _weights_problem(
+    template: ModelTemplate, version: ModelVersion, registries: Mapping[str, Registry]
+) -> Check | None:
+    """Why a version of weights cannot run in this template, if it cannot."""
+    if template.spec.image is None:
+        return failed(
+            reasons.IMAGE_REQUIRED,
+            f"ModelVersion {version.metadata.name} holds weights, run by its template's image, "
+            f"but template {template.metadata.name} has no image",
+        )
+    if template.spec.weights is None:
+        return failed(
+            reasons.WEIGHTS_PATH_REQUIRED,
+            f"ModelVersion {version.metadata.name} holds weights, but template "
+            f"{template.metadata.name} does not say where its runtime reads them "
+            "(spec.weights.mountPath)",
+        )
+    if version.spec.registry not in registries:
+        return failed(
+            reasons.REGISTRY_NOT_FOUND,
+            f"Registry {version.spec.registry} does not exist in this namespace",
+        )
+    return None
 
 
 def _unsigned_template_image(template: ModelTemplate, registry: Registry) -> Check | None:

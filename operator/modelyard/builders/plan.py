@@ -17,6 +17,7 @@ from modelyard.api.v1alpha1 import (
     ModelTemplate,
     ModelVersion,
     Registry,
+    SignatureMode,
 )
 from modelyard.builders import parameters as params
 from modelyard.builders import workload as wl
@@ -165,12 +166,26 @@ def plan_model(
     checks[reasons.AUTOSCALING] = scaling_check
 
     pulling = pull_secrets(registry) if registry is not None else []
+    if resolved.weights_registry is not None and pulling is not None:
+        # The weights may live in another Registry than the runtime: the pod pulls from both.
+        weights_pulling = pull_secrets(resolved.weights_registry)
+        if weights_pulling is None:
+            checks[reasons.VERSION_RESOLVED] = failed(
+                reasons.REGISTRY_NOT_READY,
+                f"Registry {resolved.weights_registry.metadata.name} has not published the "
+                "pull Secret for its credentials yet "
+                f"({registry_reason(resolved.weights_registry)})",
+            )
+            pulling = None
+        else:
+            pulling = list(dict.fromkeys([*pulling, *weights_pulling]))
     if pulling is None and registry is not None and reasons.VERSION_RESOLVED not in checks:
         checks[reasons.VERSION_RESOLVED] = failed(
             reasons.REGISTRY_NOT_READY,
             f"Registry {registry.metadata.name} has not published the pull Secret for its "
             f"credentials yet ({registry_reason(registry)})",
         )
+    verification = _weights_verification(resolved.weights_registry, config, checks)
     plan = Plan(checks, resolved_version=resolved_version, secrets=resolved_parameters.secret_names)
     if (
         plan.blocking is not None
@@ -192,6 +207,8 @@ def plan_model(
         pull_secrets=pulling,
         owner_uid=model.metadata.uid,
         version=resolved_version,
+        weights=resolved.weights,
+        weights_verification=verification,
     )
     return Plan(
         checks,
@@ -200,6 +217,34 @@ def plan_model(
         resolved_version=resolved_version,
         secrets=resolved_parameters.secret_names,
     )
+
+
+def _weights_verification(
+    registry: Registry | None, config: OperatorConfig, checks: dict[str, Check]
+) -> wl.WeightsVerification | None:
+    """How workers verify their mounted weights, when the weights' Registry enforces a
+    signature policy: the operator's image checks them against the policy's public keys
+    before the runtime starts. Why it cannot, in `checks`."""
+    policy = registry.spec.signatures if registry is not None else None
+    if registry is None or policy is None or policy.mode is not SignatureMode.ENFORCE:
+        return None
+    keys = registry.status.public_keys if registry.status else []
+    if config.weights_verifier_image is None:
+        checks[reasons.VERSION_RESOLVED] = failed(
+            reasons.WEIGHTS_VERIFIER_MISSING,
+            f"Registry {registry.metadata.name} enforces signatures, so workers verify their "
+            "weights before serving them, but the operator has no weightsVerifierImage "
+            "configured (the chart sets it to the operator's own image)",
+        )
+        return None
+    if not keys:
+        checks[reasons.VERSION_RESOLVED] = failed(
+            reasons.REGISTRY_NOT_READY,
+            f"Registry {registry.metadata.name} has not published its signature policy's "
+            f"public keys yet ({registry_reason(registry)})",
+        )
+        return None
+    return wl.WeightsVerification(config.weights_verifier_image, tuple(keys))
 
 
 def _with(env: list[dict[str, Any]], pinned: list[dict[str, Any]]) -> list[dict[str, Any]]:

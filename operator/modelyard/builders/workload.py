@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from modelyard import weights as weights_step
 from modelyard.api.v1alpha1 import ModelTemplateSpec
 from modelyard.builders import labels
 from modelyard.config import GpuType, OperatorConfig
@@ -48,6 +49,15 @@ class Scaling:
 
 
 @dataclass(frozen=True)
+class WeightsVerification:
+    """A worker's init step over its mounted weights: `image`'s `modelyard verify-weights`
+    with the weights' Registry's public keys (PEM)."""
+
+    image: str
+    public_keys: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class Workload:
     """A Model with every reference resolved: the input of every builder."""
 
@@ -62,6 +72,10 @@ class Workload:
     pull_secrets: list[str] = field(default_factory=list)
     owner_uid: str | None = None
     version: str | None = None
+    #: A version's weights (`host/repository@sha256:…`), mounted at the template's
+    #: weights.mountPath.
+    weights: str | None = None
+    weights_verification: WeightsVerification | None = None
 
 
 def _metadata(workload: Workload) -> Manifest:
@@ -92,6 +106,8 @@ def _resources(workload: Workload) -> Manifest:
     # from being evicted first under node pressure. Extended resources (GPUs) require it anyway.
     return {"requests": dict(amounts), "limits": dict(amounts)}
 
+
+WEIGHTS_VOLUME = "weights"
 
 #: Seconds a terminating worker keeps serving before it is stopped (within the default 30 s
 #: termination grace period).
@@ -146,12 +162,44 @@ def _container(workload: Workload) -> Manifest:
     resources = _resources(workload)
     if resources:
         container["resources"] = resources
+    if workload.weights is not None and template.weights is not None:
+        container["volumeMounts"] = [
+            {"name": WEIGHTS_VOLUME, "mountPath": template.weights.mount_path, "readOnly": True}
+        ]
     container.update(_probes(template))
     # A worker taken away (a rollout, a scale-down) keeps serving while the endpoints and
     # kube-proxy catch up with its removal: without it, requests sent to it in that moment are
     # refused (seen on the real node as a probe failing mid-rollout). The kubelet sleeps, so
     # the image needs no shell.
     container["lifecycle"] = {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}}
+    return container
+
+
+def _verifier(workload: Workload, verification: WeightsVerification) -> Manifest:
+    """The init step that checks the mounted files against their signature before the runtime
+    may read them (`modelyard.weights`)."""
+    template = workload.template
+    assert template.weights is not None
+    container: Manifest = {
+        "name": weights_step.VERIFIER_CONTAINER,
+        "image": verification.image,
+        "args": ["verify-weights", template.weights.mount_path],
+        "env": [{"name": weights_step.KEYS_VARIABLE, "value": "".join(verification.public_keys)}],
+        "volumeMounts": [
+            {"name": WEIGHTS_VOLUME, "mountPath": template.weights.mount_path, "readOnly": True}
+        ],
+        # Its reason, when it refuses, is what the Model's status quotes.
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+    }
+    # Hashing gigabytes wants the worker's CPU and memory; an init container's requests count
+    # only where they exceed the worker's, so this costs the pod nothing (GPUs it needs not).
+    amounts = {
+        name: value
+        for name, value in (_resources(workload).get("requests") or {}).items()
+        if name in ("cpu", "memory")
+    }
+    if amounts:
+        container["resources"] = {"requests": dict(amounts), "limits": dict(amounts)}
     return container
 
 
@@ -184,6 +232,17 @@ def pod_spec(workload: Workload, config: OperatorConfig) -> Manifest:
         spec["priorityClassName"] = config.high_priority_class
     if workload.pull_secrets:
         spec["imagePullSecrets"] = [{"name": name} for name in workload.pull_secrets]
+    if workload.weights is not None and workload.weights_verification is not None:
+        spec["initContainers"] = [_verifier(workload, workload.weights_verification)]
+    if workload.weights is not None:
+        # An image volume: the kubelet has the runtime pull it by digest with the pod's pull
+        # Secrets, and the node's content store keeps it for every later worker and restart.
+        spec["volumes"] = [
+            {
+                "name": WEIGHTS_VOLUME,
+                "image": {"reference": workload.weights, "pullPolicy": "IfNotPresent"},
+            }
+        ]
     return spec
 
 

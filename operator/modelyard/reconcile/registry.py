@@ -405,6 +405,7 @@ async def _write_status(
         ),
         "observedGeneration": metadata.get("generation"),
         "pullSecret": pull_secret,
+        "publicKeys": [key.pem() for key in trust.keys] if trust is not None else None,
         # Written when something else changes, so an idle registry costs no writes.
         "lastCheckTime": previous.get("lastCheckTime"),
     }

@@ -37,6 +37,7 @@ from modelyard.reconcile.registry import Connection
 from modelyard.registry.http import RegistryError
 from modelyard.registry.mlflow import MlflowClient
 from modelyard.registry.verify import MlflowVerification, verify, verify_mlflow
+from modelyard.registry.weights import check_shape
 from modelyard.status import conditions, kstatus, reasons
 
 logger = logging.getLogger(__name__)
@@ -82,6 +83,8 @@ class _Found:
     verified_time: str | None
     temporary: bool = False
     unchanged: bool = False
+    #: The weights reference, for a version of weights (then `image` is what was verified).
+    weights: str | None = None
 
 
 async def reconcile_version(
@@ -102,6 +105,8 @@ async def reconcile_version(
         previous.get("mlflow"),
         previous.get("verifiedTime"),
     )
+    if previous.get("weights"):
+        found.image = previous["weights"]
     try:
         version = ModelVersion.model_validate(body)
     except ValidationError as error:
@@ -151,11 +156,15 @@ async def reconcile_version(
             previous.get("conditions"), checks, metadata.get("generation")
         ),
         "observedGeneration": metadata.get("generation"),
-        "image": found.image if ready.ok else None,
         "tagDigest": found.tag_digest,
         "verifiedTime": found.verified_time if ready.ok else None,
         "mlflow": found.mlflow,
     }
+    usable = found.image if ready.ok else None
+    if version is not None and version.spec.weights is not None:
+        status["weights"] = usable
+    else:
+        status["image"] = usable
     if not status_changed(previous, status):
         return VersionOutcome(ready.ok, ready.reason, None, found.temporary)
     written = await kube.patch_status(
@@ -199,16 +208,23 @@ async def _unreachable_since_verified(
     return VersionOutcome(ready.ok, ready.reason, written, temporary=True)
 
 
+def published(version: ModelVersion) -> tuple[str, str, str | None]:
+    """What a version in an OCI registry publishes (its image, or its weights)."""
+    found = version.spec.published()
+    assert found is not None
+    return found
+
+
 async def _verify_image(
     version: ModelVersion, connection: Connection, was_verified: bool, found: _Found
 ) -> None:
-    assert version.spec.repository is not None and version.spec.digest is not None
-    result = await verify(
-        connection.client, version.spec.repository, version.spec.digest, version.spec.tag
-    )
+    """The image, or the weights, of a version in an OCI registry (`found.image` holds either's
+    reference)."""
+    repository, digest, tag = published(version)
+    result = await verify(connection.client, repository, digest, tag)
     metrics.VERIFICATIONS.labels(result.reason).inc()
     host = urlsplit(connection.client.endpoint.url).netloc
-    reference = f"{host}/{version.spec.repository}@{version.spec.digest}"
+    reference = f"{host}/{repository}@{digest}"
     if result.temporary:
         found.unchanged = was_verified
         found.checks = {
@@ -218,12 +234,10 @@ async def _verify_image(
     elif was_verified and result.reason == reasons.DIGEST_MISMATCH:
         # Verified before and the digest still exists: the tag moved. Report, never follow.
         found.checks = {
-            reasons.VERIFIED: conditions.passed(
-                reasons.DIGEST_VERIFIED, f"{version.spec.digest} still exists"
-            ),
+            reasons.VERIFIED: conditions.passed(reasons.DIGEST_VERIFIED, f"{digest} still exists"),
             reasons.TAG_CURRENT: conditions.failed(reasons.TAG_MOVED, result.message),
             reasons.READY: conditions.passed(
-                reasons.DIGEST_VERIFIED, f"runs {version.spec.digest}; {result.message}"
+                reasons.DIGEST_VERIFIED, f"runs {digest}; {result.message}"
             ),
         }
         found.image = reference
@@ -232,10 +246,8 @@ async def _verify_image(
         found.checks = {
             reasons.VERIFIED: conditions.passed(reasons.DIGEST_VERIFIED, result.message),
             reasons.TAG_CURRENT: conditions.passed(
-                reasons.TAG_UNCHANGED if version.spec.tag else reasons.NO_TAG,
-                f"tag {version.spec.tag} points to the published digest"
-                if version.spec.tag
-                else "no tag given",
+                reasons.TAG_UNCHANGED if tag else reasons.NO_TAG,
+                f"tag {tag} points to the published digest" if tag else "no tag given",
             ),
             reasons.READY: conditions.passed(reasons.DIGEST_VERIFIED, result.message),
         }
@@ -249,8 +261,46 @@ async def _verify_image(
             reasons.READY: conditions.failed(result.reason, result.message),
         }
         found.image, found.tag_digest = None, result.tag_digest
+    if found.image is not None and version.spec.weights is not None:
+        await _check_mountable(version, connection, was_verified, found)
     if found.image is not None and connection.trust is not None:
         await _check_signed(version, connection, was_verified, found)
+
+
+async def _check_mountable(
+    version: ModelVersion, connection: Connection, was_verified: bool, found: _Found
+) -> None:
+    """Weights a node would mount empty, fail to mount, or confuse with others are refused
+    before any pod refers to them (`registry.weights`). Checked at every verification: the
+    digest pins the shape, but a check that could not be made must be made later."""
+    repository, digest, _ = published(version)
+    try:
+        problem = await check_shape(connection.client, repository, digest)
+    except RegistryError as error:
+        found.unchanged = was_verified and error.temporary
+        found.checks = {
+            reasons.READY: conditions.failed(
+                reasons.REGISTRY_NOT_READY if error.temporary else error.reason,
+                f"cannot read the weights' manifest: {error.message}",
+            )
+        }
+        found.temporary = error.temporary
+        found.image = None
+        return
+    if problem is None:
+        found.checks[reasons.MOUNTABLE] = conditions.passed(
+            reasons.IMAGE_LAYERS, "an image of tar layers: a node mounts its files"
+        )
+        return
+    refused = conditions.failed(
+        reasons.WEIGHTS_NOT_MOUNTABLE, f"{repository}@{digest} is {problem}"
+    )
+    found.checks = {
+        **{kind: c for kind, c in found.checks.items() if kind != reasons.READY},
+        reasons.MOUNTABLE: refused,
+        reasons.READY: refused,
+    }
+    found.image = None
 
 
 async def _check_signed(
@@ -259,8 +309,9 @@ async def _check_signed(
     """The digest is there; is it signed as the Registry's policy asks? In Enforce mode an
     unsigned or wrongly signed digest is not Ready (no Model rolls to it; one that runs it
     keeps running and says it no longer verifies); in Warn mode it is Ready and says so."""
-    assert connection.trust is not None and version.spec.repository and version.spec.digest
-    signed = await connection.check_signatures(version.spec.repository, version.spec.digest)
+    assert connection.trust is not None
+    repository, digest, _ = published(version)
+    signed = await connection.check_signatures(repository, digest)
     assert signed is not None
     if signed.temporary:
         found.unchanged = was_verified

@@ -20,6 +20,7 @@ from typing import Any
 from modelyard.api.v1alpha1 import ModelState
 from modelyard.status import reasons
 from modelyard.status.conditions import Check, failed, passed
+from modelyard.weights import VERIFIER_CONTAINER
 
 Manifest = dict[str, Any]
 
@@ -73,6 +74,24 @@ def _timed_out(container: Manifest, startup_timeout: int | None) -> bool:
     return last.get("exitCode") in (137, 143)
 
 
+def _weights_refused(status: Manifest, name: str) -> Check | None:
+    """The init step found the mounted weights unlike their signed manifest: its own words
+    (the termination message), from the run that refused or the last one."""
+    for container in status.get("initContainerStatuses") or []:
+        if container.get("name") != VERIFIER_CONTAINER:
+            continue
+        for state in (container.get("state") or {}, container.get("lastState") or {}):
+            ended = state.get("terminated") or {}
+            if ended and ended.get("exitCode") not in (None, 0):
+                said = str(ended.get("message") or "").strip() or f"exit code {ended['exitCode']}"
+                return failed(
+                    reasons.WEIGHTS_NOT_VERIFIED,
+                    f"pod {name}: the weights are not what was signed, so the runtime does not "
+                    f"start: {said}",
+                )
+    return None
+
+
 def _pod_failure(pod: Manifest, startup_timeout: int | None = None) -> Check | None:
     """The first reason this pod cannot serve that is the user's to fix, if any."""
     status = pod.get("status") or {}
@@ -86,6 +105,9 @@ def _pod_failure(pod: Manifest, startup_timeout: int | None = None) -> Check | N
             return failed(
                 reasons.UNSCHEDULABLE, f"pod {name}: {condition.get('message', '')}".strip()
             )
+    refused = _weights_refused(status, name)
+    if refused is not None:
+        return refused
     for container in status.get("containerStatuses") or []:
         waiting = (container.get("state") or {}).get("waiting") or {}
         reason = waiting.get("reason")

@@ -132,6 +132,17 @@ TAG_UNCHANGED: Final = "TagUnchanged"
 NO_TAG: Final = "NoTag"
 IMAGE_UNRESOLVED: Final = "ImageUnresolved"
 TAG_NOT_FOUND: Final = "TagNotFound"
+#: The Mountable condition of a version of weights, and its reasons.
+MOUNTABLE: Final = "Mountable"
+IMAGE_LAYERS: Final = "ImageLayers"
+#: Weights a node would not mount as their files (an empty config, blobs per file, an index).
+WEIGHTS_NOT_MOUNTABLE: Final = "WeightsNotMountable"
+#: Weights a worker must verify, and no verifier image configured to verify them with.
+WEIGHTS_VERIFIER_MISSING: Final = "WeightsVerifierMissing"
+#: A worker's init step found the mounted weights unlike their signed manifest.
+WEIGHTS_NOT_VERIFIED: Final = "WeightsNotVerified"
+#: A version with weights, and a template without weights.mountPath to put them at.
+WEIGHTS_PATH_REQUIRED: Final = "WeightsPathRequired"
 
 # Signatures: on a Registry with a signature policy (Signatures), and on its ModelVersions and
 # the templates whose image it holds (Signed).
@@ -181,6 +192,9 @@ PERMANENT: Final = frozenset(
         TLS_ERROR,
         DIGEST_MISMATCH,
         DIGEST_NOT_FOUND,
+        WEIGHTS_NOT_MOUNTABLE,
+        WEIGHTS_PATH_REQUIRED,
+        WEIGHTS_VERIFIER_MISSING,
         DUPLICATE_VERSION,
         TAG_NOT_FOUND,
         REGISTRY_MISMATCH,

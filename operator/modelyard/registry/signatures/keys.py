@@ -66,6 +66,11 @@ class TrustedKey:
             serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
         )
 
+    def pem(self) -> str:
+        return self.public_key.public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        ).decode()
+
     def __str__(self) -> str:
         return f"{self.name} ({self.algorithm})"
 

@@ -1,0 +1,746 @@
+"""Weights as verified artifacts: a ModelVersion of files in an OCI registry, mounted into its
+template's runtime by an image volume, and refused before any pod when a node would not mount
+it as its files.
+
+The shapes refused are the ones seen going wrong on a real containerd 2 node (an empty-config
+artifact never mounts, a blob-per-file artifact mounts an empty directory without an error);
+here they are pushed to a real registry the way oras and ModelPack tools push them, and judged
+by the operator process against the real API server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from modelyard import weights as weights_step
+from modelyard.api.v1alpha1 import ModelState, RegistryStatus, parse
+from modelyard.builders import workload as wl
+from modelyard.builders.plan import plan_model
+from modelyard.registry.weights import shape_problem
+from modelyard.status import reasons
+from modelyard.status.model import observe
+from support import artifacts, cosign, images, operator_image, runtime_image
+from support.cluster import VERSIONS, Cluster, RealNode
+from support.controllers import (
+    CONSENT,
+    DEPLOYMENTS,
+    MODELS,
+    PODS,
+    TEMPLATES,
+    apply_documents,
+    condition,
+)
+from support.examples import example
+from support.operator_process import OperatorProcess, eventually
+from support.registry import LocalRegistry, require_tools
+from support.workloads import NODE_OPERATOR_CONFIG, registry_documents
+from test_builders import CONFIG, registries, typed
+from test_node import history, pods_of
+from test_runtimes import ROWS, runtime_template
+
+DIGEST = "sha256:" + "5" * 64
+
+
+def ready(status: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {
+        "conditions": [
+            {
+                "type": "Ready",
+                "status": "True",
+                "reason": "DigestVerified",
+                "lastTransitionTime": "2026-01-01T00:00:00Z",
+            }
+        ],
+        **(status or {}),
+    }
+
+
+def verified_weights_version() -> Any:
+    """The example's weights version as the operator leaves it once verified and mountable."""
+    return typed(
+        "ModelVersion",
+        "iris-weights-1-0-0",
+        status=ready({"weights": f"quay.io/acme/iris-weights@{DIGEST}"}),
+    )
+
+
+# -- what the pods get ----------------------------------------------------------------------
+
+
+def test_weights_are_mounted_read_only_at_the_templates_path_by_digest() -> None:
+    result = plan_model(
+        typed("Model", "iris-from-weights"),
+        typed("ModelTemplate", "mlflow-weights"),
+        {**registries(), "ghcr": typed("Registry", "ghcr")},
+        [verified_weights_version()],
+        CONFIG,
+        allow_tag=True,
+    )
+    assert result.children is not None, result.checks
+    pod = result.children.deployment["spec"]["template"]["spec"]
+    assert pod["volumes"] == [
+        {
+            "name": wl.WEIGHTS_VOLUME,
+            "image": {
+                "reference": f"quay.io/acme/iris-weights@{DIGEST}",
+                "pullPolicy": "IfNotPresent",
+            },
+        }
+    ]
+    (container,) = pod["containers"]
+    assert container["volumeMounts"] == [
+        {"name": wl.WEIGHTS_VOLUME, "mountPath": "/models", "readOnly": True}
+    ]
+    # The runtime comes from the template; the weights' Registry's pull Secret comes along.
+    assert container["image"] == "ghcr.io/mlflow/mlflow:v3.17.2"
+    assert pod["imagePullSecrets"] == [{"name": "quay-robot"}]
+    assert result.resolved_version == "1.0.0"
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"spec__weights": None}, reasons.WEIGHTS_PATH_REQUIRED),
+        ({"spec__image": None}, reasons.IMAGE_REQUIRED),
+    ],
+)
+def test_a_template_that_cannot_take_weights_says_why(change: dict[str, Any], reason: str) -> None:
+    result = plan_model(
+        typed("Model", "iris-from-weights"),
+        typed("ModelTemplate", "mlflow-weights", **change),
+        {**registries(), "ghcr": typed("Registry", "ghcr")},
+        [verified_weights_version()],
+        CONFIG,
+        allow_tag=True,
+    )
+    assert result.children is None
+    assert result.checks[reasons.VERSION_RESOLVED].reason == reason
+
+
+def test_a_version_has_exactly_one_source() -> None:
+    document = example("ModelVersion", "iris-weights-1-0-0")
+    document["spec"]["digest"] = DIGEST
+    document["spec"]["repository"] = "acme/iris"
+    with pytest.raises(ValueError, match="exactly one of"):
+        parse(document)
+
+
+# -- which shapes a node mounts ---------------------------------------------------------------
+
+LAYER = {"mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": DIGEST, "size": 1}
+CONFIG_DESCRIPTOR = {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": DIGEST}
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+IMAGE_CONFIG = {"rootfs": {"type": "layers", "diff_ids": [DIGEST]}}
+
+
+def manifest(**fields: Any) -> dict[str, Any]:
+    return {
+        "schemaVersion": 2,
+        "mediaType": artifacts.OCI_MANIFEST,
+        "config": CONFIG_DESCRIPTOR,
+        "layers": [LAYER],
+        **fields,
+    }
+
+
+@pytest.mark.parametrize(
+    ("shape", "config", "said"),
+    [
+        (manifest(), IMAGE_CONFIG, None),
+        (
+            manifest(
+                mediaType="application/vnd.docker.distribution.manifest.v2+json",
+                config={"mediaType": "application/vnd.docker.container.image.v1+json"},
+                layers=[
+                    {**LAYER, "mediaType": "application/vnd.docker.image.rootfs.diff.tar.gzip"}
+                ],
+            ),
+            IMAGE_CONFIG,
+            None,
+        ),
+        (manifest(mediaType=artifacts.OCI_INDEX, manifests=[]), None, "image index"),
+        (
+            manifest(config={"mediaType": artifacts.EMPTY_CONFIG}),
+            None,
+            "OCI's empty config: a node never mounts it",
+        ),
+        (
+            manifest(config={"mediaType": "application/vnd.cncf.model.config.v1+json"}),
+            None,
+            "not an image config",
+        ),
+        (
+            manifest(layers=[{**LAYER, "mediaType": "application/vnd.cncf.model.weight.v1.raw"}]),
+            IMAGE_CONFIG,
+            "mounts an empty directory",
+        ),
+        (manifest(layers=[LAYER, LAYER]), IMAGE_CONFIG, "1 layer diff IDs for 2 layers"),
+        (manifest(layers=[]), {"rootfs": {"type": "layers", "diff_ids": []}}, "no layers"),
+    ],
+)
+def test_only_images_of_tar_layers_are_mountable(
+    shape: dict[str, Any], config: dict[str, Any] | None, said: str | None
+) -> None:
+    problem = shape_problem(shape, config)
+    if said is None:
+        assert problem is None
+    else:
+        assert problem is not None and said in problem, problem
+
+
+# -- judged against a real registry, by the operator ------------------------------------------
+
+
+def weights_documents(registry_url: str, digests: dict[str, str]) -> list[dict[str, Any]]:
+    documents: list[dict[str, Any]] = [
+        {
+            "apiVersion": "modelyard.dev/v1alpha1",
+            "kind": "Registry",
+            "metadata": {"name": "quay", "labels": CONSENT},
+            "spec": {"url": registry_url},
+        }
+    ]
+    for index, (shape, digest) in enumerate(sorted(digests.items())):
+        version = example("ModelVersion", "iris-weights-1-0-0")
+        version["metadata"]["name"] = f"iris-{shape}"
+        version["spec"]["model"] = f"iris-{shape}"
+        version["spec"]["version"] = f"1.0.{index}"
+        version["spec"]["weights"] = {"repository": f"acme/{shape}", "digest": digest}
+        documents.append(version)
+    return documents
+
+
+async def test_only_weights_a_node_mounts_as_their_files_are_ready(
+    cluster: Cluster, operator: OperatorProcess, tmp_path: Path
+) -> None:
+    require_tools()
+    local = await LocalRegistry(tmp_path / "registry").start()
+    try:
+        files = {"MLmodel": b"flavors: {}\n", "model.skops": b"\x00" * 4096}
+        source = tmp_path / "files"
+        source.mkdir()
+        for name, data in files.items():
+            (source / name).write_bytes(data)
+        image = artifacts.image_of_files(local, "acme/image", "1.0.0", source, tmp_path)
+        digests = {
+            "image": image,
+            "empty-config": artifacts.empty_config_artifact(local, "acme/empty-config", files),
+            "blob-per-file": artifacts.blob_per_file_artifact(local, "acme/blob-per-file", files),
+            "index": artifacts.push_manifest(
+                local,
+                "acme/index",
+                "1.0.0",
+                {
+                    "schemaVersion": 2,
+                    "mediaType": artifacts.OCI_INDEX,
+                    "manifests": [],
+                },
+            ),
+        }
+        template = example("ModelTemplate", "mlflow-weights")
+        template["spec"]["image"] = {
+            "registry": "quay",
+            "repository": "acme/runtime",
+            "digest": "sha256:" + "7" * 64,
+        }
+        template["metadata"]["labels"] = CONSENT
+        model = example("Model", "iris-from-weights")
+        model["spec"]["version"] = {"model": "iris-empty-config", "version": "1.x"}
+        await apply_documents(cluster, [*weights_documents(local.url, digests), template, model])
+
+        def reason(name: str) -> str | None:
+            return condition(cluster.get(VERSIONS, cluster.namespace, name)).get("reason")
+
+        await eventually(
+            lambda: reason("iris-image") == "DigestVerified", 20, "the image verified", operator
+        )
+        status = cluster.get(VERSIONS, cluster.namespace, "iris-image")["status"]
+        assert status["weights"] == f"{local.host}/acme/image@{image}"
+        assert condition({"status": status}, reasons.MOUNTABLE)["status"] == "True"
+        for refused in ("empty-config", "blob-per-file", "index"):
+            await eventually(
+                lambda refused=refused: reason(f"iris-{refused}") == "WeightsNotMountable",
+                20,
+                f"{refused} refused",
+                operator,
+            )
+            refused_status = cluster.get(VERSIONS, cluster.namespace, f"iris-{refused}")["status"]
+            assert not refused_status.get("weights")
+            message = condition({"status": refused_status})["message"]
+            assert digests[refused] in message
+            if refused != "index":
+                assert "umoci" in message, message  # how to repackage
+        # A Model asking for refused weights gets no pod at all, and says why.
+        await eventually(
+            lambda: (
+                condition(cluster.get(MODELS, cluster.namespace, "iris-from-weights"), "Ready").get(
+                    "reason"
+                )
+                == reasons.VERSION_NOT_READY
+            ),
+            20,
+            "the Model waits for a mountable version",
+            operator,
+        )
+        assert "WeightsNotMountable" in json.dumps(
+            cluster.get(MODELS, cluster.namespace, "iris-from-weights")["status"]
+        )
+        assert cluster.get(DEPLOYMENTS, cluster.namespace, "iris-from-weights") is None
+    finally:
+        await local.stop()
+
+
+# -- on the real node, served by a real runtime -----------------------------------------------
+
+WEIGHTS_REPOSITORY = "acme/iris-weights"
+
+
+def save_iris(directory: Path) -> Path:
+    """An sklearn iris classifier trained now and saved as an MLflow model directory (MLmodel,
+    the model file, its environment): the files a version of weights holds."""
+    import mlflow  # noqa: PLC0415 -- slow to import; only this test needs it
+    from sklearn.datasets import load_iris  # noqa: PLC0415
+    from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
+
+    features, labels = load_iris(return_X_y=True, as_frame=True)
+    features.columns = list(runtime_image.FEATURES)
+    classifier = LogisticRegression(max_iter=1000).fit(features, labels)
+    target = directory / "iris-model"
+    mlflow.sklearn.save_model(classifier, str(target), input_example=features.head(2))
+    return target
+
+
+def node_weights_version(name: str, model_name: str, digest: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "modelyard.dev/v1alpha1",
+        "kind": "ModelVersion",
+        "metadata": {"name": name},
+        "spec": {
+            "model": model_name,
+            "version": "1.0.0",
+            "registry": "local",
+            "weights": {"repository": WEIGHTS_REPOSITORY, "digest": digest},
+        },
+    }
+
+
+def weights_model(name: str, model_name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "modelyard.dev/v1alpha1",
+        "kind": "Model",
+        "metadata": {"name": name},
+        "spec": {
+            "template": "mlflow-weights",
+            "version": {"model": model_name, "version": "1.x"},
+        },
+    }
+
+
+def mlflow_weights_template(runtimes: str) -> dict[str, Any]:
+    probe = {
+        "protocol": "MLflow",
+        "request": {"dataframe_split": {"columns": list(runtime_image.FEATURES), "data": ROWS}},
+    }
+    template = runtime_template(
+        "mlflow-weights", runtime_image.mlflow("/models", ""), runtimes, probe
+    )
+    template["spec"]["env"] = {}
+    template["spec"]["weights"] = {"mountPath": "/models"}
+    return template
+
+
+def layer_digests(node: RealNode, digest: str) -> list[str]:
+    """The layer digests of the weights image as the registry holds them."""
+    found = json.loads(
+        images.run(
+            "skopeo",
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            f"--creds={':'.join(node.credentials)}",
+            f"docker://{node.registry.host}/{WEIGHTS_REPOSITORY}@{digest}",
+        )
+    )
+    return [str(layer["digest"]) for layer in found["layers"]]
+
+
+def model_status(cluster: Cluster, name: str) -> dict[str, Any]:
+    return dict((cluster.get(MODELS, cluster.namespace, name) or {}).get("status") or {})
+
+
+@dataclass(frozen=True)
+class Published:
+    """Three versions of one model's weights in the node's registry (digests), and the public
+    keys (PEM) of the cosign key that signed the images and of the key that signed the files."""
+
+    signed: str
+    tampered: str
+    unsigned: str
+    changed_file: str
+    image_key: str
+    files_key: str
+
+
+def publish_weights(node: RealNode, directory: Path) -> Published:
+    """An iris model saved by MLflow, its files signed with model-signing, pushed as an image
+    that cosign signs; the same files with one byte changed after signing (model.sig as it
+    was), pushed and even cosign-signed by a careless pipeline — only the files' own signature
+    can tell; and those re-pushed under a new digest the policy does not cover."""
+    files = save_iris(directory)
+    files_key, files_public = signing_key(directory)
+    sign_files(files, files_key)
+    signer = cosign.Cosign(cosign.binary(), directory / "cosign")
+    release = signer.generate_key_pair("release")
+
+    def push(tag: str, source: Path, *, cosign_signed: bool) -> str:
+        work = directory / f"push-{tag}"
+        work.mkdir()
+        digest = artifacts.image_of_files(node.registry, WEIGHTS_REPOSITORY, tag, source, work)
+        if cosign_signed:
+            reference = f"{node.registry.host}/{WEIGHTS_REPOSITORY}@{digest}"
+            signer.sign(release, reference, bundle=True, credentials=node.credentials)
+        return digest
+
+    signed = push("1.0.0", files, cosign_signed=True)
+    tampered_files = directory / "tampered"
+    shutil.copytree(files, tampered_files)
+    changed = next(p for p in tampered_files.iterdir() if p.suffix == ".skops")
+    data = bytearray(changed.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    changed.write_bytes(bytes(data))
+    return Published(
+        signed=signed,
+        tampered=push("1.0.0-tampered", tampered_files, cosign_signed=True),
+        unsigned=push("1.0.0-repushed", tampered_files, cosign_signed=False),
+        changed_file=changed.name,
+        image_key=release.public_pem,
+        files_key=files_public,
+    )
+
+
+@pytest.fixture
+async def verifying_operator(
+    real_node: RealNode, cluster: Cluster, tmp_path: Path
+) -> AsyncIterator[OperatorProcess]:
+    """`modelyard run` as on the node (`node_operator`), with the operator's own image, pushed
+    to the node's registry, as the workers' weights verifier, as the chart configures it."""
+    layout, tag, _ = await asyncio.to_thread(operator_image.build)
+    reference = await asyncio.to_thread(
+        operator_image.push, layout, tag, real_node.registry.host, real_node.credentials
+    )
+    process = OperatorProcess(
+        cluster.operator_kubeconfig(tmp_path),
+        tmp_path,
+        config={**NODE_OPERATOR_CONFIG, "weightsVerifierImage": f"{reference}:{tag}"},
+    ).start()
+    yield process
+    await process.stop()
+
+
+@pytest.mark.timeout(900)
+async def test_signed_weights_are_verified_twice_served_by_a_real_runtime_pulled_once(
+    cluster: Cluster,
+    real_node: RealNode,
+    verifying_operator: OperatorProcess,
+    runtimes: str,
+    tmp_path: Path,
+) -> None:
+    """An iris model saved by MLflow, its files signed with model-signing and the image of them
+    signed with cosign, under an Enforce policy: the operator verifies the digest's signature,
+    the worker's init step the mounted files against model.sig, and MLflow's scoring server
+    serves them from /models — READY with one prediction per row. A second worker and a worker
+    started again take the weights from the node's content store: the registry serves their
+    layer once. Weights whose files changed after they were signed never reach the runtime;
+    weights re-pushed with a byte changed, under a digest nobody signed, never reach a pod."""
+    operator = verifying_operator
+    published = publish_weights(real_node, tmp_path)
+    signed, tampered, unsigned = published.signed, published.tampered, published.unsigned
+    secret, registry = registry_documents(real_node)
+    registry["spec"]["signatures"] = {
+        "mode": "Enforce",
+        "publicKeys": [{"secretName": "release-key"}, {"secretName": "weights-key"}],
+    }
+    keys = [
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": name, "labels": CONSENT},
+            "stringData": {"cosign.pub": pem},
+        }
+        for name, pem in (
+            ("release-key", published.image_key),
+            ("weights-key", published.files_key),
+        )
+    ]
+    await apply_documents(
+        cluster,
+        [
+            *keys,
+            secret,
+            registry,
+            mlflow_weights_template(runtimes),
+            node_weights_version("iris-1-0-0", "iris", signed),
+            node_weights_version("tampered-1-0-0", "tampered", tampered),
+            node_weights_version("unsigned-1-0-0", "unsigned", unsigned),
+            weights_model("iris", "iris"),
+            weights_model("tampered", "tampered"),
+            weights_model("unsigned", "unsigned"),
+        ],
+    )
+
+    # Unsigned under Enforce: refused by the operator; no pod ever refers to it.
+    await eventually(
+        lambda: (
+            condition(cluster.get(VERSIONS, cluster.namespace, "unsigned-1-0-0")).get("reason")
+            == "SignatureMissing"
+        ),
+        60,
+        "the re-pushed weights refused",
+        operator,
+    )
+    # Signed as an image, but not the files: the init step refuses, the runtime never starts.
+    await eventually(
+        lambda: (
+            model_status(cluster, "tampered").get("state") == "FAILED"
+            and condition(cluster.get(MODELS, cluster.namespace, "tampered")).get("reason")
+            == reasons.WEIGHTS_NOT_VERIFIED
+        ),
+        240,
+        lambda: f"tampered FAILED (WeightsNotVerified), after {history(cluster)}",
+        operator,
+    )
+    said = condition(cluster.get(MODELS, cluster.namespace, "tampered"))["message"]
+    assert f"changed since signed: {published.changed_file}" in said, said
+    (refused_pod,) = pods_of(cluster, "tampered")
+    assert all(
+        "running" not in (status.get("state") or {}) and not status.get("lastState")
+        for status in refused_pod["status"].get("containerStatuses") or []
+    ), "the runtime started on files that do not verify"
+
+    # Signed twice: verified in the pod, mounted, served.
+    await eventually(
+        lambda: model_status(cluster, "iris").get("state") == "READY",
+        300,
+        lambda: f"iris READY, after {history(cluster)}",
+        operator,
+    )
+    found = cluster.get(MODELS, cluster.namespace, "iris")
+    assert condition(found, "Conformant")["status"] == "True", found["status"]
+    (pod,) = pods_of(cluster, "iris")
+    (step,) = pod["status"]["initContainerStatuses"]
+    assert step["state"]["terminated"]["exitCode"] == 0
+    spec = cluster.get(DEPLOYMENTS, cluster.namespace, "iris")["spec"]["template"]["spec"]
+    assert spec["volumes"][0]["image"]["reference"] == (
+        f"{real_node.registry.host}/{WEIGHTS_REPOSITORY}@{signed}"
+    )
+    assert cluster.get(DEPLOYMENTS, cluster.namespace, "unsigned") is None
+
+    layers = layer_digests(real_node, signed)
+    pulled = {layer: len(real_node.registry.fetches(layer)) for layer in layers}
+    assert all(count == 1 for count in pulled.values()), pulled
+
+    # A second worker on the same node, then the first one gone and started again: both
+    # mount the weights the node already holds.
+    await cluster.patch(
+        TEMPLATES,
+        cluster.namespace,
+        "mlflow-weights",
+        {"spec": {"scaling": {"minWorkers": 2, "maxWorkers": 2}}},
+        manager="kubectl",
+    )
+    await eventually(
+        lambda: model_status(cluster, "iris").get("readyReplicas") == 2,
+        240,
+        lambda: f"two workers ready, after {history(cluster)}",
+        operator,
+    )
+    first = pod["metadata"]["name"]
+    await cluster.delete(PODS, cluster.namespace, first)
+    await eventually(
+        lambda: (
+            first not in {p["metadata"]["name"] for p in pods_of(cluster, "iris")}
+            and model_status(cluster, "iris").get("readyReplicas") == 2
+        ),
+        240,
+        lambda: f"a replacement worker ready, after {history(cluster)}",
+        operator,
+    )
+    again = {layer: len(real_node.registry.fetches(layer)) for layer in layers}
+    assert again == pulled, f"the weights were fetched again: {again} (before: {pulled})"
+
+
+# -- verified in the pod, over the files the runtime loads -----------------------------------
+
+
+def signing_key(directory: Path) -> tuple[Path, str]:
+    """An ECDSA P-256 key pair, as `cosign generate-key-pair` makes and model-signing signs
+    with: the private key's file and the public key's PEM."""
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    private = directory / "weights-signer.pem"
+    private.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return private, public.decode()
+
+
+def sign_files(files: Path, private_key: Path) -> None:
+    """What a model owner runs before pushing: model-signing over the directory, the signature
+    beside the files (and left out of what it covers)."""
+    from model_signing import hashing, signing  # noqa: PLC0415
+
+    signing.Config().use_elliptic_key_signer(private_key=private_key).set_hashing_config(
+        hashing.Config().set_ignored_paths(paths=[weights_step.SIGNATURE_FILE])
+    ).sign(files, files / weights_step.SIGNATURE_FILE)
+
+
+@pytest.fixture
+def signed(tmp_path: Path) -> tuple[Path, str]:
+    files = tmp_path / "weights"
+    files.mkdir()
+    (files / "MLmodel").write_text("flavors: {}\n")
+    (files / "model.skops").write_bytes(bytes(range(256)) * 64)
+    private, public = signing_key(tmp_path)
+    sign_files(files, private)
+    return files, public
+
+
+def test_signed_files_verify_with_the_policys_key(signed: tuple[Path, str]) -> None:
+    files, public = signed
+    assert weights_step.problem_with(files, [public]) is None
+    _, other = signing_key(files.parent)
+    # Any one key of the policy is enough, as for images.
+    assert weights_step.problem_with(files, [other, public]) is None
+    assert "Key mismatch" in str(weights_step.problem_with(files, [other]))
+
+
+@pytest.mark.parametrize(
+    ("tamper", "said"),
+    [
+        (
+            lambda f: (f / "model.skops").write_bytes(
+                b"\x01" + (f / "model.skops").read_bytes()[1:]
+            ),
+            "changed since signed: model.skops",
+        ),
+        (lambda f: (f / "model.skops").unlink(), "Missing files"),
+        (lambda f: (f / "backdoor.py").write_text("import os\n"), "Extra files"),
+        (lambda f: (f / weights_step.SIGNATURE_FILE).unlink(), "holds no model.sig"),
+    ],
+    ids=["a byte changed", "a file missing", "a file added", "no signature"],
+)
+def test_files_unlike_their_signed_manifest_are_refused(
+    signed: tuple[Path, str], tamper: Any, said: str
+) -> None:
+    files, public = signed
+    tamper(files)
+    problem = weights_step.problem_with(files, [public])
+    assert problem is not None and said in problem, problem
+
+
+def test_the_init_step_exits_non_zero_and_says_why(
+    signed: tuple[Path, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from modelyard import cli  # noqa: PLC0415
+
+    files, public = signed
+    monkeypatch.setenv(weights_step.KEYS_VARIABLE, public)
+    assert cli.main(["verify-weights", str(files)]) == 0
+    (files / "model.skops").write_bytes(b"tampered")
+    assert cli.main(["verify-weights", str(files)]) == 1
+    assert "changed since signed: model.skops" in capsys.readouterr().err
+
+
+def enforcing_registries(keys: list[str]) -> dict[str, Any]:
+    """The examples' registries, quay enforcing signatures with `keys` published."""
+    quay = typed(
+        "Registry",
+        "quay",
+        spec__signatures={"mode": "Enforce", "publicKeys": [{"secretName": "signers"}]},
+    )
+    status = RegistryStatus(pull_secret="quay-robot", public_keys=keys)
+    return {
+        **registries(),
+        "quay": quay.model_copy(update={"status": status}),
+        "ghcr": typed("Registry", "ghcr"),
+    }
+
+
+def test_workers_verify_enforced_weights_before_the_runtime_starts() -> None:
+    pem = "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"
+    config = CONFIG.model_copy(update={"weights_verifier_image": "ghcr.io/acme/modelyard:1"})
+    result = plan_model(
+        typed("Model", "iris-from-weights"),
+        typed("ModelTemplate", "mlflow-weights"),
+        enforcing_registries([pem]),
+        [verified_weights_version()],
+        config,
+        allow_tag=True,
+    )
+    assert result.children is not None, result.checks
+    pod = result.children.deployment["spec"]["template"]["spec"]
+    (step,) = pod["initContainers"]
+    assert step["name"] == weights_step.VERIFIER_CONTAINER
+    assert step["image"] == "ghcr.io/acme/modelyard:1"
+    assert step["args"] == ["verify-weights", "/models"]
+    assert step["env"] == [{"name": weights_step.KEYS_VARIABLE, "value": pem}]
+    assert step["volumeMounts"] == pod["containers"][0]["volumeMounts"]
+    assert step["resources"]["requests"] == {"cpu": "1", "memory": "2Gi"}
+
+    # No verifier to run, or no keys to run it with: no workers, and the reason.
+    for registries_now, settings, reason in (
+        (enforcing_registries([pem]), CONFIG, reasons.WEIGHTS_VERIFIER_MISSING),
+        (enforcing_registries([]), config, reasons.REGISTRY_NOT_READY),
+    ):
+        refused = plan_model(
+            typed("Model", "iris-from-weights"),
+            typed("ModelTemplate", "mlflow-weights"),
+            registries_now,
+            [verified_weights_version()],
+            settings,
+            allow_tag=True,
+        )
+        assert refused.children is None
+        assert refused.checks[reasons.VERSION_RESOLVED].reason == reason
+
+
+def test_a_refusal_of_the_init_step_is_the_models_reason() -> None:
+    said = "the files do not match their signature: key 1: changed since signed: model.skops"
+    pod = {
+        "metadata": {"name": "iris-1", "annotations": {"modelyard.dev/spec-hash": "h"}},
+        "status": {
+            "initContainerStatuses": [
+                {
+                    "name": weights_step.VERIFIER_CONTAINER,
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                    "lastState": {"terminated": {"exitCode": 1, "message": said}},
+                }
+            ]
+        },
+    }
+    deployment = {
+        "metadata": {"generation": 1},
+        "spec": {"replicas": 1},
+        "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1},
+    }
+    seen = observe(deployment, [pod], "h", 1)
+    assert seen.state is ModelState.FAILED
+    assert seen.available.reason == reasons.WEIGHTS_NOT_VERIFIED
+    assert said in seen.available.message
