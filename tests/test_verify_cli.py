@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from support import artifacts
 from support.registry import LocalRegistry, require_tools
 
 UNKNOWN = "sha256:" + "0" * 64
@@ -218,3 +219,33 @@ async def test_models_lists_tags_with_their_digests(secured: LocalRegistry, tmp_
     )
     assert f"1.0.0  {first}" in text.stdout and "acme/absent: no such repository" in text.stdout
     assert "pa55word" not in text.stdout + text.stderr
+
+
+async def test_weights_a_node_would_not_mount_fail_with_how_to_repackage(
+    secured: LocalRegistry, tmp_path: Path
+) -> None:
+    mountable = secured.push("acme/awesome-llm", "2.0.0", "weights")
+    oras_like = artifacts.empty_config_artifact(
+        secured, "acme/awesome-llm", {"model.safetensors": b"\x00" * 64}
+    )
+    documents = manifests(secured, [])
+    for version, digest in (("2.0.0", mountable), ("2.0.1", oras_like)):
+        documents.append(
+            {
+                "apiVersion": "modelyard.dev/v1alpha1",
+                "kind": "ModelVersion",
+                "metadata": {"name": f"awesome-llm-{version}", "namespace": "ml"},
+                "spec": {
+                    "model": "awesome-llm",
+                    "version": version,
+                    "registry": "local",
+                    "weights": {"repository": "acme/awesome-llm", "digest": digest},
+                },
+            }
+        )
+    result = verify(tmp_path, documents)
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stdout.splitlines()
+    assert any(line.startswith("ok ") and mountable in line for line in lines), lines
+    (failing,) = [line for line in lines if line.startswith("FAIL")]
+    assert "WeightsNotMountable" in failing and oras_like in failing and "umoci" in failing

@@ -24,6 +24,7 @@ from modelyard import weights as weights_step
 from modelyard.api.v1alpha1 import ModelState, RegistryStatus, parse
 from modelyard.builders import workload as wl
 from modelyard.builders.plan import plan_model
+from modelyard.handlers.trim import trim_pod
 from modelyard.registry.weights import shape_problem
 from modelyard.status import reasons
 from modelyard.status.model import observe
@@ -389,11 +390,12 @@ class Published:
     files_key: str
 
 
-def publish_weights(node: RealNode, directory: Path) -> Published:
+def publish_weights(node: RealNode, directory: Path, runtime: str) -> Published:
     """An iris model saved by MLflow, its files signed with model-signing, pushed as an image
     that cosign signs; the same files with one byte changed after signing (model.sig as it
     was), pushed and even cosign-signed by a careless pipeline — only the files' own signature
-    can tell; and those re-pushed under a new digest the policy does not cover."""
+    can tell; and those re-pushed under a new digest the policy does not cover. The platform
+    team's `runtime` image (a digest) is signed too: the policy covers every image."""
     files = save_iris(directory)
     files_key, files_public = signing_key(directory)
     sign_files(files, files_key)
@@ -409,6 +411,8 @@ def publish_weights(node: RealNode, directory: Path) -> Published:
             signer.sign(release, reference, bundle=True, credentials=node.credentials)
         return digest
 
+    runtime_reference = f"{node.registry.host}/{runtime_image.REPOSITORY}@{runtime}"
+    signer.sign(release, runtime_reference, bundle=True, credentials=node.credentials)
     signed = push("1.0.0", files, cosign_signed=True)
     tampered_files = directory / "tampered"
     shutil.copytree(files, tampered_files)
@@ -461,7 +465,7 @@ async def test_signed_weights_are_verified_twice_served_by_a_real_runtime_pulled
     layer once. Weights whose files changed after they were signed never reach the runtime;
     weights re-pushed with a byte changed, under a digest nobody signed, never reach a pod."""
     operator = verifying_operator
-    published = publish_weights(real_node, tmp_path)
+    published = publish_weights(real_node, tmp_path, runtimes)
     signed, tampered, unsigned = published.signed, published.tampered, published.unsigned
     secret, registry = registry_documents(real_node)
     registry["spec"]["signatures"] = {
@@ -563,7 +567,7 @@ async def test_signed_weights_are_verified_twice_served_by_a_real_runtime_pulled
         operator,
     )
     first = pod["metadata"]["name"]
-    await cluster.delete(PODS, cluster.namespace, first)
+    await cluster.remove(PODS, cluster.namespace, first)
     await eventually(
         lambda: (
             first not in {p["metadata"]["name"] for p in pods_of(cluster, "iris")}
@@ -664,8 +668,16 @@ def test_the_init_step_exits_non_zero_and_says_why(
     monkeypatch.setenv(weights_step.KEYS_VARIABLE, public)
     assert cli.main(["verify-weights", str(files)]) == 0
     (files / "model.skops").write_bytes(b"tampered")
-    assert cli.main(["verify-weights", str(files)]) == 1
+    assert cli.main(["verify-weights", str(files)]) == weights_step.REFUSED
     assert "changed since signed: model.skops" in capsys.readouterr().err
+
+    # A check that cannot run (here: the files cannot be read) is not called tampering.
+    def unreadable(*_: object) -> None:
+        raise PermissionError(13, "Permission denied", str(files / "model.skops"))
+
+    monkeypatch.setattr(weights_step, "problem_with", unreadable)
+    assert cli.main(["verify-weights", str(files)]) == 2
+    assert "the check could not run: PermissionError" in capsys.readouterr().err
 
 
 def enforcing_registries(keys: list[str]) -> dict[str, Any]:
@@ -701,8 +713,10 @@ def test_workers_verify_enforced_weights_before_the_runtime_starts() -> None:
     assert step["image"] == "ghcr.io/acme/modelyard:1"
     assert step["args"] == ["verify-weights", "/models"]
     assert step["env"] == [{"name": weights_step.KEYS_VARIABLE, "value": pem}]
-    assert step["volumeMounts"] == pod["containers"][0]["volumeMounts"]
+    assert pod["containers"][0]["volumeMounts"][0] in step["volumeMounts"]
     assert step["resources"]["requests"] == {"cpu": "1", "memory": "2Gi"}
+    assert step["securityContext"]["readOnlyRootFilesystem"] is True
+    assert {"name": wl.VERIFIER_SCRATCH, "mountPath": "/tmp"} in step["volumeMounts"]
 
     # No verifier to run, or no keys to run it with: no workers, and the reason.
     for registries_now, settings, reason in (
@@ -721,26 +735,100 @@ def test_workers_verify_enforced_weights_before_the_runtime_starts() -> None:
         assert refused.checks[reasons.VERSION_RESOLVED].reason == reason
 
 
-def test_a_refusal_of_the_init_step_is_the_models_reason() -> None:
-    said = "the files do not match their signature: key 1: changed since signed: model.skops"
-    pod = {
+def verifier_pod(**status: Any) -> dict[str, Any]:
+    return {
         "metadata": {"name": "iris-1", "annotations": {"modelyard.dev/spec-hash": "h"}},
         "status": {
-            "initContainerStatuses": [
-                {
-                    "name": weights_step.VERIFIER_CONTAINER,
-                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
-                    "lastState": {"terminated": {"exitCode": 1, "message": said}},
-                }
-            ]
+            "initContainerStatuses": [{"name": weights_step.VERIFIER_CONTAINER, **status}],
+            "containerStatuses": [{"name": "model", "ready": True, "state": {"running": {}}}],
         },
     }
-    deployment = {
-        "metadata": {"generation": 1},
-        "spec": {"replicas": 1},
-        "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1},
-    }
-    seen = observe(deployment, [pod], "h", 1)
+
+
+DEPLOYED = {
+    "metadata": {"generation": 1},
+    "spec": {"replicas": 1},
+    "status": {"observedGeneration": 1, "replicas": 1, "updatedReplicas": 1},
+}
+SAID = "the files do not match their signature: key 1: changed since signed: model.skops"
+
+
+@pytest.mark.parametrize(
+    ("status", "reason", "words"),
+    [
+        (
+            {
+                "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                "lastState": {"terminated": {"exitCode": weights_step.REFUSED, "message": SAID}},
+            },
+            reasons.WEIGHTS_NOT_VERIFIED,
+            SAID,
+        ),
+        (
+            {"state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}},
+            reasons.VERIFIER_FAILED,
+            "(OOMKilled)",
+        ),
+        (
+            {"state": {"waiting": {"reason": "ImagePullBackOff", "message": "401"}}},
+            reasons.IMAGE_PULL_BACK_OFF,
+            "cannot pull the weights' verifier",
+        ),
+    ],
+    ids=["files refused", "verifier killed", "verifier not pulled"],
+)
+def test_what_stops_the_init_step_is_the_models_reason(
+    status: dict[str, Any], reason: str, words: str
+) -> None:
+    # As the operator's pod store keeps it: trimmed to what decides a Model's state.
+    seen = observe(DEPLOYED, [trim_pod(verifier_pod(**status))], "h", 1)
+    assert seen.available.reason == reason
+    assert words in seen.available.message
     assert seen.state is ModelState.FAILED
-    assert seen.available.reason == reasons.WEIGHTS_NOT_VERIFIED
-    assert said in seen.available.message
+
+
+def test_a_verifier_that_passed_after_failing_once_leaves_a_serving_pod_alone() -> None:
+    passed_now = verifier_pod(
+        state={"terminated": {"exitCode": 0}},
+        lastState={"terminated": {"exitCode": 137, "reason": "OOMKilled"}},
+    )
+    assert observe(DEPLOYED, [trim_pod(passed_now)], "h", 1).available.reason not in (
+        reasons.VERIFIER_FAILED,
+        reasons.WEIGHTS_NOT_VERIFIED,
+    )
+
+
+def test_weights_never_hide_the_system_or_the_verifier() -> None:
+    for path in ("/usr/local/models", "/tmp", "/opt/modelyard/lib", "/etc"):
+        with pytest.raises(ValueError, match="may not be one of"):
+            typed("ModelTemplate", "mlflow-weights", spec__weights={"mountPath": path})
+    typed("ModelTemplate", "mlflow-weights", spec__weights={"mountPath": "/opt/ml/model"})
+
+
+def test_render_shows_the_init_step_of_weights_from_an_enforcing_registry(tmp_path: Path) -> None:
+    """`modelyard render` offline: the Registry's key Secret among the files gives the keys,
+    and the chart's default image verifies."""
+    import yaml  # noqa: PLC0415
+
+    from modelyard.config import OperatorConfig  # noqa: PLC0415
+    from modelyard.render import CHART_VERIFIER_IMAGE, render  # noqa: PLC0415
+
+    version = example("ModelVersion", "iris-weights-1-0-0")
+    version["spec"]["registry"] = "quay-signed"
+    documents = [
+        example("Secret", "release-signing-key"),
+        example("Registry", "quay-signed"),
+        example("Registry", "ghcr"),
+        version,
+        example("ModelTemplate", "mlflow-weights"),
+        example("Model", "iris-from-weights"),
+    ]
+    path = tmp_path / "weights.yaml"
+    path.write_text(yaml.safe_dump_all(documents))
+    rendered = render([str(path)], OperatorConfig())
+    assert not rendered.errors, rendered.errors
+    (deployment,) = [m for _, m in rendered.manifests if m["kind"] == "Deployment"]
+    (step,) = deployment["spec"]["template"]["spec"]["initContainers"]
+    assert step["image"] == CHART_VERIFIER_IMAGE
+    key = example("Secret", "release-signing-key")["stringData"]["cosign.pub"]
+    assert step["env"][0]["value"].split() == key.split()

@@ -37,6 +37,7 @@ from modelyard.builders import external as external_children
 from modelyard.builders.images import image_host, pull_secret_name
 from modelyard.builders.plan import check_template, plan_model
 from modelyard.config import OperatorConfig
+from modelyard.registry.signatures import Trust, trust_of
 from modelyard.status import reasons
 from modelyard.status.conditions import now
 
@@ -139,27 +140,54 @@ def _assume_verified(version: ModelVersion, registries: dict[str, Registry]) -> 
     return version.model_copy(update={"status": status})
 
 
-def _assume_checked(registry: Registry, secret_types: dict[tuple[str, str], str]) -> Registry:
-    """Offline, a Registry publishes the pull Secret the operator would: decided by its
-    credentials Secret's type when that Secret is among the files, else the operator's own."""
+def trust_from_files(
+    registry: Registry, secrets: dict[tuple[str, str], dict[str, Any]]
+) -> Trust | None:
+    """The Registry's signature policy with the keys of its Secrets among the files; None
+    when it has no policy."""
+    policy = registry.spec.signatures
+    if policy is None:
+        return None
     namespace = registry.metadata.namespace or "default"
-    secret_type = secret_types.get((namespace, registry.spec.credentials_secret or ""))
-    name = pull_secret_name(registry, secret_type)
-    if name is None:
+    found: dict[str, dict[str, Any] | str] = {
+        reference.secret_name: secrets.get(
+            (namespace, reference.secret_name),
+            f"Secret {reference.secret_name} is not among the files",
+        )
+        for reference in policy.public_keys
+    }
+    return trust_of(policy, found)
+
+
+def _assume_checked(registry: Registry, secrets: dict[tuple[str, str], dict[str, Any]]) -> Registry:
+    """Offline, a Registry publishes what the operator would: the pull Secret, decided by its
+    credentials Secret's type when that Secret is among the files, else the operator's own;
+    and its policy's ECDSA public keys, read from the key Secrets among the files."""
+    namespace = registry.metadata.namespace or "default"
+    credentials = secrets.get((namespace, registry.spec.credentials_secret or "")) or {}
+    name = pull_secret_name(
+        registry, str(credentials.get("type") or "Opaque") if credentials else None
+    )
+    trust = trust_from_files(registry, secrets)
+    keys = [k.pem() for k in trust.keys if k.algorithm.startswith("ECDSA")] if trust else []
+    if name is None and not keys:
         return registry
-    return registry.model_copy(update={"status": RegistryStatus(pull_secret=name)})
+    status = RegistryStatus(
+        pull_secret=name, public_keys=keys, observed_generation=registry.metadata.generation
+    )
+    return registry.model_copy(update={"status": status})
 
 
 def render(paths: Iterable[str], config: OperatorConfig) -> Rendered:
     result = Rendered()
     typed: list[tuple[Document, Resource]] = []
-    secret_types: dict[tuple[str, str], str] = {}
+    secrets: dict[tuple[str, str], dict[str, Any]] = {}
     for document in load_documents(paths, result.errors):
         body = document.body
         if body.get("apiVersion") == "v1" and body.get("kind") == "Secret":
             metadata = body.get("metadata") or {}
             key = (str(metadata.get("namespace") or "default"), str(metadata.get("name")))
-            secret_types[key] = str(body.get("type") or "Opaque")
+            secrets[key] = body
         if body.get("apiVersion") != API_VERSION:
             continue  # Secrets and other kinds ride along in the same files
         try:
@@ -173,8 +201,11 @@ def render(paths: Iterable[str], config: OperatorConfig) -> Rendered:
         return resource.metadata.namespace or "default", resource.metadata.name
 
     registries = {
-        namespaced(r): _assume_checked(r, secret_types) for _, r in typed if isinstance(r, Registry)
+        namespaced(r): _assume_checked(r, secrets) for _, r in typed if isinstance(r, Registry)
     }
+    if config.weights_verifier_image is None:
+        # What the chart configures: the operator's own image.
+        config = config.model_copy(update={"weights_verifier_image": CHART_VERIFIER_IMAGE})
     templates = {namespaced(r): r for _, r in typed if isinstance(r, ModelTemplate)}
     for document, template in ((d, r) for d, r in typed if isinstance(r, ModelTemplate)):
         verdict = check_template(template, config)
@@ -222,6 +253,11 @@ def render(paths: Iterable[str], config: OperatorConfig) -> Rendered:
             continue
         result.manifests.extend((source, manifest) for manifest in plan.children.manifests)
     return result
+
+
+#: The chart's default verifier, the operator's image of this release (offline stand-in for
+#: `weightsVerifierImage` when the configuration names none).
+CHART_VERIFIER_IMAGE = "ghcr.io/modelyard/modelyard:0.1.0"
 
 
 def to_yaml(rendered: Rendered) -> str:

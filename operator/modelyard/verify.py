@@ -41,11 +41,10 @@ from modelyard.registry.signatures import (
     TrustedKey,
     check_signatures,
     load_key,
-    trust_of,
 )
 from modelyard.registry.verify import Verification, verify, verify_mlflow
 from modelyard.registry.weights import check_shape
-from modelyard.render import load_documents
+from modelyard.render import load_documents, trust_from_files
 from modelyard.status import reasons
 
 
@@ -167,25 +166,6 @@ def mlflow_client_for(
     return MlflowClient(*connect(registry, secrets))
 
 
-def trust_from_files(
-    registry: Registry, secrets: dict[tuple[str, str], dict[str, Any]]
-) -> Trust | None:
-    """The Registry's signature policy with the keys of its Secrets among the files; None
-    when it has no policy."""
-    policy = registry.spec.signatures
-    if policy is None:
-        return None
-    namespace = registry.metadata.namespace or "default"
-    found: dict[str, dict[str, Any] | str] = {
-        reference.secret_name: secrets.get(
-            (namespace, reference.secret_name),
-            f"Secret {reference.secret_name} is not among the files",
-        )
-        for reference in policy.public_keys
-    }
-    return trust_of(policy, found)
-
-
 def trust_from_key_files(paths: list[str]) -> Trust:
     """`--key FILE`: these keys, enforced, for every version in place of the manifests'."""
     keys: list[TrustedKey] = []
@@ -254,7 +234,10 @@ async def verify_files(
         if not result.verified:
             return Line(False, f"FAIL {label}: {result.reason}: {result.message}")
         if spec.weights is not None:
-            problem = await check_shape(client, repository, digest)
+            try:
+                problem = await check_shape(client, repository, digest)
+            except RegistryError as error:
+                return Line(False, f"FAIL {label}: {error.reason}: {error.message}")
             if problem is not None:
                 return Line(
                     False,

@@ -27,6 +27,9 @@ KEYS_VARIABLE = "MODELYARD_WEIGHTS_PUBLIC_KEYS"
 VERIFIER_CONTAINER = "verify-weights"
 #: The kubelet keeps at most 4096 bytes of a termination message.
 MAX_MESSAGE = 4000
+#: The exit code that means "these files are not what was signed"; any other failure means
+#: the check itself could not run, which the Model says differently.
+REFUSED = 3
 
 
 def split_keys(text: str) -> list[str]:
@@ -68,6 +71,7 @@ def problem_with(files: Path, public_keys: list[str]) -> str | None:
     from model_signing import verifying  # noqa: PLC0415
 
     refusals: list[str] = []
+    # /tmp: the worker's init container mounts a memory volume there (its root is read-only).
     with tempfile.TemporaryDirectory() as scratch:
         for index, pem in enumerate(public_keys):
             key = Path(scratch) / f"key-{index}.pub"
@@ -83,13 +87,20 @@ def problem_with(files: Path, public_keys: list[str]) -> str | None:
 
 
 def main(files: Path, keys_text: str) -> int:
-    """Exit 0 when the weights verify; else say why (stderr and the termination message)."""
-    problem = problem_with(files, split_keys(keys_text))
+    """Exit 0 when the weights verify, REFUSED when they do not, 2 when the check could not
+    run; the reason on stderr and in the termination message."""
+    try:
+        problem = problem_with(files, split_keys(keys_text))
+    except Exception as error:  # the check could not run: said as such, not as tampering
+        return _say(f"the check could not run: {type(error).__name__}: {error}", 2)
     if problem is None:
         print(f"{files}: every file matches the signed manifest", file=sys.stderr)
         return 0
-    message = problem[:MAX_MESSAGE]
+    return _say(problem, REFUSED)
+
+
+def _say(message: str, code: int) -> int:
     print(message, file=sys.stderr)
     with contextlib.suppress(OSError):  # not in a container
-        Path("/dev/termination-log").write_text(message)
-    return 1
+        Path("/dev/termination-log").write_text(message[:MAX_MESSAGE])
+    return code

@@ -11,6 +11,7 @@ import base64
 import hashlib
 import json
 import shutil
+import ssl
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,7 +52,8 @@ def _request(
     if registry.auth:
         token = base64.b64encode(":".join(registry.auth).encode()).decode()
         request.add_header("Authorization", f"Basic {token}")
-    return urllib.request.urlopen(request, timeout=30)  # type: ignore[no-any-return]
+    context = ssl.create_default_context(cadata=registry.ca_pem) if registry.tls else None
+    return urllib.request.urlopen(request, timeout=30, context=context)  # type: ignore[no-any-return]
 
 
 def push_blob(registry: LocalRegistry, repository: str, blob: Blob) -> None:

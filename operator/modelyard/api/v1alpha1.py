@@ -230,8 +230,9 @@ class RegistryStatus(SpecModel):
     public_keys: list[str] = Field(
         default_factory=list,
         max_length=MAX_PUBLIC_KEYS,
-        description="The signature policy's public keys (PEM) as read from their Secrets: "
-        "workers whose weights come from this registry verify the mounted files with them.",
+        description="The signature policy's ECDSA public keys (PEM) as read from their Secrets: "
+        "workers whose weights come from this registry verify the mounted files with them "
+        "(model-signing verifies ECDSA P-256, P-384 and P-521 keys).",
     )
 
 
@@ -644,14 +645,45 @@ _CLASSES = (
 )
 
 
+#: Where weights may not be mounted: over the system's own files, or the verifier's (which
+#: runs from the operator's image, with its /tmp on a volume of its own).
+RESERVED_MOUNT_PATHS = (
+    "/bin", "/dev", "/etc", "/lib", "/lib64", "/opt/modelyard", "/proc", "/run", "/sbin",
+    "/sys", "/tmp", "/usr", "/var/run",
+)  # fmt: skip
+_RESERVED_MOUNT = (
+    "weights.mountPath may not be one of, or under, "
+    + ", ".join(RESERVED_MOUNT_PATHS)
+    + ": the weights would hide the runtime's or the verifier's own files"
+)
+
+
 class TemplateWeights(SpecModel):
     """Where the runtime finds a version's weights."""
+
+    model_config = ConfigDict(
+        json_schema_extra=cel_rules(
+            cel_rule(
+                "!"
+                + json.dumps(list(RESERVED_MOUNT_PATHS))
+                + ".exists(p, self.mountPath == p || self.mountPath.startsWith(p + '/'))",
+                _RESERVED_MOUNT,
+            )
+        )
+    )
 
     mount_path: MountPath = Field(
         ...,
         description="Directory the version's weights are mounted at, read-only (an image "
         "volume: the node pulls them by digest once and keeps them for every worker).",
     )
+
+    @model_validator(mode="after")
+    def _not_reserved(self) -> TemplateWeights:
+        path = self.mount_path
+        if any(path == p or path.startswith(p + "/") for p in RESERVED_MOUNT_PATHS):
+            raise ValueError(_RESERVED_MOUNT)
+        return self
 
 
 class ModelTemplateSpec(SpecModel):

@@ -12,6 +12,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from modelyard.api.types import ConditionStatus
 from modelyard.api.v1alpha1 import (
     Model,
     ModelTemplate,
@@ -228,13 +229,30 @@ def _weights_verification(
     policy = registry.spec.signatures if registry is not None else None
     if registry is None or policy is None or policy.mode is not SignatureMode.ENFORCE:
         return None
-    keys = registry.status.public_keys if registry.status else []
+    earlier = checks.get(reasons.VERSION_RESOLVED)
+    if earlier is not None and not earlier.ok:
+        return None  # that reason comes first
+    status = registry.status
+    current = status is not None and status.observed_generation == registry.metadata.generation
+    keys = status.public_keys if status is not None and current else []
+    loaded = current and any(
+        c.type == reasons.SIGNATURES and c.status == ConditionStatus.TRUE
+        for c in (status.conditions if status else [])
+    )
     if config.weights_verifier_image is None:
         checks[reasons.VERSION_RESOLVED] = failed(
             reasons.WEIGHTS_VERIFIER_MISSING,
             f"Registry {registry.metadata.name} enforces signatures, so workers verify their "
             "weights before serving them, but the operator has no weightsVerifierImage "
             "configured (the chart sets it to the operator's own image)",
+        )
+        return None
+    if not keys and loaded:
+        checks[reasons.VERSION_RESOLVED] = failed(
+            reasons.WEIGHTS_KEYS_UNSUPPORTED,
+            f"Registry {registry.metadata.name}'s signature policy has no ECDSA key: workers "
+            "verify weights with model-signing, which verifies ECDSA (P-256, P-384, P-521) "
+            "keys only; add one to the policy",
         )
         return None
     if not keys:

@@ -108,6 +108,8 @@ def _resources(workload: Workload) -> Manifest:
 
 
 WEIGHTS_VOLUME = "weights"
+#: The verifier's /tmp (for the keys it hands model-signing as files): its root is read-only.
+VERIFIER_SCRATCH = "verifier-tmp"
 
 #: Seconds a terminating worker keeps serving before it is stopped (within the default 30 s
 #: termination grace period).
@@ -186,10 +188,18 @@ def _verifier(workload: Workload, verification: WeightsVerification) -> Manifest
         "args": ["verify-weights", template.weights.mount_path],
         "env": [{"name": weights_step.KEYS_VARIABLE, "value": "".join(verification.public_keys)}],
         "volumeMounts": [
-            {"name": WEIGHTS_VOLUME, "mountPath": template.weights.mount_path, "readOnly": True}
+            {"name": WEIGHTS_VOLUME, "mountPath": template.weights.mount_path, "readOnly": True},
+            {"name": VERIFIER_SCRATCH, "mountPath": "/tmp"},
         ],
         # Its reason, when it refuses, is what the Model's status quotes.
         "terminationMessagePolicy": "FallbackToLogsOnError",
+        # Our own image, which needs nothing more: it holds whatever a policy engine asks.
+        "securityContext": {
+            "runAsNonRoot": True,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
     }
     # Hashing gigabytes wants the worker's CPU and memory; an init container's requests count
     # only where they exceed the worker's, so this costs the pod nothing (GPUs it needs not).
@@ -243,6 +253,10 @@ def pod_spec(workload: Workload, config: OperatorConfig) -> Manifest:
                 "image": {"reference": workload.weights, "pullPolicy": "IfNotPresent"},
             }
         ]
+        if workload.weights_verification is not None:
+            spec["volumes"].append(
+                {"name": VERIFIER_SCRATCH, "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}}
+            )
     return spec
 
 

@@ -149,6 +149,7 @@ async def _listen(
 
     A port taken — a second operator on the same machine, another program — is one line that
     names the port and how to move it, not a traceback."""
+    _warn_of_unpinned_verifier(config)
     health = None
     port = "the health port (--liveness)"
     try:
@@ -163,6 +164,17 @@ async def _listen(
         await runner.kube.close()
         raise SystemExit(f"modelyard: cannot listen on {port}: {error.strerror or error}") from None
     return health
+
+
+def _warn_of_unpinned_verifier(config: operator_config.OperatorConfig) -> None:
+    """The verifier decides whether signed weights reach a runtime: a moved tag would move
+    that decision."""
+    verifier = config.weights_verifier_image
+    if verifier and "@sha256:" not in verifier:
+        logger.warning(
+            "weightsVerifierImage %s is not pinned by digest (set image.digest in the chart)",
+            verifier,
+        )
 
 
 async def operate(options: Options) -> None:

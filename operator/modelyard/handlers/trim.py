@@ -10,6 +10,7 @@ from __future__ import annotations
 from modelyard.builders import drift
 from modelyard.builders.labels import SPEC_HASH_ANNOTATION, TRACK_LABEL
 from modelyard.kube import Manifest
+from modelyard.weights import VERIFIER_CONTAINER
 
 PREFIX = "modelyard.dev"
 #: The parts of a container's status that `modelyard.status.model` reads.
@@ -30,6 +31,23 @@ def _trim_container(container: Manifest) -> Manifest:
                 if k in terminated
             }
         }
+    return kept
+
+
+def _trim_verifier(container: Manifest) -> Manifest:
+    """The weights' init step: whether it refused, and its words (`modelyard.weights`)."""
+    kept: Manifest = {"name": container.get("name")}
+    for state in ("state", "lastState"):
+        terminated = (container.get(state) or {}).get("terminated")
+        if terminated:
+            kept[state] = {
+                "terminated": {
+                    k: terminated[k] for k in ("exitCode", "reason", "message") if k in terminated
+                }
+            }
+    waiting = (container.get("state") or {}).get("waiting")
+    if waiting:
+        kept["state"] = {"waiting": {k: waiting[k] for k in ("reason", "message") if k in waiting}}
     return kept
 
 
@@ -59,6 +77,13 @@ def trim_pod(pod: Manifest) -> Manifest:
             },
         }
     )
+    verifier = [
+        _trim_verifier(c)
+        for c in status.get("initContainerStatuses") or []
+        if c.get("name") == VERIFIER_CONTAINER
+    ]
+    if verifier:
+        trimmed["status"]["initContainerStatuses"] = verifier
     return trimmed
 
 

@@ -329,13 +329,15 @@ async def reconcile_registry(
             registry.spec.tls.insecure_skip_verify if registry.spec.tls else False,
         )
         try:
+            # Read whatever else fails: the policy's keys (and the weights verified with them)
+            # must not come and go with a credentials problem. It raises no _Problem.
+            trust = await _trust(kube, registry)
             # Credentials first: their consent taken back must be seen whatever else is wrong.
             credentials, secret = await _credentials(kube, registry, endpoint.host)
             ca = await _ca(kube, registry)
             endpoint = Endpoint(registry.spec.url, ca, endpoint.insecure_skip_verify)
             connection = await connections.put(key, endpoint, credentials, registry.spec.type)
             connection.check_interval = registry.spec.check_interval_seconds
-            trust = await _trust(kube, registry)
             trust_changed = connection.trust_with(trust)
             # Before the ping: the pull Secret follows from the credentials, not from whether
             # the registry answered just now. An outage must not change what pods pull with
@@ -405,7 +407,10 @@ async def _write_status(
         ),
         "observedGeneration": metadata.get("generation"),
         "pullSecret": pull_secret,
-        "publicKeys": [key.pem() for key in trust.keys] if trust is not None else None,
+        # The keys model-signing verifies weights with (ECDSA) and that workers carry.
+        "publicKeys": [key.pem() for key in trust.keys if key.algorithm.startswith("ECDSA")]
+        if trust is not None
+        else None,
         # Written when something else changes, so an idle registry costs no writes.
         "lastCheckTime": previous.get("lastCheckTime"),
     }

@@ -83,8 +83,6 @@ class _Found:
     verified_time: str | None
     temporary: bool = False
     unchanged: bool = False
-    #: The weights reference, for a version of weights (then `image` is what was verified).
-    weights: str | None = None
 
 
 async def reconcile_version(
@@ -160,11 +158,12 @@ async def reconcile_version(
         "verifiedTime": found.verified_time if ready.ok else None,
         "mlflow": found.mlflow,
     }
+    # `image` holds what was verified, the image or the weights; both fields are always
+    # written, so whichever does not apply never lingers.
     usable = found.image if ready.ok else None
-    if version is not None and version.spec.weights is not None:
-        status["weights"] = usable
-    else:
-        status["image"] = usable
+    weights = version is not None and version.spec.weights is not None
+    status["image"] = None if weights else usable
+    status["weights"] = usable if weights else None
     if not status_changed(previous, status):
         return VersionOutcome(ready.ok, ready.reason, None, found.temporary)
     written = await kube.patch_status(

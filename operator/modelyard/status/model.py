@@ -20,7 +20,7 @@ from typing import Any
 from modelyard.api.v1alpha1 import ModelState
 from modelyard.status import reasons
 from modelyard.status.conditions import Check, failed, passed
-from modelyard.weights import VERIFIER_CONTAINER
+from modelyard.weights import REFUSED, VERIFIER_CONTAINER
 
 Manifest = dict[str, Any]
 
@@ -75,20 +75,39 @@ def _timed_out(container: Manifest, startup_timeout: int | None) -> bool:
 
 
 def _weights_refused(status: Manifest, name: str) -> Check | None:
-    """The init step found the mounted weights unlike their signed manifest: its own words
-    (the termination message), from the run that refused or the last one."""
+    """Why the weights' init step keeps the runtime from starting, in its own words (the
+    termination message): the files are not what was signed, the check could not run, or its
+    image cannot be pulled. Once it has passed, earlier runs no longer count."""
     for container in status.get("initContainerStatuses") or []:
         if container.get("name") != VERIFIER_CONTAINER:
             continue
-        for state in (container.get("state") or {}, container.get("lastState") or {}):
-            ended = state.get("terminated") or {}
-            if ended and ended.get("exitCode") not in (None, 0):
-                said = str(ended.get("message") or "").strip() or f"exit code {ended['exitCode']}"
-                return failed(
-                    reasons.WEIGHTS_NOT_VERIFIED,
-                    f"pod {name}: the weights are not what was signed, so the runtime does not "
-                    f"start: {said}",
-                )
+        state = container.get("state") or {}
+        if (state.get("terminated") or {}).get("exitCode") == 0:
+            return None
+        waiting = state.get("waiting") or {}
+        if waiting.get("reason") in _PULL_FAILURES:
+            return failed(
+                reasons.IMAGE_PULL_BACK_OFF,
+                f"pod {name} cannot pull the weights' verifier: {waiting.get('message', '')}",
+            )
+        ended: Manifest = (
+            state.get("terminated") or (container.get("lastState") or {}).get("terminated") or {}
+        )
+        code = ended.get("exitCode")
+        if code in (None, 0):
+            return None
+        said = str(ended.get("message") or "").strip() or f"exit code {code}"
+        if code == REFUSED:
+            return failed(
+                reasons.WEIGHTS_NOT_VERIFIED,
+                f"pod {name}: the weights are not what was signed, so the runtime does not "
+                f"start: {said}",
+            )
+        why = f" ({ended['reason']})" if ended.get("reason") else ""
+        return failed(
+            reasons.VERIFIER_FAILED,
+            f"pod {name}: the weights' verifier failed{why}, so the runtime does not start: {said}",
+        )
     return None
 
 

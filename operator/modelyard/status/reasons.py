@@ -141,6 +141,10 @@ WEIGHTS_NOT_MOUNTABLE: Final = "WeightsNotMountable"
 WEIGHTS_VERIFIER_MISSING: Final = "WeightsVerifierMissing"
 #: A worker's init step found the mounted weights unlike their signed manifest.
 WEIGHTS_NOT_VERIFIED: Final = "WeightsNotVerified"
+#: A worker's init step could not run its check (killed, no memory, its image broken).
+VERIFIER_FAILED: Final = "VerifierFailed"
+#: An Enforce policy with no key model-signing can verify weights with (ECDSA only).
+WEIGHTS_KEYS_UNSUPPORTED: Final = "WeightsKeysUnsupported"
 #: A version with weights, and a template without weights.mountPath to put them at.
 WEIGHTS_PATH_REQUIRED: Final = "WeightsPathRequired"
 
@@ -195,6 +199,7 @@ PERMANENT: Final = frozenset(
         WEIGHTS_NOT_MOUNTABLE,
         WEIGHTS_PATH_REQUIRED,
         WEIGHTS_VERIFIER_MISSING,
+        WEIGHTS_KEYS_UNSUPPORTED,
         DUPLICATE_VERSION,
         TAG_NOT_FOUND,
         REGISTRY_MISMATCH,
