@@ -155,12 +155,4 @@ def image_of_files(
     run("umoci", "unpack", "--rootless", "--image", f"{layout}:{tag}", str(bundle))
     shutil.copytree(source, bundle / "rootfs", dirs_exist_ok=True)
     run("umoci", "repack", "--image", f"{layout}:{tag}", str(bundle))
-    run(
-        "skopeo",
-        "copy",
-        "--quiet",
-        *registry.skopeo_destination(),
-        f"oci:{layout}:{tag}",
-        f"docker://{registry.host}/{repository}:{tag}",
-    )
-    return run("skopeo", "inspect", "--format", "{{.Digest}}", f"oci:{layout}:{tag}").strip()
+    return registry.push_layout(layout, tag, repository)

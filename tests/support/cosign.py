@@ -9,15 +9,12 @@ the Sigstore bundle format, which cosign 3 writes by default).
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
+from support import gomodules
 from support.control_plane import ROOT
 
 MODULE = "github.com/sigstore/cosign/v3"
@@ -28,33 +25,10 @@ CACHE = ROOT / ".cache" / "cosign" / VERSION
 
 def binary(log: object = sys.stderr) -> Path:
     """cosign, built now unless this version was built before (about four minutes cold)."""
-    target = CACHE / "cosign"
-    if target.exists():
-        return target
-    go = shutil.which("go")
-    if go is None:
-        message = "the signature tests build cosign from its Go module and need Go (1.26)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    partial = CACHE / "partial"
-    partial.mkdir(parents=True, exist_ok=True)
-    print(f"building cosign {VERSION} into {CACHE}", file=log, flush=True)  # type: ignore[call-overload]
-    started = time.monotonic()
-    result = subprocess.run(
-        [go, "install", "-trimpath", "-ldflags", "-s -w", f"{MODULE}/cmd/cosign@{VERSION}"],
-        env={**os.environ, "GOBIN": str(partial), "GOFLAGS": "-mod=mod"},
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=1800,
+    built = gomodules.install(
+        f"cosign {VERSION}", [f"{MODULE}/cmd/cosign@{VERSION}"], CACHE, log=log
     )
-    if result.returncode != 0:
-        raise RuntimeError(f"building cosign {VERSION} failed:\n{result.stderr[-4000:]}")
-    # Moved only when complete: an interrupted build never leaves a broken binary behind.
-    (partial / "cosign").rename(target)
-    print(f"built cosign in {time.monotonic() - started:.0f} s", file=log, flush=True)  # type: ignore[call-overload]
-    return target
+    return built / "cosign"
 
 
 @dataclass(frozen=True)

@@ -195,6 +195,10 @@ class LocalRegistry:
         run("umoci", "unpack", "--rootless", "--image", f"{layout}:base", str(bundle))
         (bundle / "rootfs" / "model.txt").write_text(content)
         run("umoci", "repack", "--image", f"{layout}:{tag}", str(bundle))
+        return self.push_layout(layout, tag, repository)
+
+    def push_layout(self, layout: Path, tag: str, repository: str) -> str:
+        """Push `layout`'s image `tag` as repository:tag (skopeo); its digest."""
         run(
             "skopeo",
             "copy",
@@ -203,4 +207,4 @@ class LocalRegistry:
             f"oci:{layout}:{tag}",
             f"docker://{self.host}/{repository}:{tag}",
         )
-        return run("skopeo", "inspect", "--format", "{{.Digest}}", f"oci:{layout}:{tag}")
+        return run("skopeo", "inspect", "--format", "{{.Digest}}", f"oci:{layout}:{tag}").strip()

@@ -1,0 +1,259 @@
+"""Time to READY of a Model whose weights are an image volume, on the real node: the weights
+pulled for the first time, already on the node, and several workers starting at once.
+
+    python bench/weights.py [--megabytes 500] [--runs N]   # as root, where the tests' node runs
+
+The weights are an iris model saved by MLflow (trained here) plus a file of random bytes to make
+them `--megabytes` large (incompressible: the registry sends all of it), pushed as an OCI image
+to the node's registry on loopback and served by MLflow's scoring server from the runtimes'
+image (`image/runtimes/`, present on the node before each run: only the weights are measured).
+The clock starts when the Model is created; "mount" is the kubelet's own Pulling → Pulled of
+the weights' reference; READY is modelyard's (the probe answered in MLflow's protocol). Before
+a first-pull run the weights are removed from the node's containerd. "Requests" counts the
+registry's GETs of the weights' layer during the run: several workers on one node share one
+pull. Results go to docs/performance.md, section "Weights".
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from paths import ROOT
+
+sys.path.insert(0, str(ROOT / "tests"))
+
+from support import artifacts, images, runtime_image
+from support.cluster import MODELS, TEMPLATES, VERSIONS, Cluster, RealNode, Session
+from support.controllers import apply_documents, condition
+from support.operator_process import OperatorProcess
+from support.workloads import NODE_OPERATOR_CONFIG, registry_documents
+from test_weights import (
+    WEIGHTS_REPOSITORY,
+    layer_digests,
+    mlflow_weights_template,
+    node_weights_version,
+    save_iris,
+    weights_model,
+)
+
+Obj = dict[str, Any]
+SECTION = "## Weights"
+TIMEOUT = 600.0
+
+
+@dataclass
+class Run:
+    case: str
+    workers: int
+    seconds_to_ready: float
+    mount_seconds: float | None
+    layer_requests: int
+
+
+def pods_of(cluster: Cluster, name: str) -> list[Obj]:
+    return cluster.list("v1/pods", cluster.namespace, f"modelyard.dev/model={name}")
+
+
+def mount_seconds(cluster: Cluster, reference: str, name: str) -> float | None:
+    """The kubelet's Pulling → Pulled of the weights for Model `name`'s pods, in seconds."""
+    times: dict[str, datetime] = {}
+    for event in cluster.list("v1/events", cluster.namespace):
+        reason = event.get("reason", "")
+        pod = str((event.get("involvedObject") or {}).get("name") or "")
+        if (
+            reason in ("Pulling", "Pulled")
+            and pod.startswith(f"{name}-")
+            and reference in event.get("message", "")
+        ):
+            stamp = datetime.fromisoformat(
+                (event.get("firstTimestamp") or event.get("eventTime") or "").replace("Z", "+00:00")
+            )
+            times[reason] = min(times.get(reason, stamp), stamp)
+    if "Pulling" not in times or "Pulled" not in times:
+        return None
+    return (times["Pulled"] - times["Pulling"]).total_seconds()
+
+
+async def ready(cluster: Cluster, name: str, workers: int, started: float) -> float:
+    while time.monotonic() - started < TIMEOUT:
+        found = cluster.get(MODELS, cluster.namespace, name)
+        status = (found or {}).get("status") or {}
+        if (
+            status.get("state") == "READY"
+            and status.get("readyReplicas") == workers
+            and condition(found, "Conformant").get("status") == "True"
+        ):
+            return time.monotonic() - started
+        await asyncio.sleep(0.25)
+    raise TimeoutError(f"Model {name} not READY with {workers} workers within {TIMEOUT:g} s")
+
+
+async def measure(
+    cluster: Cluster, node: RealNode, digest: str, case: str, *, index: int, workers: int
+) -> Run:
+    """One Model of `workers` READY on weights `digest` (the highest version published)."""
+    reference = f"{node.registry.host}/{WEIGHTS_REPOSITORY}@{digest}"
+    layers = layer_digests(node, digest)
+    before = sum(len(node.registry.fetches(layer)) for layer in layers)
+    await cluster.patch(
+        TEMPLATES,
+        cluster.namespace,
+        "mlflow-weights",
+        {"spec": {"scaling": {"minWorkers": workers, "maxWorkers": workers}}},
+        manager="bench",
+    )
+    name = f"{case}-{index}"
+    started = time.monotonic()
+    await apply_documents(cluster, [weights_model(name, "iris")])
+    seconds = await ready(cluster, name, workers, started)
+    mount = mount_seconds(cluster, reference, name) if case != "cached" else None
+    requests = sum(len(node.registry.fetches(layer)) for layer in layers) - before
+    await cluster.remove(MODELS, cluster.namespace, name)
+    await cluster.gone("apps/v1/deployments", cluster.namespace, name, 120)
+    # Its pods gone too: one still terminating holds the weights, and a first pull would not be.
+    deadline = time.monotonic() + 120
+    while pods_of(cluster, name) and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+    return Run(case, workers, seconds, mount, requests)
+
+
+async def publish(cluster: Cluster, node: RealNode, work: Path, number: int, megabytes: int) -> str:
+    """New weights, never on the node (their random bytes are new), published as iris
+    1.0.`number`, which Models in 1.x then run; their digest. (Removing an image from
+    containerd does not reliably drop the content an image volume unpacked: a new digest
+    is the sure first pull, as a new version is in life.)"""
+    directory = work / f"weights-{number}"
+    directory.mkdir()
+    files = save_iris(directory)
+    with (files / "padding.bin").open("wb") as padding:
+        for _ in range(megabytes):
+            padding.write(os.urandom(1 << 20))
+    started = time.monotonic()
+    digest = artifacts.image_of_files(
+        node.registry, WEIGHTS_REPOSITORY, f"1.0.{number}", files, directory
+    )
+    print(f"weights 1.0.{number} packed and pushed in {time.monotonic() - started:.0f} s")
+    version = node_weights_version(f"iris-1-0-{number}", "iris", digest)
+    version["spec"]["version"] = f"1.0.{number}"
+    await apply_documents(cluster, [version])
+    # Verified before any Model is made: else a Model would start on the previous version.
+    deadline = time.monotonic() + 60
+    while (
+        condition(cluster.get(VERSIONS, cluster.namespace, f"iris-1-0-{number}")).get("status")
+        != "True"
+    ):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"iris 1.0.{number} not verified within 60 s")
+        await asyncio.sleep(0.25)
+    return digest
+
+
+async def main(megabytes: int, runs: int) -> None:
+    work = Path(tempfile.mkdtemp(prefix="modelyard-weights-"))
+    (work / "kubernetes").mkdir()
+    session = await asyncio.to_thread(Session.start, work / "kubernetes", None, True)
+    operator: OperatorProcess | None = None
+    try:
+        node = session.real_node
+        if node is None:
+            raise SystemExit(f"no real node: {session.no_node}")
+        cluster = Cluster(session, session.namespace_name("weights"))
+        layout, tag, _ = runtime_image.build()
+        runtime_image.push(layout, tag, node.registry.host, node.credentials)
+        runtime = images.run(
+            "skopeo", "inspect", "--format", "{{.Digest}}", f"oci:{layout}:{tag}"
+        ).strip()
+        template = mlflow_weights_template(runtime)
+        # A whole core each: one worker's start is then the runtime's, not the node's queue.
+        template["spec"]["resources"] = {"cpus": "500m", "memory": "768Mi"}
+        await apply_documents(cluster, [*registry_documents(node), template])
+        operator = OperatorProcess(
+            cluster.operator_kubeconfig(work), work, config=NODE_OPERATOR_CONFIG
+        ).start()
+        published = 0
+        digest = await publish(cluster, node, work, published, megabytes)
+        # Unmeasured: the runtime's image pulled onto the node, so that only the weights differ.
+        await measure(cluster, node, digest, "warm-up", index=0, workers=1)
+        results: list[Run] = []
+        for case, workers in (("first", 1), ("cached", 1), ("at-once", 3)):
+            for index in range(runs):
+                if case != "cached":
+                    published += 1
+                    digest = await publish(cluster, node, work, published, megabytes)
+                found = await measure(cluster, node, digest, case, index=index, workers=workers)
+                results.append(found)
+                mount = f", mount {found.mount_seconds:.1f} s" if found.mount_seconds else ""
+                print(
+                    f"  {case:8} {workers} worker(s): READY in {found.seconds_to_ready:5.1f} s"
+                    f"{mount}, {found.layer_requests} layer GETs",
+                    flush=True,
+                )
+        write(results, runs, megabytes)
+    finally:
+        if operator is not None:
+            await operator.stop()
+        await asyncio.to_thread(session.stop)
+
+
+def write(results: list[Run], runs: int, megabytes: int) -> None:
+    def median(values: list[float]) -> str:
+        return f"{statistics.median(values):.1f}" if values else "-"
+
+    lines = [
+        SECTION,
+        "",
+        f"`python bench/weights.py --megabytes {megabytes} --runs {runs}` "
+        f"({datetime.now():%Y-%m-%d}), on the real node (containerd 2.4): an MLflow iris model "
+        f"plus {megabytes} MB of random bytes as an OCI image of weights, served by MLflow's "
+        "scoring server (the runtimes' image already on the node) on half a core per worker. "
+        f"Seconds, median of {runs}; READY from creating the Model (probe answered); mount: the "
+        "kubelet's Pulling → Pulled of the weights; layer GETs: requests for the weights' layer "
+        "at the registry during the run.",
+        "",
+        "| Case | Workers | READY | Weights mount | Layer GETs |",
+        "|---|---|---|---|---|",
+    ]
+    titles = {
+        "first": "first on the node",
+        "cached": "already on the node",
+        "at-once": "first on the node, workers at once",
+    }
+    for case, title in titles.items():
+        runs_of = [r for r in results if r.case == case]
+        if not runs_of:
+            continue
+        mounts = [r.mount_seconds for r in runs_of if r.mount_seconds is not None]
+        lines.append(
+            f"| {title} | {runs_of[0].workers} | "
+            f"{median([r.seconds_to_ready for r in runs_of])} | "
+            f"{median(mounts) if mounts else '0 (no pull)'} | "
+            f"{max(r.layer_requests for r in runs_of)} |"
+        )
+    page = ROOT / "docs" / "performance.md"
+    text = page.read_text()
+    if SECTION in text:
+        start = text.index(SECTION)
+        end = text.find("\n## ", start + len(SECTION))
+        text = text[:start] + "\n".join(lines) + "\n" + (text[end:] if end != -1 else "")
+    else:
+        text = text.rstrip() + "\n\n" + "\n".join(lines) + "\n"
+    page.write_text(text)
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--megabytes", type=int, default=500, help="size of the weights")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each case (median)")
+    arguments = parser.parse_args()
+    asyncio.run(main(arguments.megabytes, arguments.runs))
