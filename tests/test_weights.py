@@ -680,6 +680,26 @@ def test_the_init_step_exits_non_zero_and_says_why(
     assert "the check could not run: PermissionError" in capsys.readouterr().err
 
 
+def test_files_the_verifier_cannot_read_are_not_called_tampered(
+    signed: tuple[Path, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Weights packed 0600 for root, read by the verifier's uid: model-signing's hashing meets
+    a PermissionError, which is the check failing to run, not the files failing it."""
+    from model_signing import verifying  # noqa: PLC0415
+
+    files, public = signed
+
+    def cannot_read(*_: object) -> None:
+        raise PermissionError(13, "Permission denied", str(files / "model.skops"))
+
+    monkeypatch.setattr(verifying.Config, "verify", cannot_read)
+    with pytest.raises(PermissionError):
+        weights_step.problem_with(files, [public])
+    assert weights_step.main(files, public) == 2
+    with pytest.raises(weights_step.CannotCheck):
+        weights_step.problem_with(files, [])
+
+
 def enforcing_registries(keys: list[str]) -> dict[str, Any]:
     """The examples' registries, quay enforcing signatures with `keys` published."""
     quay = typed(
@@ -693,6 +713,30 @@ def enforcing_registries(keys: list[str]) -> dict[str, Any]:
         "quay": quay.model_copy(update={"status": status}),
         "ghcr": typed("Registry", "ghcr"),
     }
+
+
+def test_a_registry_edit_does_not_block_workers_until_its_next_pass() -> None:
+    """The Registry's generation moved (its check interval edited) and its pass has not run:
+    the keys it published still verify, so the Model keeps its workers."""
+    pem = "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----\n"
+    config = CONFIG.model_copy(update={"weights_verifier_image": "ghcr.io/acme/modelyard:1"})
+    edited = enforcing_registries([pem])
+    quay = edited["quay"]
+    edited["quay"] = quay.model_copy(
+        update={
+            "metadata": quay.metadata.model_copy(update={"generation": 7}),
+            "status": quay.status.model_copy(update={"observed_generation": 6}),
+        }
+    )
+    result = plan_model(
+        typed("Model", "iris-from-weights"),
+        typed("ModelTemplate", "mlflow-weights"),
+        edited,
+        [verified_weights_version()],
+        config,
+        allow_tag=True,
+    )
+    assert result.children is not None, result.checks
 
 
 def test_workers_verify_enforced_weights_before_the_runtime_starts() -> None:
@@ -772,10 +816,22 @@ SAID = "the files do not match their signature: key 1: changed since signed: mod
         (
             {"state": {"waiting": {"reason": "ImagePullBackOff", "message": "401"}}},
             reasons.IMAGE_PULL_BACK_OFF,
-            "cannot pull the weights' verifier",
+            "cannot pull what its weights' check needs: 401",
+        ),
+        (
+            {
+                "state": {
+                    "waiting": {
+                        "reason": "CreateContainerConfigError",
+                        "message": "container has runAsNonRoot and image has non-numeric user",
+                    }
+                }
+            },
+            reasons.VERIFIER_FAILED,
+            "non-numeric user",
         ),
     ],
-    ids=["files refused", "verifier killed", "verifier not pulled"],
+    ids=["files refused", "verifier killed", "not pulled", "verifier cannot start"],
 )
 def test_what_stops_the_init_step_is_the_models_reason(
     status: dict[str, Any], reason: str, words: str
@@ -799,7 +855,7 @@ def test_a_verifier_that_passed_after_failing_once_leaves_a_serving_pod_alone() 
 
 
 def test_weights_never_hide_the_system_or_the_verifier() -> None:
-    for path in ("/usr/local/models", "/tmp", "/opt/modelyard/lib", "/etc"):
+    for path in ("/usr/local/models", "/tmp", "/opt/modelyard/lib", "/etc", "/opt", "/var"):
         with pytest.raises(ValueError, match="may not be one of"):
             typed("ModelTemplate", "mlflow-weights", spec__weights={"mountPath": path})
     typed("ModelTemplate", "mlflow-weights", spec__weights={"mountPath": "/opt/ml/model"})

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from importlib.metadata import version as package_version
 from pathlib import Path
 from typing import Any
 
@@ -169,11 +170,28 @@ def _assume_checked(registry: Registry, secrets: dict[tuple[str, str], dict[str,
         registry, str(credentials.get("type") or "Opaque") if credentials else None
     )
     trust = trust_from_files(registry, secrets)
-    keys = [k.pem() for k in trust.keys if k.algorithm.startswith("ECDSA")] if trust else []
-    if name is None and not keys:
+    if name is None and trust is None:
         return registry
+    keys = [k.pem() for k in trust.keys if k.algorithm.startswith("ECDSA")] if trust else []
+    # As the Registry's Signatures condition would say: every key read, or not.
+    read = (
+        [
+            Condition(
+                type=reasons.SIGNATURES,
+                status=ConditionStatus.FALSE if trust.problems else ConditionStatus.TRUE,
+                reason=reasons.KEY_NOT_FOUND if trust.problems else reasons.KEYS_LOADED,
+                message=trust.describe(),
+                last_transition_time=now(),
+            )
+        ]
+        if trust is not None
+        else []
+    )
     status = RegistryStatus(
-        pull_secret=name, public_keys=keys, observed_generation=registry.metadata.generation
+        pull_secret=name,
+        public_keys=keys,
+        conditions=read,
+        observed_generation=registry.metadata.generation,
     )
     return registry.model_copy(update={"status": status})
 
@@ -257,7 +275,7 @@ def render(paths: Iterable[str], config: OperatorConfig) -> Rendered:
 
 #: The chart's default verifier, the operator's image of this release (offline stand-in for
 #: `weightsVerifierImage` when the configuration names none).
-CHART_VERIFIER_IMAGE = "ghcr.io/modelyard/modelyard:0.1.0"
+CHART_VERIFIER_IMAGE = f"ghcr.io/modelyard/modelyard:{package_version('modelyard')}"
 
 
 def to_yaml(rendered: Rendered) -> str:

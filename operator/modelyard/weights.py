@@ -47,6 +47,10 @@ def split_keys(text: str) -> list[str]:
     return keys
 
 
+class CannotCheck(Exception):  # noqa: N818 -- a verdict, said as such
+    """The check could not be made (as opposed to the files failing it)."""
+
+
 def readable(message: str) -> str:
     """model_signing's refusal with file names instead of digests' raw bytes."""
     changed = re.findall(r"Hash mismatch for \\?'(.+?)\\?':", message)
@@ -66,8 +70,9 @@ def problem_with(files: Path, public_keys: list[str]) -> str | None:
             f"DIR/{SIGNATURE_FILE}`), the signature pushed beside the files"
         )
     if not public_keys:
-        return "no public key to verify the weights with"
+        raise CannotCheck("no public key to verify the weights with")
     # Imported here: only this step needs it, and the operator's process never loads it.
+    from cryptography.exceptions import InvalidSignature  # noqa: PLC0415
     from model_signing import verifying  # noqa: PLC0415
 
     refusals: list[str] = []
@@ -79,7 +84,10 @@ def problem_with(files: Path, public_keys: list[str]) -> str | None:
             try:
                 checker = verifying.Config()  # type: ignore[no-untyped-call]
                 checker.use_elliptic_key_verifier(public_key=key).verify(files, signature)
-            except Exception as error:  # any failure is a refusal, said
+            except (ValueError, InvalidSignature) as error:
+                # What model-signing raises for files unlike the manifest or a signature not
+                # made by this key. Anything else (a file unreadable to this user, no memory)
+                # means the check could not run, and goes up as such.
                 refusals.append(f"key {index + 1}: {readable(str(error))}")
                 continue
             return None

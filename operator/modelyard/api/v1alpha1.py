@@ -652,7 +652,7 @@ RESERVED_MOUNT_PATHS = (
     "/sys", "/tmp", "/usr", "/var/run",
 )  # fmt: skip
 _RESERVED_MOUNT = (
-    "weights.mountPath may not be one of, or under, "
+    "weights.mountPath may not be one of, under, or above "
     + ", ".join(RESERVED_MOUNT_PATHS)
     + ": the weights would hide the runtime's or the verifier's own files"
 )
@@ -666,7 +666,8 @@ class TemplateWeights(SpecModel):
             cel_rule(
                 "!"
                 + json.dumps(list(RESERVED_MOUNT_PATHS))
-                + ".exists(p, self.mountPath == p || self.mountPath.startsWith(p + '/'))",
+                + ".exists(p, self.mountPath == p || self.mountPath.startsWith(p + '/') "
+                "|| p.startsWith(self.mountPath + '/'))",
                 _RESERVED_MOUNT,
             )
         )
@@ -681,7 +682,10 @@ class TemplateWeights(SpecModel):
     @model_validator(mode="after")
     def _not_reserved(self) -> TemplateWeights:
         path = self.mount_path
-        if any(path == p or path.startswith(p + "/") for p in RESERVED_MOUNT_PATHS):
+        if any(
+            path == p or path.startswith(p + "/") or p.startswith(path + "/")
+            for p in RESERVED_MOUNT_PATHS
+        ):
             raise ValueError(_RESERVED_MOUNT)
         return self
 

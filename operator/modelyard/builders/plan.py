@@ -233,8 +233,11 @@ def _weights_verification(
     if earlier is not None and not earlier.ok:
         return None  # that reason comes first
     status = registry.status
+    # The keys as last published, whatever the Registry's generation: an edit of the Registry
+    # (its check interval) must not block Models whose workers serve until its next pass. A
+    # key changed in the policy changes the workers once that pass publishes it.
+    keys = status.public_keys if status is not None else []
     current = status is not None and status.observed_generation == registry.metadata.generation
-    keys = status.public_keys if status is not None and current else []
     loaded = current and any(
         c.type == reasons.SIGNATURES and c.status == ConditionStatus.TRUE
         for c in (status.conditions if status else [])

@@ -74,6 +74,10 @@ def _timed_out(container: Manifest, startup_timeout: int | None) -> bool:
     return last.get("exitCode") in (137, 143)
 
 
+#: Waiting reasons of a container on its way up.
+_STARTING = frozenset({"PodInitializing", "ContainerCreating"})
+
+
 def _weights_refused(status: Manifest, name: str) -> Check | None:
     """Why the weights' init step keeps the runtime from starting, in its own words (the
     termination message): the files are not what was signed, the check could not run, or its
@@ -85,10 +89,22 @@ def _weights_refused(status: Manifest, name: str) -> Check | None:
         if (state.get("terminated") or {}).get("exitCode") == 0:
             return None
         waiting = state.get("waiting") or {}
-        if waiting.get("reason") in _PULL_FAILURES:
+        reason = waiting.get("reason")
+        if reason in _PULL_FAILURES:
+            # The verifier's image, or the weights themselves (an image volume's pull fails
+            # on the first container to start): the kubelet's message names which.
             return failed(
                 reasons.IMAGE_PULL_BACK_OFF,
-                f"pod {name} cannot pull the weights' verifier: {waiting.get('message', '')}",
+                f"pod {name} cannot pull what its weights' check needs: "
+                f"{waiting.get('message', '')}".strip(),
+            )
+        if reason and reason not in _STARTING and reason != "CrashLoopBackOff":
+            # The verifier cannot even start (an image whose user is not a number under
+            # runAsNonRoot, a broken entrypoint): said, not left to the progress deadline.
+            return failed(
+                reasons.VERIFIER_FAILED,
+                f"pod {name}: the weights' verifier cannot start ({reason}), so the runtime "
+                f"does not start: {waiting.get('message', '')}".strip(),
             )
         ended: Manifest = (
             state.get("terminated") or (container.get("lastState") or {}).get("terminated") or {}
