@@ -888,3 +888,39 @@ def test_render_shows_the_init_step_of_weights_from_an_enforcing_registry(tmp_pa
     assert step["image"] == CHART_VERIFIER_IMAGE
     key = example("Secret", "release-signing-key")["stringData"]["cosign.pub"]
     assert step["env"][0]["value"].split() == key.split()
+
+
+def test_render_says_when_the_policy_has_no_key_workers_can_verify_with(tmp_path: Path) -> None:
+    """Offline as on a cluster: a policy of Ed25519 keys only renders WeightsKeysUnsupported
+    (model-signing verifies ECDSA keys), not a wait for keys that will never come."""
+    import yaml  # noqa: PLC0415
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ed25519  # noqa: PLC0415
+
+    from modelyard.config import OperatorConfig  # noqa: PLC0415
+    from modelyard.render import render  # noqa: PLC0415
+
+    ed25519_pem = (
+        ed25519.Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    key = example("Secret", "release-signing-key")
+    key["stringData"]["cosign.pub"] = ed25519_pem
+    version = example("ModelVersion", "iris-weights-1-0-0")
+    version["spec"]["registry"] = "quay-signed"
+    documents = [
+        key,
+        example("Registry", "quay-signed"),
+        example("Registry", "ghcr"),
+        version,
+        example("ModelTemplate", "mlflow-weights"),
+        example("Model", "iris-from-weights"),
+    ]
+    path = tmp_path / "weights.yaml"
+    path.write_text(yaml.safe_dump_all(documents))
+    rendered = render([str(path)], OperatorConfig())
+    assert any(reasons.WEIGHTS_KEYS_UNSUPPORTED in error for error in rendered.errors), (
+        rendered.errors
+    )
