@@ -29,7 +29,7 @@ from support.controllers import (
 )
 from support.operator_process import OperatorProcess, eventually
 from support.workloads import PROBES, registry_documents, template
-from test_node import pod_summary, pods_of, reaches, states_since, stayed_ready
+from test_node import kubelet_ready, pod_summary, pods_of, reaches, states_since, stayed_ready
 
 Obj = dict[str, Any]
 NAME = "canaried"
@@ -170,15 +170,18 @@ async def test_a_canary_off_contract_or_crashing_is_rolled_back_and_a_good_one_p
     # serving Deployment, and the record of its rollback stays.
     (serving_pod,) = pods_of(cluster, NAME)
     await cluster.remove(PODS, ns, serving_pod["metadata"]["name"])
-    await eventually(
-        lambda: (
-            [p["metadata"]["uid"] for p in pods_of(cluster, NAME)]
-            not in ([], [serving_pod["metadata"]["uid"]])
-        ),
-        30,
-        "a replacement pod",
-        node_operator,
-    )
+
+    def replaced() -> bool:
+        pods = pods_of(cluster, NAME)
+        return (
+            len(pods) == 1
+            and pods[0]["metadata"]["uid"] != serving_pod["metadata"]["uid"]
+            and kubelet_ready(pods[0])
+        )
+
+    # The replacement serving, as the kubelet says: a READY read before the operator saw the
+    # pod go would be the old one's.
+    await eventually(replaced, 90, "a replacement pod, ready", node_operator)
     back = await reaches(cluster, node_operator, NAME, ("READY", "Available"), 90)
     assert main_template(cluster) == current
     assert rollout_of(cluster)["phase"] == "RolledBack", rollout_of(cluster)
@@ -207,6 +210,11 @@ async def promoted_under_load(
     service = cluster.get("v1/services", cluster.namespace, NAME)
     assert service is not None
     calls = Calls(f"http://{service['spec']['clusterIP']}:8080/predict")
+    # From a Model that serves through its Service (kube-proxy has its worker), so that what
+    # is counted is the promotion, not a restart before it.
+    await eventually(
+        lambda: asyncio.to_thread(calls.answers), 60, "the Service answering", operator
+    )
     calling = asyncio.get_running_loop().run_in_executor(None, calls.run)
     try:
         await apply_documents(cluster, [version(real_node, "1.2.0", good)])
@@ -231,6 +239,20 @@ class Calls:
         self.stop = False
         self.answered = 0
         self.failures: list[str] = []
+
+    def answers(self) -> bool:
+        """Whether one request is answered now (uncounted)."""
+        request = urllib.request.Request(
+            self.url,
+            data=json.dumps(PROBES["RERANKING"]).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=5) as answer:
+                answer.read()
+        except (urllib.error.URLError, OSError):
+            return False
+        return True
 
     def run(self) -> None:
         body = json.dumps(PROBES["RERANKING"]).encode()
