@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from paths import ROOT
+from sections import write_section
 
 sys.path.insert(0, str(ROOT / "tests"))
 
@@ -226,15 +227,7 @@ def write(results: list[Run], runs: int, megabytes: float, build_seconds: float)
         )
     if build_seconds:
         lines += ["", f"Building the image took {build_seconds:.0f} s here (cached after)."]
-    page = ROOT / "docs" / "performance.md"
-    text = page.read_text()
-    if SECTION in text:
-        start = text.index(SECTION)
-        end = text.find("\n## ", start + len(SECTION))
-        text = text[:start] + "\n".join(lines) + "\n" + (text[end:] if end != -1 else "")
-    else:
-        text = text.rstrip() + "\n\n" + "\n".join(lines) + "\n"
-    page.write_text(text)
+    write_section(SECTION, lines)
     print("\n".join(lines))
 
 

@@ -861,53 +861,17 @@ def test_weights_never_hide_the_system_or_the_verifier() -> None:
     typed("ModelTemplate", "mlflow-weights", spec__weights={"mountPath": "/opt/ml/model"})
 
 
-def test_render_shows_the_init_step_of_weights_from_an_enforcing_registry(tmp_path: Path) -> None:
-    """`modelyard render` offline: the Registry's key Secret among the files gives the keys,
-    and the chart's default image verifies."""
+def render_signed_weights(tmp_path: Path, public_key: str | None = None) -> Any:
+    """`modelyard render` of example 14 with its weights in example 10's enforcing Registry,
+    the key Secret among the files (its key replaced by `public_key`, when given)."""
     import yaml  # noqa: PLC0415
-
-    from modelyard.config import OperatorConfig  # noqa: PLC0415
-    from modelyard.render import CHART_VERIFIER_IMAGE, render  # noqa: PLC0415
-
-    version = example("ModelVersion", "iris-weights-1-0-0")
-    version["spec"]["registry"] = "quay-signed"
-    documents = [
-        example("Secret", "release-signing-key"),
-        example("Registry", "quay-signed"),
-        example("Registry", "ghcr"),
-        version,
-        example("ModelTemplate", "mlflow-weights"),
-        example("Model", "iris-from-weights"),
-    ]
-    path = tmp_path / "weights.yaml"
-    path.write_text(yaml.safe_dump_all(documents))
-    rendered = render([str(path)], OperatorConfig())
-    assert not rendered.errors, rendered.errors
-    (deployment,) = [m for _, m in rendered.manifests if m["kind"] == "Deployment"]
-    (step,) = deployment["spec"]["template"]["spec"]["initContainers"]
-    assert step["image"] == CHART_VERIFIER_IMAGE
-    key = example("Secret", "release-signing-key")["stringData"]["cosign.pub"]
-    assert step["env"][0]["value"].split() == key.split()
-
-
-def test_render_says_when_the_policy_has_no_key_workers_can_verify_with(tmp_path: Path) -> None:
-    """Offline as on a cluster: a policy of Ed25519 keys only renders WeightsKeysUnsupported
-    (model-signing verifies ECDSA keys), not a wait for keys that will never come."""
-    import yaml  # noqa: PLC0415
-    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
-    from cryptography.hazmat.primitives.asymmetric import ed25519  # noqa: PLC0415
 
     from modelyard.config import OperatorConfig  # noqa: PLC0415
     from modelyard.render import render  # noqa: PLC0415
 
-    ed25519_pem = (
-        ed25519.Ed25519PrivateKey.generate()
-        .public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
-    )
     key = example("Secret", "release-signing-key")
-    key["stringData"]["cosign.pub"] = ed25519_pem
+    if public_key is not None:
+        key["stringData"]["cosign.pub"] = public_key
     version = example("ModelVersion", "iris-weights-1-0-0")
     version["spec"]["registry"] = "quay-signed"
     documents = [
@@ -920,7 +884,36 @@ def test_render_says_when_the_policy_has_no_key_workers_can_verify_with(tmp_path
     ]
     path = tmp_path / "weights.yaml"
     path.write_text(yaml.safe_dump_all(documents))
-    rendered = render([str(path)], OperatorConfig())
+    return render([str(path)], OperatorConfig())
+
+
+def test_render_shows_the_init_step_of_weights_from_an_enforcing_registry(tmp_path: Path) -> None:
+    """`modelyard render` offline: the Registry's key Secret among the files gives the keys,
+    and the chart's default image verifies."""
+    from modelyard.render import CHART_VERIFIER_IMAGE  # noqa: PLC0415
+
+    rendered = render_signed_weights(tmp_path)
+    assert not rendered.errors, rendered.errors
+    (deployment,) = [m for _, m in rendered.manifests if m["kind"] == "Deployment"]
+    (step,) = deployment["spec"]["template"]["spec"]["initContainers"]
+    assert step["image"] == CHART_VERIFIER_IMAGE
+    key = example("Secret", "release-signing-key")["stringData"]["cosign.pub"]
+    assert step["env"][0]["value"].split() == key.split()
+
+
+def test_render_says_when_the_policy_has_no_key_workers_can_verify_with(tmp_path: Path) -> None:
+    """Offline as on a cluster: a policy of Ed25519 keys only renders WeightsKeysUnsupported
+    (model-signing verifies ECDSA keys), not a wait for keys that will never come."""
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ed25519  # noqa: PLC0415
+
+    ed25519_pem = (
+        ed25519.Ed25519PrivateKey.generate()
+        .public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+    rendered = render_signed_weights(tmp_path, ed25519_pem)
     assert any(reasons.WEIGHTS_KEYS_UNSUPPORTED in error for error in rendered.errors), (
         rendered.errors
     )
