@@ -304,29 +304,38 @@ async def test_only_weights_a_node_mounts_as_their_files_are_ready(
 WEIGHTS_REPOSITORY = "acme/iris-weights"
 
 
-def save_iris(directory: Path) -> Path:
-    """An sklearn iris classifier trained now and saved as an MLflow model directory (MLmodel,
-    the model file, its environment): the files a version of weights holds."""
+def save_iris(directory: Path, rows: int | None = None) -> Path:
+    """An sklearn iris classifier trained now (on the first `rows`, or all) and saved as an
+    MLflow model directory (MLmodel, the model file, its environment): the files a version of
+    weights holds."""
     import mlflow  # noqa: PLC0415 -- slow to import; only this test needs it
     from sklearn.datasets import load_iris  # noqa: PLC0415
     from sklearn.linear_model import LogisticRegression  # noqa: PLC0415
 
     features, labels = load_iris(return_X_y=True, as_frame=True)
     features.columns = list(runtime_image.FEATURES)
+    if rows is not None:
+        features, labels = (
+            features.sample(rows, random_state=1),
+            labels.sample(rows, random_state=1),
+        )
     classifier = LogisticRegression(max_iter=1000).fit(features, labels)
+    directory.mkdir(parents=True, exist_ok=True)
     target = directory / "iris-model"
     mlflow.sklearn.save_model(classifier, str(target), input_example=features.head(2))
     return target
 
 
-def node_weights_version(name: str, model_name: str, digest: str) -> dict[str, Any]:
+def node_weights_version(
+    name: str, model_name: str, digest: str, version: str = "1.0.0"
+) -> dict[str, Any]:
     return {
         "apiVersion": "modelyard.dev/v1alpha1",
         "kind": "ModelVersion",
         "metadata": {"name": name},
         "spec": {
             "model": model_name,
-            "version": "1.0.0",
+            "version": version,
             "registry": "local",
             "weights": {"repository": WEIGHTS_REPOSITORY, "digest": digest},
         },
@@ -385,6 +394,8 @@ class Published:
     signed: str
     tampered: str
     unsigned: str
+    #: The next version's weights: the same model retrained on other rows, signed as well.
+    following: str
     changed_file: str
     image_key: str
     files_key: str
@@ -414,6 +425,9 @@ def publish_weights(node: RealNode, directory: Path, runtime: str) -> Published:
     runtime_reference = f"{node.registry.host}/{runtime_image.REPOSITORY}@{runtime}"
     signer.sign(release, runtime_reference, bundle=True, credentials=node.credentials)
     signed = push("1.0.0", files, cosign_signed=True)
+    following_files = save_iris(directory / "following", rows=120)
+    sign_files(following_files, files_key)
+    following = push("1.1.0", following_files, cosign_signed=True)
     tampered_files = directory / "tampered"
     shutil.copytree(files, tampered_files)
     changed = next(p for p in tampered_files.iterdir() if p.suffix == ".skops")
@@ -424,6 +438,7 @@ def publish_weights(node: RealNode, directory: Path, runtime: str) -> Published:
         signed=signed,
         tampered=push("1.0.0-tampered", tampered_files, cosign_signed=True),
         unsigned=push("1.0.0-repushed", tampered_files, cosign_signed=False),
+        following=following,
         changed_file=changed.name,
         image_key=release.public_pem,
         files_key=files_public,
@@ -579,6 +594,79 @@ async def test_signed_weights_are_verified_twice_served_by_a_real_runtime_pulled
     )
     again = {layer: len(real_node.registry.fetches(layer)) for layer in layers}
     assert again == pulled, f"the weights were fetched again: {again} (before: {pulled})"
+
+    await canary_of_new_weights_starts_on_them_warm(
+        cluster, real_node, operator, published.following, layers
+    )
+
+
+async def canary_of_new_weights_starts_on_them_warm(
+    cluster: Cluster,
+    node: RealNode,
+    operator: OperatorProcess,
+    following: str,
+    serving_layers: list[str],
+) -> None:
+    """A new version of the weights in the Model's range, under a canary rollout: the Model
+    says Warming while a short pod pulls them onto the serving worker's node; the canary's pod
+    starts after, and the kubelet's own word for its weights is "already present on machine".
+    The registry served them once; the warming pod is gone once the canary starts."""
+    await cluster.patch(
+        TEMPLATES,
+        cluster.namespace,
+        "mlflow-weights",
+        {
+            "spec": {
+                "scaling": {"minWorkers": 1, "maxWorkers": 1},
+                "rollout": {"strategy": "Canary", "canaryWorkers": 1, "analysisSeconds": 5},
+            }
+        },
+        manager="kubectl",
+    )
+    await eventually(
+        lambda: (
+            model_status(cluster, "iris").get("readyReplicas") == 1
+            and len(pods_of(cluster, "iris")) == 1
+        ),
+        240,
+        lambda: f"one worker, after {history(cluster)}",
+        operator,
+    )
+    await apply_documents(
+        cluster, [node_weights_version("iris-1-1-0", "iris", following, version="1.1.0")]
+    )
+    reference = f"{node.registry.host}/{WEIGHTS_REPOSITORY}@{following}"
+    layers = [layer for layer in layer_digests(node, following) if layer not in serving_layers]
+    await eventually(
+        lambda: (
+            (model_status(cluster, "iris").get("rollout") or {}).get("phase")
+            in ("Promoted", "RolledBack")
+        ),
+        300,
+        lambda: f"1.1.0's rollout ended, after {history(cluster)}",
+        operator,
+    )
+    status = model_status(cluster, "iris")
+    assert status["rollout"]["phase"] == "Promoted", status["rollout"]
+    assert status["rollout"]["warmedOn"] == [node.name], status["rollout"]
+    said = {
+        (event.get("reason"), str((event.get("involvedObject") or {}).get("name")))
+        for event in cluster.list("v1/events", cluster.namespace)
+    }
+    assert ("Warming", "iris") in said, said
+    # The kubelet on the canary's pod: its weights were on the node before it started.
+    pulled = [
+        str(event.get("message"))
+        for event in cluster.list("v1/events", cluster.namespace)
+        if event.get("reason") == "Pulled"
+        and str((event.get("involvedObject") or {}).get("name")).startswith("iris-canary-")
+        and reference in str(event.get("message"))
+    ]
+    assert pulled and all("already present on machine" in m for m in pulled), pulled
+    fetched = {layer: len(node.registry.fetches(layer)) for layer in layers}
+    assert layers and all(count == 1 for count in fetched.values()), fetched
+    warming_pods = cluster.list(PODS, cluster.namespace, "modelyard.dev/warms=iris")
+    assert all(p["metadata"].get("deletionTimestamp") for p in warming_pods), warming_pods
 
 
 # -- verified in the pod, over the files the runtime loads -----------------------------------

@@ -74,6 +74,12 @@ def _verify_weights(args: argparse.Namespace) -> int:
     return weights.main(Path(args.path), os.environ.get(weights.KEYS_VARIABLE, ""))
 
 
+def _warm_weights(args: argparse.Namespace) -> int:
+    from modelyard import weights  # noqa: PLC0415 -- the warming pods' only step
+
+    return weights.present(Path(args.path))
+
+
 def _models(args: argparse.Namespace) -> int:
     if _missing(args.filename):
         return 2
@@ -337,6 +343,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     weights_cmd.add_argument("path", help="the directory the weights are mounted at")
     weights_cmd.set_defaults(func=_verify_weights)
+
+    warm_cmd = commands.add_parser(
+        "warm-weights",
+        help="a warming pod's step: say what the node mounted at PATH (the pull is the point)",
+        description="Lists the files of the weights the kubelet pulled and mounted at PATH "
+        "before a rollout's workers start; exit code 3 when there are none.",
+    )
+    warm_cmd.add_argument("path", help="the directory the weights are mounted at")
+    warm_cmd.set_defaults(func=_warm_weights)
 
     validate_cmd = commands.add_parser(
         "validate-request",

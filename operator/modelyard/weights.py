@@ -107,6 +107,21 @@ def main(files: Path, keys_text: str) -> int:
     return _say(problem, REFUSED)
 
 
+def present(files: Path) -> int:
+    """A warming pod's step: the kubelet pulled and mounted the weights before it started, so
+    all that is left is to say what is there. An empty mount is what an image the node cannot
+    unpack into files looks like (the operator refuses those before any pod): exit REFUSED."""
+    count = size = 0
+    for path in files.rglob("*"):
+        if path.is_file():
+            count += 1
+            size += path.stat().st_size
+    if count == 0:
+        return _say(f"{files} is empty: the node mounted no files of these weights", REFUSED)
+    print(f"{files}: {count} files, {size} bytes on the node", file=sys.stderr)
+    return 0
+
+
 def _say(message: str, code: int) -> int:
     print(message, file=sys.stderr)
     with contextlib.suppress(OSError):  # not in a container

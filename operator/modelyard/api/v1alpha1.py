@@ -1357,8 +1357,11 @@ class ModelSpec(SpecModel):
 
 
 class RolloutPhase(StrEnum):
-    """Where a canary rollout stands."""
+    """Where a rollout stands."""
 
+    #: A new revision's weights being pulled onto the nodes of the serving workers, before
+    #: any worker of it starts (a canary, or a rolling update).
+    WARMING = "Warming"
     CANARY = "Canary"
     AWAITING_CAPACITY = "AwaitingCapacity"
     ANALYSING = "Analysing"
@@ -1374,8 +1377,9 @@ class RolloutStatus(SpecModel):
 
     phase: RolloutPhase = Field(
         ...,
-        description="Canary (its workers starting), AwaitingCapacity (no room for them), "
-        "Analysing (answering the probe; promoted after analysisSeconds), Promoting (the "
+        description="Warming (the new revision's weights being pulled onto the serving "
+        "workers' nodes first), Canary (its workers starting), AwaitingCapacity (no room for "
+        "them), Analysing (answering the probe; promoted after analysisSeconds), Promoting (the "
         "current workers rolling to it), Promoted, or RolledBack.",
     )
     current: str = Field("", description="What serves: version and image.")
@@ -1400,6 +1404,11 @@ class RolloutStatus(SpecModel):
         ge=0,
         description="Serving workers before one made room for the canary (allowCapacityDip); "
         "their count comes back when the rollout ends, however it ends.",
+    )
+    warmed_on: list[str] = Field(
+        default_factory=list,
+        description="The nodes the new revision's weights were pulled onto before its workers "
+        "started; the canary prefers them.",
     )
 
 

@@ -14,6 +14,13 @@ SPEC_HASH_ANNOTATION = "modelyard.dev/spec-hash"
 #: belong to the canary's ReplicaSet).
 TRACK_LABEL = "modelyard.dev/track"
 CANARY_TRACK = "canary"
+#: On the short-lived pods that pull a new revision's weights onto a node before its workers
+#: start (`builders.warming`): the Model they warm for. Not the Model's own label, which the
+#: Service and the Deployment select by: a warming pod must never be sent requests nor be
+#: counted as a worker.
+WARMS_LABEL = "modelyard.dev/warms"
+#: On a warming pod: the weights (`host/repository@sha256:…`) it pulls.
+WEIGHTS_ANNOTATION = "modelyard.dev/weights"
 CONTAINER_NAME = "model"
 PORT_NAME = "http"
 

@@ -297,13 +297,35 @@ def deployment(workload: Workload, config: OperatorConfig) -> Manifest:
     }
 
 
-def canary_deployment(main: Manifest, workers: int) -> Manifest:
+def canary_deployment(
+    main: Manifest, workers: int, prefer_nodes: list[str] | None = None
+) -> Manifest:
     """The canary of `main` (a Model's desired Deployment): the same pods, `workers` of them,
     under the canary's name and track. Its pods carry the Model's label, so the Model's
-    Service sends them a share of the traffic."""
+    Service sends them a share of the traffic. `prefer_nodes` hold its weights already
+    (`builders.warming`): the scheduler prefers them, and places it elsewhere rather than not
+    at all."""
     model = main["metadata"]["name"]
     track = {labels.TRACK_LABEL: labels.CANARY_TRACK}
     template = main["spec"]["template"]
+    if prefer_nodes:
+        preferred = {
+            "weight": 100,
+            "preference": {
+                # By the node's name (warming pods are placed by it), not its hostname label.
+                "matchFields": [
+                    {"key": "metadata.name", "operator": "In", "values": sorted(prefer_nodes)}
+                ]
+            },
+        }
+        affinity = dict(template["spec"].get("affinity") or {})
+        node_affinity = dict(affinity.get("nodeAffinity") or {})
+        node_affinity["preferredDuringSchedulingIgnoredDuringExecution"] = [
+            *(node_affinity.get("preferredDuringSchedulingIgnoredDuringExecution") or []),
+            preferred,
+        ]
+        affinity["nodeAffinity"] = node_affinity
+        template = {**template, "spec": {**template["spec"], "affinity": affinity}}
     spec = {
         key: value
         for key, value in main["spec"].items()

@@ -14,12 +14,13 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 
 from modelyard.builders import drift
-from modelyard.builders.labels import MANAGED_BY, MODEL_LABEL
+from modelyard.builders.labels import MANAGED_BY, MODEL_LABEL, WARMS_LABEL
 from modelyard.handlers.predicates import Seen, echoes_our_write
-from modelyard.handlers.trim import trim_own, trim_pod, trim_secret
+from modelyard.handlers.trim import trim_own, trim_pod, trim_secret, trim_warm_pod
 from modelyard.kube import Kube, Manifest, path
 from modelyard.kube.informer import AcrossScopes, Informer, OwnerKey
 from modelyard.reconcile import wakes
+from modelyard.reconcile.model.world import WARM_PODS
 from modelyard.reconcile.runner import Runner
 from modelyard.registry.credentials import CONSENT_LABEL, CONSENT_VALUE
 
@@ -158,6 +159,25 @@ def child_informers(runner: Runner, kube: Kube, scopes: list[str | None]) -> lis
             )
             for namespace in scopes
         ]
+
+    def warm_pod_changed(event: str, owner: OwnerKey, obj: Manifest) -> None:
+        if owner[1]:
+            runner.wake(wakes.child_changed(owner))
+
+    # Few and short-lived, so every change is a pass: the one that ends warming starts the
+    # rollout it held back.
+    informers[WARM_PODS] = [
+        Informer(
+            kube,
+            path("v1", "Pod", namespace),
+            WARMS_LABEL,
+            owner_label=WARMS_LABEL,
+            trim=trim_warm_pod,
+            on_change=warm_pod_changed,
+            idle=runner.config.watch_idle_seconds,
+        )
+        for namespace in scopes
+    ]
     runner.children = {kind: AcrossScopes(each) for kind, each in informers.items()}
 
     def secret_changed(event: str, owner: OwnerKey, obj: Manifest) -> None:

@@ -8,7 +8,7 @@ reading must be kept here too, or it reads as absent.
 from __future__ import annotations
 
 from modelyard.builders import drift
-from modelyard.builders.labels import SPEC_HASH_ANNOTATION, TRACK_LABEL
+from modelyard.builders.labels import SPEC_HASH_ANNOTATION, TRACK_LABEL, WEIGHTS_ANNOTATION
 from modelyard.kube import Manifest
 from modelyard.weights import VERIFIER_CONTAINER
 
@@ -64,6 +64,8 @@ def trim_pod(pod: Manifest) -> Manifest:
                 "labels": {k: v for k, v in (meta.get("labels") or {}).items() if k == TRACK_LABEL},
                 "deletionTimestamp": meta.get("deletionTimestamp"),
             },
+            # Where the serving workers run: a new revision's weights are pulled there first.
+            "spec": {"nodeName": (pod.get("spec") or {}).get("nodeName")},
             "status": {
                 # A canary's pods are asked the probe on their own address.
                 "podIP": status.get("podIP"),
@@ -84,6 +86,35 @@ def trim_pod(pod: Manifest) -> Manifest:
     ]
     if verifier:
         trimmed["status"]["initContainerStatuses"] = verifier
+    return trimmed
+
+
+def trim_warm_pod(pod: Manifest) -> Manifest:
+    """A pod pulling weights onto a node (`builders.warming`): which weights, where, and
+    whether it is done — and, while it is not, what its container waits on."""
+    meta = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    waiting = [
+        ((c.get("state") or {}).get("waiting") or {}).get("reason")
+        for c in status.get("containerStatuses") or []
+    ]
+    trimmed: Manifest = drift.compact(
+        {
+            "metadata": {
+                "name": meta.get("name"),
+                "annotations": {
+                    WEIGHTS_ANNOTATION: (meta.get("annotations") or {}).get(WEIGHTS_ANNOTATION)
+                },
+                "deletionTimestamp": meta.get("deletionTimestamp"),
+            },
+            "spec": {"nodeName": (pod.get("spec") or {}).get("nodeName")},
+            "status": {
+                "phase": status.get("phase"),
+                "reason": status.get("reason"),
+                "waiting": next((reason for reason in waiting if reason), None),
+            },
+        }
+    )
     return trimmed
 
 
@@ -110,4 +141,4 @@ def trim_own(obj: Manifest) -> Manifest:
     return compacted
 
 
-__all__ = ["trim_own", "trim_pod", "trim_secret"]
+__all__ = ["trim_own", "trim_pod", "trim_secret", "trim_warm_pod"]

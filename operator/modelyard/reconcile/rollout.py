@@ -26,7 +26,7 @@ carries on where the last one was. Everything here is pure; the reconciler appli
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -110,6 +110,34 @@ def _epoch(stamp: str | None) -> float | None:
 
 
 @dataclass
+class Warming:
+    """A new revision's weights on the serving workers' nodes: where they are, where not yet
+    (`reconcile.model.warming` reads it from the stores)."""
+
+    reference: str
+    nodes: tuple[str, ...]
+    #: Nodes whose warming pod mounted the weights.
+    warmed: list[str] = field(default_factory=list)
+    #: Node → why its warming pod failed.
+    failed: dict[str, str] = field(default_factory=dict)
+    #: Node → what its warming pod waits on (ErrImagePull, ContainerCreating, …).
+    waiting: dict[str, str] = field(default_factory=dict)
+    #: The warming pods still to make.
+    missing: list[Manifest] = field(default_factory=list)
+
+    @property
+    def complete(self) -> bool:
+        return len(self.warmed) + len(self.failed) >= len(self.nodes)
+
+    def progress(self) -> str:
+        """In words, for status.rollout.message."""
+        said = f"the new weights are on {len(self.warmed)} of {len(self.nodes)} nodes"
+        notes = [f"{node}: {why}" for node, why in sorted(self.failed.items())]
+        notes += [f"{node}: {why}" for node, why in sorted(self.waiting.items())]
+        return f"{said} ({'; '.join(notes)})" if notes else said
+
+
+@dataclass
 class Step:
     """What this pass does about the rollout."""
 
@@ -130,6 +158,10 @@ class Step:
     #: autoscaler's ceiling meanwhile; None: as planned (see `reconcile.model.capacity.plan_dip`).
     replicas: int | None = None
     ceiling: int | None = None
+    #: Warming pods to make (the new revision's weights pulled onto a node first), and the
+    #: names of those to delete (their warming is over).
+    warm: list[Manifest] = field(default_factory=list)
+    cold: list[str] = field(default_factory=list)
 
     @property
     def phase(self) -> str | None:
@@ -182,12 +214,14 @@ def decide(
     previous: Manifest | None,
     generation: int | None,
     now: float | None = None,
+    warming: Warming | None = None,
 ) -> Step:
     """What to do about the rollout in this pass.
 
     `main_serving` is the main Deployment observed on its own (current) revision,
     `canary_observation` the canary observed on the candidate's; `canary_verdict` the probe's
-    verdict on the canary's pods (None: not asked yet)."""
+    verdict on the canary's pods (None: not asked yet); `warming` the candidate's new weights on
+    the serving workers' nodes (None: nothing to pull first), which a canary waits for."""
     now = time.time() if now is None else now
     previous = previous or {}
     phase = previous.get("phase")
@@ -241,16 +275,29 @@ def decide(
         # it unchecked. (Starting, restarting or scaled-to-zero workers are not broken: a
         # canary still runs.)
         return Step(roll_main=True, delete_canary=canary is not None, status=None)
-    base = {
+    base: Manifest = {
         "current": revisions.current,
         "candidate": revisions.candidate,
         "candidateRevision": revisions.candidate_hash,
     }
-    canary_manifest = _canary(desired, rules.canary_workers)
     fresh = not same_candidate or phase not in UNDER_WAY
+    if fresh and warming is not None and not warming.complete:
+        return _warming(
+            base, warming, revisions, announce=not same_candidate or phase != RolloutPhase.WARMING
+        )
+    warmed_on = (
+        (sorted(warming.warmed) if warming is not None else [])
+        if fresh
+        else list(previous.get("warmedOn") or [])
+    )
+    if warmed_on:
+        base["warmedOn"] = warmed_on
+    canary_manifest = _canary(desired, rules.canary_workers, warmed_on)
     if fresh:
         status = {**base, "phase": RolloutPhase.CANARY.value, "reason": reasons.CANARY}
         status["message"] = f"{rules.canary_workers} canary workers of the new revision starting"
+        if warmed_on:
+            status["message"] += f"; its weights are on {len(warmed_on)} nodes already"
         return Step(
             roll_main=False,
             canary=canary_manifest,
@@ -333,10 +380,33 @@ def decide(
     )
 
 
-def _canary(desired: Manifest, workers: int) -> Manifest:
+def _warming(base: Manifest, warming: Warming, revisions: Revisions, *, announce: bool) -> Step:
+    """Nothing of the new revision starts before its weights are on the nodes that serve."""
+    status = {
+        **base,
+        "phase": RolloutPhase.WARMING.value,
+        "reason": reasons.WARMING,
+        "message": warming.progress(),
+    }
+    return Step(
+        roll_main=False,
+        status=status,
+        warm=list(warming.missing),
+        event=(
+            "Normal",
+            reasons.WARMING,
+            f"pulling the weights of {revisions.candidate} onto {len(warming.nodes)} nodes "
+            "before its canary starts",
+        )
+        if announce
+        else None,
+    )
+
+
+def _canary(desired: Manifest, workers: int, prefer_nodes: list[str] | None = None) -> Manifest:
     from modelyard.builders import workload  # noqa: PLC0415 -- keeps this module's imports light
 
-    return workload.canary_deployment(desired, workers)
+    return workload.canary_deployment(desired, workers, prefer_nodes)
 
 
 def _rolled_back(
@@ -372,6 +442,10 @@ def _settled(
 ) -> Step:
     """No rollout to start: either none is wanted, or a promotion is finishing."""
     phase = previous.get("phase")
+    if phase == RolloutPhase.WARMING:
+        # Warming before a rolling update ended (the update goes on), or its candidate was
+        # withdrawn: no rollout to record either way.
+        return Step(roll_main=True, delete_canary=canary is not None, status=None)
     if phase == RolloutPhase.PROMOTING and same_candidate:
         done = (
             main_serving is not None

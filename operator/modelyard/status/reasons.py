@@ -60,6 +60,8 @@ PODS_REJECTED: Final = "PodsRejected"
 
 # A canary rollout (condition Rollout; status.rollout.phase uses the same words).
 ROLLOUT: Final = "Rollout"
+#: The new revision's weights are being pulled onto the serving workers' nodes first.
+WARMING: Final = "Warming"
 CANARY: Final = "Canary"
 AWAITING_CAPACITY: Final = "AwaitingCapacity"
 ANALYSING: Final = "Analysing"

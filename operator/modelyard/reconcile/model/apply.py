@@ -111,7 +111,41 @@ async def apply_children(
             metadata = world.model["metadata"]
             if await kube.delete(api_version, kind, metadata.get("namespace"), metadata["name"]):
                 outcome.deleted += 1
+    if step is not None:
+        await _warm(step, namespace, kube, outcome, persistent=persistent)
     return deployment
+
+
+async def _warm(
+    step: rollout.Step, namespace: str, kube: Kube, outcome: Outcome, *, persistent: bool
+) -> None:
+    """Make the warming pods the rollout waits for, delete those whose warming is over. A pod
+    the server refuses (a quota, a policy) is the Model's refusal like any child's: the
+    rollout waits, and the status says why."""
+    answers = await asyncio.gather(
+        *(kube.apply(pod) for pod in step.warm),
+        *(kube.delete("v1", "Pod", namespace, name) for name in step.cold),
+        return_exceptions=True,
+    )
+    temporary: ApiError | None = None
+    for index, answer in enumerate(answers):
+        if isinstance(answer, ApiError):
+            refused_pod = index < len(step.warm)
+            if answer.temporary and not (persistent and answer.status >= 500):
+                temporary = temporary or answer
+            elif refused_pod:
+                outcome.refused = outcome.refused or refusal(step.warm[index], answer)
+            else:
+                logger.warning(
+                    "warming pod %s/%s not deleted: %s",
+                    namespace,
+                    step.cold[index - len(step.warm)],
+                    answer,
+                )
+        elif isinstance(answer, BaseException):
+            raise answer
+    if temporary is not None:
+        raise temporary
 
 
 def to_apply(

@@ -9,6 +9,7 @@ from typing import Any
 from modelyard.api.v1alpha1 import (
     Model,
     ModelState,
+    RolloutPhase,
     RolloutStrategy,
 )
 from modelyard.builders import drift, labels
@@ -20,6 +21,7 @@ from modelyard.reconcile.conformance import (
     of_template,
     pod_target,
 )
+from modelyard.reconcile.model.warming import unwanted, warming_for
 from modelyard.reconcile.model.world import ModelWorld
 from modelyard.status import conditions, reasons
 from modelyard.status.model import observe
@@ -39,16 +41,30 @@ def rollout_step(
     config: OperatorConfig,
     previous: Manifest,
 ) -> rollout.Step:
-    """Where a canary rollout stands, from the stores and the Model's last status."""
+    """Where a rollout stands, from the stores and the Model's last status: a canary's, and
+    the warming of new weights that comes before any rollout's first new worker."""
     rules = rollout.settings(workload.template, model.spec.rollout)
-    if (
-        rules.strategy is RolloutStrategy.ROLLING
-        and world.canary is None
-        and not previous.get("rollout")
-    ):
-        return rollout.Step()  # the common case, and nothing to read for it
+    warming = warming_for(
+        world.model,
+        workload,
+        desired=desired,
+        desired_hash=desired_hash,
+        world=world,
+        main_pods=main_pods,
+        config=config,
+    )
+    cold = unwanted(world, warming)
     main = world.children.get("Deployment")
     live_hash = drift.template_hash(main)
+    if rules.strategy is RolloutStrategy.ROLLING and world.canary is None:
+        last = previous.get("rollout") or {}
+        if warming is not None and not warming.complete:
+            current = _describe(previous.get("resolvedVersion"), drift.pod_image(main))
+            return _warming_rolling(
+                workload, warming, current=current, desired_hash=desired_hash, last=last, cold=cold
+            )
+        if not last or last.get("phase") == RolloutPhase.WARMING:
+            return rollout.Step(cold=cold)  # the common case, and nothing more to read for it
     startup = workload.template.startup_timeout_seconds
     key = (model.metadata.namespace or "default", model.metadata.name)
     main_serving = (
@@ -95,7 +111,7 @@ def rollout_step(
         else "",
         candidate=_describe(workload.version, workload.image),
     )
-    return rollout.decide(
+    step = rollout.decide(
         rules,
         revisions,
         desired=desired,
@@ -107,6 +123,48 @@ def rollout_step(
         has_probe=workload.template.probe is not None,
         previous=previous.get("rollout"),
         generation=model.metadata.generation,
+        warming=warming,
+    )
+    step.cold = cold
+    return step
+
+
+def _warming_rolling(
+    workload: wl.Workload,
+    warming: rollout.Warming,
+    *,
+    current: str,
+    desired_hash: str,
+    last: Manifest,
+    cold: list[str],
+) -> rollout.Step:
+    """A rolling update held back until its weights are on the serving workers' nodes: the
+    workers it starts there mount them at once."""
+    candidate = _describe(workload.version, workload.image)
+    status = {
+        "phase": RolloutPhase.WARMING.value,
+        "reason": reasons.WARMING,
+        "current": current,
+        "candidate": candidate,
+        "candidateRevision": desired_hash,
+        "message": warming.progress(),
+    }
+    announce = last.get("phase") != RolloutPhase.WARMING or last.get("candidateRevision") != (
+        desired_hash
+    )
+    return rollout.Step(
+        roll_main=False,
+        status=status,
+        warm=list(warming.missing),
+        cold=cold,
+        event=(
+            "Normal",
+            reasons.WARMING,
+            f"pulling the weights of {candidate} onto {len(warming.nodes)} nodes before the "
+            "workers roll to it",
+        )
+        if announce
+        else None,
     )
 
 

@@ -49,6 +49,8 @@ class ModelWorld:
     #: The Model's canary Deployment, while a canary rollout runs one.
     canary: Manifest | None = None
     pods: list[Manifest] = field(default_factory=list)
+    #: The pods pulling a new revision's weights onto the serving workers' nodes.
+    warm_pods: list[Manifest] = field(default_factory=list)
     #: The namespace's Secrets that consent to modelyard's use; None: not checked.
     permitted_secrets: frozenset[str] | None = None
 
@@ -127,6 +129,9 @@ def desired_revision(plan: Plan | None) -> str:
 
 #: The kinds a Model's children are, each watched and kept by the runner.
 CHILD_KINDS = ("Deployment", "Service", "HorizontalPodAutoscaler", "ScaledObject")
+#: The children-store kind of the pods that pull a new revision's weights onto a node before
+#: its workers start (`builders.warming`): pods, under a label of their own.
+WARM_PODS = "WarmPod"
 #: Child kind → owning Model's key → the children (a Model's Deployment and its canary's).
 Children = Mapping[str, Mapping[Key, Iterable[Manifest]]]
 
@@ -161,6 +166,7 @@ def model_world(
         children=owned,
         canary=canary,
         pods=every(children.get("Pod"), key),
+        warm_pods=every(children.get(WARM_PODS), key),
         permitted_secrets=None
         if consenting is None
         else frozenset(

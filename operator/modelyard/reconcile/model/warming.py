@@ -1,0 +1,105 @@
+"""Whether a new revision's weights are on the nodes that serve the Model yet.
+
+A rollout that changes a Model's weights waits for them first (`reconcile.rollout`): the nodes
+running its serving workers — where a rolling update replaces them, where a promotion rolls
+them, where a canary is most likely to land — each get a short pod that mounts the new weights
+(`builders.warming`), so the kubelet pulls them into the node's content store before any worker
+of the new revision starts there. Read from the stores only; the pods it asks for are made by
+`apply`.
+
+A warming pod that fails (its pull refused, its deadline passed, the node full) ends warming
+on its node all the same: the rollout goes on, and its workers meet the same cause in their
+own status, where the rollout judges it as it always does.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelyard.builders import drift, labels, warming
+from modelyard.builders import workload as wl
+from modelyard.config import OperatorConfig
+from modelyard.reconcile.model.world import ModelWorld
+from modelyard.reconcile.rollout import Warming
+
+Manifest = dict[str, Any]
+
+
+def warming_for(
+    model: Manifest,
+    workload: wl.Workload,
+    *,
+    desired: Manifest,
+    desired_hash: str,
+    world: ModelWorld,
+    main_pods: list[Manifest],
+    config: OperatorConfig,
+) -> Warming | None:
+    """The warming a rollout to `desired` waits for; None when there is none to wait for: no
+    new weights (the same as serve, or none), nothing serving yet (a new Model's first workers
+    pull as they start: nothing waits behind them), no node to warm, or no image to warm with."""
+    main = world.children.get("Deployment")
+    if workload.weights is None or main is None or config.weights_verifier_image is None:
+        return None
+    if drift.template_hash(main) == desired_hash or warming.weights_of(main) == workload.weights:
+        return None
+    nodes = sorted(
+        {
+            str(node)
+            for pod in main_pods
+            if (node := (pod.get("spec") or {}).get("nodeName"))
+            and not (pod.get("metadata") or {}).get("deletionTimestamp")
+        }
+    )
+    if not nodes:
+        return None
+    found = Warming(reference=workload.weights, nodes=tuple(nodes))
+    pods = {
+        str((pod.get("spec") or {}).get("nodeName")): pod
+        for pod in world.warm_pods
+        if _weights(pod) == workload.weights
+        and not (pod.get("metadata") or {}).get("deletionTimestamp")
+    }
+    deadline = max(workload.template.startup_timeout_seconds, warming.DEFAULT_DEADLINE_SECONDS)
+    for node in nodes:
+        pod = pods.get(node)
+        if pod is None:
+            found.missing.append(
+                warming.warm_pod(
+                    model,
+                    deployment=desired,
+                    node=node,
+                    image=config.weights_verifier_image,
+                    deadline_seconds=deadline,
+                )
+            )
+            found.waiting[node] = "starting"
+            continue
+        status = pod.get("status") or {}
+        phase = status.get("phase")
+        if phase == "Succeeded":
+            found.warmed.append(node)
+        elif phase == "Failed":
+            found.failed[node] = str(status.get("reason") or "its warming pod failed")
+        else:
+            found.waiting[node] = str(status.get("waiting") or phase or "Pending")
+    return found
+
+
+def unwanted(world: ModelWorld, keep: Warming | None) -> list[str]:
+    """The warming pods to delete: every one, but those of a warming still under way."""
+    kept = keep.reference if keep is not None and not keep.complete else None
+    return [
+        str((pod.get("metadata") or {}).get("name"))
+        for pod in world.warm_pods
+        if _weights(pod) != kept and not (pod.get("metadata") or {}).get("deletionTimestamp")
+    ]
+
+
+def _weights(pod: Manifest) -> str | None:
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    value = annotations.get(labels.WEIGHTS_ANNOTATION)
+    return str(value) if value else None
+
+
+__all__ = ["unwanted", "warming_for"]
