@@ -409,6 +409,108 @@ async def test_a_logged_models_signature_lands_in_the_version_status(
         assert "signature" not in status["mlflow"], status
     assert "cannot read the signature" not in operator.output
     assert READER[1] not in operator.output
+    # Pinned by content at verification: each file's SHA-256 as the artifact store holds it.
+    files = pinned["files"]
+    stored = on_disk(secured, files["artifacts"])
+    assert files["sha256"] == {name: sha256_of(path) for name, path in stored.items()}
+    assert {"MLmodel", "model.skops"} <= set(files["sha256"]), files
+    assert files["sizeBytes"] == sum(path.stat().st_size for path in stored.values())
+    assert files["digest"].startswith("sha256:")
+    elsewhere_status = cluster.get(VERSIONS, cluster.namespace, f"wine-{elsewhere}")["status"]
+    assert "files" not in elsewhere_status["mlflow"], "files the server does not serve, pinned"
+
+
+def on_disk(server: MlflowServer, artifacts: str) -> dict[str, Path]:
+    """A version's files as the tracking server's artifact store keeps them, by path."""
+    root = server.root / "artifacts" / artifacts.lstrip("/")
+    return {str(p.relative_to(root)): p for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def sha256_of(path: Path) -> str:
+    import hashlib  # noqa: PLC0415
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def fetch(
+    server: MlflowServer, pinned: dict[str, Any], target: Path, password: str = READER[1]
+) -> subprocess.CompletedProcess[str]:
+    """A worker's init step, as the pod runs it: `modelyard fetch-mlflow-weights` with the
+    environment the operator gives it."""
+    from modelyard import weights  # noqa: PLC0415
+
+    return subprocess.run(
+        [sys.executable, "-m", "modelyard", "fetch-mlflow-weights", str(target)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+        env={
+            "PATH": os.environ["PATH"],
+            "PYTHONPATH": os.environ.get("PYTHONPATH", ""),
+            "MLFLOW_TRACKING_URI": server.url,
+            "MLFLOW_TRACKING_USERNAME": READER[0],
+            "MLFLOW_TRACKING_PASSWORD": password,
+            weights.ARTIFACTS_VARIABLE: pinned["artifacts"],
+            weights.PINNED_VARIABLE: json.dumps(pinned["sha256"]),
+        },
+    )
+
+
+async def test_workers_fetch_the_pinned_files_and_refuse_any_that_changed_since(
+    cluster: Cluster, operator: OperatorProcess, secured: MlflowServer, tmp_path: Path
+) -> None:
+    """The init step of a worker whose template loads files from its weights path, against
+    the real tracking server, with the files the operator pinned: fetched whole and as pinned;
+    after a file is changed in the artifact store (a compromised bucket, an overwritten run),
+    refused by name, exit 3 — the runtime would never start on it; wrong credentials are a
+    check that could not run (exit 2), said without the password."""
+    number = log_wine(secured, example=True)
+    await apply_documents(
+        cluster,
+        [
+            secret("reader", username=READER[0], password=READER[1]),
+            registry(secured.url, credentialsSecret="reader"),
+            version("wine-pinned", "2.0.0", registered="wine", version=number),
+        ],
+    )
+    await eventually(
+        lambda: (
+            ((cluster.get(VERSIONS, cluster.namespace, "wine-pinned") or {}).get("status") or {})
+            .get("mlflow", {})
+            .get("files")
+        ),
+        30,
+        "the version's files pinned",
+        operator,
+    )
+    pinned = cluster.get(VERSIONS, cluster.namespace, "wine-pinned")["status"]["mlflow"]["files"]
+    first = fetch(secured, pinned, tmp_path / "first")
+    assert first.returncode == 0, first.stderr
+    fetched = {
+        str(p.relative_to(tmp_path / "first")): sha256_of(p)
+        for p in (tmp_path / "first").rglob("*")
+        if p.is_file()
+    }
+    assert fetched == pinned["sha256"]
+
+    stored = on_disk(secured, pinned["artifacts"])["model.skops"]
+    data = bytearray(stored.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    stored.write_bytes(bytes(data))
+    refused = fetch(secured, pinned, tmp_path / "second")
+    assert refused.returncode == weights_refused(), refused.stderr
+    assert "changed since pinned: model.skops" in refused.stderr, refused.stderr
+
+    wrong = fetch(secured, pinned, tmp_path / "third", password="not-the-password")
+    assert wrong.returncode == 2, wrong.stderr
+    assert "401" in wrong.stderr and "not-the-password" not in wrong.stderr, wrong.stderr
+
+
+def weights_refused() -> int:
+    from modelyard import weights  # noqa: PLC0415
+
+    return weights.REFUSED
 
 
 def test_credentials_secret_shapes_become_the_header_mlflow_takes() -> None:

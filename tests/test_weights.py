@@ -40,12 +40,14 @@ from support.controllers import (
     condition,
 )
 from support.examples import example
+from support.mlflow_server import MlflowServer
+from support.node import NODE_IP
 from support.operator_process import OperatorProcess, eventually
 from support.registry import LocalRegistry, require_tools
 from support.workloads import NODE_OPERATOR_CONFIG, registry_documents
 from test_builders import CONFIG, registries, typed
 from test_node import history, pods_of
-from test_runtimes import ROWS, runtime_template
+from test_runtimes import ROWS, log_iris, mlflow_registry, runtime_template
 
 DIGEST = "sha256:" + "5" * 64
 
@@ -124,6 +126,86 @@ def test_a_template_that_cannot_take_weights_says_why(change: dict[str, Any], re
     )
     assert result.children is None
     assert result.checks[reasons.VERSION_RESOLVED].reason == reason
+
+
+PINNED = {
+    "artifacts": "/1/models/m-1/artifacts",
+    "digest": "sha256:" + "e" * 64,
+    "sizeBytes": 5 * 2**20,
+    "sha256": {"MLmodel": "a" * 64, "model.skops": "b" * 64},
+}
+
+
+VERIFIER_IMAGE = "verifier@sha256:" + "7" * 64
+
+
+def mlflow_files_plan(files: dict[str, Any] | None, **config: Any) -> Any:
+    """The weights template running version 3 of `iris` from the examples' MLflow registry,
+    its files pinned (`files`) or not."""
+    mlflow = {"version": "3", "modelUri": "models:/iris/3", **({"files": files} if files else {})}
+    version = parse(
+        {
+            "apiVersion": "modelyard.dev/v1alpha1",
+            "kind": "ModelVersion",
+            "metadata": {"name": "iris-files-1-0-0", "namespace": "ml-team"},
+            "spec": {
+                "model": "iris-weights",
+                "version": "1.0.0",
+                "registry": "mlflow",
+                "mlflow": {"name": "iris", "version": "3"},
+            },
+            "status": ready({"mlflow": mlflow}),
+        }
+    )
+    return plan_model(
+        typed("Model", "iris-from-weights"),
+        typed("ModelTemplate", "mlflow-weights"),
+        {**registries(), "ghcr": typed("Registry", "ghcr"), "mlflow": typed("Registry", "mlflow")},
+        [version],
+        CONFIG.model_copy(
+            update={"weights_verifier_image": "verifier@sha256:" + "7" * 64, **config}
+        ),
+        allow_tag=True,
+    )
+
+
+def test_an_mlflow_versions_pinned_files_are_fetched_into_the_weights_path_and_checked() -> None:
+    """The same weights template runs a version from MLflow: its runtime reads /models, where
+    an init step put the files pinned at verification, each checked; MLflow's own URI and the
+    Registry's credentials (as references) go to the init step, never the runtime's MODEL_URI."""
+    result = mlflow_files_plan(PINNED)
+    assert result.children is not None, result.checks
+    pod = result.children.deployment["spec"]["template"]["spec"]
+    assert pod["volumes"] == [{"name": wl.WEIGHTS_VOLUME, "emptyDir": {"sizeLimit": "69Mi"}}]
+    (step,) = pod["initContainers"]
+    assert step["name"] == weights_step.VERIFIER_CONTAINER
+    assert step["args"] == ["fetch-mlflow-weights", "/models"]
+    env = {e["name"]: e for e in step["env"]}
+    assert env["MLFLOW_TRACKING_URI"]["value"] == "https://mlflow.ml-team.example.com"
+    assert env["MLFLOW_TRACKING_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-reader"
+    assert json.loads(env[weights_step.PINNED_VARIABLE]["value"]) == PINNED["sha256"]
+    assert env[weights_step.ARTIFACTS_VARIABLE]["value"] == PINNED["artifacts"]
+    assert "MODEL_URI" not in env
+    (runtime,) = pod["containers"]
+    assert {"name": "MODEL_URI", "value": "/models"} in runtime["env"]
+    assert runtime["volumeMounts"] == [
+        {"name": wl.WEIGHTS_VOLUME, "mountPath": "/models", "readOnly": True}
+    ]
+
+
+@pytest.mark.parametrize(
+    ("files", "config", "reason"),
+    [
+        (None, {}, reasons.WEIGHTS_NOT_PINNED),
+        (PINNED, {"weights_verifier_image": None}, reasons.WEIGHTS_VERIFIER_MISSING),
+    ],
+)
+def test_an_mlflow_version_a_weights_template_cannot_check_makes_no_workers(
+    files: dict[str, Any] | None, config: dict[str, Any], reason: str
+) -> None:
+    result = mlflow_files_plan(files, **config)
+    assert result.children is None
+    assert result.checks["VersionResolved"].reason == reason, result.checks
 
 
 def test_a_version_has_exactly_one_source() -> None:
@@ -667,6 +749,97 @@ async def canary_of_new_weights_starts_on_them_warm(
     assert layers and all(count == 1 for count in fetched.values()), fetched
     warming_pods = cluster.list(PODS, cluster.namespace, "modelyard.dev/warms=iris")
     assert all(p["metadata"].get("deletionTimestamp") for p in warming_pods), warming_pods
+
+
+@pytest.mark.timeout(600)
+async def test_an_mlflow_versions_files_are_pinned_fetched_checked_and_served(
+    cluster: Cluster,
+    real_node: RealNode,
+    verifying_operator: OperatorProcess,
+    runtimes: str,
+    tmp_path: Path,
+) -> None:
+    """An iris model logged in a real MLflow server (basic auth, artifacts proxied), a
+    ModelVersion of it, and the same runtime template as for weights images: the operator
+    pins the version's files by content; the worker's init step fetches them into /models and
+    checks each; MLflow's scoring server serves them — READY with one prediction per row. A
+    file changed in MLflow's artifact store afterwards (an overwritten run) is refused by name
+    by the next worker, whose runtime never starts."""
+    operator = verifying_operator
+    server = await MlflowServer(tmp_path / "mlflow", basic_auth=True, host=NODE_IP).start()
+    try:
+        reader = ("modelyard-reader", "reader-pa55word-5678")
+        server.create_user(*reader)
+        number = log_iris(server, strength=1.0)
+        await apply_documents(
+            cluster,
+            [
+                *registry_documents(real_node),
+                {
+                    "apiVersion": "v1",
+                    "kind": "Secret",
+                    "metadata": {"name": "mlflow-reader", "labels": CONSENT},
+                    "type": "kubernetes.io/basic-auth",
+                    "stringData": {"username": reader[0], "password": reader[1]},
+                },
+                mlflow_registry(server.url, credentialsSecret="mlflow-reader"),
+                mlflow_weights_template(runtimes),
+                {
+                    "apiVersion": "modelyard.dev/v1alpha1",
+                    "kind": "ModelVersion",
+                    "metadata": {"name": "iris-files-1-0-0"},
+                    "spec": {
+                        "model": "iris-files",
+                        "version": "1.0.0",
+                        "registry": "mlflow",
+                        "mlflow": {"name": "iris", "version": number},
+                    },
+                },
+                weights_model("iris-files", "iris-files"),
+            ],
+        )
+        await eventually(
+            lambda: model_status(cluster, "iris-files").get("state") == "READY",
+            300,
+            lambda: f"iris-files READY, after {history(cluster)}",
+            operator,
+        )
+        found = cluster.get(MODELS, cluster.namespace, "iris-files")
+        assert condition(found, "Conformant")["status"] == "True", found["status"]
+        pinned = cluster.get(VERSIONS, cluster.namespace, "iris-files-1-0-0")["status"]["mlflow"]
+        files = pinned["files"]
+        assert "model.skops" in files["sha256"], files
+        (pod,) = pods_of(cluster, "iris-files")
+        (step,) = pod["status"]["initContainerStatuses"]
+        assert step["state"]["terminated"]["exitCode"] == 0, step
+        spec = cluster.get(DEPLOYMENTS, cluster.namespace, "iris-files")["spec"]["template"]
+        model_env = {e["name"]: e.get("value") for e in spec["spec"]["containers"][0]["env"]}
+        assert model_env["MODEL_URI"] == "/models", model_env
+        assert reader[1] not in json.dumps(spec), "the password in the pod spec"
+
+        stored = server.root / "artifacts" / files["artifacts"].lstrip("/") / "model.skops"
+        data = bytearray(stored.read_bytes())
+        data[len(data) // 2] ^= 0x01
+        stored.write_bytes(bytes(data))
+        await cluster.remove(PODS, cluster.namespace, pod["metadata"]["name"])
+        await eventually(
+            lambda: (
+                condition(cluster.get(MODELS, cluster.namespace, "iris-files")).get("reason")
+                == reasons.WEIGHTS_NOT_VERIFIED
+            ),
+            240,
+            lambda: f"iris-files WeightsNotVerified, after {history(cluster)}",
+            operator,
+        )
+        said = condition(cluster.get(MODELS, cluster.namespace, "iris-files"))["message"]
+        assert "changed since pinned: model.skops" in said, said
+        (refused_pod,) = pods_of(cluster, "iris-files")
+        assert all(
+            "running" not in (status.get("state") or {}) and not status.get("lastState")
+            for status in refused_pod["status"].get("containerStatuses") or []
+        ), "the runtime started on files that changed since they were pinned"
+    finally:
+        await server.stop()
 
 
 # -- verified in the pod, over the files the runtime loads -----------------------------------

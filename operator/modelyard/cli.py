@@ -74,6 +74,12 @@ def _verify_weights(args: argparse.Namespace) -> int:
     return weights.main(Path(args.path), os.environ.get(weights.KEYS_VARIABLE, ""))
 
 
+def _fetch_mlflow_weights(args: argparse.Namespace) -> int:
+    from modelyard import weights  # noqa: PLC0415 -- the workers' init step only
+
+    return weights.fetch_main(Path(args.path), dict(os.environ))
+
+
 def _warm_weights(args: argparse.Namespace) -> int:
     from modelyard import weights  # noqa: PLC0415 -- the warming pods' only step
 
@@ -343,6 +349,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
     weights_cmd.add_argument("path", help="the directory the weights are mounted at")
     weights_cmd.set_defaults(func=_verify_weights)
+
+    fetch_cmd = commands.add_parser(
+        "fetch-mlflow-weights",
+        help="a worker's init step: fetch an MLflow version's pinned files into PATH, checked",
+        description="Fetches the files listed in $MODELYARD_PINNED_FILES from the tracking "
+        "server's proxied artifacts ($MLFLOW_TRACKING_URI, $MODELYARD_MLFLOW_ARTIFACTS, with "
+        "MLflow's credential variables) into PATH, each checked against its pinned SHA-256; "
+        "exit code 3, and the reason in the termination message, when one differs or is gone.",
+    )
+    fetch_cmd.add_argument("path", help="the directory the runtime reads the files from")
+    fetch_cmd.set_defaults(func=_fetch_mlflow_weights)
 
     warm_cmd = commands.add_parser(
         "warm-weights",

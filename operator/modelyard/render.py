@@ -25,6 +25,7 @@ from modelyard.api.errors import describe_validation_error
 from modelyard.api.types import Condition, ConditionStatus, Resource
 from modelyard.api.v1alpha1 import (
     API_VERSION,
+    MlflowFiles,
     MlflowResolution,
     Model,
     ModelTemplate,
@@ -104,7 +105,8 @@ def load_documents(paths: Iterable[str], errors: list[str]) -> list[Document]:
 def _assume_verified(version: ModelVersion, registries: dict[str, Registry]) -> ModelVersion:
     """Offline, a version's own spec digest stands in for the registry's verdict. A version from
     MLflow given by alias cannot be pinned offline: it renders as MLflow's own alias URI
-    (`models:/<name>@<alias>`), where the operator puts the number the alias points to."""
+    (`models:/<name>@<alias>`), where the operator puts the number the alias points to; its
+    files, which the operator pins by content, render as an empty list."""
     registry = registries.get(version.spec.registry)
     if registry is None:
         return version
@@ -119,7 +121,11 @@ def _assume_verified(version: ModelVersion, registries: dict[str, Registry]) -> 
             if source.version
             else f"models:/{source.name}@{source.alias}"
         )
-        mlflow = MlflowResolution(version=number, model_uri=uri)
+        # Its files are pinned by content at verification; offline, only their place shows.
+        unknown = "(pinned at verification)"
+        mlflow = MlflowResolution(
+            version=number, model_uri=uri, files=MlflowFiles(artifacts=unknown, digest=unknown)
+        )
     elif version.spec.weights is not None:
         files = version.spec.weights
         weights = f"{image_host(registry)}/{files.repository}@{files.digest}"

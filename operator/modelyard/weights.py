@@ -17,12 +17,17 @@ import re
 import sys
 import tempfile
 from pathlib import Path
+from typing import Any
 
 #: Where a worker finds the signature: beside the files it covers, as `model_signing` writes it.
 SIGNATURE_FILE = "model.sig"
 #: The environment variable holding the trusted public keys (PEM, one after another): public,
 #: so the pod spec may carry them, and a change of policy changes the pod and verifies again.
 KEYS_VARIABLE = "MODELYARD_WEIGHTS_PUBLIC_KEYS"
+#: A version from MLflow: where the tracking server keeps its files (its proxied artifacts'
+#: path), and their SHA-256 pinned at verification (JSON: path → hex).
+ARTIFACTS_VARIABLE = "MODELYARD_MLFLOW_ARTIFACTS"
+PINNED_VARIABLE = "MODELYARD_PINNED_FILES"
 #: The init container that runs this step, named so the Model's status can quote its refusal.
 VERIFIER_CONTAINER = "verify-weights"
 #: The kubelet keeps at most 4096 bytes of a termination message.
@@ -103,6 +108,104 @@ def main(files: Path, keys_text: str) -> int:
         return _say(f"the check could not run: {type(error).__name__}: {error}", 2)
     if problem is None:
         print(f"{files}: every file matches the signed manifest", file=sys.stderr)
+        return 0
+    return _say(problem, REFUSED)
+
+
+def _opener(insecure: bool) -> Any:
+    import ssl  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
+    context = ssl.create_default_context()
+    if insecure:  # the Registry says so (tls.insecureSkipVerify), as MLflow's own client reads it
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return urllib.request.build_opener(urllib.request.HTTPSHandler(context=context))
+
+
+def _authorization(environment: dict[str, str]) -> str | None:
+    """The Authorization MLflow takes, from the variables MLflow's own client reads."""
+    import base64  # noqa: PLC0415
+
+    token = environment.get("MLFLOW_TRACKING_TOKEN")
+    if token:
+        return f"Bearer {token}"
+    user = environment.get("MLFLOW_TRACKING_USERNAME")
+    if user:
+        pair = f"{user}:{environment.get('MLFLOW_TRACKING_PASSWORD', '')}".encode()
+        return "Basic " + base64.b64encode(pair).decode()
+    return None
+
+
+def fetch_problem(target: Path, environment: dict[str, str]) -> str | None:
+    """Fetch a version's pinned files from the tracking server's proxied artifacts into
+    `target`, hashing each as it is written: why they are not what was pinned, or None.
+    Raises CannotCheck when they could not be fetched at all."""
+    import hashlib  # noqa: PLC0415
+    import json  # noqa: PLC0415
+    import urllib.error  # noqa: PLC0415
+    import urllib.parse  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
+    server = environment.get("MLFLOW_TRACKING_URI", "").rstrip("/")
+    root = environment.get(ARTIFACTS_VARIABLE, "")
+    try:
+        pinned = json.loads(environment.get(PINNED_VARIABLE, ""))
+    except ValueError:
+        raise CannotCheck(f"${PINNED_VARIABLE} is not JSON") from None
+    if not server or not root or not isinstance(pinned, dict) or not pinned:
+        raise CannotCheck("no tracking server, artifacts path or pinned files to fetch")
+    opener = _opener(environment.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true")
+    header = _authorization(environment)
+    changed: list[str] = []
+    missing: list[str] = []
+    for name, expected in sorted(pinned.items()):
+        parts = str(name).split("/")
+        if str(name).startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise CannotCheck(f"a pinned file outside the weights path: {name!r}")
+        url = f"{server}/api/2.0/mlflow-artifacts/artifacts{urllib.parse.quote(root)}/"
+        url += urllib.parse.quote(str(name))
+        request = urllib.request.Request(url)
+        if header:
+            request.add_header("Authorization", header)
+        destination = target / str(name)
+        destination.parent.mkdir(parents=True, exist_ok=True)
+        hashed = hashlib.sha256()
+        try:
+            with opener.open(request, timeout=60) as answer, destination.open("wb") as out:
+                while chunk := answer.read(2**20):
+                    hashed.update(chunk)
+                    out.write(chunk)
+        except urllib.error.HTTPError as error:
+            if error.code == 404:
+                missing.append(str(name))
+                continue
+            raise CannotCheck(f"the tracking server answered {error.code} for {name}") from None
+        except (urllib.error.URLError, OSError) as error:
+            raise CannotCheck(f"cannot fetch {name}: {error}") from None
+        if hashed.hexdigest() != expected:
+            changed.append(str(name))
+    said = []
+    if changed:
+        said.append(f"changed since pinned: {', '.join(changed)}")
+    if missing:
+        said.append(f"missing since pinned: {', '.join(missing)}")
+    if not said:
+        return None
+    return "the tracking server's files are not the version's pinned ones: " + "; ".join(said)
+
+
+def fetch_main(target: Path, environment: dict[str, str]) -> int:
+    """Exit 0 when every pinned file was fetched as pinned, REFUSED when one differs or is
+    gone, 2 when they could not be fetched; the reason on stderr and in the termination
+    message (never the credentials: only file names and status codes are said)."""
+    try:
+        problem = fetch_problem(target, environment)
+    except CannotCheck as error:
+        return _say(f"the files could not be fetched: {error}", 2)
+    if problem is None:
+        count = len(list(p for p in target.rglob("*") if p.is_file()))
+        print(f"{target}: {count} files fetched, each as pinned", file=sys.stderr)
         return 0
     return _say(problem, REFUSED)
 

@@ -1045,6 +1045,25 @@ class MlflowSignature(SpecModel):
     )
 
 
+class MlflowFiles(SpecModel):
+    """A version's files as the tracking server served them when the operator pinned them."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    artifacts: str = Field(
+        ..., description="Where the tracking server keeps them (its proxied artifacts' path)."
+    )
+    digest: str = Field(
+        ...,
+        description="One digest of them all: SHA-256 over `sha256sum`'s lines of every file, "
+        "sorted by path.",
+    )
+    size_bytes: int = Field(0, ge=0, description="Their size, in bytes.")
+    sha256: dict[str, str] = Field(
+        default_factory=dict, description="Each file's SHA-256 (hex), by its path."
+    )
+
+
 class MlflowResolution(SpecModel):
     """What the operator found in MLflow for a version, pinned at first verification."""
 
@@ -1068,6 +1087,12 @@ class MlflowResolution(SpecModel):
         None,
         description="The model's signature (its named input columns) when it has one and the "
         "tracking server serves its files (proxied artifacts).",
+    )
+    files: MlflowFiles | None = Field(
+        None,
+        description="The version's files, pinned by content at verification: workers of a "
+        "template with weights.mountPath load exactly these bytes, or do not start. Absent "
+        "when the tracking server does not serve the files (proxied artifacts).",
     )
 
     def required_inputs(self) -> tuple[str, ...]:

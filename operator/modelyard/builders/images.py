@@ -13,6 +13,7 @@ import semver
 
 from modelyard.api.types import ConditionStatus, Resource
 from modelyard.api.v1alpha1 import (
+    MlflowFiles,
     Model,
     ModelTemplate,
     ModelVersion,
@@ -212,6 +213,9 @@ class Resolved:
     #: image, and the Registry they are pulled from.
     weights: str | None = None
     weights_registry: Registry | None = None
+    #: Set for a version from MLflow run by a template with a weights path: its files, pinned
+    #: by content, which the workers fetch there and check before the runtime starts.
+    mlflow_files: MlflowFiles | None = None
 
 
 def resolve_image(
@@ -248,6 +252,27 @@ def resolve_image(
                 return resolved
             resolved.env = mlflow_environment(mlflow_registry, chosen)
             registry_name = template.spec.image.registry
+            if template.spec.weights is not None:
+                # The template loads files from its weights path: the version's pinned files,
+                # fetched and checked there before the runtime starts, and not MLflow's URI.
+                files = chosen.status.mlflow.files
+                if files is None:
+                    checks[reasons.VERSION_RESOLVED] = failed(
+                        reasons.WEIGHTS_NOT_PINNED,
+                        f"template {template.metadata.name} loads a version's files from "
+                        f"{template.spec.weights.mount_path}, and ModelVersion "
+                        f"{chosen.metadata.name}'s files are not pinned by content yet (the "
+                        "operator pins them when the tracking server serves them: `mlflow "
+                        "server --serve-artifacts`, its default)",
+                    )
+                    return resolved
+                resolved.mlflow_files = files
+                resolved.env = [
+                    {"name": "MODEL_URI", "value": template.spec.weights.mount_path}
+                    if item["name"] == "MODEL_URI"
+                    else item
+                    for item in resolved.env
+                ]
         elif chosen is not None and chosen.status is not None and chosen.status.weights:
             resolved.version = chosen.spec.version
             problem = _weights_problem(template, chosen, registries)

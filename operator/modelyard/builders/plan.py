@@ -22,7 +22,7 @@ from modelyard.api.v1alpha1 import (
 )
 from modelyard.builders import parameters as params
 from modelyard.builders import workload as wl
-from modelyard.builders.images import pull_secrets, registry_reason, resolve_image
+from modelyard.builders.images import Resolved, pull_secrets, registry_reason, resolve_image
 from modelyard.config import GpuType, OperatorConfig
 from modelyard.registry import credentials as creds
 from modelyard.status import reasons
@@ -187,6 +187,7 @@ def plan_model(
             f"credentials yet ({registry_reason(registry)})",
         )
     verification = _weights_verification(resolved.weights_registry, config, checks)
+    fetch = _pinned_fetch(resolved, config, checks)
     plan = Plan(checks, resolved_version=resolved_version, secrets=resolved_parameters.secret_names)
     if (
         plan.blocking is not None
@@ -210,6 +211,7 @@ def plan_model(
         version=resolved_version,
         weights=resolved.weights,
         weights_verification=verification,
+        fetch=fetch,
     )
     return Plan(
         checks,
@@ -266,6 +268,34 @@ def _weights_verification(
         )
         return None
     return wl.WeightsVerification(config.weights_verifier_image, tuple(keys))
+
+
+def _pinned_fetch(
+    resolved: Resolved, config: OperatorConfig, checks: dict[str, Check]
+) -> wl.PinnedFetch | None:
+    """How workers fetch a version's pinned files from MLflow and check them, when their
+    template loads files from its weights path; why they cannot, in `checks`."""
+    files = resolved.mlflow_files
+    if files is None:
+        return None
+    if config.weights_verifier_image is None:
+        checks[reasons.VERSION_RESOLVED] = failed(
+            reasons.WEIGHTS_VERIFIER_MISSING,
+            "workers fetch this MLflow version's pinned files and check them before serving "
+            "them, but the operator has no weightsVerifierImage configured (the chart sets it "
+            "to the operator's own image)",
+        )
+        return None
+    # What MLflow's client reads to reach the server, but the model's own URI (the weights
+    # path, where the files will be).
+    reaching = tuple(item for item in resolved.env if item["name"] != "MODEL_URI")
+    return wl.PinnedFetch(
+        config.weights_verifier_image,
+        files.artifacts,
+        dict(files.sha256),
+        files.size_bytes,
+        reaching,
+    )
 
 
 def _with(env: list[dict[str, Any]], pinned: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -58,6 +58,20 @@ class WeightsVerification:
 
 
 @dataclass(frozen=True)
+class PinnedFetch:
+    """A worker's init step for a version from MLflow: `image`'s `modelyard
+    fetch-mlflow-weights` fetches the version's files from the tracking server (with `env`:
+    its URI and the Registry's credentials, as references) into the weights path, and checks
+    each against the SHA-256 pinned at verification."""
+
+    image: str
+    artifacts: str
+    sha256: dict[str, str]
+    size_bytes: int
+    env: tuple[Manifest, ...]
+
+
+@dataclass(frozen=True)
 class Workload:
     """A Model with every reference resolved: the input of every builder."""
 
@@ -76,6 +90,8 @@ class Workload:
     #: weights.mountPath.
     weights: str | None = None
     weights_verification: WeightsVerification | None = None
+    #: A version from MLflow whose pinned files are fetched into the weights path.
+    fetch: PinnedFetch | None = None
 
 
 def _metadata(workload: Workload) -> Manifest:
@@ -164,7 +180,7 @@ def _container(workload: Workload) -> Manifest:
     resources = _resources(workload)
     if resources:
         container["resources"] = resources
-    if workload.weights is not None and template.weights is not None:
+    if (workload.weights is not None or workload.fetch is not None) and template.weights:
         container["volumeMounts"] = [
             {"name": WEIGHTS_VOLUME, "mountPath": template.weights.mount_path, "readOnly": True}
         ]
@@ -174,6 +190,43 @@ def _container(workload: Workload) -> Manifest:
     # refused (seen on the real node as a probe failing mid-rollout). The kubelet sleeps, so
     # the image needs no shell.
     container["lifecycle"] = {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}}
+    return container
+
+
+def _fetcher(workload: Workload, fetch: PinnedFetch) -> Manifest:
+    """The init step that fetches a version's files from MLflow into the weights path and
+    checks them against their pinned SHA-256 before the runtime may read them. Named as the
+    verifier of signed weights: its refusal is the Model's reason the same way."""
+    template = workload.template
+    assert template.weights is not None
+    container: Manifest = {
+        "name": weights_step.VERIFIER_CONTAINER,
+        "image": fetch.image,
+        "args": ["fetch-mlflow-weights", template.weights.mount_path],
+        "env": [
+            *[dict(item) for item in fetch.env],
+            {"name": weights_step.ARTIFACTS_VARIABLE, "value": fetch.artifacts},
+            {
+                "name": weights_step.PINNED_VARIABLE,
+                "value": json.dumps(fetch.sha256, sort_keys=True, separators=(",", ":")),
+            },
+        ],
+        "volumeMounts": [{"name": WEIGHTS_VOLUME, "mountPath": template.weights.mount_path}],
+        "terminationMessagePolicy": "FallbackToLogsOnError",
+        "securityContext": {
+            "runAsNonRoot": True,
+            "readOnlyRootFilesystem": True,
+            "allowPrivilegeEscalation": False,
+            "capabilities": {"drop": ["ALL"]},
+        },
+    }
+    amounts = {
+        name: value
+        for name, value in (_resources(workload).get("requests") or {}).items()
+        if name in ("cpu", "memory")
+    }
+    if amounts:
+        container["resources"] = {"requests": dict(amounts), "limits": dict(amounts)}
     return container
 
 
@@ -244,6 +297,12 @@ def pod_spec(workload: Workload, config: OperatorConfig) -> Manifest:
         spec["imagePullSecrets"] = [{"name": name} for name in workload.pull_secrets]
     if workload.weights is not None and workload.weights_verification is not None:
         spec["initContainers"] = [_verifier(workload, workload.weights_verification)]
+    if workload.fetch is not None:
+        spec["initContainers"] = [_fetcher(workload, workload.fetch)]
+        # The node's disk, as large as the files (and a margin): a listing that lied about
+        # them cannot fill it.
+        limit = math.ceil(workload.fetch.size_bytes / 2**20) + 64
+        spec["volumes"] = [{"name": WEIGHTS_VOLUME, "emptyDir": {"sizeLimit": f"{limit}Mi"}}]
     if workload.weights is not None:
         # An image volume: the kubelet has the runtime pull it by digest with the pod's pull
         # Secrets, and the node's content store keeps it for every later worker and restart.

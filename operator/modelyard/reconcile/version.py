@@ -370,6 +370,11 @@ async def _verify_mlflow_version(
         )
         if signature is not None:
             found.mlflow["signature"] = signature
+        files = await _pinned_files(
+            connection.mlflow, version, source.name, found.mlflow["version"], previous
+        )
+        if files is not None:
+            found.mlflow["files"] = files
 
 
 #: The last failure to read a version's signature that was logged, by ModelVersion: each is
@@ -408,6 +413,47 @@ async def _signature(
             {"name": column.name, "type": column.type, "required": column.required}
             for column in inputs
         ]
+    }
+
+
+#: The last failure to pin a version's files that was logged, by ModelVersion.
+_PIN_FAILURES: dict[tuple[str | None, str], str] = {}
+
+
+async def _pinned_files(
+    client: MlflowClient, version: ModelVersion, name: str, number: str, previous: Manifest | None
+) -> Manifest | None:
+    """`status.mlflow.files`: the pinned version's files by content, hashed once — a version
+    number's files are MLflow's to keep, and if they change afterwards it is the workers that
+    refuse them, not a new pin that follows them. Readiness is not the files': a failure
+    keeps nothing new and is logged once; workers that need the files wait for them."""
+    kept = previous or {}
+    if kept.get("version") == number and kept.get("files"):
+        return dict(kept["files"])
+    key = (version.metadata.namespace, version.metadata.name)
+    try:
+        pinned = await client.pin_files(name, number)
+    except RegistryError as error:
+        if _PIN_FAILURES.get(key) != error.message:
+            if len(_PIN_FAILURES) >= 4096:
+                _PIN_FAILURES.clear()
+            _PIN_FAILURES[key] = error.message
+            logger.warning(
+                "ModelVersion %s/%s: cannot pin the files of %s version %s: %s",
+                *key,
+                name,
+                number,
+                error.message,
+            )
+        return None
+    _PIN_FAILURES.pop(key, None)
+    if pinned is None:
+        return None
+    return {
+        "artifacts": pinned.path,
+        "digest": pinned.digest,
+        "sizeBytes": pinned.size,
+        "sha256": pinned.files,
     }
 
 

@@ -11,8 +11,9 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import hashlib
 import ssl
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Self
 from urllib.parse import urljoin, urlsplit
@@ -154,10 +155,51 @@ class HttpClient:
         checked against the egress policy first, and credentials go only to the origin they
         were given for. Registries send blob downloads to storage elsewhere; aiohttp would
         follow a redirect to any address, and literal addresses skip its resolver."""
+        async with self._answer(method, url, headers) as (response, final):
+            body = await read_limited(response.content, limit) if method == "GET" else b""
+            if len(body) > limit:
+                raise RegistryError(
+                    Failure.UNREACHABLE,
+                    f"{self.endpoint.host} answered {method} {url_path(final)} with more than "
+                    f"{limit // 2**10} KiB",
+                )
+            return response.status, dict(response.headers), body
+
+    async def digest(self, url: str, headers: dict[str, str]) -> tuple[int, str, int]:
+        """GET `url` (as `fetch`) and hash its body as it arrives, never holding it: the
+        status, the body's SHA-256 (hex) and its size. Gigabytes take a while, so only a read
+        that stalls for the endpoint's timeout fails it, not the whole download's length."""
+        async with self._answer("GET", url, headers, streaming=True) as (response, _):
+            hashed = hashlib.sha256()
+            size = 0
+            if response.status == 200:
+                async for chunk in response.content.iter_chunked(2**20):
+                    hashed.update(chunk)
+                    size += len(chunk)
+            return response.status, hashed.hexdigest(), size
+
+    @contextlib.asynccontextmanager
+    async def _answer(
+        self, method: str, url: str, headers: dict[str, str], *, streaming: bool = False
+    ) -> AsyncIterator[tuple[aiohttp.ClientResponse, str]]:
+        """The answer to `method url` after its redirects, and the URL that gave it."""
+        # A download's length is not bounded, its stalls are; other answers keep the session's
+        # timeout (aiohttp reads an explicit None as no timeout at all).
+        extra: dict[str, Any] = (
+            {
+                "timeout": aiohttp.ClientTimeout(
+                    total=None,
+                    sock_connect=self.endpoint.timeout,
+                    sock_read=self.endpoint.timeout,
+                )
+            }
+            if streaming
+            else {}
+        )
         for _hop in range(MAX_REDIRECTS + 1):
             await self.permitted(url)
             async with self._http().request(
-                method, url, headers=headers, allow_redirects=False
+                method, url, headers=headers, allow_redirects=False, **extra
             ) as response:
                 location = response.headers.get("Location")
                 if response.status in REDIRECTS and location:
@@ -166,14 +208,8 @@ class HttpClient:
                         headers = {k: v for k, v in headers.items() if k != "Authorization"}
                     url = target
                     continue
-                body = await read_limited(response.content, limit) if method == "GET" else b""
-                if len(body) > limit:
-                    raise RegistryError(
-                        Failure.UNREACHABLE,
-                        f"{self.endpoint.host} answered {method} {url_path(url)} with more than "
-                        f"{limit // 2**10} KiB",
-                    )
-                return response.status, dict(response.headers), body
+                yield response, url
+                return
         raise RegistryError(
             Failure.UNREACHABLE, f"more than {MAX_REDIRECTS} redirects from {self.endpoint.host}"
         )

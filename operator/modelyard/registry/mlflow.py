@@ -14,6 +14,7 @@ synchronous, while the operator only needs a few GET requests on its event loop.
 from __future__ import annotations
 
 import datetime
+import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
@@ -138,6 +139,34 @@ def proxied_path(artifact_uri: Any) -> str | None:
     return parts.path.rstrip("/")
 
 
+#: Files pinned of one version at most: its manifest travels in its status and in its workers'
+#: pod spec. Model directories hold a few files (shards at most a few hundred).
+MAX_PINNED_FILES = 1000
+
+
+@dataclass(frozen=True)
+class PinnedFiles:
+    """A version's files as the tracking server served them once: where it keeps them (the
+    proxied artifacts' path) and each file's SHA-256, by its path under there."""
+
+    path: str
+    files: dict[str, str]
+    size: int
+
+    @property
+    def digest(self) -> str:
+        """One digest of them all: `sha256sum`'s lines of every file, sorted by path."""
+        lines = "".join(f"{sha}  {name}\n" for name, sha in sorted(self.files.items()))
+        return "sha256:" + hashlib.sha256(lines.encode()).hexdigest()
+
+
+def safe_relative(name: str) -> bool:
+    """A path that stays under the directory it is joined to: no root, no `..`, no empty
+    part. A listing that names anything else is not a model's files."""
+    parts = name.split("/")
+    return bool(name) and not name.startswith("/") and all(p not in ("", ".", "..") for p in parts)
+
+
 @dataclass(frozen=True)
 class RegisteredModel:
     name: str
@@ -247,6 +276,66 @@ class MlflowClient(HttpClient):
                 self._signatures.pop(next(iter(self._signatures)))
             self._signatures[(name, number)] = inputs
         return inputs
+
+    async def pin_files(self, name: str, number: str) -> PinnedFiles | None:
+        """Every file of the version, hashed as the tracking server serves it now (streamed,
+        never held): what its workers must load, byte for byte. None when the server does not
+        serve the version's files (kept where only MLflow's own client reaches them: S3, GCS…
+        with credentials the operator is not given) or the version is gone; a failure, or a
+        listing that is not a model's files, raises RegistryError."""
+        located = await self._get(
+            "/model-versions/get-download-uri", {"name": name, "version": number}
+        )
+        root = proxied_path((located or {}).get("artifact_uri"))
+        if root is None:
+            return None
+        files: dict[str, str] = {}
+        size = 0
+        pending = [""]
+        while pending:
+            directory = pending.pop()
+            listed = await self._read(
+                ARTIFACTS, {"path": (root + "/" + directory).strip("/")}, "application/json"
+            )
+            try:
+                entries = (json.loads(listed or b"{}") or {}).get("files") or []
+            except (ValueError, AttributeError):
+                raise RegistryError(
+                    Failure.UNREACHABLE,
+                    f"{self.endpoint.host} listed {name} {number}'s files as no JSON",
+                ) from None
+            for entry in entries:
+                relative = f"{directory}/{entry.get('path', '')}".strip("/")
+                if not safe_relative(relative):
+                    raise RegistryError(
+                        Failure.UNREACHABLE,
+                        f"{name} version {number} lists a file outside its directory: "
+                        f"{relative[:100]!r}",
+                    )
+                if entry.get("is_dir"):
+                    pending.append(relative)
+                    continue
+                if len(files) >= MAX_PINNED_FILES:
+                    raise RegistryError(
+                        Failure.UNREACHABLE,
+                        f"{name} version {number} has more than {MAX_PINNED_FILES} files; "
+                        "modelyard pins at most that many",
+                    )
+                files[relative], length = await self._hash(root + "/" + relative)
+                size += length
+        return PinnedFiles(root, files, size)
+
+    async def _hash(self, path: str) -> tuple[str, int]:
+        url = self.endpoint.url.rstrip("/") + ARTIFACTS + quote(path)
+        headers = {"Accept": "*/*"}
+        header = authorization(self.credentials)
+        if header:
+            headers["Authorization"] = header
+        with transport(self.endpoint):
+            status, sha, length = await self.digest(url, headers)
+        if status != 200:
+            raise classify(status, f"MLflow artifact {path.rsplit('/', 1)[-1]}")
+        return sha, length
 
     async def models(self) -> list[RegisteredModel]:
         """Every registered model, with its aliases and all its versions (newest first)."""

@@ -149,6 +149,9 @@ VERIFIER_FAILED: Final = "VerifierFailed"
 WEIGHTS_KEYS_UNSUPPORTED: Final = "WeightsKeysUnsupported"
 #: A version with weights, and a template without weights.mountPath to put them at.
 WEIGHTS_PATH_REQUIRED: Final = "WeightsPathRequired"
+#: A version from MLflow, run by a template that loads pinned files (weights.mountPath), whose
+#: files the operator has not pinned by content (yet: the tracking server must serve them).
+WEIGHTS_NOT_PINNED: Final = "WeightsNotPinned"
 
 # Signatures: on a Registry with a signature policy (Signatures), and on its ModelVersions and
 # the templates whose image it holds (Signed).
@@ -182,6 +185,7 @@ WAITING: Final = frozenset(
         VERSION_NOT_FOUND,
         VERSION_NOT_READY,
         IMAGE_UNRESOLVED,
+        WEIGHTS_NOT_PINNED,
     }
 )
 
