@@ -8,7 +8,9 @@ them `--megabytes` large (incompressible: the registry sends all of it), pushed 
 to the node's registry on loopback and served by MLflow's scoring server from the runtimes'
 image (`image/runtimes/`, present on the node before each run: only the weights are measured).
 The clock starts when the Model is created; "mount" is the kubelet's own Pulling → Pulled of
-the weights' reference; READY is modelyard's (the probe answered in MLflow's protocol). Before
+the weights' reference; READY is modelyard's (the probe answered in MLflow's protocol). The
+pre-warmed case rolls a serving Model to a new version: its clock starts at the release, and the
+operator pulls the weights onto the node (a warming pod) before the new worker starts. Before
 a first-pull run the weights are removed from the node's containerd. "Requests" counts the
 registry's GETs of the weights' layer during the run: several workers on one node share one
 pull. Results go to docs/performance.md, section "Weights".
@@ -34,7 +36,7 @@ from sections import write_section
 
 sys.path.insert(0, str(ROOT / "tests"))
 
-from support import artifacts, images, runtime_image
+from support import artifacts, images, operator_image, runtime_image
 from support.cluster import MODELS, TEMPLATES, VERSIONS, Cluster, RealNode, Session
 from support.controllers import apply_documents, condition
 from support.operator_process import OperatorProcess
@@ -60,6 +62,8 @@ class Run:
     seconds_to_ready: float
     mount_seconds: float | None
     layer_requests: int
+    #: A rollout's: from the new version's release to its workers starting (warming first).
+    warm_seconds: float | None = None
 
 
 def pods_of(cluster: Cluster, name: str) -> list[Obj]:
@@ -70,12 +74,14 @@ PULLED_IN = re.compile(r"Successfully pulled image .* in ([0-9.]+)(ms|s)\b")
 
 
 def mount_seconds(cluster: Cluster, reference: str, name: str) -> float | None:
-    """How long the kubelet took to pull the weights for Model `name`'s pods, as its Pulled
-    event says (to the millisecond; the events' timestamps have whole seconds)."""
+    """How long the kubelet took to pull the weights for Model `name`'s workers, as its Pulled
+    event says (to the millisecond; the events' timestamps have whole seconds); None when it
+    pulled nothing (the weights were on the node)."""
     for event in cluster.list("v1/events", cluster.namespace):
         pod = str((event.get("involvedObject") or {}).get("name") or "")
         message = str(event.get("message", ""))
-        if event.get("reason") == "Pulled" and pod.startswith(f"{name}-") and reference in message:
+        worker = pod.startswith(f"{name}-") and not pod.startswith(f"{name}-warm-")
+        if event.get("reason") == "Pulled" and worker and reference in message:
             found = PULLED_IN.search(message)
             if found:
                 amount = float(found.group(1))
@@ -144,6 +150,13 @@ async def publish(cluster: Cluster, node: RealNode, work: Path, number: int, meg
     1.0.`number`, which Models in 1.x then run; their digest. (Removing an image from
     containerd does not reliably drop the content an image volume unpacked: a new digest
     is the sure first pull, as a new version is in life.)"""
+    digest = push(node, work, number, megabytes)
+    await release(cluster, number, digest)
+    return digest
+
+
+def push(node: RealNode, work: Path, number: int, megabytes: int) -> str:
+    """New weights packed and pushed as 1.0.`number`, not yet a ModelVersion; their digest."""
     directory = work / f"weights-{number}"
     directory.mkdir()
     files = save_iris(directory)
@@ -155,6 +168,11 @@ async def publish(cluster: Cluster, node: RealNode, work: Path, number: int, meg
         node.registry, WEIGHTS_REPOSITORY, f"1.0.{number}", files, directory
     )
     print(f"weights 1.0.{number} packed and pushed in {time.monotonic() - started:.0f} s")
+    return digest
+
+
+async def release(cluster: Cluster, number: int, digest: str) -> None:
+    """The weights published as ModelVersion 1.0.`number`, verified."""
     version = node_weights_version(f"iris-1-0-{number}", "iris", digest)
     version["spec"]["version"] = f"1.0.{number}"
     await apply_documents(cluster, [version])
@@ -167,7 +185,48 @@ async def publish(cluster: Cluster, node: RealNode, work: Path, number: int, meg
         if time.monotonic() > deadline:
             raise TimeoutError(f"iris 1.0.{number} not verified within 60 s")
         await asyncio.sleep(0.25)
-    return digest
+
+
+async def rollout_warmed(
+    cluster: Cluster, node: RealNode, work: Path, *, number: int, megabytes: int, index: int
+) -> Run:
+    """A Model serving on one worker, then a new version of its weights released: the seconds
+    until its workers start (the new weights warmed onto the node first) and until it is READY
+    on them; the worker's own mount (none: the weights are on the node)."""
+    name = f"warmed-{index}"
+    await apply_documents(cluster, [weights_model(name, "iris")])
+    await ready(cluster, name, 1, time.monotonic())
+    digest = push(node, work, number, megabytes)
+    reference = f"{node.registry.host}/{WEIGHTS_REPOSITORY}@{digest}"
+    layers = layer_digests(node, digest)
+    started = time.monotonic()
+    await release(cluster, number, digest)
+    warm: float | None = None
+    while time.monotonic() - started < TIMEOUT:
+        deployment = cluster.get("apps/v1/deployments", cluster.namespace, name) or {}
+        volumes = deployment["spec"]["template"]["spec"].get("volumes") or [{}]
+        if warm is None and (volumes[0].get("image") or {}).get("reference") == reference:
+            warm = time.monotonic() - started
+        found = cluster.get(MODELS, cluster.namespace, name)
+        status = (found or {}).get("status") or {}
+        if (
+            warm is not None
+            and status.get("resolvedVersion") == f"1.0.{number}"
+            and status.get("state") == "READY"
+            and status.get("readyReplicas") == 1
+            and condition(found, "Conformant").get("status") == "True"
+            and len(pods_of(cluster, name)) == 1
+        ):
+            break
+        await asyncio.sleep(0.25)
+    else:
+        raise TimeoutError(f"Model {name} not READY on 1.0.{number} within {TIMEOUT:g} s")
+    seconds = time.monotonic() - started
+    requests = sum(len(node.registry.fetches(layer)) for layer in layers)
+    run = Run("warmed", 1, seconds, mount_seconds(cluster, reference, name), requests, warm)
+    await cluster.remove(MODELS, cluster.namespace, name)
+    await cluster.gone("apps/v1/deployments", cluster.namespace, name, 120)
+    return run
 
 
 async def main(megabytes: int, runs: int) -> None:
@@ -189,8 +248,16 @@ async def main(megabytes: int, runs: int) -> None:
         # Half a core each: three workers fit the node's two cores at once.
         template["spec"]["resources"] = {"cpus": "500m", "memory": "768Mi"}
         await apply_documents(cluster, [*registry_documents(node), template])
+        # The operator's own image pushed to the node's registry, as the chart configures it:
+        # the warming pods run it (no signature policy here, so workers run no verifier).
+        operator_layout, operator_tag, _ = operator_image.build()
+        verifier = operator_image.push(
+            operator_layout, operator_tag, node.registry.host, node.credentials
+        )
         operator = OperatorProcess(
-            cluster.operator_kubeconfig(work), work, config=NODE_OPERATOR_CONFIG
+            cluster.operator_kubeconfig(work),
+            work,
+            config={**NODE_OPERATOR_CONFIG, "weightsVerifierImage": f"{verifier}:{operator_tag}"},
         ).start()
         published = 0
         digest = await publish(cluster, node, work, published, megabytes)
@@ -210,6 +277,19 @@ async def main(megabytes: int, runs: int) -> None:
                     f"{mount}, {found.layer_requests} layer GETs",
                     flush=True,
                 )
+        for index in range(runs):
+            published += 1
+            found = await rollout_warmed(
+                cluster, node, work, number=published, megabytes=megabytes, index=index
+            )
+            results.append(found)
+            print(
+                f"  warmed   rollout: workers start {found.warm_seconds or 0:5.1f} s, READY in "
+                f"{found.seconds_to_ready:5.1f} s, worker mount "
+                f"{found.mount_seconds if found.mount_seconds is not None else 'none'}, "
+                f"{found.layer_requests} layer GETs",
+                flush=True,
+            )
         write(results, runs, megabytes)
     finally:
         if operator is not None:
@@ -237,6 +317,7 @@ def write(results: list[Run], runs: int, megabytes: int) -> None:
         "| Case | Workers | READY | Weights mount | Layer GETs |",
         "|---|---|---|---|---|",
     ]
+    warmed = [r for r in results if r.case == "warmed"]
     titles = {
         "first": "first on the node",
         "cached": "already on the node",
@@ -253,6 +334,15 @@ def write(results: list[Run], runs: int, megabytes: int) -> None:
             f"{median(mounts) if mounts else ('0 (no pull)' if case == 'cached' else '?')} | "
             f"{max(r.layer_requests for r in runs_of)} |"
         )
+    if warmed:
+        mounts = [r.mount_seconds for r in warmed if r.mount_seconds is not None]
+        lines.append(
+            f"| pre-warmed: a new version rolled out, its weights pulled first | 1 | "
+            f"{median([r.seconds_to_ready for r in warmed])} (workers start at "
+            f"{median([r.warm_seconds or 0.0 for r in warmed])}) | "
+            f"{median(mounts) if mounts else '0 (warmed)'} | "
+            f"{max(r.layer_requests for r in warmed)} |"
+        )
     first = [r.mount_seconds for r in results if r.case == "first" and r.mount_seconds]
     together = [r for r in results if r.case == "at-once"]
     if first and together:
@@ -263,8 +353,17 @@ def write(results: list[Run], runs: int, megabytes: int) -> None:
             "already on the node mounts them without a request to the registry, and "
             f"{together[0].workers} workers starting at once on one node make "
             f"{max(r.layer_requests for r in together)} request for the layer between them. "
-            "Time to READY is the runtime's own start either way. Not measured: weights warmed "
-            "onto a node before a Model needs them (not built).",
+            "Time to READY is the runtime's own start either way.",
+        ]
+    if warmed:
+        lines += [
+            "",
+            "Pre-warmed: a Model serving on the node, and a new version of its weights "
+            "released; READY counts from the release (the ModelVersion verified) to the Model "
+            "READY on the new version, its workers starting once the warming pod had pulled the "
+            "weights onto the node (the second figure); the new worker's mount is the "
+            "kubelet's, which found them on the node. The pull moves ahead of the workers, it "
+            "does not vanish: the rollout waits for it while the old version serves.",
         ]
     write_section(SECTION, lines)
     print("\n".join(lines))

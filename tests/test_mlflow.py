@@ -409,8 +409,16 @@ async def test_a_logged_models_signature_lands_in_the_version_status(
         assert "signature" not in status["mlflow"], status
     assert "cannot read the signature" not in operator.output
     assert READER[1] not in operator.output
-    # Pinned by content at verification: each file's SHA-256 as the artifact store holds it.
-    files = pinned["files"]
+    # Pinned by content once verified (the pass after): each file's SHA-256 as the artifact
+    # store holds it.
+    files = await eventually(
+        lambda: cluster.get(VERSIONS, cluster.namespace, f"wine-{signed}")["status"]["mlflow"].get(
+            "files"
+        ),
+        30,
+        "the files pinned",
+        operator,
+    )
     stored = on_disk(secured, files["artifacts"])
     assert files["sha256"] == {name: sha256_of(path) for name, path in stored.items()}
     assert {"MLmodel", "model.skops"} <= set(files["sha256"]), files
@@ -453,6 +461,7 @@ def fetch(
             "MLFLOW_TRACKING_PASSWORD": password,
             weights.ARTIFACTS_VARIABLE: pinned["artifacts"],
             weights.PINNED_VARIABLE: json.dumps(pinned["sha256"]),
+            weights.PINNED_BYTES_VARIABLE: str(pinned["sizeBytes"]),
         },
     )
 

@@ -30,6 +30,7 @@ from support.controllers import (
     DEPLOYMENTS,
     HPAS,
     MODELS,
+    PODS,
     REGISTRIES,
     SCALED_OBJECTS,
     SERVICES,
@@ -113,7 +114,10 @@ async def test_operator_rules_are_exactly_the_calls_it_makes(
     local = await LocalRegistry(tmp_path / "registry", auth=("robot", "pa55")).start()
     digest = local.push("acme/awesome-llm", "1.0.0", "weights")
     operator = OperatorProcess(
-        cluster.operator_kubeconfig(tmp_path), tmp_path, lease_namespace=cluster.namespace
+        cluster.operator_kubeconfig(tmp_path),
+        tmp_path,
+        lease_namespace=cluster.namespace,
+        config={"weightsVerifierImage": f"{local.host}/modelyard/operator@{digest}"},
     ).start()
     try:
         registry = {
@@ -212,6 +216,7 @@ async def test_operator_rules_are_exactly_the_calls_it_makes(
             "fixed size",
             operator,
         )
+        await warm_and_withdraw(cluster, local, digest, operator)
         # Moved out of the cluster: its Deployment and ClusterIP Service are deleted.
         moved = example("Model", "docs-embedder")
         del moved["spec"]["template"], moved["spec"]["parameters"]
@@ -265,6 +270,92 @@ async def test_operator_rules_are_exactly_the_calls_it_makes(
     allowed = granted(role) | granted(lease_role)
     assert made - allowed == set(), f"calls the chart would refuse: {sorted(made - allowed)}"
     assert allowed - made == set(), f"rules the operator never uses: {sorted(allowed - made)}"
+
+
+def weights_documents(digest: str, weights: str, number: str) -> list[dict[str, Any]]:
+    """A template that mounts weights, a version of weights, a Model of one worker on them."""
+    template = example("ModelTemplate", "cpu-embedding")
+    template["metadata"]["name"] = "weights-embedding"
+    template["spec"]["image"] = {
+        "registry": "local",
+        "repository": "acme/awesome-llm",
+        "digest": digest,
+    }
+    template["spec"]["weights"] = {"mountPath": "/models"}
+    template["spec"]["scaling"] = {"minWorkers": 1, "maxWorkers": 1, "perWorker": 4}
+    model = example("Model", "docs-embedder")
+    model["metadata"]["name"] = "weights-embedder"
+    model["spec"] = {"template": "weights-embedding", "version": {"model": "emb", "version": "1.x"}}
+    return [
+        template,
+        {
+            "apiVersion": "modelyard.dev/v1alpha1",
+            "kind": "ModelVersion",
+            "metadata": {"name": f"emb-{number}", "namespace": NS},
+            "spec": {
+                "model": "emb",
+                "version": number,
+                "registry": "local",
+                "weights": {"repository": "acme/embedder-weights", "digest": weights},
+            },
+        },
+        model,
+    ]
+
+
+async def warm_and_withdraw(
+    cluster: Cluster, local: LocalRegistry, digest: str, operator: OperatorProcess
+) -> None:
+    """A Model on weights whose worker runs on a node, then a new version of its weights: a
+    warming pod is made for that node; the version withdrawn, the pod is deleted. No kubelet
+    runs here: the worker is bound to a Node object by hand, as the scheduler would (the real
+    node's warming is tests/test_weights.py's)."""
+    first = local.push("acme/embedder-weights", "1.0.0", "weights one")
+    await apply_documents(cluster, weights_documents(digest, first, "1.0.0"))
+    pod = await eventually(
+        lambda: next(
+            iter(cluster.list(PODS, cluster.namespace, "modelyard.dev/model=weights-embedder")),
+            None,
+        ),
+        30,
+        "the worker's pod",
+        operator,
+    )
+    cluster.api.create(
+        "v1/nodes", {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "rbac-node"}}
+    )
+    cluster.api.request(
+        "POST",
+        f"/api/v1/namespaces/{cluster.namespace}/pods/{pod['metadata']['name']}/binding",
+        {
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {"name": pod["metadata"]["name"]},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": "rbac-node"},
+        },
+    )
+    second = local.push("acme/embedder-weights", "1.1.0", "weights two")
+    await apply_documents(cluster, weights_documents(digest, second, "1.1.0")[1:2])
+    warming = await eventually(
+        lambda: cluster.list(PODS, cluster.namespace, "modelyard.dev/warms=weights-embedder"),
+        30,
+        "a warming pod",
+        operator,
+    )
+    assert [p["spec"]["nodeName"] for p in warming] == ["rbac-node"]
+    await cluster.remove(VERSIONS, cluster.namespace, "emb-1.1.0")
+    # Deleted: only marked so, as no kubelet is there to confirm the pod's end.
+    await eventually(
+        lambda: all(
+            p["metadata"].get("deletionTimestamp")
+            for p in cluster.list(PODS, cluster.namespace, "modelyard.dev/warms=weights-embedder")
+        ),
+        30,
+        "the warming pod deleted",
+        operator,
+    )
+    await cluster.remove(MODELS, cluster.namespace, "weights-embedder")
+    cluster.api.delete("v1/nodes", None, "rbac-node")
 
 
 async def test_watch_namespaces_mode_works_under_its_roles_alone(

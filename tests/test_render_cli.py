@@ -41,8 +41,9 @@ def test_render_examples_prints_valid_children(session: Session) -> None:
     assert ("keda.sh/v1alpha1", "ScaledObject") in kinds
     # Reranker, embedder, chat, MLflow churn classifier, the quickstart's sample embedder, and
     # the three real runtimes' Models (MLflow's scoring server, DEEPaaS, MLServer), and the
-    # Model whose weights are mounted into MLflow's scoring server.
-    assert len([k for k in kinds if k[1] == "Deployment"]) == 10
+    # Model whose weights are mounted into MLflow's scoring server, and the one whose MLflow
+    # version's pinned files are fetched into the same runtime.
+    assert len([k for k in kinds if k[1] == "Deployment"]) == 11
     # What `modelyard render | kubectl apply --server-side --dry-run=server -f -` would say.
     for namespace in ("ml-team", "quickstart"):
         session.api.apply(

@@ -14,6 +14,7 @@ from modelyard.reconcile import rollout
 from modelyard.reconcile.model.canary import rollout_step
 from modelyard.reconcile.model.world import ModelWorld, desired_revision
 from modelyard.status import reasons
+from support.cluster import Session
 from test_builders import CONFIG, registries, typed
 from test_rollout import decide
 from test_weights import DIGEST, ready
@@ -130,11 +131,16 @@ def test_a_rolling_update_of_new_weights_waits_until_every_serving_node_holds_th
     )
     assert step.event is None, "the same warming announced again"
 
-    # Both done: the workers roll, the warming pods go, no rollout is left on record.
+    # Both done: the workers roll, and no rollout is left on record. The warming pods stay
+    # until the new revision serves: a pass that lost its write finds warming done.
     finished = [done, ended(by_node["node-b"], "Succeeded")]
     step = step_for(candidate, world_of(serving, finished), {"rollout": step.status})
-    assert step.roll_main and step.status is None
-    assert sorted(step.cold) == sorted(p["metadata"]["name"] for p in step.warm or finished)
+    assert step.roll_main and step.status is None and step.cold == []
+    again = step_for(candidate, world_of(serving, finished), {"rollout": {"phase": "Warming"}})
+    assert again.roll_main and again.warm == [], "warming started again"
+    rolled = world_of(candidate, finished)
+    step = step_for(candidate, rolled)
+    assert sorted(step.cold) == sorted(p["metadata"]["name"] for p in finished)
 
 
 def test_a_warming_pod_that_fails_lets_the_rollout_go_on_and_says_why() -> None:
@@ -143,6 +149,66 @@ def test_a_warming_pod_that_fails_lets_the_rollout_go_on_and_says_why() -> None:
     failed = [ended(pods[0], "Failed", "DeadlineExceeded"), ended(pods[1], "Succeeded")]
     found = step_for(candidate, world_of(serving, failed), {"rollout": {"phase": "Warming"}})
     assert found.roll_main and found.status is None
+    # A pull the kubelet refuses (backing off) ends warming on its node as well.
+    backing_off = trim_warm_pod(
+        {
+            **pods[0],
+            "status": {
+                "phase": "Pending",
+                "containerStatuses": [{"state": {"waiting": {"reason": "ImagePullBackOff"}}}],
+            },
+        }
+    )
+    found = step_for(
+        candidate, world_of(serving, [backing_off, failed[1]]), {"rollout": {"phase": "Warming"}}
+    )
+    assert found.roll_main
+
+
+def test_warming_never_holds_a_rollout_past_its_deadline_nor_after_a_refusal() -> None:
+    """A node whose pull hangs, or a warming pod the API server refuses (a quota, a policy):
+    the rollout waits a bounded time, then goes on without those nodes; a refusal ends the
+    wait at the next pass, and the Model is not made FAILED for it."""
+    serving, candidate = plan_on(OLD), plan_on(DIGEST)
+    first = step_for(candidate, world_of(serving))
+    assert first.status is not None and first.recheck_after is not None
+    assert first.recheck_after <= 60
+    hanging = [trim_warm_pod({**pod, "status": {"phase": "Pending"}}) for pod in first.warm]
+    long_ago = {**first.status, "warmingSince": "2020-01-01T00:00:00Z"}
+    late = step_for(candidate, world_of(serving, hanging), {"rollout": long_ago})
+    assert late.roll_main and late.status is None, "a hanging pull held the rollout"
+    # Within the deadline, the same pods hold it, and the wait's start is kept.
+    held = step_for(candidate, world_of(serving, hanging), {"rollout": first.status})
+    assert not held.roll_main and held.status is not None
+    assert held.status["warmingSince"] == first.status["warmingSince"]
+    refused = {**first.status, "warmingRefused": "exceeded quota: pods"}
+    step = step_for(candidate, world_of(serving), {"rollout": refused})
+    assert step.roll_main and step.warm == [], "a refused warming pod was asked for again"
+
+
+def test_ended_workers_are_no_node_to_warm_and_only_the_models_pods_are_deleted() -> None:
+    serving = plan_on(OLD)
+    world = world_of(serving)
+    evicted = trim_pod(
+        {
+            "metadata": {"name": "iris-c"},
+            "spec": {"nodeName": "node-c"},
+            "status": {"phase": "Failed"},
+        }
+    )
+    world.pods.append(evicted)
+    step = step_for(plan_on(DIGEST), world)
+    assert sorted(p["spec"]["nodeName"] for p in step.warm) == ["node-a", "node-b"]
+    stranger = trim_warm_pod(
+        {
+            "metadata": {
+                "name": "someone-elses",
+                "labels": {labels.WARMS_LABEL: "iris-from-weights"},
+                "annotations": {labels.WEIGHTS_ANNOTATION: "other@" + OLD},
+            }
+        }
+    )
+    assert step_for(serving, world_of(serving, [stranger])).cold == []
 
 
 def test_nothing_waits_without_new_weights_nor_anything_serving() -> None:
@@ -189,15 +255,50 @@ def test_a_canary_of_new_weights_starts_once_they_are_on_the_serving_nodes_and_p
     assert started.status is not None and started.status["warmedOn"] == ["node-a", "node-b"]
     assert "its weights are on 2 nodes already" in started.status["message"]
     affinity = started.canary["spec"]["template"]["spec"]["affinity"]["nodeAffinity"]
-    (preferred,) = affinity["preferredDuringSchedulingIgnoredDuringExecution"]
-    assert preferred["preference"]["matchFields"] == [
-        {"key": "metadata.name", "operator": "In", "values": ["node-a", "node-b"]}
+    # A node field selector takes one value: one term a node.
+    assert [
+        term["preference"]["matchFields"]
+        for term in affinity["preferredDuringSchedulingIgnoredDuringExecution"]
+    ] == [
+        [{"key": "metadata.name", "operator": "In", "values": ["node-a"]}],
+        [{"key": "metadata.name", "operator": "In", "values": ["node-b"]}],
     ]
     # The next passes keep the canary's pods as they are, whatever warming reads now (its
     # pods are gone): the canary is not rolled by a change of the nodes it prefers.
     later = decide(warming=warming_of([]), previous=started.status, canary={"metadata": {}})
     assert later.canary == started.canary and later.status is not None
     assert later.status["warmedOn"] == ["node-a", "node-b"]
+
+
+def test_the_real_api_server_takes_a_canary_that_prefers_several_warmed_nodes(
+    session: Session,
+) -> None:
+    started = decide(warming=warming_of(["node-a", "node-b", "node-c"]))
+    assert started.canary is not None
+    canary = {**started.canary, "metadata": {**started.canary["metadata"], "namespace": "default"}}
+    session.api.apply(canary, dry_run=True)
+
+
+def test_a_new_candidate_replaces_the_last_ones_canary_before_warming() -> None:
+    """A canary of 1.1.0 under analysis, and 1.2.0 arrives with new weights: 1.1.0's canary goes
+    at once, not after 1.2.0's warming (nothing would judge it meanwhile)."""
+    analysing = {
+        "phase": "Analysing",
+        "candidateRevision": "older",
+        "candidate": "1.1.0",
+        "warmedOn": ["node-z"],
+    }
+    step = decide(warming=warming_of([]), previous=analysing, canary={"metadata": {}})
+    assert step.phase == "Warming" and step.delete_canary and step.canary is None
+    # Its canary, once it starts, prefers this rollout's nodes, never the last one's.
+    given_up = rollout.Warming(
+        reference="r@" + DIGEST, nodes=("node-a",), failed={"node-a": "ImagePullBackOff"}
+    )
+    started = decide(warming=given_up, previous=analysing)
+    assert started.phase == "Canary"
+    assert started.status is not None and started.status["warmedOn"] == []
+    assert started.canary is not None
+    assert "affinity" not in started.canary["spec"]["template"]["spec"]
 
 
 def test_a_candidate_withdrawn_while_warming_leaves_no_rollout_on_record() -> None:

@@ -184,10 +184,13 @@ def test_an_mlflow_versions_pinned_files_are_fetched_into_the_weights_path_and_c
     assert env["MLFLOW_TRACKING_URI"]["value"] == "https://mlflow.ml-team.example.com"
     assert env["MLFLOW_TRACKING_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "mlflow-reader"
     assert json.loads(env[weights_step.PINNED_VARIABLE]["value"]) == PINNED["sha256"]
+    assert env[weights_step.PINNED_BYTES_VARIABLE]["value"] == str(PINNED["sizeBytes"])
     assert env[weights_step.ARTIFACTS_VARIABLE]["value"] == PINNED["artifacts"]
     assert "MODEL_URI" not in env
     (runtime,) = pod["containers"]
     assert {"name": "MODEL_URI", "value": "/models"} in runtime["env"]
+    # The runtime reads files: it gets nothing to reach MLflow with, the credentials least.
+    assert not [e for e in runtime["env"] if e["name"].startswith("MLFLOW_")], runtime["env"]
     assert runtime["volumeMounts"] == [
         {"name": wl.WEIGHTS_VOLUME, "mountPath": "/models", "readOnly": True}
     ]

@@ -28,6 +28,8 @@ KEYS_VARIABLE = "MODELYARD_WEIGHTS_PUBLIC_KEYS"
 #: path), and their SHA-256 pinned at verification (JSON: path → hex).
 ARTIFACTS_VARIABLE = "MODELYARD_MLFLOW_ARTIFACTS"
 PINNED_VARIABLE = "MODELYARD_PINNED_FILES"
+#: Their size in all, as pinned: more than that is not the version's files, and is not written.
+PINNED_BYTES_VARIABLE = "MODELYARD_PINNED_BYTES"
 #: The init container that runs this step, named so the Model's status can quote its refusal.
 VERIFIER_CONTAINER = "verify-weights"
 #: The kubelet keeps at most 4096 bytes of a termination message.
@@ -113,14 +115,30 @@ def main(files: Path, keys_text: str) -> int:
 
 
 def _opener(insecure: bool) -> Any:
+    """urllib as the tracking server needs it, and redirects followed only where the
+    credentials were given for: urllib would send them to any host a redirect names (an
+    identity provider in front of MLflow, an open redirect) and down from https to http."""
     import ssl  # noqa: PLC0415
+    import urllib.parse  # noqa: PLC0415
     import urllib.request  # noqa: PLC0415
+
+    class SameOrigin(urllib.request.HTTPRedirectHandler):
+        def redirect_request(  # noqa: PLR0917 -- urllib's own signature
+            self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str
+        ) -> Any:
+            before, after = urllib.parse.urlsplit(req.full_url), urllib.parse.urlsplit(newurl)
+            if (before.scheme, before.netloc) != (after.scheme, after.netloc):
+                raise CannotCheck(
+                    f"the tracking server redirected to another origin ({after.scheme}://"
+                    f"{after.hostname}): the credentials are not sent there"
+                )
+            return super().redirect_request(req, fp, code, msg, headers, newurl)
 
     context = ssl.create_default_context()
     if insecure:  # the Registry says so (tls.insecureSkipVerify), as MLflow's own client reads it
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
-    return urllib.request.build_opener(urllib.request.HTTPSHandler(context=context))
+    return urllib.request.build_opener(urllib.request.HTTPSHandler(context=context), SameOrigin())
 
 
 def _authorization(environment: dict[str, str]) -> str | None:
@@ -137,54 +155,83 @@ def _authorization(environment: dict[str, str]) -> str | None:
     return None
 
 
-def fetch_problem(target: Path, environment: dict[str, str]) -> str | None:
-    """Fetch a version's pinned files from the tracking server's proxied artifacts into
-    `target`, hashing each as it is written: why they are not what was pinned, or None.
-    Raises CannotCheck when they could not be fetched at all."""
+class _TooMuch(Exception):  # noqa: N818 -- a verdict
+    """The tracking server sent more bytes than were pinned."""
+
+
+def _fetch_one(opener: Any, request: Any, destination: Path, budget: int) -> tuple[str, int]:
+    """One file written to `destination` as it arrives: its SHA-256 and size. At most
+    `budget` bytes are written (`_TooMuch` past them)."""
     import hashlib  # noqa: PLC0415
+
+    hashed = hashlib.sha256()
+    size = 0
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    with opener.open(request, timeout=60) as answer, destination.open("wb") as out:
+        while chunk := answer.read(2**20):
+            size += len(chunk)
+            if size > budget:
+                raise _TooMuch
+            hashed.update(chunk)
+            out.write(chunk)
+    return hashed.hexdigest(), size
+
+
+def _pinned_of(environment: dict[str, str]) -> tuple[str, str, dict[str, str], int]:
+    """The tracking server, the files' place there, their SHA-256 by path, their bytes."""
     import json  # noqa: PLC0415
-    import urllib.error  # noqa: PLC0415
-    import urllib.parse  # noqa: PLC0415
-    import urllib.request  # noqa: PLC0415
 
     server = environment.get("MLFLOW_TRACKING_URI", "").rstrip("/")
     root = environment.get(ARTIFACTS_VARIABLE, "")
     try:
         pinned = json.loads(environment.get(PINNED_VARIABLE, ""))
+        allowed = int(environment.get(PINNED_BYTES_VARIABLE, ""))
     except ValueError:
-        raise CannotCheck(f"${PINNED_VARIABLE} is not JSON") from None
+        raise CannotCheck(f"${PINNED_VARIABLE} or ${PINNED_BYTES_VARIABLE} is malformed") from None
     if not server or not root or not isinstance(pinned, dict) or not pinned:
         raise CannotCheck("no tracking server, artifacts path or pinned files to fetch")
+    for name in pinned:
+        parts = str(name).split("/")
+        if str(name).startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise CannotCheck(f"a pinned file outside the weights path: {name!r}")
+    return server, root, {str(k): str(v) for k, v in pinned.items()}, allowed
+
+
+def fetch_problem(target: Path, environment: dict[str, str]) -> str | None:
+    """Fetch a version's pinned files from the tracking server's proxied artifacts into
+    `target`, hashing each as it is written: why they are not what was pinned, or None.
+    Raises CannotCheck when they could not be fetched at all."""
+    import urllib.error  # noqa: PLC0415
+    import urllib.parse  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
+    server, root, pinned, allowed = _pinned_of(environment)
     opener = _opener(environment.get("MLFLOW_TRACKING_INSECURE_TLS", "").lower() == "true")
     header = _authorization(environment)
     changed: list[str] = []
     missing: list[str] = []
     for name, expected in sorted(pinned.items()):
-        parts = str(name).split("/")
-        if str(name).startswith("/") or any(p in ("", ".", "..") for p in parts):
-            raise CannotCheck(f"a pinned file outside the weights path: {name!r}")
         url = f"{server}/api/2.0/mlflow-artifacts/artifacts{urllib.parse.quote(root)}/"
-        url += urllib.parse.quote(str(name))
-        request = urllib.request.Request(url)
+        request = urllib.request.Request(url + urllib.parse.quote(name))
         if header:
             request.add_header("Authorization", header)
-        destination = target / str(name)
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        hashed = hashlib.sha256()
         try:
-            with opener.open(request, timeout=60) as answer, destination.open("wb") as out:
-                while chunk := answer.read(2**20):
-                    hashed.update(chunk)
-                    out.write(chunk)
+            sha, size = _fetch_one(opener, request, target / name, allowed)
+        except _TooMuch:
+            return (
+                f"the tracking server sent more than the {allowed} bytes pinned (at {name}): "
+                "not the version's files"
+            )
         except urllib.error.HTTPError as error:
             if error.code == 404:
-                missing.append(str(name))
+                missing.append(name)
                 continue
             raise CannotCheck(f"the tracking server answered {error.code} for {name}") from None
-        except (urllib.error.URLError, OSError) as error:
+        except (urllib.error.URLError, OSError, ValueError) as error:
             raise CannotCheck(f"cannot fetch {name}: {error}") from None
-        if hashed.hexdigest() != expected:
-            changed.append(str(name))
+        allowed -= size
+        if sha != expected:
+            changed.append(name)
     said = []
     if changed:
         said.append(f"changed since pinned: {', '.join(changed)}")

@@ -1094,6 +1094,9 @@ class MlflowResolution(SpecModel):
         "template with weights.mountPath load exactly these bytes, or do not start. Absent "
         "when the tracking server does not serve the files (proxied artifacts).",
     )
+    files_problem: str | None = Field(
+        None, description="Why the files could not be pinned at the last attempt."
+    )
 
     def required_inputs(self) -> tuple[str, ...]:
         """The columns a sample must name: none when there is no signature."""
@@ -1434,6 +1437,14 @@ class RolloutStatus(SpecModel):
         default_factory=list,
         description="The nodes the new revision's weights were pulled onto before its workers "
         "started; the canary prefers them.",
+    )
+    warming_since: str | None = Field(
+        None, description="Since when the rollout has waited for its weights (RFC 3339)."
+    )
+    warming_refused: str | None = Field(
+        None,
+        description="Why the API server refused a warming pod (a quota, a policy): the rollout "
+        "went on without warming.",
     )
 
 

@@ -216,6 +216,8 @@ class Resolved:
     #: Set for a version from MLflow run by a template with a weights path: its files, pinned
     #: by content, which the workers fetch there and check before the runtime starts.
     mlflow_files: MlflowFiles | None = None
+    #: What the init step that fetches them reads to reach MLflow (URI, credentials).
+    mlflow_access: tuple[dict[str, Any], ...] = ()
 
 
 def resolve_image(
@@ -253,26 +255,10 @@ def resolve_image(
             resolved.env = mlflow_environment(mlflow_registry, chosen)
             registry_name = template.spec.image.registry
             if template.spec.weights is not None:
-                # The template loads files from its weights path: the version's pinned files,
-                # fetched and checked there before the runtime starts, and not MLflow's URI.
-                files = chosen.status.mlflow.files
-                if files is None:
-                    checks[reasons.VERSION_RESOLVED] = failed(
-                        reasons.WEIGHTS_NOT_PINNED,
-                        f"template {template.metadata.name} loads a version's files from "
-                        f"{template.spec.weights.mount_path}, and ModelVersion "
-                        f"{chosen.metadata.name}'s files are not pinned by content yet (the "
-                        "operator pins them when the tracking server serves them: `mlflow "
-                        "server --serve-artifacts`, its default)",
-                    )
+                problem = _fetched_files(template, chosen, resolved)
+                if problem is not None:
+                    checks[reasons.VERSION_RESOLVED] = problem
                     return resolved
-                resolved.mlflow_files = files
-                resolved.env = [
-                    {"name": "MODEL_URI", "value": template.spec.weights.mount_path}
-                    if item["name"] == "MODEL_URI"
-                    else item
-                    for item in resolved.env
-                ]
         elif chosen is not None and chosen.status is not None and chosen.status.weights:
             resolved.version = chosen.spec.version
             problem = _weights_problem(template, chosen, registries)
@@ -321,6 +307,31 @@ def resolve_image(
             return resolved
         resolved.image = template_image_reference(template.spec.image, registry, digest)
     return resolved
+
+
+def _fetched_files(
+    template: ModelTemplate, version: ModelVersion, resolved: Resolved
+) -> Check | None:
+    """A version from MLflow in a template that loads files from its weights path: the files
+    pinned at verification, fetched there and checked by an init step; not MLflow's URI. Why
+    it cannot run, if it cannot."""
+    assert template.spec.weights is not None
+    assert version.status is not None and version.status.mlflow is not None
+    files = version.status.mlflow.files
+    if files is None:
+        problem = version.status.mlflow.files_problem
+        return failed(
+            reasons.WEIGHTS_NOT_PINNED,
+            f"template {template.metadata.name} loads a version's files from "
+            f"{template.spec.weights.mount_path}, and ModelVersion {version.metadata.name}'s "
+            "files are not pinned by content " + (f"({problem})" if problem else "yet"),
+        )
+    resolved.mlflow_files = files
+    # The runtime reads the fetched files and gets nothing to reach MLflow with: the init step
+    # alone holds the Registry's credentials.
+    resolved.mlflow_access = tuple(item for item in resolved.env if item["name"] != "MODEL_URI")
+    resolved.env = [{"name": "MODEL_URI", "value": template.spec.weights.mount_path}]
+    return None
 
 
 def _weights_problem(

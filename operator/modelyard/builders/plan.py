@@ -286,15 +286,12 @@ def _pinned_fetch(
             "to the operator's own image)",
         )
         return None
-    # What MLflow's client reads to reach the server, but the model's own URI (the weights
-    # path, where the files will be).
-    reaching = tuple(item for item in resolved.env if item["name"] != "MODEL_URI")
     return wl.PinnedFetch(
         config.weights_verifier_image,
         files.artifacts,
         dict(files.sha256),
         files.size_bytes,
-        reaching,
+        resolved.mlflow_access,
     )
 
 

@@ -27,8 +27,9 @@ Manifest = dict[str, Any]
 WARM_CONTAINER = "warm-weights"
 #: Where a warming pod mounts the weights: any path will do, as nothing but a listing reads it.
 WARM_MOUNT = "/weights"
-#: A warming pod still pulling after this long has failed (the kubelet ends it): the rollout
-#: goes on without it, and its workers pull as they would have.
+#: A warming pod's deadline, and the rollout's: past it, the rollout goes on without the nodes
+#: not warmed yet (the kubelet ends the pod once a pull in progress returns), and their workers
+#: pull as they would have.
 DEFAULT_DEADLINE_SECONDS = 900
 
 
@@ -72,7 +73,8 @@ def warm_pod(
                 "terminationMessagePolicy": "FallbackToLogsOnError",
                 "resources": {
                     "requests": {"cpu": "10m", "memory": "64Mi"},
-                    "limits": {"memory": "128Mi"},
+                    # Limits too: a namespace's quota on limits admits only pods that set them.
+                    "limits": {"cpu": "100m", "memory": "128Mi"},
                 },
                 "securityContext": {
                     "runAsNonRoot": True,

@@ -206,6 +206,7 @@ def _fetcher(workload: Workload, fetch: PinnedFetch) -> Manifest:
         "env": [
             *[dict(item) for item in fetch.env],
             {"name": weights_step.ARTIFACTS_VARIABLE, "value": fetch.artifacts},
+            {"name": weights_step.PINNED_BYTES_VARIABLE, "value": str(fetch.size_bytes)},
             {
                 "name": weights_step.PINNED_VARIABLE,
                 "value": json.dumps(fetch.sha256, sort_keys=True, separators=(",", ":")),
@@ -368,20 +369,22 @@ def canary_deployment(
     track = {labels.TRACK_LABEL: labels.CANARY_TRACK}
     template = main["spec"]["template"]
     if prefer_nodes:
-        preferred = {
-            "weight": 100,
-            "preference": {
-                # By the node's name (warming pods are placed by it), not its hostname label.
-                "matchFields": [
-                    {"key": "metadata.name", "operator": "In", "values": sorted(prefer_nodes)}
-                ]
-            },
-        }
+        # By the node's name (warming pods are placed by it), not its hostname label; a field
+        # selector takes one value, so one term a node.
+        preferred = [
+            {
+                "weight": 100,
+                "preference": {
+                    "matchFields": [{"key": "metadata.name", "operator": "In", "values": [node]}]
+                },
+            }
+            for node in sorted(prefer_nodes)
+        ]
         affinity = dict(template["spec"].get("affinity") or {})
         node_affinity = dict(affinity.get("nodeAffinity") or {})
         node_affinity["preferredDuringSchedulingIgnoredDuringExecution"] = [
             *(node_affinity.get("preferredDuringSchedulingIgnoredDuringExecution") or []),
-            preferred,
+            *preferred,
         ]
         affinity["nodeAffinity"] = node_affinity
         template = {**template, "spec": {**template["spec"], "affinity": affinity}}

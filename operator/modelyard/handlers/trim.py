@@ -67,6 +67,8 @@ def trim_pod(pod: Manifest) -> Manifest:
             # Where the serving workers run: a new revision's weights are pulled there first.
             "spec": {"nodeName": (pod.get("spec") or {}).get("nodeName")},
             "status": {
+                # Ended pods (evicted, rejected) are no node a worker runs on.
+                "phase": status.get("phase"),
                 # A canary's pods are asked the probe on their own address.
                 "podIP": status.get("podIP"),
                 "conditions": [
@@ -106,6 +108,10 @@ def trim_warm_pod(pod: Manifest) -> Manifest:
                     WEIGHTS_ANNOTATION: (meta.get("annotations") or {}).get(WEIGHTS_ANNOTATION)
                 },
                 "deletionTimestamp": meta.get("deletionTimestamp"),
+                # Ours only if the Model made it: a pod merely labelled so is left alone.
+                "ownerReferences": [
+                    {"uid": owner.get("uid")} for owner in meta.get("ownerReferences") or []
+                ],
             },
             "spec": {"nodeName": (pod.get("spec") or {}).get("nodeName")},
             "status": {

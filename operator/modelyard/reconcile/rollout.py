@@ -124,6 +124,36 @@ class Warming:
     waiting: dict[str, str] = field(default_factory=dict)
     #: The warming pods still to make.
     missing: list[Manifest] = field(default_factory=list)
+    #: Since when the rollout has waited for it (RFC 3339), and until how long after.
+    since: str = ""
+    deadline_seconds: float = 0.0
+
+    def bounded(self, previous: Manifest | None, candidate: str, now: float) -> None:
+        """Ends the wait where it must end: past its deadline (counted from when this
+        candidate's warming began), or once the server refused a warming pod (a quota, a
+        policy): the nodes not warmed are given up, and their workers pull as they start."""
+        last = previous or {}
+        ongoing = (
+            last.get("phase") == RolloutPhase.WARMING and last.get("candidateRevision") == candidate
+        )
+        since = (_epoch(last.get("warmingSince")) if ongoing else None) or now
+        self.since = _stamp(since)
+        refused = str(last.get("warmingRefused") or "") if ongoing else ""
+        overdue = now - since > self.deadline_seconds
+        if self.complete or not (refused or overdue):
+            return
+        why = (
+            f"refused: {refused}" if refused else (f"not warmed within {self.deadline_seconds:g} s")
+        )
+        for node in self.nodes:
+            if node not in self.warmed and node not in self.failed:
+                self.failed[node] = why
+        self.waiting.clear()
+        self.missing.clear()
+
+    def remaining(self, now: float) -> float:
+        """Seconds until the deadline: when to look again though nothing else changes."""
+        return max(1.0, self.deadline_seconds - (now - (_epoch(self.since) or now)))
 
     @property
     def complete(self) -> bool:
@@ -283,15 +313,21 @@ def decide(
     fresh = not same_candidate or phase not in UNDER_WAY
     if fresh and warming is not None and not warming.complete:
         return _warming(
-            base, warming, revisions, announce=not same_candidate or phase != RolloutPhase.WARMING
+            base,
+            warming,
+            revisions,
+            announce=not same_candidate or phase != RolloutPhase.WARMING,
+            canary=canary,
+            now=now,
         )
     warmed_on = (
         (sorted(warming.warmed) if warming is not None else [])
         if fresh
         else list(previous.get("warmedOn") or [])
     )
-    if warmed_on:
-        base["warmedOn"] = warmed_on
+    # Always written, even empty: status.rollout is merged, and a list from an earlier
+    # rollout would otherwise stay and steer this one's canary.
+    base["warmedOn"] = warmed_on
     canary_manifest = _canary(desired, rules.canary_workers, warmed_on)
     if fresh:
         status = {**base, "phase": RolloutPhase.CANARY.value, "reason": reasons.CANARY}
@@ -380,18 +416,30 @@ def decide(
     )
 
 
-def _warming(base: Manifest, warming: Warming, revisions: Revisions, *, announce: bool) -> Step:
+def _warming(
+    base: Manifest,
+    warming: Warming,
+    revisions: Revisions,
+    *,
+    announce: bool,
+    canary: Manifest | None,
+    now: float,
+) -> Step:
     """Nothing of the new revision starts before its weights are on the nodes that serve."""
     status = {
         **base,
         "phase": RolloutPhase.WARMING.value,
         "reason": reasons.WARMING,
         "message": warming.progress(),
+        "warmingSince": warming.since,
     }
     return Step(
         roll_main=False,
+        # A canary of another candidate, replaced by this one: it goes now, not after warming.
+        delete_canary=canary is not None,
         status=status,
         warm=list(warming.missing),
+        recheck_after=min(60.0, warming.remaining(now)),
         event=(
             "Normal",
             reasons.WARMING,

@@ -424,6 +424,8 @@ class Runner:
                 )
             self.written.keep(outcome.status)
             self.states.record("ModelVersion", *key, str(outcome.ready), outcome.reason)
+            if outcome.pin_next:
+                self.versions.add(key)
             return outcome
 
     # -- what is kept ------------------------------------------------------------------------

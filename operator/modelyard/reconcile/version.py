@@ -22,6 +22,7 @@ MLflow probe to judge the template's sample by; failing to read it is logged, ne
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -52,6 +53,9 @@ class VersionOutcome:
     status: Manifest | None
     #: A registry call failed in a way worth retrying soon.
     temporary: bool = False
+    #: The version is Ready, and its files are to be pinned by the next pass: a pin may take
+    #: long (a model's every byte), and the version's verdict does not wait for it.
+    pin_next: bool = False
 
 
 def first_published(body: Manifest, same_version: list[Manifest]) -> Manifest | None:
@@ -83,6 +87,7 @@ class _Found:
     verified_time: str | None
     temporary: bool = False
     unchanged: bool = False
+    pin_next: bool = False
 
 
 async def reconcile_version(
@@ -165,12 +170,12 @@ async def reconcile_version(
     status["image"] = None if weights else usable
     status["weights"] = usable if weights else None
     if not status_changed(previous, status):
-        return VersionOutcome(ready.ok, ready.reason, None, found.temporary)
+        return VersionOutcome(ready.ok, ready.reason, None, found.temporary, found.pin_next)
     written = await kube.patch_status(
         API_VERSION, "ModelVersion", metadata.get("namespace"), metadata["name"], status
     )
     await _announce(body, previous, checks, kube)
-    return VersionOutcome(ready.ok, ready.reason, written, found.temporary)
+    return VersionOutcome(ready.ok, ready.reason, written, found.temporary, found.pin_next)
 
 
 async def _unreachable_since_verified(
@@ -370,11 +375,17 @@ async def _verify_mlflow_version(
         )
         if signature is not None:
             found.mlflow["signature"] = signature
-        files = await _pinned_files(
-            connection.mlflow, version, source.name, found.mlflow["version"], previous
-        )
-        if files is not None:
-            found.mlflow["files"] = files
+        kept = _kept_pin(found.mlflow, previous)
+        if kept is not None:
+            found.mlflow.update(kept)
+        elif was_verified and (previous or {}).get("version") == found.mlflow["version"]:
+            found.mlflow.update(
+                await _pinned_files(
+                    connection.mlflow, version, source.name, found.mlflow["version"], previous
+                )
+            )
+        else:
+            found.pin_next = True
 
 
 #: The last failure to read a version's signature that was logged, by ModelVersion: each is
@@ -416,45 +427,61 @@ async def _signature(
     }
 
 
-#: The last failure to pin a version's files that was logged, by ModelVersion.
-_PIN_FAILURES: dict[tuple[str | None, str], str] = {}
+def _kept_pin(now: Manifest, previous: Manifest | None) -> Manifest | None:
+    """The files pinned of this very version before: same number, same run, same source (a
+    registered model deleted and made again numbers its versions from 1 again)."""
+    kept = previous or {}
+    same = all(kept.get(field) == now.get(field) for field in ("version", "runId", "source"))
+    if same and kept.get("files"):
+        return {"files": kept["files"]}
+    return None
+
+
+#: How long one pin may take: every byte of a model, through the tracking server.
+PIN_BUDGET_SECONDS = 1800.0
 
 
 async def _pinned_files(
     client: MlflowClient, version: ModelVersion, name: str, number: str, previous: Manifest | None
-) -> Manifest | None:
+) -> Manifest:
     """`status.mlflow.files`: the pinned version's files by content, hashed once — a version
     number's files are MLflow's to keep, and if they change afterwards it is the workers that
-    refuse them, not a new pin that follows them. Readiness is not the files': a failure
-    keeps nothing new and is logged once; workers that need the files wait for them."""
-    kept = previous or {}
-    if kept.get("version") == number and kept.get("files"):
-        return dict(kept["files"])
+    refuse them, not a new pin that follows them. Readiness is not the files': a failure is
+    `filesProblem` (quoted by Models that need the files, tried again at the next check),
+    logged when it changes."""
     key = (version.metadata.namespace, version.metadata.name)
     try:
-        pinned = await client.pin_files(name, number)
+        async with asyncio.timeout(PIN_BUDGET_SECONDS):
+            pinned = await client.pin_files(name, number)
+    except TimeoutError:
+        why = f"fetching the files took longer than {PIN_BUDGET_SECONDS:g} s"
     except RegistryError as error:
-        if _PIN_FAILURES.get(key) != error.message:
-            if len(_PIN_FAILURES) >= 4096:
-                _PIN_FAILURES.clear()
-            _PIN_FAILURES[key] = error.message
-            logger.warning(
-                "ModelVersion %s/%s: cannot pin the files of %s version %s: %s",
-                *key,
-                name,
-                number,
-                error.message,
+        why = error.message
+    else:
+        if pinned is None:
+            why = (
+                "the tracking server does not serve its files (they are kept where only "
+                "MLflow's own client reaches them; `mlflow server --serve-artifacts` serves them)"
             )
-        return None
-    _PIN_FAILURES.pop(key, None)
-    if pinned is None:
-        return None
-    return {
-        "artifacts": pinned.path,
-        "digest": pinned.digest,
-        "sizeBytes": pinned.size,
-        "sha256": pinned.files,
-    }
+        else:
+            return {
+                "files": {
+                    "artifacts": pinned.path,
+                    "digest": pinned.digest,
+                    "sizeBytes": pinned.size,
+                    "sha256": pinned.files,
+                },
+                "filesProblem": None,
+            }
+    if (previous or {}).get("filesProblem") != why:
+        logger.warning(
+            "ModelVersion %s/%s: cannot pin the files of %s version %s: %s",
+            *key,
+            name,
+            number,
+            why,
+        )
+    return {"filesProblem": why}
 
 
 def _mlflow_checks(

@@ -142,6 +142,13 @@ def proxied_path(artifact_uri: Any) -> str | None:
 #: Files pinned of one version at most: its manifest travels in its status and in its workers'
 #: pod spec. Model directories hold a few files (shards at most a few hundred).
 MAX_PINNED_FILES = 1000
+#: Bounds on a version's listing: the directories listed, how deep, one answer's size, a path.
+MAX_PINNED_DIRECTORIES = 200
+MAX_DEPTH = 16
+LISTING_LIMIT = 2**20
+MAX_PATH = 512
+#: The manifest's size in the worker's environment (one variable may hold 128 KiB on Linux).
+MAX_MANIFEST = 96 * 2**10
 
 
 @dataclass(frozen=True)
@@ -281,49 +288,78 @@ class MlflowClient(HttpClient):
         """Every file of the version, hashed as the tracking server serves it now (streamed,
         never held): what its workers must load, byte for byte. None when the server does not
         serve the version's files (kept where only MLflow's own client reaches them: S3, GCS…
-        with credentials the operator is not given) or the version is gone; a failure, or a
-        listing that is not a model's files, raises RegistryError."""
+        with credentials the operator is not given) or the version is gone. The whole listing
+        comes first, bounded (directories, entries, depth, each answer's size), so a server
+        that lists without end costs a refusal, not the operator's memory; then the files are
+        hashed. A failure, or a listing that is not a model's files, raises RegistryError."""
         located = await self._get(
             "/model-versions/get-download-uri", {"name": name, "version": number}
         )
         root = proxied_path((located or {}).get("artifact_uri"))
-        if root is None:
+        if not root:
             return None
+        names = await self._list_files(root, f"{name} version {number}")
         files: dict[str, str] = {}
         size = 0
+        for relative in names:
+            files[relative], length = await self._hash(root + "/" + relative)
+            size += length
+        return PinnedFiles(root, files, size)
+
+    async def _list_files(self, root: str, what: str) -> list[str]:
+        """The paths of every file under `root`, through the proxied artifacts' listing."""
+
+        def refused(why: str) -> RegistryError:
+            return RegistryError(Failure.UNREACHABLE, f"{what}: {why}")
+
+        found: list[str] = []
+        entries_seen = 0
+        listed_directories = 0
         pending = [""]
         while pending:
             directory = pending.pop()
-            listed = await self._read(
-                ARTIFACTS, {"path": (root + "/" + directory).strip("/")}, "application/json"
+            listed_directories += 1
+            if listed_directories > MAX_PINNED_DIRECTORIES:
+                raise refused(f"more than {MAX_PINNED_DIRECTORIES} directories of files")
+            body = await self._read(
+                ARTIFACTS,
+                {"path": (root + "/" + directory).strip("/")},
+                "application/json",
+                LISTING_LIMIT,
             )
             try:
-                entries = (json.loads(listed or b"{}") or {}).get("files") or []
+                entries = (json.loads(body or b"{}") or {}).get("files") or []
             except (ValueError, AttributeError):
-                raise RegistryError(
-                    Failure.UNREACHABLE,
-                    f"{self.endpoint.host} listed {name} {number}'s files as no JSON",
-                ) from None
+                raise refused("the tracking server's listing of its files is not JSON") from None
+            if not isinstance(entries, list):
+                raise refused("the tracking server's listing of its files is not a list")
             for entry in entries:
-                relative = f"{directory}/{entry.get('path', '')}".strip("/")
-                if not safe_relative(relative):
-                    raise RegistryError(
-                        Failure.UNREACHABLE,
-                        f"{name} version {number} lists a file outside its directory: "
-                        f"{relative[:100]!r}",
+                entries_seen += 1
+                if entries_seen > 2 * MAX_PINNED_FILES:
+                    raise refused(f"more than {2 * MAX_PINNED_FILES} entries listed")
+                if not isinstance(entry, dict) or not isinstance(entry.get("path"), str):
+                    raise refused("the tracking server listed an entry that is not a file")
+                relative = f"{directory}/{entry['path']}".strip("/")
+                if not safe_relative(relative) or len(relative) > MAX_PATH:
+                    raise refused(
+                        f"a file outside its directory, or too long a name: {relative[:100]!r}"
                     )
                 if entry.get("is_dir"):
+                    if relative.count("/") >= MAX_DEPTH:
+                        raise refused(f"files deeper than {MAX_DEPTH} directories")
                     pending.append(relative)
-                    continue
-                if len(files) >= MAX_PINNED_FILES:
-                    raise RegistryError(
-                        Failure.UNREACHABLE,
-                        f"{name} version {number} has more than {MAX_PINNED_FILES} files; "
-                        "modelyard pins at most that many",
+                elif len(found) >= MAX_PINNED_FILES:
+                    raise refused(
+                        f"more than {MAX_PINNED_FILES} files; modelyard pins at most that many"
                     )
-                files[relative], length = await self._hash(root + "/" + relative)
-                size += length
-        return PinnedFiles(root, files, size)
+                else:
+                    found.append(relative)
+        if not found:
+            # Not uploaded yet, or the wrong place: never pinned as a model of no files.
+            raise refused("the tracking server lists no files for it")
+        if sum(len(n) + 70 for n in found) > MAX_MANIFEST:
+            raise refused("its files' names are too many to pin (the list travels in the pod spec)")
+        return sorted(found)
 
     async def _hash(self, path: str) -> tuple[str, int]:
         url = self.endpoint.url.rstrip("/") + ARTIFACTS + quote(path)

@@ -120,8 +120,9 @@ async def _warm(
     step: rollout.Step, namespace: str, kube: Kube, outcome: Outcome, *, persistent: bool
 ) -> None:
     """Make the warming pods the rollout waits for, delete those whose warming is over. A pod
-    the server refuses (a quota, a policy) is the Model's refusal like any child's: the
-    rollout waits, and the status says why."""
+    the server refuses (a quota, a policy) ends the wait: what serves is not the Model's
+    failure, and the workers, not warming pods, are what the namespace's rules are for. The
+    refusal is recorded in the rollout's status, whose next pass goes on without warming."""
     answers = await asyncio.gather(
         *(kube.apply(pod) for pod in step.warm),
         *(kube.delete("v1", "Pod", namespace, name) for name in step.cold),
@@ -133,8 +134,13 @@ async def _warm(
             refused_pod = index < len(step.warm)
             if answer.temporary and not (persistent and answer.status >= 500):
                 temporary = temporary or answer
-            elif refused_pod:
-                outcome.refused = outcome.refused or refusal(step.warm[index], answer)
+            elif refused_pod and step.status is not None:
+                said = refusal(step.warm[index], answer).message
+                logger.warning(
+                    "Model in %s: warming refused, going on without: %s", namespace, said
+                )
+                step.status = {**step.status, "warmingRefused": said[:1000]}
+                step.recheck_after = 1.0
             else:
                 logger.warning(
                     "warming pod %s/%s not deleted: %s",

@@ -4,6 +4,7 @@ writes: the step it returns is applied by `apply` and recorded by `status`."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from modelyard.api.v1alpha1 import (
@@ -54,14 +55,23 @@ def rollout_step(
         config=config,
     )
     cold = unwanted(world, warming)
+    now = time.time()
+    last = previous.get("rollout") or {}
+    if warming is not None:
+        warming.bounded(last, desired_hash, now)
     main = world.children.get("Deployment")
     live_hash = drift.template_hash(main)
     if rules.strategy is RolloutStrategy.ROLLING and world.canary is None:
-        last = previous.get("rollout") or {}
         if warming is not None and not warming.complete:
             current = _describe(previous.get("resolvedVersion"), drift.pod_image(main))
             return _warming_rolling(
-                workload, warming, current=current, desired_hash=desired_hash, last=last, cold=cold
+                workload,
+                warming,
+                now=now,
+                current=current,
+                desired_hash=desired_hash,
+                last=last,
+                cold=cold,
             )
         if not last or last.get("phase") == RolloutPhase.WARMING:
             return rollout.Step(cold=cold)  # the common case, and nothing more to read for it
@@ -124,8 +134,10 @@ def rollout_step(
         previous=previous.get("rollout"),
         generation=model.metadata.generation,
         warming=warming,
+        now=now,
     )
-    step.cold = cold
+    # A rolled-back candidate's warming pods are of no use: it is not tried again as it is.
+    step.cold = unwanted(world, None) if step.phase == RolloutPhase.ROLLED_BACK else cold
     return step
 
 
@@ -133,6 +145,7 @@ def _warming_rolling(
     workload: wl.Workload,
     warming: rollout.Warming,
     *,
+    now: float,
     current: str,
     desired_hash: str,
     last: Manifest,
@@ -148,6 +161,7 @@ def _warming_rolling(
         "candidate": candidate,
         "candidateRevision": desired_hash,
         "message": warming.progress(),
+        "warmingSince": warming.since,
     }
     announce = last.get("phase") != RolloutPhase.WARMING or last.get("candidateRevision") != (
         desired_hash
@@ -157,6 +171,7 @@ def _warming_rolling(
         status=status,
         warm=list(warming.missing),
         cold=cold,
+        recheck_after=min(60.0, warming.remaining(now)),
         event=(
             "Normal",
             reasons.WARMING,

@@ -9,7 +9,9 @@ of the new revision starts there. Read from the stores only; the pods it asks fo
 
 A warming pod that fails (its pull refused, its deadline passed, the node full) ends warming
 on its node all the same: the rollout goes on, and its workers meet the same cause in their
-own status, where the rollout judges it as it always does.
+own status, where the rollout judges it as it always does. The pods stay until the rollout no
+longer needs them (the new revision serves, or another is asked for), so a pass that loses its
+status write finds warming done rather than starting it again.
 """
 
 from __future__ import annotations
@@ -23,6 +25,20 @@ from modelyard.reconcile.model.world import ModelWorld
 from modelyard.reconcile.rollout import Warming
 
 Manifest = dict[str, Any]
+
+#: A warming pod waiting on these will not mount the weights without a change: done, failed.
+PULL_REFUSED = frozenset(
+    {
+        "ErrImagePull",
+        "ImagePullBackOff",
+        "InvalidImageName",
+        "ErrImageNeverPull",
+        "CreateContainerConfigError",
+        "CreateContainerError",
+    }
+)
+#: A worker's pod that ended (evicted, rejected by the kubelet) runs nowhere.
+ENDED = frozenset({"Failed", "Succeeded"})
 
 
 def warming_for(
@@ -49,18 +65,22 @@ def warming_for(
             for pod in main_pods
             if (node := (pod.get("spec") or {}).get("nodeName"))
             and not (pod.get("metadata") or {}).get("deletionTimestamp")
+            and (pod.get("status") or {}).get("phase") not in ENDED
         }
     )
     if not nodes:
         return None
-    found = Warming(reference=workload.weights, nodes=tuple(nodes))
+    deadline = max(workload.template.startup_timeout_seconds, warming.DEFAULT_DEADLINE_SECONDS)
+    # The operator's wait outlasts the pods' own deadline a little: the kubelet's word first.
+    found = Warming(reference=workload.weights, nodes=tuple(nodes), deadline_seconds=deadline + 60)
+    uid = (model.get("metadata") or {}).get("uid")
     pods = {
         str((pod.get("spec") or {}).get("nodeName")): pod
         for pod in world.warm_pods
         if _weights(pod) == workload.weights
+        and _owned(pod, uid)
         and not (pod.get("metadata") or {}).get("deletionTimestamp")
     }
-    deadline = max(workload.template.startup_timeout_seconds, warming.DEFAULT_DEADLINE_SECONDS)
     for node in nodes:
         pod = pods.get(node)
         if pod is None:
@@ -81,19 +101,30 @@ def warming_for(
             found.warmed.append(node)
         elif phase == "Failed":
             found.failed[node] = str(status.get("reason") or "its warming pod failed")
+        elif status.get("waiting") in PULL_REFUSED:
+            found.failed[node] = str(status["waiting"])
         else:
             found.waiting[node] = str(status.get("waiting") or phase or "Pending")
     return found
 
 
 def unwanted(world: ModelWorld, keep: Warming | None) -> list[str]:
-    """The warming pods to delete: every one, but those of a warming still under way."""
-    kept = keep.reference if keep is not None and not keep.complete else None
+    """The Model's warming pods to delete: all but those of the rollout's candidate, while it
+    still differs from what serves (`keep`)."""
+    kept = keep.reference if keep is not None else None
+    uid = (world.model.get("metadata") or {}).get("uid")
     return [
         str((pod.get("metadata") or {}).get("name"))
         for pod in world.warm_pods
-        if _weights(pod) != kept and not (pod.get("metadata") or {}).get("deletionTimestamp")
+        if _weights(pod) != kept
+        and _owned(pod, uid)
+        and not (pod.get("metadata") or {}).get("deletionTimestamp")
     ]
+
+
+def _owned(pod: Manifest, uid: Any) -> bool:
+    owners = (pod.get("metadata") or {}).get("ownerReferences") or []
+    return bool(uid) and any(owner.get("uid") == uid for owner in owners)
 
 
 def _weights(pod: Manifest) -> str | None:
