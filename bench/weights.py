@@ -103,13 +103,9 @@ async def ready(cluster: Cluster, name: str, workers: int, started: float) -> fl
     raise TimeoutError(f"Model {name} not READY with {workers} workers within {TIMEOUT:g} s")
 
 
-async def measure(
-    cluster: Cluster, node: RealNode, digest: str, case: str, *, index: int, workers: int
-) -> Run:
-    """One Model of `workers` READY on weights `digest` (the highest version published)."""
-    reference = f"{node.registry.host}/{WEIGHTS_REPOSITORY}@{digest}"
-    layers = layer_digests(node, digest)
-    before = sum(len(node.registry.fetches(layer)) for layer in layers)
+async def set_workers(cluster: Cluster, workers: int) -> None:
+    """The template's fixed count, once the operator has seen it: a Model made now starts
+    with all its workers at once."""
     patched = await cluster.patch(
         TEMPLATES,
         cluster.namespace,
@@ -117,12 +113,21 @@ async def measure(
         {"spec": {"scaling": {"minWorkers": workers, "maxWorkers": workers}}},
         manager="bench",
     )
-    # The operator has seen the edit: a Model made now starts with all its workers at once.
     generation = patched["metadata"]["generation"]
     while (
         (cluster.get(TEMPLATES, cluster.namespace, "mlflow-weights") or {}).get("status") or {}
     ).get("observedGeneration") != generation:
         await asyncio.sleep(0.1)
+
+
+async def measure(
+    cluster: Cluster, node: RealNode, digest: str, case: str, *, index: int, workers: int
+) -> Run:
+    """One Model of `workers` READY on weights `digest` (the highest version published)."""
+    reference = f"{node.registry.host}/{WEIGHTS_REPOSITORY}@{digest}"
+    layers = layer_digests(node, digest)
+    before = sum(len(node.registry.fetches(layer)) for layer in layers)
+    await set_workers(cluster, workers)
     name = f"{case}-{index}"
     started = time.monotonic()
     await apply_documents(cluster, [weights_model(name, "iris")])
@@ -194,6 +199,7 @@ async def rollout_warmed(
     until its workers start (the new weights warmed onto the node first) and until it is READY
     on them; the worker's own mount (none: the weights are on the node)."""
     name = f"warmed-{index}"
+    await set_workers(cluster, 1)
     await apply_documents(cluster, [weights_model(name, "iris")])
     await ready(cluster, name, 1, time.monotonic())
     digest = push(node, work, number, megabytes)

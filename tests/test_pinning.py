@@ -20,6 +20,7 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from modelyard import weights
+from modelyard.reconcile.common import with_nulls
 from modelyard.reconcile.version import _kept_pin
 from modelyard.registry.http import Credentials, Endpoint, RegistryError
 from modelyard.registry.mlflow import MAX_PINNED_DIRECTORIES, MlflowClient
@@ -152,3 +153,17 @@ def test_a_pin_is_kept_only_for_the_very_version_it_was_made_of() -> None:
     assert _kept_pin({**pinned, "files": None}, pinned) == {"files": {"digest": "d"}}
     again = {"version": "1", "runId": "r2", "source": "models:/m-2"}
     assert _kept_pin(again, pinned) is None
+
+
+def test_a_version_status_replaces_its_pinned_files_whole() -> None:
+    """The ModelVersion's status is a merge patch: files pinned of another run, or a problem
+    since solved, are sent as null, never merged key by key into the new pin."""
+    before = {
+        "version": "1",
+        "files": {"artifacts": "/1/A", "sha256": {"MLmodel": "a", "model.pkl": "b"}},
+        "filesProblem": "timed out",
+    }
+    after = {"version": "1", "files": {"artifacts": "/1/B", "sha256": {"MLmodel": "c"}}}
+    patch = with_nulls(before, after)
+    assert patch["files"]["sha256"] == {"MLmodel": "c", "model.pkl": None}
+    assert patch["filesProblem"] is None

@@ -308,8 +308,8 @@ async def warm_and_withdraw(
 ) -> None:
     """A Model on weights whose worker runs on a node, then a new version of its weights: a
     warming pod is made for that node; the version withdrawn, the pod is deleted. No kubelet
-    runs here: the worker is bound to a Node object by hand, as the scheduler would (the real
-    node's warming is tests/test_weights.py's)."""
+    runs here: the worker is bound to a Node object by hand, as the scheduler would, and
+    reported ready as its kubelet would (the real node's warming is tests/test_weights.py's)."""
     first = local.push("acme/embedder-weights", "1.0.0", "weights one")
     await apply_documents(cluster, weights_documents(digest, first, "1.0.0"))
     pod = await eventually(
@@ -334,6 +334,8 @@ async def warm_and_withdraw(
             "target": {"apiVersion": "v1", "kind": "Node", "name": "rbac-node"},
         },
     )
+    # And reported serving, as its kubelet would (none runs here): warming protects what serves.
+    await run_pods(cluster, cluster.namespace, "weights-embedder", count=1)
     second = local.push("acme/embedder-weights", "1.1.0", "weights two")
     await apply_documents(cluster, weights_documents(digest, second, "1.1.0")[1:2])
     warming = await eventually(

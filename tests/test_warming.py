@@ -16,10 +16,11 @@ from modelyard.reconcile.model.world import ModelWorld, desired_revision
 from modelyard.status import reasons
 from support.cluster import Session
 from test_builders import CONFIG, registries, typed
-from test_rollout import decide
+from test_rollout import decide, under_way
 from test_weights import DIGEST, ready
 
 VERIFIER = "registry.example/modelyard@sha256:" + "7" * 64
+NOW_SECONDS = 1_790_000_000.0
 WARMING_CONFIG = CONFIG.model_copy(update={"weights_verifier_image": VERIFIER})
 OLD = "sha256:" + "4" * 64
 MODEL = {
@@ -224,6 +225,12 @@ def test_nothing_waits_without_new_weights_nor_anything_serving() -> None:
     idle = world_of(serving)
     idle.pods = []
     assert step_for(plan_on(DIGEST), idle).roll_main
+    # No worker ready (crash-looping, all starting): nothing serves to protect.
+    starting = world_of(serving)
+    starting.pods = [
+        trim_pod({"metadata": {"name": "iris-a"}, "spec": {"nodeName": "node-a"}, "status": {}})
+    ]
+    assert step_for(plan_on(DIGEST), starting).roll_main
     # No image to warm with: the rollout goes as before.
     assert step_for(plan_on(DIGEST), world_of(serving), weights_verifier_image=None).roll_main
 
@@ -299,6 +306,31 @@ def test_a_new_candidate_replaces_the_last_ones_canary_before_warming() -> None:
     assert started.status is not None and started.status["warmedOn"] == []
     assert started.canary is not None
     assert "affinity" not in started.canary["spec"]["template"]["spec"]
+
+
+def test_one_rollouts_warming_record_is_cleared_for_the_next() -> None:
+    """status.rollout is merged key by key: a refusal (or a start time) of one candidate's
+    warming is sent as null by every later status, never read as the next candidate's."""
+    refused = {
+        **under_way("Warming"),
+        "warmingSince": "2026-01-01T00:00:00Z",
+        "warmingRefused": "exceeded quota: pods",
+    }
+    given_up = rollout.Warming(reference="r", nodes=("node-a",), failed={"node-a": "refused"})
+    started = decide(warming=given_up, previous=refused)
+    assert started.phase == "Canary" and started.status is not None
+    assert "warmingRefused" in started.status and started.status["warmingRefused"] is None
+    assert "warmingSince" in started.status and started.status["warmingSince"] is None
+    server = {k: v for k, v in {**refused, **started.status}.items() if v is not None}
+    other = rollout.Revisions("old", "other", "1.0.0", "1.2.0")
+    warming = warming_of([])
+    warming.bounded(
+        {**server, "phase": "Warming", "candidateRevision": "other"}, "other", NOW_SECONDS
+    )
+    assert not warming.complete, "a refusal of another rollout's warming ended this one's"
+    step = decide(revisions=other, warming=warming, previous=server)
+    assert step.phase == "Warming" and step.status is not None
+    assert step.status["warmingRefused"] is None
 
 
 def test_a_candidate_withdrawn_while_warming_leaves_no_rollout_on_record() -> None:

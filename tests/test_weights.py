@@ -139,24 +139,36 @@ PINNED = {
 VERIFIER_IMAGE = "verifier@sha256:" + "7" * 64
 
 
-def mlflow_files_plan(files: dict[str, Any] | None, **config: Any) -> Any:
-    """The weights template running version 3 of `iris` from the examples' MLflow registry,
-    its files pinned (`files`) or not."""
-    mlflow = {"version": "3", "modelUri": "models:/iris/3", **({"files": files} if files else {})}
-    version = parse(
+def mlflow_version_of(
+    version: str, number: str, files: dict[str, Any] | None, problem: str | None = None
+) -> Any:
+    """A Ready ModelVersion of `iris` from the examples' MLflow registry, its files pinned
+    (`files`) or not (`problem`)."""
+    mlflow: dict[str, Any] = {"version": number, "modelUri": f"models:/iris/{number}"}
+    if files:
+        mlflow["files"] = files
+    if problem:
+        mlflow["filesProblem"] = problem
+    return parse(
         {
             "apiVersion": "modelyard.dev/v1alpha1",
             "kind": "ModelVersion",
-            "metadata": {"name": "iris-files-1-0-0", "namespace": "ml-team"},
+            "metadata": {"name": f"iris-files-{version.replace('.', '-')}", "namespace": "ml-team"},
             "spec": {
                 "model": "iris-weights",
-                "version": "1.0.0",
+                "version": version,
                 "registry": "mlflow",
-                "mlflow": {"name": "iris", "version": "3"},
+                "mlflow": {"name": "iris", "version": number},
             },
             "status": ready({"mlflow": mlflow}),
         }
     )
+
+
+def mlflow_files_plan(files: dict[str, Any] | None, **config: Any) -> Any:
+    """The weights template running version 3 of `iris` from the examples' MLflow registry,
+    its files pinned (`files`) or not."""
+    version = mlflow_version_of("1.0.0", "3", files)
     return plan_model(
         typed("Model", "iris-from-weights"),
         typed("ModelTemplate", "mlflow-weights"),
@@ -196,10 +208,31 @@ def test_an_mlflow_versions_pinned_files_are_fetched_into_the_weights_path_and_c
     ]
 
 
+def test_a_version_not_pinned_yet_is_passed_over_by_a_template_that_loads_files() -> None:
+    """A new MLflow version is Ready before its files are pinned (the pin follows): a Model
+    whose template loads files stays on the version it runs, and says why it did not roll."""
+    versions = [
+        mlflow_version_of("1.0.0", "3", PINNED),
+        mlflow_version_of("1.1.0", "4", None, problem="the tracking server lists no files for it"),
+    ]
+    result = plan_model(
+        typed("Model", "iris-from-weights"),
+        typed("ModelTemplate", "mlflow-weights"),
+        {**registries(), "ghcr": typed("Registry", "ghcr"), "mlflow": typed("Registry", "mlflow")},
+        versions,
+        CONFIG.model_copy(update={"weights_verifier_image": VERIFIER_IMAGE}),
+        allow_tag=True,
+    )
+    assert result.children is not None, result.checks
+    assert result.resolved_version == "1.0.0"
+    said = result.checks["VersionResolved"].message
+    assert "1.1.0 (WeightsNotPinned: the tracking server lists no files for it)" in said, said
+
+
 @pytest.mark.parametrize(
     ("files", "config", "reason"),
     [
-        (None, {}, reasons.WEIGHTS_NOT_PINNED),
+        (None, {}, reasons.VERSION_NOT_READY),
         (PINNED, {"weights_verifier_image": None}, reasons.WEIGHTS_VERIFIER_MISSING),
     ],
 )

@@ -345,7 +345,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="a worker's init step: do the mounted weights match their signed manifest?",
         description="Checks the files under PATH against PATH/model.sig (an OpenSSF "
         "model-signing signature) with the PEM public keys in $MODELYARD_WEIGHTS_PUBLIC_KEYS; "
-        "exit code 1, and the reason in the termination message, when they do not.",
+        "exit code 3, and the reason in the termination message, when they do not (2: the "
+        "check could not run).",
     )
     weights_cmd.add_argument("path", help="the directory the weights are mounted at")
     weights_cmd.set_defaults(func=_verify_weights)

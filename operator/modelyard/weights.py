@@ -127,7 +127,7 @@ def _opener(insecure: bool) -> Any:
             self, req: Any, fp: Any, code: int, msg: str, headers: Any, newurl: str
         ) -> Any:
             before, after = urllib.parse.urlsplit(req.full_url), urllib.parse.urlsplit(newurl)
-            if (before.scheme, before.netloc) != (after.scheme, after.netloc):
+            if _origin(before) != _origin(after):
                 raise CannotCheck(
                     f"the tracking server redirected to another origin ({after.scheme}://"
                     f"{after.hostname}): the credentials are not sent there"
@@ -139,6 +139,12 @@ def _opener(insecure: bool) -> Any:
         context.check_hostname = False
         context.verify_mode = ssl.CERT_NONE
     return urllib.request.build_opener(urllib.request.HTTPSHandler(context=context), SameOrigin())
+
+
+def _origin(url: Any) -> tuple[str, str, int]:
+    """Scheme, host and port, the port spelt out or not (`host` is `host:443` over https)."""
+    default = 443 if url.scheme == "https" else 80
+    return url.scheme, (url.hostname or "").lower(), url.port or default
 
 
 def _authorization(environment: dict[str, str]) -> str | None:

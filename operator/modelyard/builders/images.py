@@ -84,8 +84,19 @@ def is_ready(resource: Resource) -> bool:
     )
 
 
+def _unpinned(version: ModelVersion) -> bool:
+    """A version from MLflow whose files are not pinned (yet): a template that loads files
+    cannot run it."""
+    mlflow = version.status.mlflow if version.status else None
+    return mlflow is not None and mlflow.files is None
+
+
 def _why_not_ready(version: ModelVersion) -> str:
     """A version's Ready reason, as a Model's status quotes it: `1.1.0 (SignatureMissing)`."""
+    if is_ready(version) and _unpinned(version):
+        assert version.status is not None and version.status.mlflow is not None
+        why = version.status.mlflow.files_problem or "files not pinned yet"
+        return f"{version.spec.version} ({reasons.WEIGHTS_NOT_PINNED}: {why})"
     for condition in (version.status.conditions if version.status else None) or []:
         if condition.type == reasons.READY and condition.status != ConditionStatus.TRUE:
             return f"{version.spec.version} ({condition.reason})"
@@ -93,9 +104,11 @@ def _why_not_ready(version: ModelVersion) -> str:
 
 
 def select_version(
-    model: Model, versions: Iterable[ModelVersion]
+    model: Model, versions: Iterable[ModelVersion], *, files_needed: bool = False
 ) -> tuple[Check, ModelVersion | None]:
-    """The highest Ready ModelVersion in the Model's range, or why there is none."""
+    """The highest Ready ModelVersion in the Model's range, or why there is none. A template
+    that loads files (`files_needed`) passes over MLflow versions not pinned yet: what serves
+    stays, rather than the Model waiting on a pin."""
     selector = model.spec.version
     assert selector is not None
     try:
@@ -114,6 +127,7 @@ def select_version(
         if is_ready(v)
         and v.status is not None
         and (v.status.image or v.status.mlflow or v.status.weights)
+        and not (files_needed and _unpinned(v))
     ]
     running = model.status.resolved_version if model.status else None
     stopped = next((v for v in candidates if v.spec.version == running and v not in ready), None)
@@ -234,7 +248,9 @@ def resolve_image(
     resolved = Resolved()
     registry_name: str | None = None
     if model.spec.version is not None:
-        version_check, chosen = select_version(model, versions)
+        version_check, chosen = select_version(
+            model, versions, files_needed=template.spec.weights is not None
+        )
         checks[reasons.VERSION_RESOLVED] = version_check
         if chosen is not None and chosen.status is not None and chosen.status.mlflow is not None:
             resolved.version = chosen.spec.version

@@ -199,36 +199,19 @@ def _fetcher(workload: Workload, fetch: PinnedFetch) -> Manifest:
     verifier of signed weights: its refusal is the Model's reason the same way."""
     template = workload.template
     assert template.weights is not None
-    container: Manifest = {
-        "name": weights_step.VERIFIER_CONTAINER,
-        "image": fetch.image,
-        "args": ["fetch-mlflow-weights", template.weights.mount_path],
-        "env": [
+    manifest = json.dumps(fetch.sha256, sort_keys=True, separators=(",", ":"))
+    return _init_step(
+        workload,
+        fetch.image,
+        ["fetch-mlflow-weights", template.weights.mount_path],
+        env=[
             *[dict(item) for item in fetch.env],
             {"name": weights_step.ARTIFACTS_VARIABLE, "value": fetch.artifacts},
             {"name": weights_step.PINNED_BYTES_VARIABLE, "value": str(fetch.size_bytes)},
-            {
-                "name": weights_step.PINNED_VARIABLE,
-                "value": json.dumps(fetch.sha256, sort_keys=True, separators=(",", ":")),
-            },
+            {"name": weights_step.PINNED_VARIABLE, "value": manifest},
         ],
-        "volumeMounts": [{"name": WEIGHTS_VOLUME, "mountPath": template.weights.mount_path}],
-        "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": {
-            "runAsNonRoot": True,
-            "readOnlyRootFilesystem": True,
-            "allowPrivilegeEscalation": False,
-            "capabilities": {"drop": ["ALL"]},
-        },
-    }
-    amounts = {
-        name: value
-        for name, value in (_resources(workload).get("requests") or {}).items()
-        if name in ("cpu", "memory")
-    }
-    if amounts:
-        container["resources"] = {"requests": dict(amounts), "limits": dict(amounts)}
-    return container
+        mounts=[{"name": WEIGHTS_VOLUME, "mountPath": template.weights.mount_path}],
+    )
 
 
 def _verifier(workload: Workload, verification: WeightsVerification) -> Manifest:
@@ -236,15 +219,33 @@ def _verifier(workload: Workload, verification: WeightsVerification) -> Manifest
     may read them (`modelyard.weights`)."""
     template = workload.template
     assert template.weights is not None
-    container: Manifest = {
-        "name": weights_step.VERIFIER_CONTAINER,
-        "image": verification.image,
-        "args": ["verify-weights", template.weights.mount_path],
-        "env": [{"name": weights_step.KEYS_VARIABLE, "value": "".join(verification.public_keys)}],
-        "volumeMounts": [
+    return _init_step(
+        workload,
+        verification.image,
+        ["verify-weights", template.weights.mount_path],
+        env=[{"name": weights_step.KEYS_VARIABLE, "value": "".join(verification.public_keys)}],
+        mounts=[
             {"name": WEIGHTS_VOLUME, "mountPath": template.weights.mount_path, "readOnly": True},
             {"name": VERIFIER_SCRATCH, "mountPath": "/tmp"},
         ],
+    )
+
+
+def _init_step(
+    workload: Workload,
+    image: str,
+    args: list[str],
+    *,
+    env: list[Manifest],
+    mounts: list[Manifest],
+) -> Manifest:
+    """An init step over the weights, from the operator's own image."""
+    container: Manifest = {
+        "name": weights_step.VERIFIER_CONTAINER,
+        "image": image,
+        "args": args,
+        "env": env,
+        "volumeMounts": mounts,
         # Its reason, when it refuses, is what the Model's status quotes.
         "terminationMessagePolicy": "FallbackToLogsOnError",
         # Our own image, which needs nothing more: it holds whatever a policy engine asks.

@@ -106,3 +106,13 @@ async def warn_once(
     if (before.get("reason"), before.get("message")) == (check.reason, check.message):
         return
     await kube.post_event(body, "Warning", check.reason, check.message, "modelyard")
+
+
+def with_nulls(before: Any, after: Any) -> Any:
+    """`after` as a merge patch must send it to replace `before` whole: every key `before` has
+    and `after` has not, at any depth, sent as null (a merge patch merges objects key by key,
+    and a key left out is kept)."""
+    if not isinstance(before, dict) or not isinstance(after, dict):
+        return after
+    nulls: dict[str, Any] = {key: None for key in before if key not in after}
+    return {**nulls, **{key: with_nulls(before.get(key), value) for key, value in after.items()}}

@@ -109,6 +109,12 @@ def _epoch(stamp: str | None) -> float | None:
         return None
 
 
+#: Written (as nulls) into every status.rollout but a warming one's: status.rollout is merged
+#: key by key, and a refusal or a start time of one rollout's warming must not be read as the
+#: next one's.
+NOT_WARMING: Manifest = {"warmingSince": None, "warmingRefused": None}
+
+
 @dataclass
 class Warming:
     """A new revision's weights on the serving workers' nodes: where they are, where not yet
@@ -309,16 +315,17 @@ def decide(
         "current": revisions.current,
         "candidate": revisions.candidate,
         "candidateRevision": revisions.candidate_hash,
+        **NOT_WARMING,
     }
     fresh = not same_candidate or phase not in UNDER_WAY
     if fresh and warming is not None and not warming.complete:
-        return _warming(
+        return warming_step(
             base,
             warming,
-            revisions,
             announce=not same_candidate or phase != RolloutPhase.WARMING,
             canary=canary,
             now=now,
+            before="its canary starts",
         )
     warmed_on = (
         (sorted(warming.warmed) if warming is not None else [])
@@ -416,16 +423,17 @@ def decide(
     )
 
 
-def _warming(
+def warming_step(
     base: Manifest,
     warming: Warming,
-    revisions: Revisions,
     *,
     announce: bool,
     canary: Manifest | None,
     now: float,
+    before: str,
 ) -> Step:
-    """Nothing of the new revision starts before its weights are on the nodes that serve."""
+    """Nothing of the new revision starts before its weights are on the nodes that serve
+    (`base`: the revisions in play, as status.rollout names them; `before`: what waits)."""
     status = {
         **base,
         "phase": RolloutPhase.WARMING.value,
@@ -443,8 +451,8 @@ def _warming(
         event=(
             "Normal",
             reasons.WARMING,
-            f"pulling the weights of {revisions.candidate} onto {len(warming.nodes)} nodes "
-            "before its canary starts",
+            f"pulling the weights of {base['candidate']} onto {len(warming.nodes)} nodes "
+            f"before {before}",
         )
         if announce
         else None,
@@ -505,6 +513,7 @@ def _settled(
             return Step(roll_main=True, status=previous)
         status = {
             **previous,
+            **NOT_WARMING,
             "phase": RolloutPhase.PROMOTED.value,
             "reason": reasons.PROMOTED,
             "message": "every worker runs the new revision; the canary is gone",

@@ -33,7 +33,7 @@ from pydantic import ValidationError
 from modelyard import metrics
 from modelyard.api.v1alpha1 import API_VERSION, ModelVersion
 from modelyard.kube import Kube
-from modelyard.reconcile.common import describe, status_changed, warn_once
+from modelyard.reconcile.common import describe, status_changed, warn_once, with_nulls
 from modelyard.reconcile.registry import Connection
 from modelyard.registry.http import RegistryError
 from modelyard.registry.mlflow import MlflowClient
@@ -171,8 +171,11 @@ async def reconcile_version(
     status["weights"] = usable if weights else None
     if not status_changed(previous, status):
         return VersionOutcome(ready.ok, ready.reason, None, found.temporary, found.pin_next)
+    # status.mlflow is replaced whole: files pinned of another run, or a problem since
+    # solved, must not survive in it key by key.
+    patch = {**status, "mlflow": with_nulls(previous.get("mlflow"), status["mlflow"])}
     written = await kube.patch_status(
-        API_VERSION, "ModelVersion", metadata.get("namespace"), metadata["name"], status
+        API_VERSION, "ModelVersion", metadata.get("namespace"), metadata["name"], patch
     )
     await _announce(body, previous, checks, kube)
     return VersionOutcome(ready.ok, ready.reason, written, found.temporary, found.pin_next)

@@ -233,7 +233,7 @@ class MlflowClient(HttpClient):
         if body is not None:
             try:
                 payload = json.loads(body or b"{}")
-            except ValueError:
+            except (ValueError, RecursionError):
                 raise RegistryError(
                     Failure.UNREACHABLE, f"{self.endpoint.host} answered {path} with no JSON"
                 ) from None
@@ -329,7 +329,7 @@ class MlflowClient(HttpClient):
             )
             try:
                 entries = (json.loads(body or b"{}") or {}).get("files") or []
-            except (ValueError, AttributeError):
+            except (ValueError, AttributeError, RecursionError):
                 raise refused("the tracking server's listing of its files is not JSON") from None
             if not isinstance(entries, list):
                 raise refused("the tracking server's listing of its files is not a list")

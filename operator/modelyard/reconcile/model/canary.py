@@ -153,34 +153,20 @@ def _warming_rolling(
 ) -> rollout.Step:
     """A rolling update held back until its weights are on the serving workers' nodes: the
     workers it starts there mount them at once."""
-    candidate = _describe(workload.version, workload.image)
-    status = {
-        "phase": RolloutPhase.WARMING.value,
-        "reason": reasons.WARMING,
+    base = {
         "current": current,
-        "candidate": candidate,
+        "candidate": _describe(workload.version, workload.image),
         "candidateRevision": desired_hash,
-        "message": warming.progress(),
-        "warmingSince": warming.since,
+        **rollout.NOT_WARMING,
     }
     announce = last.get("phase") != RolloutPhase.WARMING or last.get("candidateRevision") != (
         desired_hash
     )
-    return rollout.Step(
-        roll_main=False,
-        status=status,
-        warm=list(warming.missing),
-        cold=cold,
-        recheck_after=min(60.0, warming.remaining(now)),
-        event=(
-            "Normal",
-            reasons.WARMING,
-            f"pulling the weights of {candidate} onto {len(warming.nodes)} nodes before the "
-            "workers roll to it",
-        )
-        if announce
-        else None,
+    step = rollout.warming_step(
+        base, warming, announce=announce, canary=None, now=now, before="the workers roll to it"
     )
+    step.cold = cold
+    return step
 
 
 def _canary_verdict(

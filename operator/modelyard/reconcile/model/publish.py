@@ -15,6 +15,7 @@ from modelyard.kube import Kube
 from modelyard.reconcile import rollout
 from modelyard.reconcile.common import (
     status_changed,
+    with_nulls,
 )
 from modelyard.reconcile.model.world import Outcome
 from modelyard.status import conditions, kstatus, reasons
@@ -142,11 +143,4 @@ def _replaced(previous: Manifest, status: Manifest, field: str) -> Manifest:
     another protocol's) must not linger (a merge patch merges objects key by key)."""
     if field not in status or not isinstance(previous.get(field), dict):
         return {}
-    return {field: _with_nulls(previous[field], status[field])}
-
-
-def _with_nulls(before: Any, after: Any) -> Any:
-    if not isinstance(before, dict) or not isinstance(after, dict):
-        return after
-    nulls: dict[str, Any] = {key: None for key in before if key not in after}
-    return {**nulls, **{key: _with_nulls(before.get(key), value) for key, value in after.items()}}
+    return {field: with_nulls(previous[field], status[field])}

@@ -52,8 +52,9 @@ def warming_for(
     config: OperatorConfig,
 ) -> Warming | None:
     """The warming a rollout to `desired` waits for; None when there is none to wait for: no
-    new weights (the same as serve, or none), nothing serving yet (a new Model's first workers
-    pull as they start: nothing waits behind them), no node to warm, or no image to warm with."""
+    new weights (the same as serve, or none), nothing serving (a new Model's first workers,
+    or workers none of which is ready: nothing waits behind them), no node to warm, or no
+    image to warm with."""
     main = world.children.get("Deployment")
     if workload.weights is None or main is None or config.weights_verifier_image is None:
         return None
@@ -68,7 +69,9 @@ def warming_for(
             and (pod.get("status") or {}).get("phase") not in ENDED
         }
     )
-    if not nodes:
+    if not nodes or not any(_ready(pod) for pod in main_pods):
+        # Nothing serves to protect (workers crash-looping, all starting): the new revision
+        # rolls at once, as it would have.
         return None
     deadline = max(workload.template.startup_timeout_seconds, warming.DEFAULT_DEADLINE_SECONDS)
     # The operator's wait outlasts the pods' own deadline a little: the kubelet's word first.
@@ -120,6 +123,13 @@ def unwanted(world: ModelWorld, keep: Warming | None) -> list[str]:
         and _owned(pod, uid)
         and not (pod.get("metadata") or {}).get("deletionTimestamp")
     ]
+
+
+def _ready(pod: Manifest) -> bool:
+    return any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in (pod.get("status") or {}).get("conditions") or []
+    )
 
 
 def _owned(pod: Manifest, uid: Any) -> bool:
