@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import statistics
 import sys
 import tempfile
@@ -199,6 +200,7 @@ async def main(runs: int) -> None:
         if mlflow is not None:
             await mlflow.stop()
         await asyncio.to_thread(session.stop)
+        shutil.rmtree(work, ignore_errors=True)  # the node's images: gigabytes a run
 
 
 def write(results: list[Run], runs: int, megabytes: float, build_seconds: float) -> None:
