@@ -310,3 +310,10 @@ def test_a_capacity_dip_takes_one_autoscaled_worker_and_gives_it_back() -> None:
     back = rollout.Step(roll_main=False, status=under_way("RolledBack"), delete_canary=True)
     plan_dip(back, world, plan.workload, {**waiting, "dippedFrom": 3})
     assert back.replicas == 3 and back.ceiling is None
+    # Given back: the record goes, and the count is left to the autoscaler or a raised minimum
+    # (it once set the Deployment back to 3 at every pass after, for good).
+    world.children["Deployment"] = {**serving, "spec": {"replicas": 4}}
+    later = rollout.Step(roll_main=True, status=under_way("RolledBack"))
+    plan_dip(later, world, plan.workload, {**under_way("RolledBack"), "dippedFrom": 3})
+    assert later.replicas is None, "the worker given back was given back again"
+    assert later.status is not None and later.status["dippedFrom"] is None

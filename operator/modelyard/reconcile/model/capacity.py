@@ -65,9 +65,16 @@ def plan_dip(
             return
         # Over: the worker comes back. A promotion first lets the canary go, since the room
         # it takes is the room the serving workers need to roll.
-        step.replicas = dipped_from
         if step.phase == RolloutPhase.PROMOTING:
             step.delete_canary = world.canary is not None
+        if int((main.get("spec") or {}).get("replicas") or 0) >= dipped_from:
+            # Given back, as the Deployment shows: the record goes, or every later pass would
+            # set the count back to it, against an autoscaler or a raised minimum.
+            if status is not None:
+                # A copy: a settled rollout's status may be the stored one itself.
+                step.status = {**status, "dippedFrom": None}
+            return
+        step.replicas = dipped_from
         return
     if not step.dip or status is None:
         return
