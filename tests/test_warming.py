@@ -11,7 +11,10 @@ from modelyard.builders import labels, warming
 from modelyard.builders.plan import Plan, plan_model
 from modelyard.handlers.trim import trim_pod, trim_warm_pod
 from modelyard.reconcile import rollout
+from modelyard.reconcile.model.apply import to_apply
 from modelyard.reconcile.model.canary import rollout_step
+from modelyard.reconcile.model.flow import reconcile_model
+from modelyard.reconcile.model.warming import scale_up_warming
 from modelyard.reconcile.model.world import ModelWorld, desired_revision
 from modelyard.status import reasons
 from support.cluster import Session
@@ -346,3 +349,232 @@ def test_the_rollout_condition_says_the_model_is_warming() -> None:
     assert found[reasons.ROLLOUT].reason == reasons.WARMING
     assert "on 1 of 2 nodes" in found[reasons.ROLLOUT].message
     assert found[reasons.RECONCILING].ok
+
+
+def scaled(minimum: int, maximum: int, **changes: Any) -> Plan:
+    """The example Model's plan on the serving weights, its minimum of workers raised."""
+    return plan_on(
+        OLD, spec__scaling={"minWorkers": minimum, "maxWorkers": maximum, "perWorker": 8}, **changes
+    )
+
+
+def running(plan: Plan, replicas: int, warm_pods: list[dict[str, Any]] | None = None) -> ModelWorld:
+    """`plan`'s Deployment as it runs, `replicas` workers of it (two of them ready)."""
+    world = world_of(plan, warm_pods)
+    deployment = world.children["Deployment"]
+    world.children["Deployment"] = {
+        **deployment,
+        "spec": {**deployment["spec"], "replicas": replicas},
+    }
+    return world
+
+
+def placed(pod: dict[str, Any], node: str, phase: str) -> dict[str, Any]:
+    """A scale-up's warming pod as the informer keeps it once the scheduler placed it."""
+    return trim_warm_pod(
+        {**pod, "spec": {**pod["spec"], "nodeName": node}, "status": {"phase": phase}}
+    )
+
+
+def test_raising_min_workers_pulls_the_weights_where_the_new_workers_will_run_first() -> None:
+    """minWorkers 2 → 4 on a serving Model: the Deployment stays at 2 while one pod per new
+    worker, placed by the scheduler as that worker would be, pulls the weights; it grows to 4
+    once each ended — warmed, or with no room (its workers then wait for room themselves)."""
+    plan = scaled(
+        4,
+        4,
+        spec__resources={"cpus": 2, "memory": "3Gi", "gpus": 1, "gpuType": "nvidia-ampere-a10"},
+    )
+    assert plan.children is not None
+    step = step_for(plan, running(plan, 2))
+    assert step.hold == 2 and step.roll_main
+    assert step.status is not None and step.status["phase"] == "Warming"
+    assert step.status["scaleUpTo"] == 4
+    assert "0 of 2 new workers' nodes hold them" in step.status["message"]
+    assert step.event is not None and "from 2 to 4" in step.event[2]
+    (deployment,) = [
+        m for m in to_apply(plan.children.manifests, False, step) if m["kind"] == "Deployment"
+    ]
+    assert deployment["spec"]["replicas"] == 2, "the new workers started before their weights"
+    assert len(step.warm) == 2 and len({pod["metadata"]["name"] for pod in step.warm}) == 2
+    workers = plan.children.deployment["spec"]["template"]["spec"]
+    for pod in step.warm:
+        spec = pod["spec"]
+        # Placed by the scheduler as the worker: where one fits, holding its room meanwhile.
+        assert "nodeName" not in spec
+        assert spec["nodeSelector"] == workers["nodeSelector"]
+        assert spec["tolerations"] == workers["tolerations"]
+        assert spec["containers"][0]["resources"] == workers["containers"][0]["resources"]
+        assert "nvidia.com/gpu" in spec["containers"][0]["resources"]["requests"]
+        assert spec["volumes"] == [v for v in workers["volumes"] if v["name"] == "weights"]
+        spread = spec["affinity"]["podAntiAffinity"][
+            "preferredDuringSchedulingIgnoredDuringExecution"
+        ]
+        assert spread[-1]["podAffinityTerm"]["labelSelector"]["matchLabels"] == {
+            labels.WARMS_LABEL: "iris-from-weights",
+            warming.WARMS_FOR_LABEL: warming.SCALE_UP,
+        }
+        assert labels.MODEL_LABEL not in pod["metadata"]["labels"]
+
+    # Asked again: the same pods, none made twice; one warmed, one still pulling.
+    again = step_for(plan, running(plan, 2), {"rollout": step.status})
+    assert [p["metadata"]["name"] for p in again.warm] == [p["metadata"]["name"] for p in step.warm]
+    done, pulling = (
+        placed(step.warm[0], "node-c", "Succeeded"),
+        placed(step.warm[1], "node-d", "Pending"),
+    )
+    held = step_for(plan, running(plan, 2, [done, pulling]), {"rollout": step.status})
+    assert held.hold == 2 and held.warm == [] and held.event is None
+    assert held.status is not None
+    assert (
+        "1 of 2 new workers' nodes hold them (worker 4 on node-d: Pending)"
+        in held.status["message"]
+    )
+
+    # The other finds no room: no room for it is no room for the worker; the scale-up goes on.
+    full = trim_warm_pod(
+        {
+            **step.warm[1],
+            "status": {
+                "phase": "Pending",
+                "conditions": [
+                    {
+                        "type": "PodScheduled",
+                        "status": "False",
+                        "reason": "Unschedulable",
+                        "message": "0/3 nodes are available: 3 Insufficient nvidia.com/gpu.",
+                    }
+                ],
+            },
+        }
+    )
+    grown = step_for(plan, running(plan, 2, [done, full]), {"rollout": held.status})
+    assert grown.hold is None and grown.status is None
+    (deployment,) = [
+        m for m in to_apply(plan.children.manifests, False, grown) if m["kind"] == "Deployment"
+    ]
+    assert deployment["spec"]["replicas"] == 4
+    # The one with no room goes at once (it would compete with the workers for room, or have
+    # a cluster autoscaler add a node for itself); the warmed one stays until the Deployment
+    # grew (a refused apply must not warm again), then goes.
+    assert grown.cold == [full["metadata"]["name"]]
+    # Room being made for it by preemption is not "no room": still held.
+    nominated = {**full, "status": {**full["status"], "nominatedNodeName": "node-d"}}
+    preempting = step_for(plan, running(plan, 2, [done, nominated]), {"rollout": held.status})
+    assert preempting.hold == 2 and preempting.cold == []
+    after = step_for(plan, running(plan, 4, [done, full]))
+    assert sorted(after.cold) == sorted(p["metadata"]["name"] for p in step.warm)
+
+
+def test_an_autoscalers_raised_minimum_is_held_while_the_weights_are_warmed() -> None:
+    plan = scaled(3, 6)
+    assert plan.children is not None
+    step = step_for(plan, running(plan, 1))
+    assert step.hold == 1 and len(step.warm) == 2
+    applied = {m["kind"]: m for m in to_apply(plan.children.manifests, False, step)}
+    assert applied["HorizontalPodAutoscaler"]["spec"]["minReplicas"] == 1
+    assert applied["HorizontalPodAutoscaler"]["spec"]["maxReplicas"] == 6, "load scaling held"
+    assert "replicas" not in applied["Deployment"]["spec"]
+    # The autoscaler already runs more than the new minimum: nothing to warm for.
+    assert step_for(plan, running(plan, 3)).hold is None
+
+
+def test_a_scale_up_waits_for_warming_a_bounded_time_and_only_when_something_serves() -> None:
+    plan = scaled(3, 3)
+    first = step_for(plan, running(plan, 1))
+    assert first.status is not None and first.hold == 1
+    hanging = [trim_warm_pod({**pod, "status": {"phase": "Pending"}}) for pod in first.warm]
+    long_ago = {**first.status, "warmingSince": "2020-01-01T00:00:00Z"}
+    assert step_for(plan, running(plan, 1, hanging), {"rollout": long_ago}).hold is None
+    refused = {**first.status, "warmingRefused": "exceeded quota: pods"}
+    assert step_for(plan, running(plan, 1), {"rollout": refused}).hold is None
+    # Past the deadline, the status names only the workers whose warming had not ended.
+    warmed = [placed(first.warm[0], "node-c", "Succeeded"), hanging[1]]
+    late = step_for(plan, running(plan, 1, warmed), {"rollout": long_ago})
+    assert late.hold is None and late.status is None
+    found = scale_up_warming(
+        MODEL,
+        plan.workload,  # type: ignore[arg-type]
+        desired=plan.children.deployment,  # type: ignore[union-attr]
+        desired_hash=desired_revision(plan),
+        world=running(plan, 1, warmed),
+        main_pods=running(plan, 1).pods,
+        config=WARMING_CONFIG,
+        now=NOW_SECONDS,
+    )
+    assert found is not None
+    found.bounded(long_ago, desired_revision(plan), NOW_SECONDS)
+    assert found.warmed == ["node-c"] and list(found.failed) == ["worker 3"], found.failed
+    # A wait whose record never lands (every status write refused, or a CRD that prunes it)
+    # is still bounded: by its pods' age.
+    old_pods = [
+        trim_warm_pod(
+            {**pod, "metadata": {**pod["metadata"], "creationTimestamp": "2020-01-01T00:00:00Z"}}
+        )
+        for pod in first.warm
+    ]
+    assert step_for(plan, running(plan, 1, old_pods)).hold is None
+    # A rollback's record stands: the scale-up goes unwarmed rather than overwrite it.
+    rolled_back = {"phase": "RolledBack", "candidateRevision": "other", "reason": "SchemaMismatch"}
+    assert step_for(plan, running(plan, 1), {"rollout": rolled_back}).hold is None
+    # Another target is another wait: the clock starts again.
+    other = {**long_ago, "scaleUpTo": 5}
+    assert step_for(plan, running(plan, 1, hanging), {"rollout": other}).hold == 1
+    # No worker ready: the new workers are needed at once.
+    starting = running(plan, 1)
+    starting.pods = [
+        trim_pod({"metadata": {"name": "iris-a"}, "spec": {"nodeName": "node-a"}, "status": {}})
+    ]
+    assert step_for(plan, starting).hold is None
+    # No weights to pull, or no image to pull them with.
+    assert step_for(plan, running(plan, 1), weights_verifier_image=None).hold is None
+    # A rollout under way warms its own; the scale-up is not held behind it.
+    changing = running(plan_on(OLD), 1)
+    rolling = step_for(plan_on(DIGEST, spec__scaling={"minWorkers": 3, "maxWorkers": 3}), changing)
+    assert rolling.hold is None and rolling.status is not None
+    assert rolling.status["scaleUpTo"] is None
+
+
+def test_the_real_api_server_takes_a_scale_up_warming_pod(session: Session) -> None:
+    plan = scaled(
+        3,
+        3,
+        spec__resources={"cpus": 2, "memory": "3Gi", "gpus": 1, "gpuType": "nvidia-ampere-a10"},
+    )
+    (pod, _) = step_for(plan, running(plan, 1)).warm
+    pod = {**pod, "metadata": {**pod["metadata"], "namespace": "default"}}
+    pod["metadata"]["ownerReferences"] = []
+    session.api.apply(pod, dry_run=True)
+
+
+class DeletingKube:
+    """Stands in for the API client where a pass has no plan: what it deletes is the point."""
+
+    def __init__(self) -> None:
+        self.deleted: list[tuple[str, str]] = []
+
+    async def delete(self, _api: str, kind: str, _namespace: Any, name: str) -> bool:
+        self.deleted.append((kind, name))
+        return True
+
+    async def patch_status(self, *_: Any, **__: Any) -> dict[str, Any]:
+        return {}
+
+    async def post_event(self, *_: Any, **__: Any) -> None:
+        return None
+
+    async def get(self, *_: Any, **__: Any) -> None:
+        return None
+
+
+async def test_a_model_whose_plan_fails_keeps_no_warming_pod() -> None:
+    """A template made invalid mid-warming: the scale-up's pods go, or one the scheduler never
+    placed would wait, holding its room, for as long as the template stays broken."""
+    plan = scaled(3, 3)
+    first = step_for(plan, running(plan, 1))
+    world = running(plan, 1, [trim_warm_pod(pod) for pod in first.warm])
+    world.model = {**MODEL, "spec": typed("Model", "iris-from-weights").model_dump(by_alias=True)}
+    world.template = {"apiVersion": "modelyard.dev/v1alpha1", "kind": "ModelTemplate", "spec": 1}
+    kube = DeletingKube()
+    await reconcile_model(world, kube, WARMING_CONFIG)  # type: ignore[arg-type]
+    assert sorted(kube.deleted) == sorted(("Pod", p["metadata"]["name"]) for p in first.warm)

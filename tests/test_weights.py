@@ -593,10 +593,11 @@ async def test_signed_weights_are_verified_twice_served_by_a_real_runtime_pulled
     """An iris model saved by MLflow, its files signed with model-signing and the image of them
     signed with cosign, under an Enforce policy: the operator verifies the digest's signature,
     the worker's init step the mounted files against model.sig, and MLflow's scoring server
-    serves them from /models — READY with one prediction per row. A second worker and a worker
-    started again take the weights from the node's content store: the registry serves their
-    layer once. Weights whose files changed after they were signed never reach the runtime;
-    weights re-pushed with a byte changed, under a digest nobody signed, never reach a pod."""
+    serves them from /models — READY with one prediction per row. A second worker is warmed for
+    (the weights removed from the node first: a warming pod pulls them back before the worker
+    starts), and a worker started again takes them from the node's content store. Weights whose
+    files changed after they were signed never reach the runtime; weights re-pushed with a byte
+    changed, under a digest nobody signed, never reach a pod."""
     operator = verifying_operator
     published = publish_weights(real_node, tmp_path, runtimes)
     signed, tampered, unsigned = published.signed, published.tampered, published.unsigned
@@ -685,20 +686,11 @@ async def test_signed_weights_are_verified_twice_served_by_a_real_runtime_pulled
     assert all(count == 1 for count in pulled.values()), pulled
 
     # A second worker on the same node, then the first one gone and started again: both
-    # mount the weights the node already holds.
-    await cluster.patch(
-        TEMPLATES,
-        cluster.namespace,
-        "mlflow-weights",
-        {"spec": {"scaling": {"minWorkers": 2, "maxWorkers": 2}}},
-        manager="kubectl",
+    # mount the weights the node already holds. The second is warmed for first.
+    await scale_up_is_warmed_first(
+        cluster, real_node, operator, signed, first_worker=pod["metadata"]["name"]
     )
-    await eventually(
-        lambda: model_status(cluster, "iris").get("readyReplicas") == 2,
-        240,
-        lambda: f"two workers ready, after {history(cluster)}",
-        operator,
-    )
+    pulled = {layer: len(real_node.registry.fetches(layer)) for layer in layers}
     first = pod["metadata"]["name"]
     await cluster.remove(PODS, cluster.namespace, first)
     await eventually(
@@ -715,6 +707,112 @@ async def test_signed_weights_are_verified_twice_served_by_a_real_runtime_pulled
 
     await canary_of_new_weights_starts_on_them_warm(
         cluster, real_node, operator, published.following, layers
+    )
+
+
+async def scale_up_is_warmed_first(
+    cluster: Cluster, node: RealNode, operator: OperatorProcess, serving: str, *, first_worker: str
+) -> None:
+    """minWorkers 1 → 2, the weights first removed from the node's content store (the running
+    worker keeps its mount): the Deployment stays at one worker while a pod the scheduler
+    places as it would place the second worker pulls the weights back onto that node; it grows
+    once that pod ended, and the kubelet's word on the new worker's weights is "already
+    present on machine". The node then reports the weights among its images, which the
+    scheduler's ImageLocality score reads for image volumes: new workers are drawn to nodes
+    holding them. The Model stays READY on its one worker while it waits."""
+    seen: list[tuple[int, tuple[str, ...]]] = []
+    held: set[str] = set()
+
+    async def observe_scale_up() -> None:
+        while True:
+            deployment = cluster.get(DEPLOYMENTS, cluster.namespace, "iris") or {}
+            warm = cluster.list(PODS, cluster.namespace, "modelyard.dev/warms-for=scale-up")
+            phases = tuple(str((p.get("status") or {}).get("phase")) for p in warm)
+            replicas = int((deployment.get("spec") or {}).get("replicas") or 0)
+            seen.append((replicas, phases))
+            if replicas == 1 and phases:
+                held.add(str(model_status(cluster, "iris").get("state")))
+            await asyncio.sleep(0.2)
+
+    reference = f"{node.registry.host}/{WEIGHTS_REPOSITORY}@{serving}"
+    node.node.ctr("images", "rm", "--sync", reference)
+    assert reference not in node.node.ctr("images", "ls", "-q").split()
+    manifest = f"/manifests/{serving}"
+    fetched_before = len(node.registry.fetches(manifest))
+    observer = asyncio.create_task(observe_scale_up())
+    try:
+        await cluster.patch(
+            TEMPLATES,
+            cluster.namespace,
+            "mlflow-weights",
+            {"spec": {"scaling": {"minWorkers": 2, "maxWorkers": 2}}},
+            manager="kubectl",
+        )
+        await eventually(
+            lambda: model_status(cluster, "iris").get("readyReplicas") == 2,
+            240,
+            lambda: f"two workers ready, after {history(cluster)}",
+            operator,
+        )
+    finally:
+        observer.cancel()
+    assert any(replicas == 1 and phases for replicas, phases in seen), (
+        f"no warming pod seen before the second worker: {seen}"
+    )
+    grown = [phase for replicas, phases in seen if replicas >= 2 for phase in phases]
+    assert all(phase == "Succeeded" for phase in grown), f"grown while warming: {seen}"
+    assert held == {"READY"}, f"the Model was not READY while warming: {held}"
+    events = cluster.list("v1/events", cluster.namespace)
+    said = [
+        str(event.get("message"))
+        for event in events
+        if event.get("reason") == "Warming"
+        and (event.get("involvedObject") or {}).get("name") == "iris"
+    ]
+    assert any("scaling up from 1 to 2" in message for message in said), said
+    scheduled = [
+        str(event.get("message"))
+        for event in events
+        if event.get("reason") == "Scheduled"
+        and str((event.get("involvedObject") or {}).get("name")).startswith("iris-warm-")
+    ]
+    assert scheduled and all(node.name in message for message in scheduled), scheduled
+    assert len(node.registry.fetches(manifest)) > fetched_before, "the weights never pulled"
+    pulled = [
+        (str((event.get("involvedObject") or {}).get("name")), str(event.get("message")))
+        for event in events
+        if event.get("reason") in ("Pulled", "Pulling") and reference in str(event.get("message"))
+    ]
+    warm = [message for name, message in pulled if name.startswith("iris-warm-")]
+    assert warm and not any("already present" in message for message in warm), pulled
+    second = [
+        message
+        for name, message in pulled
+        if not name.startswith(("iris-warm-", "iris-canary-")) and name != first_worker
+    ]
+    assert second and all("already present on machine" in m for m in second), pulled
+    await eventually(
+        lambda: any(
+            reference in (image.get("names") or [])
+            for image in (cluster.get("v1/nodes", None, node.name) or {})
+            .get("status", {})
+            .get("images", [])
+        ),
+        60,
+        "the node reports the weights among its images",
+        operator,
+    )
+    await eventually(
+        lambda: (
+            not [
+                p
+                for p in cluster.list(PODS, cluster.namespace, "modelyard.dev/warms-for=scale-up")
+                if not p["metadata"].get("deletionTimestamp")
+            ]
+        ),
+        60,
+        "the scale-up's warming pod gone once the Deployment grew",
+        operator,
     )
 
 

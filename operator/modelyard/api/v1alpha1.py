@@ -1399,14 +1399,16 @@ class RolloutPhase(StrEnum):
 
 
 class RolloutStatus(SpecModel):
-    """The last canary rollout: from what, to what, where it stands, and why it stopped."""
+    """The last canary rollout (or a scale-up waiting for its weights): from what, to what,
+    where it stands, and why it stopped."""
 
     model_config = ConfigDict(extra="ignore")
 
     phase: RolloutPhase = Field(
         ...,
         description="Warming (the new revision's weights being pulled onto the serving "
-        "workers' nodes first), Canary (its workers starting), AwaitingCapacity (no room for "
+        "workers' nodes first, or the weights onto a scale-up's new workers' nodes), Canary "
+        "(its workers starting), AwaitingCapacity (no room for "
         "them), Analysing (answering the probe; promoted after analysisSeconds), Promoting (the "
         "current workers rolling to it), Promoted, or RolledBack.",
     )
@@ -1445,6 +1447,12 @@ class RolloutStatus(SpecModel):
         None,
         description="Why the API server refused a warming pod (a quota, a policy): the rollout "
         "went on without warming.",
+    )
+    scale_up_to: int | None = Field(
+        None,
+        ge=1,
+        description="A scale-up held back while the weights are pulled onto its new workers' "
+        "nodes (minWorkers raised): the count of workers it goes to once they are.",
     )
 
 

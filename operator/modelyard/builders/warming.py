@@ -4,13 +4,20 @@ The node's content store is the cache of weights, keyed by their verified digest
 whose weights the node holds mounts them at once (docs/performance.md, "Weights"). So before a
 rollout replaces serving workers (a canary, or a rolling update), one short pod per node that
 runs them mounts the new weights — which has the kubelet pull them — lists them and ends. Its
-container is the operator's own image (`weightsVerifierImage`), so nothing of the model runs,
-no GPU is held, and it needs no shell.
+container is the operator's own image (`weightsVerifierImage`), so nothing of the model runs
+and it needs no shell.
 
-It is placed by `nodeName`, not by the scheduler: the point is this node, and a pod that only
-lists files asks for almost nothing. It carries the Model's name under its own label, never the
-Model's: the Model's Service and Deployment select by that one, and a warming pod must never be
-sent requests, adopted, nor counted as a worker. Pure, like the rest of `builders`.
+Before a rollout it is placed by `nodeName`, not by the scheduler: the point is this node, and a
+pod that only lists files asks for almost nothing. Before a scale-up (`scale_up_warm_pod`) the
+nodes are not known yet, so the scheduler places it as it would place the new worker: the
+worker's selectors, affinity, tolerations, priority and resources (a GPU too, for the moment
+it runs: the room the worker takes right after). Its node then holds the
+weights, and the scheduler's ImageLocality score, which counts image volumes (kube-scheduler
+1.37, `sumImageScores`), draws the new worker to it.
+
+It carries the Model's name under its own label, never the Model's: the Model's Service and
+Deployment select by that one, and a warming pod must never be sent requests, adopted, nor
+counted as a worker. Pure, like the rest of `builders`.
 """
 
 from __future__ import annotations
@@ -110,6 +117,69 @@ def warm_pod(
     }
 
 
+#: A scale-up's warming pods carry this label too (value "scale-up"): they spread over nodes by
+#: it, and are told apart from a rollout's.
+WARMS_FOR_LABEL = "modelyard.dev/warms-for"
+SCALE_UP = "scale-up"
+
+
+def scale_up_warm_pod_name(model: str, reference: str, worker: int) -> str:
+    """One name per (weights, worker's ordinal): a scale-up asked again makes no second pod."""
+    digest = hashlib.sha256(f"{reference}\nworker {worker}".encode()).hexdigest()[:10]
+    return f"{model}-warm-{digest}"
+
+
+def scale_up_warm_pod(
+    model: Manifest,
+    *,
+    deployment: Manifest,
+    worker: int,
+    image: str,
+    deadline_seconds: int = DEFAULT_DEADLINE_SECONDS,
+) -> Manifest:
+    """The pod that pulls the weights onto the node the scheduler would give the Model's
+    `worker`-th worker (counted from 0): placed as that worker would be, holding its resources
+    for the moment (so it lands only where one fits, and waits for room as one would), and
+    preferring nodes no other warming pod of the Model is on."""
+    name = str(model["metadata"]["name"])
+    worker_spec = deployment["spec"]["template"]["spec"]
+    reference = str(
+        next(v for v in worker_spec.get("volumes") or [] if v.get("name") == WEIGHTS_VOLUME)[
+            "image"
+        ]["reference"]
+    )
+    pod = warm_pod(
+        model, deployment=deployment, node="", image=image, deadline_seconds=deadline_seconds
+    )
+    spec = pod["spec"]
+    del spec["nodeName"]
+    for field in ("nodeSelector", "priorityClassName", "schedulerName"):
+        if worker_spec.get(field):
+            spec[field] = worker_spec[field]
+    main = (worker_spec.get("containers") or [{}])[0]
+    if main.get("resources"):
+        spec["containers"][0]["resources"] = main["resources"]
+    affinity = dict(worker_spec.get("affinity") or {})
+    anti = dict(affinity.get("podAntiAffinity") or {})
+    anti["preferredDuringSchedulingIgnoredDuringExecution"] = [
+        *(anti.get("preferredDuringSchedulingIgnoredDuringExecution") or []),
+        {
+            "weight": 100,
+            "podAffinityTerm": {
+                "topologyKey": "kubernetes.io/hostname",
+                "labelSelector": {
+                    "matchLabels": {labels.WARMS_LABEL: name, WARMS_FOR_LABEL: SCALE_UP}
+                },
+            },
+        },
+    ]
+    affinity["podAntiAffinity"] = anti
+    spec["affinity"] = affinity
+    pod["metadata"]["name"] = scale_up_warm_pod_name(name, reference, worker)
+    pod["metadata"]["labels"][WARMS_FOR_LABEL] = SCALE_UP
+    return pod
+
+
 def weights_of(deployment: Manifest | None) -> str | None:
     """The weights (`host/repository@sha256:…`) a Deployment's workers mount (kept or whole),
     or None."""
@@ -122,4 +192,13 @@ def weights_of(deployment: Manifest | None) -> str | None:
     return None
 
 
-__all__ = ["WARM_CONTAINER", "warm_pod", "warm_pod_name", "weights_of"]
+__all__ = [
+    "SCALE_UP",
+    "WARMS_FOR_LABEL",
+    "WARM_CONTAINER",
+    "scale_up_warm_pod",
+    "scale_up_warm_pod_name",
+    "warm_pod",
+    "warm_pod_name",
+    "weights_of",
+]

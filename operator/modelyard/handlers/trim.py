@@ -100,10 +100,23 @@ def trim_warm_pod(pod: Manifest) -> Manifest:
         ((c.get("state") or {}).get("waiting") or {}).get("reason")
         for c in status.get("containerStatuses") or []
     ]
+    # A scale-up's warming pod the scheduler has no room for: the scheduler's words.
+    unschedulable = next(
+        (
+            str(c.get("message") or c.get("reason"))
+            for c in status.get("conditions") or []
+            if c.get("type") == "PodScheduled"
+            and c.get("status") == "False"
+            and c.get("reason") == "Unschedulable"
+        ),
+        None,
+    )
     trimmed: Manifest = drift.compact(
         {
             "metadata": {
                 "name": meta.get("name"),
+                # Its age bounds the wait for it, whatever the status records.
+                "creationTimestamp": meta.get("creationTimestamp"),
                 "annotations": {
                     WEIGHTS_ANNOTATION: (meta.get("annotations") or {}).get(WEIGHTS_ANNOTATION)
                 },
@@ -118,6 +131,9 @@ def trim_warm_pod(pod: Manifest) -> Manifest:
                 "phase": status.get("phase"),
                 "reason": status.get("reason"),
                 "waiting": next((reason for reason in waiting if reason), None),
+                "unschedulable": unschedulable,
+                # Room being made for it by preemption: not "no room".
+                "nominatedNodeName": status.get("nominatedNodeName"),
             },
         }
     )

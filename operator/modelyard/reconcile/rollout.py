@@ -100,7 +100,7 @@ def _stamp(moment: float) -> str:
     return datetime.fromtimestamp(moment, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _epoch(stamp: str | None) -> float | None:
+def epoch(stamp: str | None) -> float | None:
     if not stamp:
         return None
     try:
@@ -112,15 +112,17 @@ def _epoch(stamp: str | None) -> float | None:
 #: Written (as nulls) into every status.rollout but a warming one's: status.rollout is merged
 #: key by key, and a refusal or a start time of one rollout's warming must not be read as the
 #: next one's.
-NOT_WARMING: Manifest = {"warmingSince": None, "warmingRefused": None}
+NOT_WARMING: Manifest = {"warmingSince": None, "warmingRefused": None, "scaleUpTo": None}
 
 
 @dataclass
 class Warming:
-    """A new revision's weights on the serving workers' nodes: where they are, where not yet
+    """A new revision's weights on the serving workers' nodes, or the weights on the nodes a
+    scale-up's new workers will run on: where they are, where not yet
     (`reconcile.model.warming` reads it from the stores)."""
 
     reference: str
+    #: The nodes to warm; for a scale-up, its new workers ("worker 2", …), nodes not known yet.
     nodes: tuple[str, ...]
     #: Nodes whose warming pod mounted the weights.
     warmed: list[str] = field(default_factory=list)
@@ -133,6 +135,12 @@ class Warming:
     #: Since when the rollout has waited for it (RFC 3339), and until how long after.
     since: str = ""
     deadline_seconds: float = 0.0
+    #: A scale-up's: the count of workers it holds back until warming ends (None: a rollout's).
+    scale_up_to: int | None = None
+    #: The names of this warming's pods, made or to make: the others of the Model go.
+    pods: set[str] = field(default_factory=set)
+    #: The nodes (a scale-up: the new workers) whose warming ended, warmed or not.
+    settled: set[str] = field(default_factory=set)
 
     def bounded(self, previous: Manifest | None, candidate: str, now: float) -> None:
         """Ends the wait where it must end: past its deadline (counted from when this
@@ -140,9 +148,11 @@ class Warming:
         policy): the nodes not warmed are given up, and their workers pull as they start."""
         last = previous or {}
         ongoing = (
-            last.get("phase") == RolloutPhase.WARMING and last.get("candidateRevision") == candidate
+            last.get("phase") == RolloutPhase.WARMING
+            and last.get("candidateRevision") == candidate
+            and last.get("scaleUpTo") == self.scale_up_to
         )
-        since = (_epoch(last.get("warmingSince")) if ongoing else None) or now
+        since = (epoch(last.get("warmingSince")) if ongoing else None) or now
         self.since = _stamp(since)
         refused = str(last.get("warmingRefused") or "") if ongoing else ""
         overdue = now - since > self.deadline_seconds
@@ -152,14 +162,14 @@ class Warming:
             f"refused: {refused}" if refused else (f"not warmed within {self.deadline_seconds:g} s")
         )
         for node in self.nodes:
-            if node not in self.warmed and node not in self.failed:
+            if node not in self.settled:
                 self.failed[node] = why
         self.waiting.clear()
         self.missing.clear()
 
     def remaining(self, now: float) -> float:
         """Seconds until the deadline: when to look again though nothing else changes."""
-        return max(1.0, self.deadline_seconds - (now - (_epoch(self.since) or now)))
+        return max(1.0, self.deadline_seconds - (now - (epoch(self.since) or now)))
 
     @property
     def complete(self) -> bool:
@@ -167,7 +177,13 @@ class Warming:
 
     def progress(self) -> str:
         """In words, for status.rollout.message."""
-        said = f"the new weights are on {len(self.warmed)} of {len(self.nodes)} nodes"
+        if self.scale_up_to is None:
+            said = f"the new weights are on {len(self.warmed)} of {len(self.nodes)} nodes"
+        else:
+            said = (
+                f"scaling up to {self.scale_up_to} workers once the weights are on their nodes: "
+                f"{len(self.warmed)} of {len(self.nodes)} new workers' nodes hold them"
+            )
         notes = [f"{node}: {why}" for node, why in sorted(self.failed.items())]
         notes += [f"{node}: {why}" for node, why in sorted(self.waiting.items())]
         return f"{said} ({'; '.join(notes)})" if notes else said
@@ -198,6 +214,9 @@ class Step:
     #: names of those to delete (their warming is over).
     warm: list[Manifest] = field(default_factory=list)
     cold: list[str] = field(default_factory=list)
+    #: A scale-up held back while its weights are warmed: the serving workers' count (and an
+    #: autoscaler's minimum) stays at most this; None: as planned.
+    hold: int | None = None
 
     @property
     def phase(self) -> str | None:
@@ -386,7 +405,7 @@ def decide(
         return Step(roll_main=False, canary=canary_manifest, status=status)
     if has_probe and canary_verdict is not None and not canary_verdict.ok:
         return _rolled_back(base, canary_verdict.reason, canary_verdict.message, canary, generation)
-    since = _epoch(previous.get("conformingSince")) if phase == RolloutPhase.ANALYSING else None
+    since = epoch(previous.get("conformingSince")) if phase == RolloutPhase.ANALYSING else None
     since = since or now
     elapsed = now - since
     if elapsed < rules.analysis_seconds:
@@ -453,6 +472,37 @@ def warming_step(
             reasons.WARMING,
             f"pulling the weights of {base['candidate']} onto {len(warming.nodes)} nodes "
             f"before {before}",
+        )
+        if announce
+        else None,
+    )
+
+
+def scale_up_step(
+    base: Manifest, warming: Warming, *, live: int, announce: bool, now: float
+) -> Step:
+    """A scale-up held back until its weights are on the nodes its new workers will run on:
+    what serves is left as it is (and the Model judged on it), the new workers come once
+    warming ended."""
+    assert warming.scale_up_to is not None
+    status = {
+        **base,
+        "phase": RolloutPhase.WARMING.value,
+        "reason": reasons.WARMING,
+        "message": warming.progress(),
+        "warmingSince": warming.since,
+        "scaleUpTo": warming.scale_up_to,
+    }
+    return Step(
+        status=status,
+        warm=list(warming.missing),
+        hold=live,
+        recheck_after=min(60.0, warming.remaining(now)),
+        event=(
+            "Normal",
+            reasons.WARMING,
+            f"pulling the weights onto the nodes of {len(warming.nodes)} new workers before "
+            f"scaling up from {live} to {warming.scale_up_to}",
         )
         if announce
         else None,

@@ -14,8 +14,9 @@ from modelyard.builders import drift, labels
 from modelyard.builders.plan import Plan
 from modelyard.kube import ApiError, Kube
 from modelyard.reconcile import consent, rollout
-from modelyard.reconcile.model.capacity import capped
+from modelyard.reconcile.model.capacity import capped, held
 from modelyard.reconcile.model.status import refusal
+from modelyard.reconcile.model.warming import unwanted
 from modelyard.reconcile.model.world import ModelWorld, Outcome
 from modelyard.registry.credentials import CONSENT_LABEL, CONSENT_VALUE
 from modelyard.status import conditions, reasons
@@ -154,6 +155,21 @@ async def _warm(
         raise temporary
 
 
+async def drop_warming(world: ModelWorld, kube: Kube) -> int:
+    """Delete every warming pod of a Model that has no rollout to decide (its plan invalid, or
+    it became external): a scale-up's pod the scheduler never placed would otherwise wait, and
+    hold its room, for as long as that lasts — its deadline counts only once it runs."""
+    namespace = world.model["metadata"].get("namespace") or "default"
+    names = unwanted(world, None)
+    gone = await asyncio.gather(
+        *(kube.delete("v1", "Pod", namespace, name) for name in names), return_exceptions=True
+    )
+    for name, answer in zip(names, gone, strict=True):
+        if isinstance(answer, BaseException):
+            logger.warning("warming pod %s/%s not deleted: %s", namespace, name, answer)
+    return sum(1 for answer in gone if answer is True)
+
+
 def to_apply(
     manifests: list[Manifest], first_turn: bool, step: rollout.Step | None
 ) -> list[Manifest]:
@@ -166,6 +182,8 @@ def to_apply(
         manifests = [*manifests, step.canary]
     if step is not None and step.ceiling is not None:
         manifests = [capped(m, step.ceiling) for m in manifests]
+    if step is not None and step.hold is not None:
+        manifests = [held(m, step.hold) for m in manifests]
     return manifests
 
 

@@ -22,7 +22,7 @@ from modelyard.reconcile.conformance import (
     of_template,
     pod_target,
 )
-from modelyard.reconcile.model.warming import unwanted, warming_for
+from modelyard.reconcile.model.warming import scale_up_warming, unwanted, warming_for
 from modelyard.reconcile.model.world import ModelWorld
 from modelyard.status import conditions, reasons
 from modelyard.status.model import observe
@@ -45,6 +45,7 @@ def rollout_step(
     """Where a rollout stands, from the stores and the Model's last status: a canary's, and
     the warming of new weights that comes before any rollout's first new worker."""
     rules = rollout.settings(workload.template, model.spec.rollout)
+    now = time.time()
     warming = warming_for(
         world.model,
         workload,
@@ -53,13 +54,42 @@ def rollout_step(
         world=world,
         main_pods=main_pods,
         config=config,
+        now=now,
     )
-    cold = unwanted(world, warming)
-    now = time.time()
     last = previous.get("rollout") or {}
-    if warming is not None:
-        warming.bounded(last, desired_hash, now)
     main = world.children.get("Deployment")
+    if warming is None and last.get("phase") != RolloutPhase.ROLLED_BACK:
+        # (A rollback's record says which revision is not tried again: a scale-up goes unwarmed
+        # rather than overwrite it.)
+        scaling = scale_up_warming(
+            world.model,
+            workload,
+            desired=desired,
+            desired_hash=desired_hash,
+            world=world,
+            main_pods=main_pods,
+            config=config,
+            now=now,
+        )
+        if scaling is not None:
+            scaling.bounded(last, desired_hash, now)
+            if not scaling.complete:
+                return _warming_scale_up(
+                    workload,
+                    scaling,
+                    main,
+                    now=now,
+                    desired_hash=desired_hash,
+                    last=last,
+                    world=world,
+                )
+        # Kept until the Deployment grew: a pass whose apply was refused must not warm again.
+        cold = unwanted(world, scaling)
+    elif warming is None:
+        cold = unwanted(world, None)
+    else:
+        cold = unwanted(world, warming)
+        warming.bounded(last, desired_hash, now)
     live_hash = drift.template_hash(main)
     if rules.strategy is RolloutStrategy.ROLLING and world.canary is None:
         if warming is not None and not warming.complete:
@@ -166,6 +196,36 @@ def _warming_rolling(
         base, warming, announce=announce, canary=None, now=now, before="the workers roll to it"
     )
     step.cold = cold
+    return step
+
+
+def _warming_scale_up(
+    workload: wl.Workload,
+    scaling: rollout.Warming,
+    main: Manifest | None,
+    *,
+    now: float,
+    desired_hash: str,
+    last: Manifest,
+    world: ModelWorld,
+) -> rollout.Step:
+    """A scale-up held back until its weights are on its new workers' nodes."""
+    serving = _describe(workload.version, workload.image)
+    base = {
+        "current": serving,
+        "candidate": serving,
+        "candidateRevision": desired_hash,
+        "warmedOn": [],
+        **rollout.NOT_WARMING,
+    }
+    announce = (
+        last.get("phase") != RolloutPhase.WARMING
+        or last.get("candidateRevision") != desired_hash
+        or last.get("scaleUpTo") != scaling.scale_up_to
+    )
+    live = int(((main or {}).get("spec") or {}).get("replicas") or 0)
+    step = rollout.scale_up_step(base, scaling, live=live, announce=announce, now=now)
+    step.cold = unwanted(world, scaling)
     return step
 
 

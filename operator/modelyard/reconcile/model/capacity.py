@@ -30,6 +30,22 @@ def capped(manifest: Manifest, ceiling: int) -> Manifest:
     return {**manifest, "spec": spec}
 
 
+def held(manifest: Manifest, count: int) -> Manifest:
+    """A scale-up held back while its weights are warmed: the serving Deployment's count, or
+    its autoscaler's minimum, no higher than `count` (what runs). An autoscaler still adds
+    workers for load meanwhile: those are not held back."""
+    spec = dict(manifest.get("spec") or {})
+    if manifest["kind"] == "Deployment" and "replicas" in spec:
+        spec["replicas"] = min(int(spec["replicas"]), count)
+    elif manifest["kind"] == "HorizontalPodAutoscaler" and "minReplicas" in spec:
+        spec["minReplicas"] = min(int(spec["minReplicas"]), count)
+    elif manifest["kind"] == "ScaledObject" and "minReplicaCount" in spec:
+        spec["minReplicaCount"] = min(int(spec["minReplicaCount"]), count)
+    else:
+        return manifest
+    return {**manifest, "spec": spec}
+
+
 def plan_dip(
     step: rollout.Step, world: ModelWorld, workload: wl.Workload, before: Manifest
 ) -> None:

@@ -37,7 +37,12 @@ from modelyard.reconcile.common import (
 from modelyard.reconcile.conformance import (
     Prober,
 )
-from modelyard.reconcile.model.apply import apply_children, set_serving_replicas, withdraw_revoked
+from modelyard.reconcile.model.apply import (
+    apply_children,
+    drop_warming,
+    set_serving_replicas,
+    withdraw_revoked,
+)
 from modelyard.reconcile.model.canary import rollout_step
 from modelyard.reconcile.model.capacity import plan_dip, serving_count
 from modelyard.reconcile.model.external import reconcile_external
@@ -83,6 +88,7 @@ async def reconcile_model(
     plan: Plan | None = None
     model, blocking = read_model(body)
     if model is not None and model.spec.external is not None:
+        await drop_warming(world, kube)
         return await reconcile_external(
             world, model, kube, prober, previous=previous, persistent=persistent
         )
@@ -114,6 +120,8 @@ async def reconcile_model(
             previous=previous,
         )
         plan_dip(step, world, workload, dict(previous.get("rollout") or {}))
+    elif world.warm_pods:
+        outcome.deleted += await drop_warming(world, kube)
     # Apply what differs; a worker given back for a dip is given back now.
     if plan is not None and plan.children is not None:
         deployment = await apply_children(
@@ -133,6 +141,9 @@ async def reconcile_model(
         # The current revision serves on: the Model is judged on it.
         serving_hash = drift.template_hash(deployment) or desired_hash
     min_workers = workload.scaling.min_workers if workload else 1
+    if step is not None and step.hold is not None:
+        # A scale-up held back for warming: what runs serves as before, and is judged so.
+        min_workers = min(min_workers, step.hold)
     observation = observe(
         deployment,
         main_pods,

@@ -16,13 +16,15 @@ status write finds warming done rather than starting it again.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
-from modelyard.builders import drift, labels, warming
+from modelyard.builders import drift, warming
 from modelyard.builders import workload as wl
 from modelyard.config import OperatorConfig
 from modelyard.reconcile.model.world import ModelWorld
-from modelyard.reconcile.rollout import Warming
+from modelyard.reconcile.rollout import Warming, epoch
 
 Manifest = dict[str, Any]
 
@@ -50,13 +52,15 @@ def warming_for(
     world: ModelWorld,
     main_pods: list[Manifest],
     config: OperatorConfig,
+    now: float,
 ) -> Warming | None:
     """The warming a rollout to `desired` waits for; None when there is none to wait for: no
     new weights (the same as serve, or none), nothing serving (a new Model's first workers,
     or workers none of which is ready: nothing waits behind them), no node to warm, or no
     image to warm with."""
     main = world.children.get("Deployment")
-    if workload.weights is None or main is None or config.weights_verifier_image is None:
+    image = config.weights_verifier_image
+    if workload.weights is None or main is None or image is None:
         return None
     if drift.template_hash(main) == desired_hash or warming.weights_of(main) == workload.weights:
         return None
@@ -76,50 +80,166 @@ def warming_for(
     deadline = max(workload.template.startup_timeout_seconds, warming.DEFAULT_DEADLINE_SECONDS)
     # The operator's wait outlasts the pods' own deadline a little: the kubelet's word first.
     found = Warming(reference=workload.weights, nodes=tuple(nodes), deadline_seconds=deadline + 60)
-    uid = (model.get("metadata") or {}).get("uid")
-    pods = {
-        str((pod.get("spec") or {}).get("nodeName")): pod
-        for pod in world.warm_pods
-        if _weights(pod) == workload.weights
-        and _owned(pod, uid)
-        and not (pod.get("metadata") or {}).get("deletionTimestamp")
-    }
+    name = str(model["metadata"]["name"])
+    pods = _live_pods(model, world)
     for node in nodes:
-        pod = pods.get(node)
-        if pod is None:
-            found.missing.append(
-                warming.warm_pod(
-                    model,
-                    deployment=desired,
-                    node=node,
-                    image=config.weights_verifier_image,
-                    deadline_seconds=deadline,
-                )
-            )
-            found.waiting[node] = "starting"
-            continue
-        status = pod.get("status") or {}
-        phase = status.get("phase")
-        if phase == "Succeeded":
-            found.warmed.append(node)
-        elif phase == "Failed":
-            found.failed[node] = str(status.get("reason") or "its warming pod failed")
-        elif status.get("waiting") in PULL_REFUSED:
-            found.failed[node] = str(status["waiting"])
-        else:
-            found.waiting[node] = str(status.get("waiting") or phase or "Pending")
+        pod = _follow(
+            found,
+            node,
+            warming.warm_pod_name(name, workload.weights, node),
+            pods,
+            partial(
+                warming.warm_pod,
+                model,
+                deployment=desired,
+                node=node,
+                image=image,
+                deadline_seconds=deadline,
+            ),
+        )
+        if pod is not None:
+            _judge(found, node, pod, node, now)
     return found
 
 
+def scale_up_warming(
+    model: Manifest,
+    workload: wl.Workload,
+    *,
+    desired: Manifest,
+    desired_hash: str,
+    world: ModelWorld,
+    main_pods: list[Manifest],
+    config: OperatorConfig,
+    now: float,
+) -> Warming | None:
+    """The warming a scale-up waits for: the Model's minimum of workers raised above what its
+    Deployment runs (minWorkers raised, or a fixed size grown), on the revision that serves.
+    One pod per new worker, placed by the scheduler as that worker would be
+    (`builders.warming.scale_up_warm_pod`); the Deployment (or its autoscaler's minimum) is
+    held at what runs until each ended.
+
+    None when there is nothing to hold back: no weights, a rollout under way (it warms its
+    own), no worker ready (nothing serves that the wait would protect, and the new workers are
+    needed at once), or no image to warm with."""
+    main = world.children.get("Deployment")
+    image = config.weights_verifier_image
+    if (
+        workload.weights is None
+        or main is None
+        or world.canary is not None
+        or image is None
+        or drift.template_hash(main) != desired_hash
+        or warming.weights_of(main) != workload.weights
+    ):
+        return None
+    live = int((main.get("spec") or {}).get("replicas") or 0)
+    planned = (desired.get("spec") or {}).get("replicas")
+    target = int(planned) if planned is not None else workload.scaling.min_workers
+    if target <= live or live == 0 or not any(_ready(pod) for pod in main_pods):
+        return None
+    deadline = max(workload.template.startup_timeout_seconds, warming.DEFAULT_DEADLINE_SECONDS)
+    new_workers = tuple(f"worker {ordinal + 1}" for ordinal in range(live, target))
+    found = Warming(
+        reference=workload.weights,
+        nodes=new_workers,
+        deadline_seconds=deadline + 60,
+        scale_up_to=target,
+    )
+    name = str(model["metadata"]["name"])
+    pods = _live_pods(model, world)
+    for ordinal, worker in zip(range(live, target), new_workers, strict=True):
+        pod_name = warming.scale_up_warm_pod_name(name, workload.weights, ordinal)
+        pod = _follow(
+            found,
+            worker,
+            pod_name,
+            pods,
+            partial(
+                warming.scale_up_warm_pod,
+                model,
+                deployment=desired,
+                worker=ordinal,
+                image=image,
+                deadline_seconds=deadline,
+            ),
+        )
+        if pod is None:
+            continue
+        node = (pod.get("spec") or {}).get("nodeName")
+        status = pod.get("status") or {}
+        if not node and status.get("unschedulable") and not status.get("nominatedNodeName"):
+            # No room for it is no room for the worker: the scale-up goes on, and its workers
+            # wait for room as they would have (AwaitingCapacity is theirs to say). The pod
+            # goes at once, so it neither competes with them for the room nor has a cluster
+            # autoscaler add a node for it.
+            found.failed[worker] = f"no room: {status['unschedulable']}"[:300]
+            found.settled.add(worker)
+            found.pods.discard(pod_name)
+            continue
+        _judge(found, worker, pod, str(node) if node else None, now)
+    return found
+
+
+def _live_pods(model: Manifest, world: ModelWorld) -> dict[str, Manifest]:
+    """The Model's warming pods by name: those it owns, not on their way out."""
+    uid = (model.get("metadata") or {}).get("uid")
+    return {
+        str((pod.get("metadata") or {}).get("name")): pod
+        for pod in world.warm_pods
+        if _owned(pod, uid) and not (pod.get("metadata") or {}).get("deletionTimestamp")
+    }
+
+
+def _follow(
+    found: Warming,
+    key: str,
+    name: str,
+    pods: dict[str, Manifest],
+    make: Callable[[], Manifest],
+) -> Manifest | None:
+    """The warming pod `name` (for `key`, a node or a new worker) as it is; one to make (and
+    None) when there is none yet."""
+    found.pods.add(name)
+    pod = pods.get(name)
+    if pod is None:
+        found.missing.append(make())
+        found.waiting[key] = "starting"
+    return pod
+
+
+def _judge(found: Warming, key: str, pod: Manifest, node: str | None, now: float) -> None:
+    """A warming pod's state, into `found` under `key`: done on `node`, failed, or waiting.
+    A pod older than the wait's deadline ends it whatever the status records say (a status
+    write refused every pass, a CRD that prunes the record): the wait has a bound of its own."""
+    status = pod.get("status") or {}
+    phase = status.get("phase")
+    where = f"{key} on {node}" if node and node != key else key
+    created = epoch((pod.get("metadata") or {}).get("creationTimestamp"))
+    overdue = created is not None and now - created > found.deadline_seconds
+    if phase not in ("Succeeded", "Failed") and overdue:
+        found.failed[where] = f"not warmed within {found.deadline_seconds:g} s"
+    elif phase == "Succeeded":
+        found.warmed.append(node or key)
+    elif phase == "Failed":
+        found.failed[where] = str(status.get("reason") or "its warming pod failed")
+    elif status.get("waiting") in PULL_REFUSED:
+        found.failed[where] = str(status["waiting"])
+    else:
+        found.waiting[where] = str(status.get("waiting") or phase or "Pending")
+        return
+    found.settled.add(key)
+
+
 def unwanted(world: ModelWorld, keep: Warming | None) -> list[str]:
-    """The Model's warming pods to delete: all but those of the rollout's candidate, while it
-    still differs from what serves (`keep`)."""
-    kept = keep.reference if keep is not None else None
+    """The Model's warming pods to delete: all but those of the warming still wanted (`keep`:
+    a rollout's candidate that differs from what serves, or a scale-up not made yet)."""
+    kept = keep.pods if keep is not None else set()
     uid = (world.model.get("metadata") or {}).get("uid")
     return [
-        str((pod.get("metadata") or {}).get("name"))
+        name
         for pod in world.warm_pods
-        if _weights(pod) != kept
+        if (name := str((pod.get("metadata") or {}).get("name"))) not in kept
         and _owned(pod, uid)
         and not (pod.get("metadata") or {}).get("deletionTimestamp")
     ]
@@ -137,10 +257,4 @@ def _owned(pod: Manifest, uid: Any) -> bool:
     return bool(uid) and any(owner.get("uid") == uid for owner in owners)
 
 
-def _weights(pod: Manifest) -> str | None:
-    annotations = (pod.get("metadata") or {}).get("annotations") or {}
-    value = annotations.get(labels.WEIGHTS_ANNOTATION)
-    return str(value) if value else None
-
-
-__all__ = ["unwanted", "warming_for"]
+__all__ = ["scale_up_warming", "unwanted", "warming_for"]
