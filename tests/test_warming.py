@@ -448,6 +448,11 @@ def test_raising_min_workers_pulls_the_weights_where_the_new_workers_will_run_fi
             },
         }
     )
+    # While another still pulls, it stays (deleted, the next pass would only make it again),
+    # and the scale-up stays held.
+    still = placed(step.warm[0], "node-c", "Pending")
+    waiting_too = step_for(plan, running(plan, 2, [still, full]), {"rollout": held.status})
+    assert waiting_too.hold == 2 and waiting_too.cold == [] and waiting_too.warm == []
     grown = step_for(plan, running(plan, 2, [done, full]), {"rollout": held.status})
     assert grown.hold is None and grown.status is None
     (deployment,) = [
@@ -477,6 +482,16 @@ def test_an_autoscalers_raised_minimum_is_held_while_the_weights_are_warmed() ->
     assert "replicas" not in applied["Deployment"]["spec"]
     # The autoscaler already runs more than the new minimum: nothing to warm for.
     assert step_for(plan, running(plan, 3)).hold is None
+    # Released: the autoscaler's minimum is 3 and it has yet to act. Not held again meanwhile
+    # (the minimum would flip back to 1 at every pass until the autoscaler's next sync).
+    released = running(plan, 1)
+    hpa = plan.children.manifests[
+        [m["kind"] for m in plan.children.manifests].index("HorizontalPodAutoscaler")
+    ]
+    released.children["HorizontalPodAutoscaler"] = hpa
+    assert hpa["spec"]["minReplicas"] == 3
+    again = step_for(plan, released, {"rollout": step.status})
+    assert again.hold is None and again.warm == []
 
 
 def test_a_scale_up_waits_for_warming_a_bounded_time_and_only_when_something_serves() -> None:
@@ -517,6 +532,12 @@ def test_a_scale_up_waits_for_warming_a_bounded_time_and_only_when_something_ser
     # A rollback's record stands: the scale-up goes unwarmed rather than overwrite it.
     rolled_back = {"phase": "RolledBack", "candidateRevision": "other", "reason": "SchemaMismatch"}
     assert step_for(plan, running(plan, 1), {"rollout": rolled_back}).hold is None
+    # Nor a promotion's under way: its record is how it goes on to Promoted.
+    promoting = {"phase": "Promoting", "candidateRevision": desired_revision(plan)}
+    assert step_for(plan, running(plan, 1), {"rollout": promoting}).hold is None
+    # A finished one's is replaced.
+    promoted = {"phase": "Promoted", "candidateRevision": desired_revision(plan)}
+    assert step_for(plan, running(plan, 1), {"rollout": promoted}).hold == 1
     # Another target is another wait: the clock starts again.
     other = {**long_ago, "scaleUpTo": 5}
     assert step_for(plan, running(plan, 1, hanging), {"rollout": other}).hold == 1
@@ -568,13 +589,15 @@ class DeletingKube:
 
 
 async def test_a_model_whose_plan_fails_keeps_no_warming_pod() -> None:
-    """A template made invalid mid-warming: the scale-up's pods go, or one the scheduler never
-    placed would wait, holding its room, for as long as the template stays broken."""
-    plan = scaled(3, 3)
+    """A template made invalid mid-warming: the scale-up's pods the scheduler never placed go,
+    or they would wait, holding their room, for as long as the template stays broken. One
+    placed and pulling ends by its own deadline, and its pull is not thrown away."""
+    plan = scaled(4, 4)
     first = step_for(plan, running(plan, 1))
-    world = running(plan, 1, [trim_warm_pod(pod) for pod in first.warm])
+    pulling = placed(first.warm[2], "node-c", "Pending")
+    world = running(plan, 1, [trim_warm_pod(pod) for pod in first.warm[:2]] + [pulling])
     world.model = {**MODEL, "spec": typed("Model", "iris-from-weights").model_dump(by_alias=True)}
     world.template = {"apiVersion": "modelyard.dev/v1alpha1", "kind": "ModelTemplate", "spec": 1}
     kube = DeletingKube()
     await reconcile_model(world, kube, WARMING_CONFIG)  # type: ignore[arg-type]
-    assert sorted(kube.deleted) == sorted(("Pod", p["metadata"]["name"]) for p in first.warm)
+    assert sorted(kube.deleted) == sorted(("Pod", p["metadata"]["name"]) for p in first.warm[:2])

@@ -141,6 +141,8 @@ class Warming:
     pods: set[str] = field(default_factory=set)
     #: The nodes (a scale-up: the new workers) whose warming ended, warmed or not.
     settled: set[str] = field(default_factory=set)
+    #: A scale-up's pods the scheduler has not placed: they go once the wait is over.
+    unplaced: set[str] = field(default_factory=set)
 
     def bounded(self, previous: Manifest | None, candidate: str, now: float) -> None:
         """Ends the wait where it must end: past its deadline (counted from when this
@@ -166,6 +168,13 @@ class Warming:
                 self.failed[node] = why
         self.waiting.clear()
         self.missing.clear()
+
+    def release(self) -> None:
+        """Once the wait is over, its pods that never ran go in the same pass as the workers
+        are asked for: left pending, they would compete with them for the room, or have a
+        cluster autoscaler add a node for themselves."""
+        if self.complete:
+            self.pods -= self.unplaced
 
     def remaining(self, now: float) -> float:
         """Seconds until the deadline: when to look again though nothing else changes."""

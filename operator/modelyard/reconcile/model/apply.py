@@ -156,11 +156,18 @@ async def _warm(
 
 
 async def drop_warming(world: ModelWorld, kube: Kube) -> int:
-    """Delete every warming pod of a Model that has no rollout to decide (its plan invalid, or
-    it became external): a scale-up's pod the scheduler never placed would otherwise wait, and
-    hold its room, for as long as that lasts — its deadline counts only once it runs."""
+    """Delete the warming pods the scheduler has not placed of a Model that has no rollout to
+    decide (its plan blocked or invalid, or it became external): such a pod would otherwise
+    wait, and hold its room, for as long as that lasts — its deadline counts only once it
+    runs. Placed ones end by their own deadline, and a pull under way is not thrown away for a
+    registry that is not ready for a moment."""
     namespace = world.model["metadata"].get("namespace") or "default"
-    names = unwanted(world, None)
+    placed = {
+        str((pod.get("metadata") or {}).get("name"))
+        for pod in world.warm_pods
+        if (pod.get("spec") or {}).get("nodeName")
+    }
+    names = [name for name in unwanted(world, None) if name not in placed]
     gone = await asyncio.gather(
         *(kube.delete("v1", "Pod", namespace, name) for name in names), return_exceptions=True
     )

@@ -30,6 +30,12 @@ from modelyard.status.model import observe
 Manifest = dict[str, Any]
 
 
+#: The records a scale-up's warming may replace in status.rollout: none, a finished
+#: promotion's, its own. Not a rollout under way (its record is how it goes on), nor a
+#: rollback's (it says which revision is not tried again): the scale-up then goes unwarmed.
+SCALE_UP_OVER = frozenset({None, RolloutPhase.PROMOTED.value, RolloutPhase.WARMING.value})
+
+
 def rollout_step(
     model: Model,
     workload: wl.Workload,
@@ -58,9 +64,7 @@ def rollout_step(
     )
     last = previous.get("rollout") or {}
     main = world.children.get("Deployment")
-    if warming is None and last.get("phase") != RolloutPhase.ROLLED_BACK:
-        # (A rollback's record says which revision is not tried again: a scale-up goes unwarmed
-        # rather than overwrite it.)
+    if warming is None and last.get("phase") in SCALE_UP_OVER:
         scaling = scale_up_warming(
             world.model,
             workload,
@@ -73,6 +77,7 @@ def rollout_step(
         )
         if scaling is not None:
             scaling.bounded(last, desired_hash, now)
+            scaling.release()
             if not scaling.complete:
                 return _warming_scale_up(
                     workload,

@@ -133,7 +133,7 @@ def scale_up_warming(
         or warming.weights_of(main) != workload.weights
     ):
         return None
-    live = int((main.get("spec") or {}).get("replicas") or 0)
+    live = _running(world)
     planned = (desired.get("spec") or {}).get("replicas")
     target = int(planned) if planned is not None else workload.scaling.min_workers
     if target <= live or live == 0 or not any(_ready(pod) for pod in main_pods):
@@ -168,17 +168,34 @@ def scale_up_warming(
             continue
         node = (pod.get("spec") or {}).get("nodeName")
         status = pod.get("status") or {}
+        if not node:
+            # Not placed: it goes once the wait is over (see `Warming.release`), not before —
+            # deleted now, the next pass would only make it again.
+            found.unplaced.add(pod_name)
         if not node and status.get("unschedulable") and not status.get("nominatedNodeName"):
             # No room for it is no room for the worker: the scale-up goes on, and its workers
-            # wait for room as they would have (AwaitingCapacity is theirs to say). The pod
-            # goes at once, so it neither competes with them for the room nor has a cluster
-            # autoscaler add a node for it.
+            # wait for room as they would have (AwaitingCapacity is theirs to say).
             found.failed[worker] = f"no room: {status['unschedulable']}"[:300]
             found.settled.add(worker)
-            found.pods.discard(pod_name)
             continue
         _judge(found, worker, pod, str(node) if node else None, now)
     return found
+
+
+def _running(world: ModelWorld) -> int:
+    """The workers the Model runs, or is about to: its Deployment's count, or its autoscaler's
+    minimum if higher — a scale-up released to the autoscaler is not held again while the
+    autoscaler has yet to act on it."""
+    main = world.children.get("Deployment") or {}
+    count = int((main.get("spec") or {}).get("replicas") or 0)
+    for kind, field in (
+        ("HorizontalPodAutoscaler", "minReplicas"),
+        ("ScaledObject", "minReplicaCount"),
+    ):
+        autoscaler = world.children.get(kind)
+        if autoscaler is not None:
+            count = max(count, int((autoscaler.get("spec") or {}).get(field) or 0))
+    return count
 
 
 def _live_pods(model: Manifest, world: ModelWorld) -> dict[str, Manifest]:
