@@ -492,6 +492,15 @@ def test_an_autoscalers_raised_minimum_is_held_while_the_weights_are_warmed() ->
     assert hpa["spec"]["minReplicas"] == 3
     again = step_for(plan, released, {"rollout": step.status})
     assert again.hold is None and again.warm == []
+    # Raised again (3 → 5) before the autoscaler acted on 3: warmed for workers 4 and 5, and
+    # held at 3, never back at the Deployment's 1 (which would take the released scale-up back).
+    higher = scaled(5, 6)
+    assert higher.children is not None
+    raised = step_for(higher, released, {"rollout": step.status})
+    assert raised.hold == 3 and len(raised.warm) == 2
+    assert raised.status is not None and raised.status["scaleUpTo"] == 5
+    applied = {m["kind"]: m for m in to_apply(higher.children.manifests, False, raised)}
+    assert applied["HorizontalPodAutoscaler"]["spec"]["minReplicas"] == 3
 
 
 def test_a_scale_up_waits_for_warming_a_bounded_time_and_only_when_something_serves() -> None:

@@ -82,7 +82,6 @@ def rollout_step(
                 return _warming_scale_up(
                     workload,
                     scaling,
-                    main,
                     now=now,
                     desired_hash=desired_hash,
                     last=last,
@@ -207,7 +206,6 @@ def _warming_rolling(
 def _warming_scale_up(
     workload: wl.Workload,
     scaling: rollout.Warming,
-    main: Manifest | None,
     *,
     now: float,
     desired_hash: str,
@@ -228,7 +226,10 @@ def _warming_scale_up(
         or last.get("candidateRevision") != desired_hash
         or last.get("scaleUpTo") != scaling.scale_up_to
     )
-    live = int(((main or {}).get("spec") or {}).get("replicas") or 0)
+    # What runs as the warming counted it (an autoscaler's minimum included): held lower, a
+    # scale-up already released to the autoscaler would be taken back.
+    assert scaling.scale_up_to is not None
+    live = scaling.scale_up_to - len(scaling.nodes)
     step = rollout.scale_up_step(base, scaling, live=live, announce=announce, now=now)
     step.cold = unwanted(world, scaling)
     return step
