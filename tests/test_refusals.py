@@ -272,12 +272,17 @@ async def test_a_full_service_ip_range_is_child_rejected_not_silence(tmp_path: P
             assert f"Service {model['metadata']['name']}" in message
             assert "range is full" in message or "allocate" in message
             assert model["status"]["state"] == "FAILED"
-            events = [
-                e
-                for e in view.list("v1/events", view.namespace)
-                if e["involvedObject"]["name"] == model["metadata"]["name"]
-                and e["reason"] == "ChildRejected"
-            ]
+
+            def rejections(name: str = model["metadata"]["name"]) -> list[dict[str, Any]]:
+                return [
+                    e
+                    for e in view.list("v1/events", view.namespace)
+                    if e["involvedObject"]["name"] == name and e["reason"] == "ChildRejected"
+                ]
+
+            # The Event follows the status write: the status can be read before it is posted.
+            await eventually(lambda: bool(rejections()), 10, "the ChildRejected Event", operator)
+            events = rejections()
             assert len(events) == 1 and events[0]["type"] == "Warning"
     finally:
         await operator.stop()
