@@ -487,13 +487,14 @@ def warming_step(
     )
 
 
-def scale_up_step(
-    base: Manifest, warming: Warming, *, live: int, announce: bool, now: float
-) -> Step:
+def scale_up_step(base: Manifest, warming: Warming, *, announce: bool, now: float) -> Step:
     """A scale-up held back until its weights are on the nodes its new workers will run on:
     what serves is left as it is (and the Model judged on it), the new workers come once
     warming ended."""
     assert warming.scale_up_to is not None
+    # What runs as the warming counted it (an autoscaler's minimum included): held lower, a
+    # scale-up already released to the autoscaler would be taken back.
+    live = warming.scale_up_to - len(warming.nodes)
     status = {
         **base,
         "phase": RolloutPhase.WARMING.value,

@@ -64,7 +64,10 @@ def rollout_step(
     )
     last = previous.get("rollout") or {}
     main = world.children.get("Deployment")
-    if warming is None and last.get("phase") in SCALE_UP_OVER:
+    scaling = None
+    if warming is not None:
+        warming.bounded(last, desired_hash, now)
+    elif last.get("phase") in SCALE_UP_OVER:
         scaling = scale_up_warming(
             world.model,
             workload,
@@ -78,22 +81,13 @@ def rollout_step(
         if scaling is not None:
             scaling.bounded(last, desired_hash, now)
             scaling.release()
-            if not scaling.complete:
-                return _warming_scale_up(
-                    workload,
-                    scaling,
-                    now=now,
-                    desired_hash=desired_hash,
-                    last=last,
-                    world=world,
-                )
-        # Kept until the Deployment grew: a pass whose apply was refused must not warm again.
-        cold = unwanted(world, scaling)
-    elif warming is None:
-        cold = unwanted(world, None)
-    else:
-        cold = unwanted(world, warming)
-        warming.bounded(last, desired_hash, now)
+    # A scale-up's pods are kept until the Deployment grew: a pass whose apply was refused
+    # must not warm again.
+    cold = unwanted(world, warming or scaling)
+    if scaling is not None and not scaling.complete:
+        return _warming_scale_up(
+            workload, scaling, now=now, desired_hash=desired_hash, last=last, cold=cold
+        )
     live_hash = drift.template_hash(main)
     if rules.strategy is RolloutStrategy.ROLLING and world.canary is None:
         if warming is not None and not warming.complete:
@@ -210,7 +204,7 @@ def _warming_scale_up(
     now: float,
     desired_hash: str,
     last: Manifest,
-    world: ModelWorld,
+    cold: list[str],
 ) -> rollout.Step:
     """A scale-up held back until its weights are on its new workers' nodes."""
     serving = _describe(workload.version, workload.image)
@@ -226,12 +220,8 @@ def _warming_scale_up(
         or last.get("candidateRevision") != desired_hash
         or last.get("scaleUpTo") != scaling.scale_up_to
     )
-    # What runs as the warming counted it (an autoscaler's minimum included): held lower, a
-    # scale-up already released to the autoscaler would be taken back.
-    assert scaling.scale_up_to is not None
-    live = scaling.scale_up_to - len(scaling.nodes)
-    step = rollout.scale_up_step(base, scaling, live=live, announce=announce, now=now)
-    step.cold = unwanted(world, scaling)
+    step = rollout.scale_up_step(base, scaling, announce=announce, now=now)
+    step.cold = cold
     return step
 
 
